@@ -1,1 +1,402 @@
-//! crius-cri
+//! The CRI v1 gRPC services of crius. Thin by design: each handler validates its request,
+//! calls [`crius_core::Daemon`], and maps the result; status codes are chosen in `status.rs`.
+//! Every call runs in a tracing span with its method, pod or container id and duration.
+
+mod runtime_info;
+mod status;
+mod trace;
+
+use std::sync::Arc;
+
+use crius_core::Daemon;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_server::{ImageService, ImageServiceServer};
+use k8s_cri::v1::runtime_service_server::{RuntimeService, RuntimeServiceServer};
+use tonic::{Request, Response, Status};
+
+use status::unimplemented;
+use trace::{traced, Ids};
+
+/// Both CRI services, ready for `tonic::transport::Server::add_routes`.
+pub fn routes(daemon: Arc<Daemon>) -> tonic::service::Routes {
+    let runtime = RuntimeServiceServer::new(Runtime {
+        daemon: daemon.clone(),
+    })
+    .max_decoding_message_size(16 << 20)
+    .max_encoding_message_size(16 << 20);
+    let images = ImageServiceServer::new(Images { daemon })
+        .max_decoding_message_size(16 << 20)
+        .max_encoding_message_size(16 << 20);
+    tonic::service::Routes::new(runtime).add_service(images)
+}
+
+/// The CRI RuntimeService.
+struct Runtime {
+    daemon: Arc<Daemon>,
+}
+
+/// The CRI ImageService.
+struct Images {
+    #[allow(dead_code)]
+    daemon: Arc<Daemon>,
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl RuntimeService for Runtime {
+    async fn version(&self, req: Request<cri::VersionRequest>) -> Reply<cri::VersionResponse> {
+        traced("Version", Ids::none(), async {
+            Ok(runtime_info::version(&self.daemon, req.into_inner()))
+        })
+        .await
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        _req: Request<cri::RunPodSandboxRequest>,
+    ) -> Reply<cri::RunPodSandboxResponse> {
+        traced("RunPodSandbox", Ids::none(), async {
+            Err(unimplemented("RunPodSandbox"))
+        })
+        .await
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        req: Request<cri::StopPodSandboxRequest>,
+    ) -> Reply<cri::StopPodSandboxResponse> {
+        let id = req.get_ref().pod_sandbox_id.clone();
+        traced("StopPodSandbox", Ids::pod(&id), async {
+            Err(unimplemented("StopPodSandbox"))
+        })
+        .await
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        req: Request<cri::RemovePodSandboxRequest>,
+    ) -> Reply<cri::RemovePodSandboxResponse> {
+        let id = req.get_ref().pod_sandbox_id.clone();
+        traced("RemovePodSandbox", Ids::pod(&id), async {
+            Err(unimplemented("RemovePodSandbox"))
+        })
+        .await
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        req: Request<cri::PodSandboxStatusRequest>,
+    ) -> Reply<cri::PodSandboxStatusResponse> {
+        let id = req.get_ref().pod_sandbox_id.clone();
+        traced("PodSandboxStatus", Ids::pod(&id), async {
+            Err(unimplemented("PodSandboxStatus"))
+        })
+        .await
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        _req: Request<cri::ListPodSandboxRequest>,
+    ) -> Reply<cri::ListPodSandboxResponse> {
+        traced("ListPodSandbox", Ids::none(), async {
+            Err(unimplemented("ListPodSandbox"))
+        })
+        .await
+    }
+
+    async fn create_container(
+        &self,
+        req: Request<cri::CreateContainerRequest>,
+    ) -> Reply<cri::CreateContainerResponse> {
+        let id = req.get_ref().pod_sandbox_id.clone();
+        traced("CreateContainer", Ids::pod(&id), async {
+            Err(unimplemented("CreateContainer"))
+        })
+        .await
+    }
+
+    async fn start_container(
+        &self,
+        req: Request<cri::StartContainerRequest>,
+    ) -> Reply<cri::StartContainerResponse> {
+        let id = req.get_ref().container_id.clone();
+        traced("StartContainer", Ids::container(&id), async {
+            Err(unimplemented("StartContainer"))
+        })
+        .await
+    }
+
+    async fn stop_container(
+        &self,
+        req: Request<cri::StopContainerRequest>,
+    ) -> Reply<cri::StopContainerResponse> {
+        let id = req.get_ref().container_id.clone();
+        traced("StopContainer", Ids::container(&id), async {
+            Err(unimplemented("StopContainer"))
+        })
+        .await
+    }
+
+    async fn remove_container(
+        &self,
+        req: Request<cri::RemoveContainerRequest>,
+    ) -> Reply<cri::RemoveContainerResponse> {
+        let id = req.get_ref().container_id.clone();
+        traced("RemoveContainer", Ids::container(&id), async {
+            Err(unimplemented("RemoveContainer"))
+        })
+        .await
+    }
+
+    async fn list_containers(
+        &self,
+        _req: Request<cri::ListContainersRequest>,
+    ) -> Reply<cri::ListContainersResponse> {
+        traced("ListContainers", Ids::none(), async {
+            Err(unimplemented("ListContainers"))
+        })
+        .await
+    }
+
+    async fn container_status(
+        &self,
+        req: Request<cri::ContainerStatusRequest>,
+    ) -> Reply<cri::ContainerStatusResponse> {
+        let id = req.get_ref().container_id.clone();
+        traced("ContainerStatus", Ids::container(&id), async {
+            Err(unimplemented("ContainerStatus"))
+        })
+        .await
+    }
+
+    async fn update_container_resources(
+        &self,
+        req: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> Reply<cri::UpdateContainerResourcesResponse> {
+        let id = req.get_ref().container_id.clone();
+        traced("UpdateContainerResources", Ids::container(&id), async {
+            Err(unimplemented("UpdateContainerResources"))
+        })
+        .await
+    }
+
+    async fn reopen_container_log(
+        &self,
+        req: Request<cri::ReopenContainerLogRequest>,
+    ) -> Reply<cri::ReopenContainerLogResponse> {
+        let id = req.get_ref().container_id.clone();
+        traced("ReopenContainerLog", Ids::container(&id), async {
+            Err(unimplemented("ReopenContainerLog"))
+        })
+        .await
+    }
+
+    async fn exec_sync(&self, req: Request<cri::ExecSyncRequest>) -> Reply<cri::ExecSyncResponse> {
+        let id = req.get_ref().container_id.clone();
+        traced("ExecSync", Ids::container(&id), async {
+            Err(unimplemented("ExecSync"))
+        })
+        .await
+    }
+
+    async fn exec(&self, req: Request<cri::ExecRequest>) -> Reply<cri::ExecResponse> {
+        let id = req.get_ref().container_id.clone();
+        traced("Exec", Ids::container(&id), async {
+            Err(unimplemented("Exec"))
+        })
+        .await
+    }
+
+    async fn attach(&self, req: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
+        let id = req.get_ref().container_id.clone();
+        traced("Attach", Ids::container(&id), async {
+            Err(unimplemented("Attach"))
+        })
+        .await
+    }
+
+    async fn port_forward(
+        &self,
+        req: Request<cri::PortForwardRequest>,
+    ) -> Reply<cri::PortForwardResponse> {
+        let id = req.get_ref().pod_sandbox_id.clone();
+        traced("PortForward", Ids::pod(&id), async {
+            Err(unimplemented("PortForward"))
+        })
+        .await
+    }
+
+    async fn container_stats(
+        &self,
+        req: Request<cri::ContainerStatsRequest>,
+    ) -> Reply<cri::ContainerStatsResponse> {
+        let id = req.get_ref().container_id.clone();
+        traced("ContainerStats", Ids::container(&id), async {
+            Err(unimplemented("ContainerStats"))
+        })
+        .await
+    }
+
+    async fn list_container_stats(
+        &self,
+        _req: Request<cri::ListContainerStatsRequest>,
+    ) -> Reply<cri::ListContainerStatsResponse> {
+        traced("ListContainerStats", Ids::none(), async {
+            Err(unimplemented("ListContainerStats"))
+        })
+        .await
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        req: Request<cri::PodSandboxStatsRequest>,
+    ) -> Reply<cri::PodSandboxStatsResponse> {
+        let id = req.get_ref().pod_sandbox_id.clone();
+        traced("PodSandboxStats", Ids::pod(&id), async {
+            Err(unimplemented("PodSandboxStats"))
+        })
+        .await
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        _req: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> Reply<cri::ListPodSandboxStatsResponse> {
+        traced("ListPodSandboxStats", Ids::none(), async {
+            Err(unimplemented("ListPodSandboxStats"))
+        })
+        .await
+    }
+
+    async fn update_runtime_config(
+        &self,
+        _req: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> Reply<cri::UpdateRuntimeConfigResponse> {
+        // The kubelet sends the pod CIDR here; CNI plugins own addressing, so there is
+        // nothing to change, as with CRI-O and containerd.
+        traced("UpdateRuntimeConfig", Ids::none(), async {
+            Ok(cri::UpdateRuntimeConfigResponse {})
+        })
+        .await
+    }
+
+    async fn status(&self, req: Request<cri::StatusRequest>) -> Reply<cri::StatusResponse> {
+        traced("Status", Ids::none(), async {
+            Ok(runtime_info::status(&self.daemon, req.into_inner()))
+        })
+        .await
+    }
+
+    async fn checkpoint_container(
+        &self,
+        req: Request<cri::CheckpointContainerRequest>,
+    ) -> Reply<cri::CheckpointContainerResponse> {
+        let id = req.get_ref().container_id.clone();
+        traced("CheckpointContainer", Ids::container(&id), async {
+            Err(unimplemented("CheckpointContainer"))
+        })
+        .await
+    }
+
+    type GetContainerEventsStream = std::pin::Pin<
+        Box<
+            dyn futures::Stream<Item = Result<cri::ContainerEventResponse, Status>>
+                + Send
+                + 'static,
+        >,
+    >;
+
+    async fn get_container_events(
+        &self,
+        _req: Request<cri::GetEventsRequest>,
+    ) -> Reply<Self::GetContainerEventsStream> {
+        traced("GetContainerEvents", Ids::none(), async {
+            Err(unimplemented("GetContainerEvents"))
+        })
+        .await
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _req: Request<cri::ListMetricDescriptorsRequest>,
+    ) -> Reply<cri::ListMetricDescriptorsResponse> {
+        traced("ListMetricDescriptors", Ids::none(), async {
+            Err(unimplemented("ListMetricDescriptors"))
+        })
+        .await
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _req: Request<cri::ListPodSandboxMetricsRequest>,
+    ) -> Reply<cri::ListPodSandboxMetricsResponse> {
+        traced("ListPodSandboxMetrics", Ids::none(), async {
+            Err(unimplemented("ListPodSandboxMetrics"))
+        })
+        .await
+    }
+
+    async fn runtime_config(
+        &self,
+        req: Request<cri::RuntimeConfigRequest>,
+    ) -> Reply<cri::RuntimeConfigResponse> {
+        traced("RuntimeConfig", Ids::none(), async {
+            Ok(runtime_info::runtime_config(&self.daemon, req.into_inner()))
+        })
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl ImageService for Images {
+    async fn list_images(
+        &self,
+        _req: Request<cri::ListImagesRequest>,
+    ) -> Reply<cri::ListImagesResponse> {
+        traced("ListImages", Ids::none(), async {
+            Err(unimplemented("ListImages"))
+        })
+        .await
+    }
+
+    async fn image_status(
+        &self,
+        _req: Request<cri::ImageStatusRequest>,
+    ) -> Reply<cri::ImageStatusResponse> {
+        traced("ImageStatus", Ids::none(), async {
+            Err(unimplemented("ImageStatus"))
+        })
+        .await
+    }
+
+    async fn pull_image(
+        &self,
+        _req: Request<cri::PullImageRequest>,
+    ) -> Reply<cri::PullImageResponse> {
+        traced("PullImage", Ids::none(), async {
+            Err(unimplemented("PullImage"))
+        })
+        .await
+    }
+
+    async fn remove_image(
+        &self,
+        _req: Request<cri::RemoveImageRequest>,
+    ) -> Reply<cri::RemoveImageResponse> {
+        traced("RemoveImage", Ids::none(), async {
+            Err(unimplemented("RemoveImage"))
+        })
+        .await
+    }
+
+    async fn image_fs_info(
+        &self,
+        _req: Request<cri::ImageFsInfoRequest>,
+    ) -> Reply<cri::ImageFsInfoResponse> {
+        traced("ImageFsInfo", Ids::none(), async {
+            Err(unimplemented("ImageFsInfo"))
+        })
+        .await
+    }
+}

@@ -1,0 +1,101 @@
+//! The daemon's settings as the core needs them. The binary owns the TOML layout and turns
+//! it into a [`CoreConfig`]; the core never reads config files itself.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+/// Which cgroup manager places pods and containers: plain cgroupfs directories or systemd
+/// slices and scopes (the latter needs systemd as PID 1 and D-Bus).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    /// Directories under each controller's mount, made by the OCI runtime.
+    Cgroupfs,
+    /// Slices and scopes made by systemd over D-Bus.
+    Systemd,
+}
+
+/// One runtime handler, picked by the CRI `runtime_handler` field.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RuntimeHandlerConfig {
+    /// The runc-compatible binary.
+    pub runtime_path: PathBuf,
+    /// "oci" (through the monitor) or "vm" (containerd shim v2).
+    pub runtime_type: String,
+    /// The runtime's state dir (`--root`); `None` means `<run_dir>/runtimes/<name>`.
+    pub runtime_root: Option<PathBuf>,
+    /// The monitor binary (crius-conmon).
+    pub monitor_path: PathBuf,
+    /// Annotations a pod may pass through to this runtime.
+    pub allowed_annotations: Vec<String>,
+}
+
+/// Where CNI configuration and plugins live.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NetworkSettings {
+    /// The dir whose first conflist configures pod networks.
+    pub conf_dir: PathBuf,
+    /// Dirs searched for plugin binaries, in order.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Per-pod cache of the conflist and result used at ADD, so DEL works after changes.
+    pub cache_dir: PathBuf,
+}
+
+/// Credentials for one registry from the daemon config.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RegistryAuth {
+    /// User name for basic auth.
+    pub username: String,
+    /// Password for basic auth.
+    pub password: String,
+    /// base64 of `user:password`, as in Docker's config.json.
+    pub auth: String,
+}
+
+/// How images are found and stored.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ImageSettings {
+    /// containers-registries.conf v2 file; `None`: /etc/containers/registries.conf if present.
+    pub registries_conf: Option<PathBuf>,
+    /// Registries (host[:port]) reached over plain HTTP.
+    pub insecure_registries: Vec<String>,
+    /// Credentials per registry host[:port].
+    pub auths: HashMap<String, RegistryAuth>,
+    /// Layers downloaded at once, per pull.
+    pub max_concurrent_downloads: usize,
+}
+
+/// Everything the core needs to run pods and containers.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CoreConfig {
+    /// Persistent state: images, pod and container records, rootfs upper dirs.
+    pub root_dir: PathBuf,
+    /// Volatile state: monitor sockets, exit files, netns pins.
+    pub run_dir: PathBuf,
+    /// cgroupfs or systemd.
+    pub cgroup_driver: CgroupDriver,
+    /// Every pod's cgroup parent must lie under this path ("/" allows any).
+    pub cgroup_root: String,
+    /// The infra image every pod runs.
+    pub pause_image: String,
+    /// The static pause binary installed as the pause image when it cannot be pulled.
+    pub pause_binary: PathBuf,
+    /// The handler used when a pod names none.
+    pub default_runtime: String,
+    /// All runtime handlers by name.
+    pub runtimes: BTreeMap<String, RuntimeHandlerConfig>,
+    /// CNI settings.
+    pub network: NetworkSettings,
+    /// Image settings.
+    pub images: ImageSettings,
+    /// Bytes after which a container log is cut; `None` for no limit.
+    pub log_size_max: Option<u64>,
+    /// Where `Localhost` seccomp profiles given by relative name are looked up.
+    pub seccomp_profile_root: PathBuf,
+    /// Address of the streaming server (exec, attach, port-forward).
+    pub stream_address: String,
+    /// Port of the streaming server (0 picks one).
+    pub stream_port: u16,
+    /// The whole effective config, shown by `Status` with `verbose`.
+    pub effective_config: serde_json::Value,
+}

@@ -1,0 +1,55 @@
+//! Facts about the host that change what the daemon may ask of the kernel.
+
+use std::fs;
+
+const CAP_SYS_RESOURCE: u32 = 24;
+
+/// The lowest `oom_score_adj` a container may be given. Without CAP_SYS_RESOURCE no process
+/// may go below its own current value, so every request is clamped to it (the runtime would
+/// fail otherwise); with the capability the kernel minimum applies.
+pub fn oom_score_adj_min() -> i32 {
+    let own = fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .unwrap_or(0);
+    if has_effective_cap(CAP_SYS_RESOURCE) {
+        -1000
+    } else {
+        own
+    }
+}
+
+fn has_effective_cap(cap: u32) -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| parse_cap_eff(&s))
+        .is_some_and(|mask| mask & (1u64 << cap) != 0)
+}
+
+fn parse_cap_eff(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+}
+
+/// Whether AppArmor is enabled on this host.
+pub fn apparmor_enabled() -> bool {
+    fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .map(|s| s.trim() == "Y")
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_eff_is_parsed_from_proc_status() {
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001fffeffffff\n";
+        let mask = parse_cap_eff(status).unwrap();
+        assert_eq!(mask & (1 << 24), 0, "bit 24 is clear in fe");
+        assert_ne!(mask & (1 << 21), 0);
+        assert_eq!(parse_cap_eff("Name:\tx\n"), None);
+    }
+}
