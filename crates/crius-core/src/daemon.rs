@@ -1,14 +1,24 @@
 //! The daemon: owns the stores and the maps of pods and containers, and serves the
-//! operations crius-cri calls.
+//! operations crius-cri calls. The pod flows are in `pod.rs`, the container flows in
+//! `container.rs`, images in `image.rs`, restart recovery in `restore.rs`.
 
-use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
+use crius_image::{ImageStore, ImageStoreConfig};
+use crius_net::{Cni, CniConfig};
+use crius_oci::runtime::RuntimeCli;
+use tokio::sync::{broadcast, watch};
 use tracing::info;
 
 use crate::config::{CgroupDriver, CoreConfig};
 use crate::error::{Error, Result};
+use crate::events::Event;
 use crate::host;
+use crate::model::{ContainerRecord, PodRecord};
+use crate::record::RecordDir;
 
 /// Name and versions reported by `Version`.
 #[derive(Debug, Clone)]
@@ -34,15 +44,118 @@ pub struct RuntimeStatus {
     pub info: serde_json::Value,
 }
 
+/// One pod or container in memory: `op` serialises the operations that change it (so one
+/// slow pod never blocks another), `rec` is what readers see without waiting for them.
+pub(crate) struct Entry<R> {
+    pub op: Arc<tokio::sync::Mutex<()>>,
+    rec: RwLock<R>,
+    /// Set once the object is whole (every creation step done); until then lookups by id
+    /// do not see it.
+    whole: std::sync::atomic::AtomicBool,
+}
+
+impl<R: Clone> Entry<R> {
+    pub fn new(rec: R, whole: bool) -> Self {
+        Entry {
+            op: Arc::new(tokio::sync::Mutex::new(())),
+            rec: RwLock::new(rec),
+            whole: std::sync::atomic::AtomicBool::new(whole),
+        }
+    }
+
+    /// Whether creation finished.
+    pub fn is_whole(&self) -> bool {
+        self.whole.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Marks creation finished.
+    pub fn set_whole(&self) {
+        self.whole.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// A copy of the record as it is now.
+    pub fn get(&self) -> R {
+        self.rec.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Changes the record in memory; the caller persists it.
+    pub fn update<T>(&self, f: impl FnOnce(&mut R) -> T) -> T {
+        f(&mut self.rec.write().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// A container in memory, plus the channel its exit is announced on.
+pub(crate) struct ContainerEntry {
+    pub entry: Entry<ContainerRecord>,
+    /// true once the container has exited.
+    pub exited: watch::Sender<bool>,
+}
+
+/// Everything the daemon knows, by id and by name.
+#[derive(Default)]
+pub(crate) struct Index {
+    pub pods: HashMap<String, Arc<Entry<PodRecord>>>,
+    pub containers: HashMap<String, Arc<ContainerEntry>>,
+    /// "namespace/name/uid/attempt" -> pod id, so a repeated RunPodSandbox finds its pod.
+    pub pod_names: HashMap<String, String>,
+    /// "pod id/name/attempt" -> container id.
+    pub container_names: HashMap<String, String>,
+}
+
 /// The running daemon's state. One per process.
 pub struct Daemon {
     config: RwLock<Arc<CoreConfig>>,
-    oom_score_adj_min: i32,
+    pub(crate) oom_score_adj_min: i32,
+    pub(crate) images: ImageStore,
+    pub(crate) cni: Cni,
+    pub(crate) index: Mutex<Index>,
+    pub(crate) pod_records: RecordDir,
+    pub(crate) container_records: RecordDir,
+    pub(crate) events: broadcast::Sender<Event>,
+    /// Serialises making sure the pause image is present.
+    pub(crate) pause_image_lock: tokio::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Daemon").finish_non_exhaustive()
+    }
+}
+
+/// How long runtime and monitor calls may take before the daemon gives up on them.
+pub(crate) const RUNTIME_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn image_store_config(config: &CoreConfig) -> ImageStoreConfig {
+    ImageStoreConfig {
+        root: config.root_dir.join("images"),
+        registries_conf: config.images.registries_conf.clone(),
+        insecure_registries: config.images.insecure_registries.clone(),
+        registry_auths: config
+            .images
+            .auths
+            .iter()
+            .map(|(host, a)| {
+                (
+                    host.clone(),
+                    crius_image::Credentials {
+                        username: a.username.clone(),
+                        password: a.password.clone(),
+                        auth: a.auth.clone(),
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect(),
+        max_concurrent_downloads: config.images.max_concurrent_downloads.max(1),
+    }
+}
+
+fn cni_config(config: &CoreConfig) -> CniConfig {
+    CniConfig {
+        conf_dir: config.network.conf_dir.clone(),
+        plugin_dirs: config.network.plugin_dirs.clone(),
+        cache_dir: config.network.cache_dir.clone(),
+        timeout: Duration::from_secs(60),
     }
 }
 
@@ -53,16 +166,29 @@ impl Daemon {
             std::fs::create_dir_all(dir).map_err(|e| Error::io("create state dir", dir, e))?;
         }
         let oom_score_adj_min = host::oom_score_adj_min();
+        let images = ImageStore::open(image_store_config(&config))?;
+        let cni = Cni::new(cni_config(&config));
+        let records = config.root_dir.join("records");
+        let daemon = Arc::new(Daemon {
+            pod_records: RecordDir::open(records.join("pods"))?,
+            container_records: RecordDir::open(records.join("containers"))?,
+            config: RwLock::new(Arc::new(config)),
+            oom_score_adj_min,
+            images,
+            cni,
+            index: Mutex::new(Index::default()),
+            events: broadcast::channel(1024).0,
+            pause_image_lock: tokio::sync::Mutex::new(None),
+        });
+        daemon.restore().await?;
+        let config = daemon.config();
         info!(
             root = %config.root_dir.display(),
             run = %config.run_dir.display(),
             oom_score_adj_min,
             "daemon state opened"
         );
-        Ok(Arc::new(Daemon {
-            config: RwLock::new(Arc::new(config)),
-            oom_score_adj_min,
-        }))
+        Ok(daemon)
     }
 
     /// The config in force.
@@ -75,6 +201,10 @@ impl Daemon {
 
     /// Applies what can change without a restart (registries, CNI dirs, the shown config).
     pub async fn reload(&self, config: CoreConfig) {
+        self.cni.reload(cni_config(&config));
+        if let Err(e) = self.images.reload_registries() {
+            tracing::warn!(error = %e, "registries config not reloaded");
+        }
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
         info!("configuration reloaded");
     }
@@ -113,7 +243,11 @@ impl Daemon {
             )),
             Some(_) => Ok(()),
         };
-        let network_ready = find_cni_config(&config.network.conf_dir);
+        let network_ready = self
+            .cni
+            .network_status()
+            .map(|_| ())
+            .map_err(|e| e.to_string());
         let mut handlers = vec![config.default_runtime.clone()];
         handlers.extend(
             config
@@ -135,20 +269,135 @@ impl Daemon {
             info,
         }
     }
+
+    /// The runtime CLI and monitor binary of a handler ("" is the default).
+    pub(crate) fn runtime_handler(&self, name: &str) -> Result<(RuntimeCli, PathBuf, String)> {
+        let config = self.config();
+        let name = if name.is_empty() {
+            config.default_runtime.as_str()
+        } else {
+            name
+        };
+        let handler = config.runtimes.get(name).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "unknown runtime handler {name:?}; configured: {}",
+                config
+                    .runtimes
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+        if handler.runtime_type != "oci" {
+            return Err(Error::Unimplemented(format!(
+                "runtime type {:?} of handler {name:?}",
+                handler.runtime_type
+            )));
+        }
+        let root = handler
+            .runtime_root
+            .clone()
+            .unwrap_or_else(|| config.run_dir.join("runtimes").join(name));
+        let cli = RuntimeCli {
+            path: handler.runtime_path.clone(),
+            root: Some(root),
+            systemd_cgroup: config.cgroup_driver == CgroupDriver::Systemd,
+        };
+        Ok((cli, handler.monitor_path.clone(), name.to_string()))
+    }
+
+    /// The persistent dir of a pod (pause bundle and rootfs).
+    pub(crate) fn pod_dir(&self, id: &str) -> PathBuf {
+        self.config().root_dir.join("pods").join(id)
+    }
+
+    /// The volatile dir of a pod (shared files, shm, pause monitor).
+    pub(crate) fn pod_run_dir(&self, id: &str) -> PathBuf {
+        self.config().run_dir.join("pods").join(id)
+    }
+
+    /// The persistent dir of a container (bundle, rootfs, upper dir).
+    pub(crate) fn container_dir(&self, id: &str) -> PathBuf {
+        self.config().root_dir.join("containers").join(id)
+    }
+
+    /// The volatile dir of a container (its monitor's socket and exit file).
+    pub(crate) fn container_run_dir(&self, id: &str) -> PathBuf {
+        self.config().run_dir.join("containers").join(id)
+    }
+
+    /// Where network namespaces are pinned.
+    pub(crate) fn netns_dir(&self) -> PathBuf {
+        self.config().run_dir.join("netns")
+    }
+
+    /// A pod by id, full or unique prefix.
+    pub(crate) fn pod_entry(&self, id: &str) -> Result<Arc<Entry<PodRecord>>> {
+        let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        find_by_id(&index.pods, id, "pod sandbox", |e| e.is_whole()).cloned()
+    }
+
+    /// A container by id, full or unique prefix.
+    pub(crate) fn container_entry(&self, id: &str) -> Result<Arc<ContainerEntry>> {
+        let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        find_by_id(&index.containers, id, "container", |c| c.entry.is_whole()).cloned()
+    }
+
+    /// The containers of a pod.
+    pub(crate) fn pod_containers(&self, pod_id: &str) -> Vec<Arc<ContainerEntry>> {
+        let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        index
+            .containers
+            .values()
+            .filter(|c| c.entry.get().pod_id == pod_id)
+            .cloned()
+            .collect()
+    }
+
+    /// Announces a container event to `GetContainerEvents` streams.
+    pub(crate) fn emit(&self, event: Event) {
+        // No receiver is fine: nobody is listening.
+        let _ = self.events.send(event);
+    }
+
+    /// Subscribes to container and pod lifecycle events.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
 }
 
-fn find_cni_config(dir: &Path) -> Result<(), String> {
-    let found = std::fs::read_dir(dir).ok().is_some_and(|entries| {
-        entries.flatten().any(|e| {
-            matches!(
-                e.path().extension().and_then(|x| x.to_str()),
-                Some("conflist" | "conf" | "json")
-            )
-        })
-    });
-    if found {
-        Ok(())
-    } else {
-        Err(format!("no CNI configuration found in {}", dir.display()))
+/// Finds a map entry by full id or unique id prefix.
+fn find_by_id<'a, T>(
+    map: &'a HashMap<String, T>,
+    id: &str,
+    kind: &'static str,
+    whole: impl Fn(&T) -> bool,
+) -> Result<&'a T> {
+    if id.is_empty() {
+        return Err(Error::InvalidArgument(format!("{kind} id is empty")));
+    }
+    if let Some(v) = map.get(id).filter(|v| whole(v)) {
+        return Ok(v);
+    }
+    let mut found = map.iter().filter(|(k, v)| k.starts_with(id) && whole(v));
+    match (found.next(), found.next()) {
+        (Some((_, v)), None) => Ok(v),
+        (Some(_), Some(_)) => Err(Error::InvalidArgument(format!(
+            "{kind} id prefix {id:?} is ambiguous"
+        ))),
+        (None, _) => Err(Error::NotFound {
+            kind,
+            id: id.to_string(),
+        }),
+    }
+}
+
+/// Removes a dir tree; succeeds if it is gone already.
+pub(crate) fn remove_dir_all(path: &Path) -> Result<(), String> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("remove {}: {e}", path.display())),
     }
 }

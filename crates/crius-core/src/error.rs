@@ -47,6 +47,15 @@ pub enum Error {
         /// Why it failed.
         source: Box<Error>,
     },
+    /// An error from the image store.
+    #[error(transparent)]
+    Image(#[from] crius_image::Error),
+    /// An error from the network layer.
+    #[error(transparent)]
+    Net(#[from] crius_net::Error),
+    /// An error from spec generation, the runtime or the monitor.
+    #[error(transparent)]
+    Oci(#[from] crius_oci::Error),
     /// Anything else that should not happen.
     #[error("{0}")]
     Internal(String),

@@ -3,16 +3,29 @@
 //! (crius-net) and the OCI runtime through the monitor (crius-oci). No gRPC here: crius-cri
 //! translates CRI messages to calls on [`Daemon`].
 
+mod cgroup;
 mod config;
+mod container;
 mod daemon;
 mod error;
+mod events;
+mod filter;
 mod host;
+mod image;
+mod model;
+mod pod;
+mod podfiles;
 mod record;
+mod restore;
 mod undo;
+mod validate;
 
 pub use config::{
     CgroupDriver, CoreConfig, ImageSettings, NetworkSettings, RegistryAuth, RuntimeHandlerConfig,
 };
 pub use daemon::{Daemon, RuntimeStatus, VersionInfo};
 pub use error::{Error, Result};
+pub use events::{Event, EventKind};
+pub use filter::{container_state_cri, pod_state_cri};
+pub use model::{ContainerRecord, ContainerState, PodRecord, PodState};
 pub use undo::Undo;

@@ -1,10 +1,15 @@
 //! An undo stack for multi-step operations (RunPodSandbox, CreateContainer): every step that
-//! leaves something behind pushes the action that removes it; if the operation does not reach
-//! `commit`, dropping the stack runs the actions in reverse order.
+//! leaves something behind pushes the action that takes it back. On failure the caller awaits
+//! [`Undo::unwind`], which runs the actions newest first; a stack dropped without `commit` or
+//! `unwind` (a panic, a cancelled task) unwinds on a spawned task. Failures are logged, never
+//! raised: undoing is best effort and must not hide the error that caused it.
+
+use std::future::Future;
+use std::pin::Pin;
 
 use tracing::{debug, warn};
 
-type Action = Box<dyn FnOnce() -> Result<(), String> + Send>;
+type Action = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// Steps to take back if a multi-step operation fails part way.
 #[derive(Default)]
@@ -18,12 +23,21 @@ impl Undo {
         Self::default()
     }
 
-    /// Remembers how to take back the step just taken.
+    /// Remembers how to take back the step just taken, as a synchronous action.
     pub fn push<F>(&mut self, what: &'static str, action: F)
     where
         F: FnOnce() -> Result<(), String> + Send + 'static,
     {
-        self.steps.push((what, Box::new(action)));
+        self.steps.push((what, Box::pin(async move { action() })));
+    }
+
+    /// Remembers how to take back the step just taken, as an async action (run only when
+    /// unwinding: futures are lazy).
+    pub fn push_async<F>(&mut self, what: &'static str, action: F)
+    where
+        F: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.steps.push((what, Box::pin(action)));
     }
 
     /// The operation is whole: forget the undo actions.
@@ -32,19 +46,35 @@ impl Undo {
     }
 
     /// Runs the undo actions now, newest first, logging each failure.
-    pub fn unwind(&mut self) {
-        while let Some((what, action)) = self.steps.pop() {
-            debug!(step = what, "undo");
-            if let Err(e) = action() {
-                warn!(step = what, error = %e, "undo step failed");
-            }
+    pub async fn unwind(mut self) {
+        run(std::mem::take(&mut self.steps)).await;
+    }
+}
+
+async fn run(mut steps: Vec<(&'static str, Action)>) {
+    while let Some((what, action)) = steps.pop() {
+        debug!(step = what, "undo");
+        if let Err(e) = action.await {
+            warn!(step = what, error = %e, "undo step failed");
         }
     }
 }
 
 impl Drop for Undo {
     fn drop(&mut self) {
-        self.unwind();
+        if self.steps.is_empty() {
+            return;
+        }
+        let steps = std::mem::take(&mut self.steps);
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(run(steps));
+            }
+            Err(_) => warn!(
+                steps = steps.len(),
+                "undo stack dropped outside the runtime; leaving steps undone"
+            ),
+        }
     }
 }
 
@@ -60,43 +90,48 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
-    #[test]
-    fn dropped_stack_unwinds_in_reverse_order() {
+    #[tokio::test]
+    async fn unwind_runs_sync_and_async_steps_newest_first() {
         let log = Arc::new(Mutex::new(Vec::new()));
-        {
-            let mut undo = Undo::new();
-            for n in 1..=3 {
-                let log = log.clone();
-                undo.push("step", move || {
-                    log.lock().unwrap().push(n);
-                    Ok(())
-                });
-            }
+        let mut undo = Undo::new();
+        for n in 1..=2 {
+            let log = log.clone();
+            undo.push("sync", move || {
+                log.lock().unwrap().push(n);
+                Ok(())
+            });
         }
+        let l = log.clone();
+        undo.push_async("async", async move {
+            l.lock().unwrap().push(3);
+            Ok(())
+        });
+        undo.push("fails", || Err("boom".into()));
+        undo.unwind().await;
         assert_eq!(*log.lock().unwrap(), vec![3, 2, 1]);
     }
 
-    #[test]
-    fn committed_stack_runs_nothing_and_failures_do_not_stop_unwinding() {
-        let log = Arc::new(Mutex::new(Vec::new()));
+    #[tokio::test]
+    async fn commit_forgets_and_drop_unwinds_in_the_background() {
+        let log = Arc::new(Mutex::new(0));
         let mut undo = Undo::new();
         let l = log.clone();
-        undo.push("a", move || {
-            l.lock().unwrap().push("a");
-            Ok(())
-        });
-        undo.push("b", || Err("boom".into()));
-        drop(undo);
-        assert_eq!(*log.lock().unwrap(), vec!["a"]);
-
-        let log2 = Arc::new(Mutex::new(0));
-        let mut undo = Undo::new();
-        let l = log2.clone();
         undo.push("c", move || {
             *l.lock().unwrap() += 1;
             Ok(())
         });
         undo.commit();
-        assert_eq!(*log2.lock().unwrap(), 0);
+        assert_eq!(*log.lock().unwrap(), 0);
+
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut undo = Undo::new();
+        undo.push_async("signal", async move {
+            tx.send(()).map_err(|_| "closed".to_string())
+        });
+        drop(undo);
+        tokio::time::timeout(std::time::Duration::from_secs(5), rx)
+            .await
+            .expect("dropped stack unwinds")
+            .unwrap();
     }
 }

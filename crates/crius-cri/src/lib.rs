@@ -2,6 +2,10 @@
 //! calls [`crius_core::Daemon`], and maps the result; status codes are chosen in `status.rs`.
 //! Every call runs in a tracing span with its method, pod or container id and duration.
 
+mod container;
+mod events;
+mod image;
+mod pod;
 mod runtime_info;
 mod status;
 mod trace;
@@ -37,7 +41,6 @@ struct Runtime {
 
 /// The CRI ImageService.
 struct Images {
-    #[allow(dead_code)]
     daemon: Arc<Daemon>,
 }
 
@@ -54,10 +57,10 @@ impl RuntimeService for Runtime {
 
     async fn run_pod_sandbox(
         &self,
-        _req: Request<cri::RunPodSandboxRequest>,
+        req: Request<cri::RunPodSandboxRequest>,
     ) -> Reply<cri::RunPodSandboxResponse> {
         traced("RunPodSandbox", Ids::none(), async {
-            Err(unimplemented("RunPodSandbox"))
+            pod::run(&self.daemon, req.into_inner()).await
         })
         .await
     }
@@ -68,7 +71,7 @@ impl RuntimeService for Runtime {
     ) -> Reply<cri::StopPodSandboxResponse> {
         let id = req.get_ref().pod_sandbox_id.clone();
         traced("StopPodSandbox", Ids::pod(&id), async {
-            Err(unimplemented("StopPodSandbox"))
+            pod::stop(&self.daemon, req.into_inner()).await
         })
         .await
     }
@@ -79,7 +82,7 @@ impl RuntimeService for Runtime {
     ) -> Reply<cri::RemovePodSandboxResponse> {
         let id = req.get_ref().pod_sandbox_id.clone();
         traced("RemovePodSandbox", Ids::pod(&id), async {
-            Err(unimplemented("RemovePodSandbox"))
+            pod::remove(&self.daemon, req.into_inner()).await
         })
         .await
     }
@@ -90,17 +93,17 @@ impl RuntimeService for Runtime {
     ) -> Reply<cri::PodSandboxStatusResponse> {
         let id = req.get_ref().pod_sandbox_id.clone();
         traced("PodSandboxStatus", Ids::pod(&id), async {
-            Err(unimplemented("PodSandboxStatus"))
+            pod::status(&self.daemon, req.into_inner())
         })
         .await
     }
 
     async fn list_pod_sandbox(
         &self,
-        _req: Request<cri::ListPodSandboxRequest>,
+        req: Request<cri::ListPodSandboxRequest>,
     ) -> Reply<cri::ListPodSandboxResponse> {
         traced("ListPodSandbox", Ids::none(), async {
-            Err(unimplemented("ListPodSandbox"))
+            Ok(pod::list(&self.daemon, req.into_inner()))
         })
         .await
     }
@@ -111,7 +114,7 @@ impl RuntimeService for Runtime {
     ) -> Reply<cri::CreateContainerResponse> {
         let id = req.get_ref().pod_sandbox_id.clone();
         traced("CreateContainer", Ids::pod(&id), async {
-            Err(unimplemented("CreateContainer"))
+            container::create(&self.daemon, req.into_inner()).await
         })
         .await
     }
@@ -122,7 +125,7 @@ impl RuntimeService for Runtime {
     ) -> Reply<cri::StartContainerResponse> {
         let id = req.get_ref().container_id.clone();
         traced("StartContainer", Ids::container(&id), async {
-            Err(unimplemented("StartContainer"))
+            container::start(&self.daemon, req.into_inner()).await
         })
         .await
     }
@@ -133,7 +136,7 @@ impl RuntimeService for Runtime {
     ) -> Reply<cri::StopContainerResponse> {
         let id = req.get_ref().container_id.clone();
         traced("StopContainer", Ids::container(&id), async {
-            Err(unimplemented("StopContainer"))
+            container::stop(&self.daemon, req.into_inner()).await
         })
         .await
     }
@@ -144,17 +147,17 @@ impl RuntimeService for Runtime {
     ) -> Reply<cri::RemoveContainerResponse> {
         let id = req.get_ref().container_id.clone();
         traced("RemoveContainer", Ids::container(&id), async {
-            Err(unimplemented("RemoveContainer"))
+            container::remove(&self.daemon, req.into_inner()).await
         })
         .await
     }
 
     async fn list_containers(
         &self,
-        _req: Request<cri::ListContainersRequest>,
+        req: Request<cri::ListContainersRequest>,
     ) -> Reply<cri::ListContainersResponse> {
         traced("ListContainers", Ids::none(), async {
-            Err(unimplemented("ListContainers"))
+            Ok(container::list(&self.daemon, req.into_inner()))
         })
         .await
     }
@@ -165,7 +168,7 @@ impl RuntimeService for Runtime {
     ) -> Reply<cri::ContainerStatusResponse> {
         let id = req.get_ref().container_id.clone();
         traced("ContainerStatus", Ids::container(&id), async {
-            Err(unimplemented("ContainerStatus"))
+            container::status(&self.daemon, req.into_inner())
         })
         .await
     }
@@ -176,7 +179,7 @@ impl RuntimeService for Runtime {
     ) -> Reply<cri::UpdateContainerResourcesResponse> {
         let id = req.get_ref().container_id.clone();
         traced("UpdateContainerResources", Ids::container(&id), async {
-            Err(unimplemented("UpdateContainerResources"))
+            container::update_resources(&self.daemon, req.into_inner()).await
         })
         .await
     }
@@ -187,7 +190,7 @@ impl RuntimeService for Runtime {
     ) -> Reply<cri::ReopenContainerLogResponse> {
         let id = req.get_ref().container_id.clone();
         traced("ReopenContainerLog", Ids::container(&id), async {
-            Err(unimplemented("ReopenContainerLog"))
+            container::reopen_log(&self.daemon, req.into_inner()).await
         })
         .await
     }
@@ -195,7 +198,7 @@ impl RuntimeService for Runtime {
     async fn exec_sync(&self, req: Request<cri::ExecSyncRequest>) -> Reply<cri::ExecSyncResponse> {
         let id = req.get_ref().container_id.clone();
         traced("ExecSync", Ids::container(&id), async {
-            Err(unimplemented("ExecSync"))
+            container::exec_sync(&self.daemon, req.into_inner()).await
         })
         .await
     }
@@ -312,7 +315,7 @@ impl RuntimeService for Runtime {
         _req: Request<cri::GetEventsRequest>,
     ) -> Reply<Self::GetContainerEventsStream> {
         traced("GetContainerEvents", Ids::none(), async {
-            Err(unimplemented("GetContainerEvents"))
+            Ok(Box::pin(events::stream(self.daemon.clone())) as Self::GetContainerEventsStream)
         })
         .await
     }
@@ -352,40 +355,40 @@ impl RuntimeService for Runtime {
 impl ImageService for Images {
     async fn list_images(
         &self,
-        _req: Request<cri::ListImagesRequest>,
+        req: Request<cri::ListImagesRequest>,
     ) -> Reply<cri::ListImagesResponse> {
         traced("ListImages", Ids::none(), async {
-            Err(unimplemented("ListImages"))
+            image::list(&self.daemon, req.into_inner())
         })
         .await
     }
 
     async fn image_status(
         &self,
-        _req: Request<cri::ImageStatusRequest>,
+        req: Request<cri::ImageStatusRequest>,
     ) -> Reply<cri::ImageStatusResponse> {
         traced("ImageStatus", Ids::none(), async {
-            Err(unimplemented("ImageStatus"))
+            image::status(&self.daemon, req.into_inner())
         })
         .await
     }
 
     async fn pull_image(
         &self,
-        _req: Request<cri::PullImageRequest>,
+        req: Request<cri::PullImageRequest>,
     ) -> Reply<cri::PullImageResponse> {
         traced("PullImage", Ids::none(), async {
-            Err(unimplemented("PullImage"))
+            image::pull(&self.daemon, req.into_inner()).await
         })
         .await
     }
 
     async fn remove_image(
         &self,
-        _req: Request<cri::RemoveImageRequest>,
+        req: Request<cri::RemoveImageRequest>,
     ) -> Reply<cri::RemoveImageResponse> {
         traced("RemoveImage", Ids::none(), async {
-            Err(unimplemented("RemoveImage"))
+            image::remove(&self.daemon, req.into_inner())
         })
         .await
     }
@@ -395,7 +398,7 @@ impl ImageService for Images {
         _req: Request<cri::ImageFsInfoRequest>,
     ) -> Reply<cri::ImageFsInfoResponse> {
         traced("ImageFsInfo", Ids::none(), async {
-            Err(unimplemented("ImageFsInfo"))
+            image::fs_info(&self.daemon)
         })
         .await
     }

@@ -1,0 +1,605 @@
+//! The container flows: create, start, stop, remove, status, list, exec, update, reopen log.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crius_oci::monitor::{read_exit_file, spawn_monitor, ExecOutput, MonitorClient, MonitorSpec};
+use crius_oci::spec;
+use k8s_cri::v1 as cri;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::daemon::{remove_dir_all, ContainerEntry, Daemon, Entry, RUNTIME_TIMEOUT};
+use crate::error::{Error, Result};
+use crate::events::{Event, EventKind};
+use crate::filter;
+use crate::model::{new_id, now_ns, ContainerRecord, ContainerState, PodRecord, PodState};
+use crate::podfiles::PodFiles;
+use crate::undo::Undo;
+use crate::validate;
+
+/// How long a container gets to die after SIGKILL before stop gives up.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn container_name_key(pod_id: &str, md: &cri::ContainerMetadata) -> String {
+    format!("{pod_id}/{}/{}", md.name, md.attempt)
+}
+
+/// The signal number of an image's StopSignal ("SIGTERM", "TERM", "15").
+pub(crate) fn parse_signal(name: &str) -> Option<i32> {
+    let name = name.trim();
+    if name.is_empty() {
+        return None;
+    }
+    if let Ok(n) = name.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
+}
+
+impl Daemon {
+    /// Writes a container's record in memory and on disk in one step, so the exit watcher
+    /// and the operations never overwrite each other's changes.
+    pub(crate) fn save_container(
+        &self,
+        ctr: &ContainerEntry,
+        change: impl FnOnce(&mut ContainerRecord),
+    ) -> Result<ContainerRecord> {
+        ctr.entry.update(|rec| {
+            change(rec);
+            self.container_records.write(&rec.id, rec)?;
+            Ok(rec.clone())
+        })
+    }
+
+    /// The pod context a spec needs, from the pod's record.
+    fn with_pod_context<T>(&self, pod: &PodRecord, f: impl FnOnce(&spec::PodContext) -> T) -> T {
+        let run_dir = self.pod_run_dir(&pod.id);
+        let files = PodFiles::under(&run_dir);
+        let ctx = spec::PodContext {
+            config: &pod.config,
+            id: &pod.id,
+            netns_path: pod.netns.as_deref(),
+            pause_pid: pod.pause_pid,
+            hostname_path: &files.hostname,
+            resolv_conf_path: &files.resolv_conf,
+            hosts_path: &files.hosts,
+            shm_path: pod.shm.as_deref(),
+            cgroup_parent: &pod.cgroup_parent,
+        };
+        f(&ctx)
+    }
+
+    /// CreateContainer: a container in the Created state, or nothing.
+    pub async fn create_container(
+        self: &Arc<Self>,
+        pod_id: &str,
+        config: cri::ContainerConfig,
+    ) -> Result<String> {
+        validate::container_config(&config)?;
+        let pod_entry = self.pod_entry(pod_id)?;
+        let pod = pod_entry.get();
+        if pod.state != PodState::Ready {
+            return Err(Error::FailedPrecondition(format!(
+                "pod sandbox {} is not ready; cannot create a container in it",
+                pod.id
+            )));
+        }
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        let image = self.images.resolve(&image_name).map_err(|e| {
+            if e.is_not_found() {
+                Error::NotFound {
+                    kind: "image",
+                    id: image_name.clone(),
+                }
+            } else {
+                Error::from(e)
+            }
+        })?;
+        let md = config.metadata.clone().expect("validated");
+        let key = container_name_key(&pod.id, &md);
+        let id = new_id();
+        let record = ContainerRecord {
+            id: id.clone(),
+            pod_id: pod.id.clone(),
+            config,
+            image_id: image.id.clone(),
+            image_name,
+            image_ref: image
+                .repo_digests
+                .first()
+                .cloned()
+                .unwrap_or_else(|| image.id.clone()),
+            stop_signal: libc::SIGTERM,
+            log_path: None,
+            state: ContainerState::Created,
+            created_at: now_ns(),
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            pid: None,
+        };
+        let ctr = Arc::new(ContainerEntry {
+            entry: Entry::new(record, false),
+            exited: watch::channel(false).0,
+        });
+        {
+            let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(other) = index.container_names.get(&key) {
+                return Err(Error::AlreadyExists(format!(
+                    "container name {:?} (attempt {}) is already used by container {other} in pod {}",
+                    md.name, md.attempt, pod.id
+                )));
+            }
+            index.container_names.insert(key.clone(), id.clone());
+            index.containers.insert(id.clone(), ctr.clone());
+        }
+        // Holding the pod's lock keeps the pod from being stopped or removed half way.
+        let _pod_op = pod_entry.op.lock().await;
+        let pod = pod_entry.get();
+        let mut undo = Undo::new();
+        let result = if pod.state == PodState::Ready {
+            self.create_container_steps(&pod, &ctr, &mut undo).await
+        } else {
+            Err(Error::FailedPrecondition(format!(
+                "pod sandbox {} stopped while the container was being created",
+                pod.id
+            )))
+        };
+        match result {
+            Ok(()) => {
+                undo.commit();
+                ctr.entry.set_whole();
+                self.watch_exit(ctr.clone());
+                self.emit(Event {
+                    container_id: id.clone(),
+                    pod_id: pod.id.clone(),
+                    kind: EventKind::Created,
+                    at: now_ns(),
+                });
+                info!(container_id = %id, pod_id = %pod.id, "container created");
+                Ok(id)
+            }
+            Err(e) => {
+                warn!(container_id = %id, error = %e, "container creation failed; unwinding");
+                undo.unwind().await;
+                let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+                index.containers.remove(&id);
+                index.container_names.remove(&key);
+                Err(e)
+            }
+        }
+    }
+
+    async fn create_container_steps(
+        &self,
+        pod: &PodRecord,
+        ctr: &ContainerEntry,
+        undo: &mut Undo,
+    ) -> Result<()> {
+        let mut rec = ctr.entry.get();
+        let id = rec.id.clone();
+        let (runtime, monitor_path, _) = self.runtime_handler(&pod.runtime_handler)?;
+        let dir = self.container_dir(&id);
+        let run_dir = self.container_run_dir(&id);
+        for d in [&dir, &run_dir] {
+            std::fs::create_dir_all(d).map_err(|e| Error::io("create container dir", d, e))?;
+        }
+        {
+            let (dir, run_dir) = (dir.clone(), run_dir.clone());
+            undo.push("remove container dirs", move || {
+                remove_dir_all(&dir)?;
+                remove_dir_all(&run_dir)
+            });
+        }
+        let rootfs = self
+            .images
+            .mount_rootfs(&rec.image_id, &dir)
+            .map_err(|e| Error::from(e).at_step("mount container rootfs"))?;
+        {
+            let dir = dir.clone();
+            undo.push("unmount container rootfs", move || {
+                crius_image::ImageStore::unmount_rootfs(&dir).map_err(|e| e.to_string())
+            });
+        }
+        let image_config = self.images.image_config(&rec.image_id)?;
+        if let Some(sig) = image_config
+            .config()
+            .as_ref()
+            .and_then(|c| c.stop_signal().clone())
+            .and_then(|s| parse_signal(&s))
+        {
+            rec.stop_signal = sig;
+        }
+        rec.log_path = self.log_path(pod, &rec.config)?;
+        let oci = self.with_pod_context(pod, |pod_ctx| {
+            let ctx = spec::ContainerContext {
+                id: &id,
+                config: &rec.config,
+                image_config: &image_config,
+                rootfs: &rootfs,
+                image_name: &rec.image_name,
+            };
+            spec::container_spec(pod_ctx, &ctx, &self.spec_options())
+        })?;
+        spec::write_bundle(&dir, &oci)?;
+        let handle = spawn_monitor(&MonitorSpec {
+            id: id.clone(),
+            bundle: dir.clone(),
+            runtime: runtime.clone(),
+            monitor_path,
+            dir: run_dir.clone(),
+            log_path: rec.log_path.clone(),
+            terminal: rec.config.tty,
+            stdin: rec.config.stdin,
+            stdin_once: rec.config.stdin_once,
+            log_size_max: self.config().log_size_max,
+        })
+        .await
+        .map_err(|e| Error::from(e).at_step("create container"))?;
+        {
+            let (runtime, id) = (runtime.clone(), id.clone());
+            undo.push_async("delete container", async move {
+                let _ = runtime.kill(&id, libc::SIGKILL, false).await;
+                runtime.delete(&id, true).await.map_err(|e| e.to_string())
+            });
+        }
+        rec.pid = Some(handle.container_pid);
+        self.save_container(ctr, |r| *r = rec)?;
+        Ok(())
+    }
+
+    /// The log path: the pod's log dir joined with the container's relative path, its
+    /// parent made. `None` when the kubelet asks for no log.
+    fn log_path(&self, pod: &PodRecord, config: &cri::ContainerConfig) -> Result<Option<PathBuf>> {
+        if pod.config.log_directory.is_empty() || config.log_path.is_empty() {
+            return Ok(None);
+        }
+        let path = PathBuf::from(&pod.config.log_directory).join(&config.log_path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io("create log dir", parent, e))?;
+        }
+        Ok(Some(path))
+    }
+
+    /// Follows a container's monitor until the container exits, then records the exit.
+    pub(crate) fn watch_exit(self: &Arc<Self>, ctr: Arc<ContainerEntry>) {
+        let daemon = self.clone();
+        tokio::spawn(async move {
+            let id = ctr.entry.get().id;
+            let dir = daemon.container_run_dir(&id);
+            let client = MonitorClient::new(&dir);
+            let status = match client.wait_exit().await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    warn!(container_id = %id, error = %e, "lost the container's monitor");
+                    read_exit_file(&dir).ok().flatten()
+                }
+            };
+            daemon.record_exit(&ctr, status);
+        });
+    }
+
+    /// Records an exit (or, with `None`, a container whose monitor died without saying).
+    pub(crate) fn record_exit(
+        &self,
+        ctr: &ContainerEntry,
+        status: Option<crius_oci::monitor::ExitStatus>,
+    ) {
+        let result = self.save_container(ctr, |rec| {
+            if rec.state == ContainerState::Exited {
+                return;
+            }
+            match &status {
+                Some(s) => {
+                    rec.mark_exited(s.exit_code, exit_time_ns(s), s.oom_killed);
+                }
+                None => {
+                    rec.mark_exited(255, now_ns(), false);
+                    rec.message =
+                        "the container's monitor exited without recording an exit code".into();
+                }
+            }
+        });
+        match result {
+            Ok(rec) => {
+                info!(container_id = %rec.id, exit_code = rec.exit_code, reason = %rec.reason, "container exited");
+                ctr.exited.send_replace(true);
+                self.emit(Event {
+                    container_id: rec.id.clone(),
+                    pod_id: rec.pod_id.clone(),
+                    kind: EventKind::Stopped,
+                    at: now_ns(),
+                });
+            }
+            Err(e) => warn!(error = %e, "container exit not recorded"),
+        }
+    }
+
+    /// StartContainer: runs a Created container.
+    pub async fn start_container(&self, id: &str) -> Result<()> {
+        let ctr = self.container_entry(id)?;
+        let _op = ctr.entry.op.lock().await;
+        let rec = ctr.entry.get();
+        if rec.state != ContainerState::Created {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is {:?}, not Created; only a created container can be started",
+                rec.id, rec.state
+            )));
+        }
+        let pod = self.pod_entry(&rec.pod_id)?.get();
+        let (runtime, _, _) = self.runtime_handler(&pod.runtime_handler)?;
+        tokio::time::timeout(RUNTIME_TIMEOUT, runtime.start(&rec.id))
+            .await
+            .map_err(|_| {
+                Error::DeadlineExceeded(format!("start of container {} timed out", rec.id))
+            })?
+            .map_err(|e| Error::from(e).at_step("start container"))?;
+        let started = now_ns();
+        self.save_container(&ctr, |r| {
+            if r.state == ContainerState::Created {
+                r.state = ContainerState::Running;
+            }
+            r.started_at = started;
+        })?;
+        self.emit(Event {
+            container_id: rec.id.clone(),
+            pod_id: rec.pod_id.clone(),
+            kind: EventKind::Started,
+            at: started,
+        });
+        info!(container_id = %rec.id, "container started");
+        Ok(())
+    }
+
+    /// StopContainer: the stop signal, then SIGKILL after `timeout` seconds; returns when
+    /// the process is gone. Stopping a stopped or unknown container succeeds.
+    pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
+        let ctr = match self.container_entry(id) {
+            Ok(c) => c,
+            Err(Error::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.stop_container_entry(&ctr, timeout).await
+    }
+
+    pub(crate) async fn stop_container_entry(
+        &self,
+        ctr: &ContainerEntry,
+        timeout: i64,
+    ) -> Result<()> {
+        let _op = ctr.entry.op.lock().await;
+        let rec = ctr.entry.get();
+        if rec.state == ContainerState::Exited {
+            return Ok(());
+        }
+        let pod = self.pod_entry(&rec.pod_id)?.get();
+        let (runtime, _, _) = self.runtime_handler(&pod.runtime_handler)?;
+        let mut exited = ctr.exited.subscribe();
+        if timeout > 0 && rec.state == ContainerState::Running {
+            if let Err(e) = runtime.kill(&rec.id, rec.stop_signal, false).await {
+                warn!(container_id = %rec.id, error = %e, "stop signal not delivered");
+            }
+            let grace = Duration::from_secs(timeout as u64);
+            if tokio::time::timeout(grace, exited.wait_for(|e| *e))
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+        if let Err(e) = runtime.kill(&rec.id, libc::SIGKILL, false).await {
+            warn!(container_id = %rec.id, error = %e, "SIGKILL not delivered");
+        }
+        match tokio::time::timeout(KILL_TIMEOUT, exited.wait_for(|e| *e)).await {
+            Ok(_) => Ok(()),
+            Err(_) => {
+                // The runtime may have lost it (e.g. killed before start): ask it.
+                match runtime.state(&rec.id).await {
+                    Ok(st) if st.status == "running" || st.status == "created" => {
+                        Err(Error::DeadlineExceeded(format!(
+                            "container {} did not exit within {}s of SIGKILL",
+                            rec.id,
+                            KILL_TIMEOUT.as_secs()
+                        )))
+                    }
+                    _ => {
+                        self.record_exit(
+                            ctr,
+                            read_exit_file(&self.container_run_dir(&rec.id))
+                                .ok()
+                                .flatten(),
+                        );
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    /// RemoveContainer: stops it if needed and removes everything it owns. Removing a
+    /// container that is gone succeeds.
+    pub async fn remove_container(&self, id: &str) -> Result<()> {
+        let ctr = match self.container_entry(id) {
+            Ok(c) => c,
+            Err(Error::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.remove_container_entry(&ctr).await
+    }
+
+    pub(crate) async fn remove_container_entry(&self, ctr: &ContainerEntry) -> Result<()> {
+        self.stop_container_entry(ctr, 0).await?;
+        let _op = ctr.entry.op.lock().await;
+        let rec = ctr.entry.get();
+        let handler = self
+            .pod_entry(&rec.pod_id)
+            .map(|p| p.get().runtime_handler)
+            .unwrap_or_default();
+        let (runtime, _, _) = self.runtime_handler(&handler)?;
+        runtime
+            .delete(&rec.id, true)
+            .await
+            .map_err(|e| Error::from(e).at_step("delete container"))?;
+        let dir = self.container_dir(&rec.id);
+        crius_image::ImageStore::unmount_rootfs(&dir)?;
+        remove_dir_all(&dir).map_err(Error::Internal)?;
+        remove_dir_all(&self.container_run_dir(&rec.id)).map_err(Error::Internal)?;
+        self.container_records.remove(&rec.id)?;
+        {
+            let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            index.containers.remove(&rec.id);
+            if let Some(md) = &rec.config.metadata {
+                index
+                    .container_names
+                    .remove(&container_name_key(&rec.pod_id, md));
+            }
+        }
+        self.emit(Event {
+            container_id: rec.id.clone(),
+            pod_id: rec.pod_id.clone(),
+            kind: EventKind::Deleted,
+            at: now_ns(),
+        });
+        info!(container_id = %rec.id, "container removed");
+        Ok(())
+    }
+
+    /// A container's record, for ContainerStatus.
+    pub fn container_status(&self, id: &str) -> Result<ContainerRecord> {
+        Ok(self.container_entry(id)?.entry.get())
+    }
+
+    /// The containers matching a filter, for ListContainers.
+    pub fn list_containers(&self, filter: Option<&cri::ContainerFilter>) -> Vec<ContainerRecord> {
+        let entries: Vec<_> = {
+            let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            index.containers.values().cloned().collect()
+        };
+        entries
+            .iter()
+            .filter(|c| c.entry.is_whole())
+            .map(|c| c.entry.get())
+            .filter(|c| filter.is_none_or(|f| filter::container_matches(f, c)))
+            .collect()
+    }
+
+    /// ExecSync: runs a command in a running container through its monitor.
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout_secs: i64,
+    ) -> Result<ExecOutput> {
+        if cmd.is_empty() {
+            return Err(Error::InvalidArgument("exec command is empty".into()));
+        }
+        let ctr = self.container_entry(id)?;
+        let rec = ctr.entry.get();
+        if rec.state != ContainerState::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running ({:?}); cannot exec in it",
+                rec.id, rec.state
+            )));
+        }
+        let timeout = (timeout_secs > 0).then(|| Duration::from_secs(timeout_secs as u64));
+        let out = MonitorClient::new(&self.container_run_dir(&rec.id))
+            .exec_sync(&cmd, timeout)
+            .await?;
+        if out.timed_out {
+            return Err(Error::DeadlineExceeded(format!(
+                "command {:?} in container {} timed out after {}s",
+                cmd, rec.id, timeout_secs
+            )));
+        }
+        Ok(out)
+    }
+
+    /// UpdateContainerResources: applies new limits to a live container and keeps them.
+    pub async fn update_container_resources(
+        &self,
+        id: &str,
+        resources: cri::LinuxContainerResources,
+    ) -> Result<()> {
+        let ctr = self.container_entry(id)?;
+        let _op = ctr.entry.op.lock().await;
+        let rec = ctr.entry.get();
+        if rec.state == ContainerState::Exited {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} has exited; its resources cannot change",
+                rec.id
+            )));
+        }
+        let pod = self.pod_entry(&rec.pod_id)?.get();
+        let (runtime, _, _) = self.runtime_handler(&pod.runtime_handler)?;
+        let cgroup_v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        let oci = spec::linux_resources(&resources, cgroup_v2)
+            .map_err(|e| Error::from(e).at_step("convert resources"))?;
+        runtime
+            .update(&rec.id, &oci)
+            .await
+            .map_err(|e| Error::from(e).at_step("update container resources"))?;
+        self.save_container(&ctr, |r| {
+            if let Some(linux) = r.config.linux.as_mut() {
+                linux.resources = Some(resources);
+            } else {
+                r.config.linux = Some(cri::LinuxContainerConfig {
+                    resources: Some(resources),
+                    ..Default::default()
+                });
+            }
+        })?;
+        Ok(())
+    }
+
+    /// ReopenContainerLog: the monitor reopens the log file (after the kubelet rotated it).
+    pub async fn reopen_container_log(&self, id: &str) -> Result<()> {
+        let ctr = self.container_entry(id)?;
+        let rec = ctr.entry.get();
+        if rec.state != ContainerState::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running; its log cannot be reopened",
+                rec.id
+            )));
+        }
+        MonitorClient::new(&self.container_run_dir(&rec.id))
+            .reopen_log()
+            .await?;
+        Ok(())
+    }
+}
+
+fn exit_time_ns(s: &crius_oci::monitor::ExitStatus) -> i64 {
+    s.exited_at.timestamp_nanos_opt().unwrap_or_else(now_ns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_signals_parse_in_every_spelling() {
+        assert_eq!(parse_signal("SIGTERM"), Some(15));
+        assert_eq!(parse_signal("term"), Some(15));
+        assert_eq!(parse_signal("SIGQUIT"), Some(3));
+        assert_eq!(parse_signal("9"), Some(9));
+        assert_eq!(parse_signal(""), None);
+        assert_eq!(parse_signal("SIGNOPE"), None);
+        assert_eq!(parse_signal("99"), None);
+    }
+}

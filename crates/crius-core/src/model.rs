@@ -1,0 +1,124 @@
+//! The records of pods and containers: what the daemon knows about each, persisted as JSON.
+
+use std::path::PathBuf;
+
+use k8s_cri::v1 as cri;
+use serde::{Deserialize, Serialize};
+
+/// Nanoseconds since the Unix epoch, the CRI's unit for times.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// A fresh random id: 64 hex digits, like every CRI runtime's.
+pub fn new_id() -> String {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes)
+}
+
+/// Whether a pod's infra container runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PodState {
+    /// The pause container runs and the network is set up.
+    Ready,
+    /// Stopped, or found dead after a restart.
+    NotReady,
+}
+
+/// A pod sandbox as the daemon keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodRecord {
+    /// 64 hex digits.
+    pub id: String,
+    /// The kubelet's config, verbatim.
+    pub config: cri::PodSandboxConfig,
+    /// The runtime handler the pod (and all its containers) run with.
+    pub runtime_handler: String,
+    /// Creation time (ns).
+    pub created_at: i64,
+    /// Ready or NotReady.
+    pub state: PodState,
+    /// The pinned netns; `None` for host-network pods or once removed.
+    pub netns: Option<PathBuf>,
+    /// Pod IPs, first the primary.
+    pub ips: Vec<String>,
+    /// The pod's cgroup (cgroupfs path or systemd slice).
+    pub cgroup_parent: String,
+    /// Whether crius made the pod cgroup (and so removes it).
+    pub owns_cgroup: bool,
+    /// The pause container's pid while it runs.
+    pub pause_pid: Option<u32>,
+    /// The shm tmpfs; `None` with host IPC.
+    pub shm: Option<PathBuf>,
+    /// The pause image id.
+    pub pause_image: String,
+}
+
+/// A container's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerState {
+    /// Created by the runtime, not started.
+    Created,
+    /// Started and not yet exited.
+    Running,
+    /// Exited (or never to run again).
+    Exited,
+}
+
+/// A container as the daemon keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    /// 64 hex digits.
+    pub id: String,
+    /// The pod it belongs to.
+    pub pod_id: String,
+    /// The kubelet's config, verbatim.
+    pub config: cri::ContainerConfig,
+    /// The image id ("sha256:...").
+    pub image_id: String,
+    /// The image as the kubelet named it.
+    pub image_name: String,
+    /// A repo digest of the image, if known, for `image_ref`.
+    pub image_ref: String,
+    /// The signal that asks the process to stop (from the image's StopSignal).
+    pub stop_signal: i32,
+    /// Where the monitor writes the log; `None` when the pod has no log dir.
+    pub log_path: Option<PathBuf>,
+    /// Lifecycle state.
+    pub state: ContainerState,
+    /// Times (ns); 0 when not reached.
+    pub created_at: i64,
+    /// Start time (ns).
+    pub started_at: i64,
+    /// Exit time (ns).
+    pub finished_at: i64,
+    /// The exit code once exited.
+    pub exit_code: i32,
+    /// "Completed", "Error", "OOMKilled", or empty.
+    pub reason: String,
+    /// A human-readable note about the exit.
+    pub message: String,
+    /// The container's init pid while it runs.
+    pub pid: Option<u32>,
+}
+
+impl ContainerRecord {
+    /// Records an exit, choosing the reason the kubelet expects.
+    pub fn mark_exited(&mut self, exit_code: i32, finished_at: i64, oom_killed: bool) {
+        self.state = ContainerState::Exited;
+        self.exit_code = exit_code;
+        self.finished_at = finished_at;
+        self.pid = None;
+        self.reason = if oom_killed {
+            "OOMKilled"
+        } else if exit_code == 0 {
+            "Completed"
+        } else {
+            "Error"
+        }
+        .to_string();
+    }
+}

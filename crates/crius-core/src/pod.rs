@@ -1,0 +1,514 @@
+//! The pod flows: RunPodSandbox, StopPodSandbox, RemovePodSandbox, status and list.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crius_net::{NetNs, PodNetwork, PortMapping, Protocol};
+use crius_oci::monitor::{spawn_monitor, MonitorClient, MonitorSpec};
+use crius_oci::spec;
+use k8s_cri::v1 as cri;
+use tracing::{info, warn};
+
+use crate::cgroup;
+use crate::config::CgroupDriver;
+use crate::daemon::{remove_dir_all, Daemon, Entry, RUNTIME_TIMEOUT};
+use crate::error::{Error, Result};
+use crate::events::{Event, EventKind};
+use crate::filter;
+use crate::model::{new_id, now_ns, PodRecord, PodState};
+use crate::podfiles::{self, PodFiles};
+use crate::undo::Undo;
+use crate::validate;
+
+/// How long the pause container gets to exit after SIGKILL.
+const PAUSE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn pod_name_key(md: &cri::PodSandboxMetadata) -> String {
+    format!("{}/{}/{}/{}", md.namespace, md.name, md.uid, md.attempt)
+}
+
+fn namespace_options(config: &cri::PodSandboxConfig) -> cri::NamespaceOption {
+    config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default()
+}
+
+/// Whether the pod uses the host's network namespace.
+pub(crate) fn host_network(config: &cri::PodSandboxConfig) -> bool {
+    namespace_options(config).network == cri::NamespaceMode::Node as i32
+}
+
+/// Whether the pod uses the host's IPC namespace.
+pub(crate) fn host_ipc(config: &cri::PodSandboxConfig) -> bool {
+    namespace_options(config).ipc == cri::NamespaceMode::Node as i32
+}
+
+pub(crate) fn cgroup_driver(driver: CgroupDriver) -> spec::CgroupDriver {
+    match driver {
+        CgroupDriver::Cgroupfs => spec::CgroupDriver::Cgroupfs,
+        CgroupDriver::Systemd => spec::CgroupDriver::Systemd,
+    }
+}
+
+fn port_mappings(config: &cri::PodSandboxConfig) -> Vec<PortMapping> {
+    config
+        .port_mappings
+        .iter()
+        .filter(|p| p.host_port > 0)
+        .map(|p| PortMapping {
+            protocol: match cri::Protocol::try_from(p.protocol) {
+                Ok(cri::Protocol::Udp) => Protocol::Udp,
+                Ok(cri::Protocol::Sctp) => Protocol::Sctp,
+                _ => Protocol::Tcp,
+            },
+            container_port: p.container_port.clamp(0, u16::MAX as i32) as u16,
+            host_port: p.host_port.clamp(0, u16::MAX as i32) as u16,
+            host_ip: p.host_ip.clone(),
+        })
+        .collect()
+}
+
+impl Daemon {
+    /// The pod network description CNI plugins are given.
+    pub(crate) fn pod_network(&self, pod: &PodRecord, netns: PathBuf) -> PodNetwork {
+        let md = pod.config.metadata.clone().unwrap_or_default();
+        PodNetwork {
+            id: pod.id.clone(),
+            name: md.name,
+            namespace: md.namespace,
+            uid: md.uid,
+            netns,
+            port_mappings: port_mappings(&pod.config),
+            bandwidth: None,
+            ips: Vec::new(),
+            cgroup_parent: pod.cgroup_parent.clone(),
+        }
+    }
+
+    /// The options every spec is generated with.
+    pub(crate) fn spec_options(&self) -> spec::SpecOptions {
+        let config = self.config();
+        spec::SpecOptions {
+            cgroup_driver: cgroup_driver(config.cgroup_driver),
+            oom_score_adj_min: self.oom_score_adj_min,
+            seccomp_profile_root: config.seccomp_profile_root.clone(),
+            default_capabilities: spec::DEFAULT_CAPABILITIES
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
+            apparmor_available: crate::host::apparmor_enabled(),
+        }
+    }
+
+    /// Makes sure the pause image is in the store: present, pulled, or installed from the
+    /// built-in pause binary when no registry has it. Returns its image id.
+    async fn ensure_pause_image(&self) -> Result<String> {
+        let mut known = self.pause_image_lock.lock().await;
+        let name = self.config().pause_image.clone();
+        if let Ok(image) = self.images.resolve(&name) {
+            *known = Some(image.id.clone());
+            return Ok(image.id);
+        }
+        match tokio::time::timeout(Duration::from_secs(120), self.images.pull(&name, None)).await {
+            Ok(Ok(image)) => {
+                info!(image = %name, "pause image pulled");
+                *known = Some(image.id.clone());
+                return Ok(image.id);
+            }
+            Ok(Err(e)) => {
+                warn!(image = %name, error = %e, "pause image not pullable; installing the built-in one")
+            }
+            Err(_) => {
+                warn!(image = %name, "pause image pull timed out; installing the built-in one")
+            }
+        }
+        let binary = self.config().pause_binary.clone();
+        let image = self.images.install_pause_image(&name, &binary)?;
+        *known = Some(image.id.clone());
+        Ok(image.id)
+    }
+
+    /// RunPodSandbox: makes a whole pod or nothing. A repeat of a request for the same pod
+    /// (name, namespace, uid, attempt) waits for the first and returns its id.
+    pub async fn run_pod(
+        self: &Arc<Self>,
+        config: cri::PodSandboxConfig,
+        runtime_handler: String,
+    ) -> Result<String> {
+        validate::pod_config(&config, &self.config().cgroup_root)?;
+        if let Some(linux) = &config.linux {
+            spec::validate_sysctls(&linux.sysctls, host_network(&config), host_ipc(&config))?;
+        }
+        // Fail on an unknown handler before anything is made.
+        self.runtime_handler(&runtime_handler)?;
+        let key = pod_name_key(config.metadata.as_ref().expect("validated"));
+        loop {
+            let existing = {
+                let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+                index
+                    .pod_names
+                    .get(&key)
+                    .and_then(|id| index.pods.get(id).map(|e| (id.clone(), e.clone())))
+            };
+            if let Some((id, entry)) = existing {
+                // Wait for a creation still in flight, then answer with its pod.
+                let _op = entry.op.lock().await;
+                if self.pod_entry(&id).is_ok() {
+                    info!(pod_id = %id, "pod exists for this request; returning it");
+                    return Ok(id);
+                }
+                continue;
+            }
+            break;
+        }
+        let id = new_id();
+        let (cgroup_parent, owns_cgroup) = cgroup::pod_cgroup(
+            self.config().cgroup_driver,
+            config
+                .linux
+                .as_ref()
+                .map(|l| l.cgroup_parent.as_str())
+                .unwrap_or(""),
+            &id,
+        );
+        let record = PodRecord {
+            id: id.clone(),
+            config,
+            runtime_handler,
+            created_at: now_ns(),
+            state: PodState::NotReady,
+            netns: None,
+            ips: Vec::new(),
+            cgroup_parent,
+            owns_cgroup,
+            pause_pid: None,
+            shm: None,
+            pause_image: String::new(),
+        };
+        let entry = Arc::new(Entry::new(record, false));
+        let op = entry.op.clone().lock_owned().await;
+        {
+            let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            if index.pod_names.contains_key(&key) {
+                drop(index);
+                drop(op);
+                return Box::pin(self.run_pod(entry.get().config, entry.get().runtime_handler))
+                    .await;
+            }
+            index.pod_names.insert(key.clone(), id.clone());
+            index.pods.insert(id.clone(), entry.clone());
+        }
+        // Creation runs on its own task so that a client that gives up (a kubelet timeout)
+        // does not cut it half way; its retry finds the pod.
+        let daemon = self.clone();
+        let task_entry = entry.clone();
+        let task = tokio::spawn(async move {
+            let _op = op;
+            let result = daemon.create_pod(&task_entry).await;
+            if result.is_err() {
+                let mut index = daemon.index.lock().unwrap_or_else(|e| e.into_inner());
+                index.pods.remove(&task_entry.get().id);
+                index.pod_names.remove(&key);
+            }
+            result
+        });
+        task.await
+            .map_err(|e| Error::Internal(format!("pod creation task failed: {e}")))??;
+        Ok(id)
+    }
+
+    async fn create_pod(&self, entry: &Entry<PodRecord>) -> Result<()> {
+        let mut pod = entry.get();
+        let id = pod.id.clone();
+        let mut undo = Undo::new();
+        let result = self.create_pod_steps(&mut pod, &mut undo).await;
+        match result {
+            Ok(()) => {
+                undo.commit();
+                entry.update(|r| *r = pod);
+                entry.set_whole();
+                info!(pod_id = %id, "pod sandbox ready");
+                self.emit(Event {
+                    container_id: id.clone(),
+                    pod_id: id,
+                    kind: EventKind::Started,
+                    at: now_ns(),
+                });
+                Ok(())
+            }
+            Err(e) => {
+                warn!(pod_id = %id, error = %e, "pod sandbox creation failed; unwinding");
+                undo.unwind().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn create_pod_steps(&self, pod: &mut PodRecord, undo: &mut Undo) -> Result<()> {
+        let id = pod.id.clone();
+        let host_net = host_network(&pod.config);
+        let host_ipc = host_ipc(&pod.config);
+        let (runtime, monitor_path, handler) = self.runtime_handler(&pod.runtime_handler)?;
+        pod.runtime_handler = handler;
+
+        let dir = self.pod_dir(&id);
+        let run_dir = self.pod_run_dir(&id);
+        for d in [&dir, &run_dir] {
+            std::fs::create_dir_all(d).map_err(|e| Error::io("create pod dir", d, e))?;
+        }
+        {
+            let (dir, run_dir) = (dir.clone(), run_dir.clone());
+            undo.push("remove pod dirs", move || {
+                remove_dir_all(&dir)?;
+                remove_dir_all(&run_dir)
+            });
+        }
+
+        let pause_image = self
+            .ensure_pause_image()
+            .await
+            .map_err(|e| e.at_step("pause image"))?;
+        pod.pause_image = pause_image.clone();
+
+        if !host_net {
+            let ns = NetNs::create(&self.netns_dir(), &id)
+                .map_err(|e| Error::from(e).at_step("create network namespace"))?;
+            let ns_path = ns.path().to_path_buf();
+            undo.push("remove netns", move || {
+                ns.remove().map_err(|e| e.to_string())
+            });
+            pod.netns = Some(ns_path.clone());
+            let network = self.pod_network(pod, ns_path);
+            let status = self
+                .cni
+                .setup(&network)
+                .await
+                .map_err(|e| Error::from(e).at_step("set up pod network (CNI ADD)"))?;
+            let cni = self.cni_handle();
+            undo.push_async("cni del", async move {
+                cni.teardown(&network).await.map_err(|e| e.to_string())
+            });
+            pod.ips = status.ips.iter().map(|ip| ip.to_string()).collect();
+        }
+
+        let files = PodFiles::under(&run_dir);
+        podfiles::write_pod_files(&files, &pod.config, host_net, &pod.ips)
+            .map_err(|e| e.at_step("write hostname, resolv.conf and hosts"))?;
+
+        if !host_ipc {
+            let shm = run_dir.join("shm");
+            podfiles::mount_shm(&shm).map_err(|e| e.at_step("mount shm"))?;
+            let s = shm.clone();
+            undo.push("unmount shm", move || {
+                podfiles::unmount_shm(&s).map_err(|e| e.to_string())
+            });
+            pod.shm = Some(shm);
+        }
+
+        if pod.owns_cgroup && self.config().cgroup_driver == CgroupDriver::Cgroupfs {
+            let cg = pod.cgroup_parent.clone();
+            undo.push("remove pod cgroup", move || cgroup::remove_cgroupfs(&cg));
+        }
+
+        let rootfs = self
+            .images
+            .mount_rootfs(&pause_image, &dir)
+            .map_err(|e| Error::from(e).at_step("mount pause rootfs"))?;
+        {
+            let dir = dir.clone();
+            undo.push("unmount pause rootfs", move || {
+                crius_image::ImageStore::unmount_rootfs(&dir).map_err(|e| e.to_string())
+            });
+        }
+        let image_config = self.images.image_config(&pause_image)?;
+        let pause_args = image_args(&image_config);
+        let ctx = spec::PodContext {
+            config: &pod.config,
+            id: &id,
+            netns_path: pod.netns.as_deref(),
+            pause_pid: None,
+            hostname_path: &files.hostname,
+            resolv_conf_path: &files.resolv_conf,
+            hosts_path: &files.hosts,
+            shm_path: pod.shm.as_deref(),
+            cgroup_parent: &pod.cgroup_parent,
+        };
+        let oci = spec::pod_spec(&ctx, &rootfs, &pause_args, &self.spec_options())
+            .map_err(|e| Error::from(e).at_step("generate pause spec"))?;
+        spec::write_bundle(&dir, &oci)?;
+
+        let monitor_dir = run_dir.join("monitor");
+        let handle = spawn_monitor(&MonitorSpec {
+            id: id.clone(),
+            bundle: dir.clone(),
+            runtime: runtime.clone(),
+            monitor_path,
+            dir: monitor_dir,
+            log_path: None,
+            terminal: false,
+            stdin: false,
+            stdin_once: false,
+            log_size_max: None,
+        })
+        .await
+        .map_err(|e| Error::from(e).at_step("create pause container"))?;
+        {
+            let (runtime, id) = (runtime.clone(), id.clone());
+            undo.push_async("delete pause container", async move {
+                runtime.delete(&id, true).await.map_err(|e| e.to_string())
+            });
+        }
+        tokio::time::timeout(RUNTIME_TIMEOUT, runtime.start(&id))
+            .await
+            .map_err(|_| Error::DeadlineExceeded("start pause container timed out".into()))?
+            .map_err(|e| Error::from(e).at_step("start pause container"))?;
+        pod.pause_pid = Some(handle.container_pid);
+        pod.state = PodState::Ready;
+        self.pod_records.write(&id, pod)?;
+        Ok(())
+    }
+
+    /// A cheap handle on the CNI runner for undo steps and background work.
+    fn cni_handle(&self) -> crius_net::Cni {
+        crius_net::Cni::new(self.cni.config())
+    }
+
+    /// StopPodSandbox: stops every container and the pause container, tears the network
+    /// down (CNI DEL from the cached result) and unmounts shm. Stopping twice, or stopping
+    /// a pod that is gone, succeeds.
+    pub async fn stop_pod(&self, id: &str) -> Result<()> {
+        let entry = match self.pod_entry(id) {
+            Ok(e) => e,
+            Err(Error::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let _op = entry.op.lock().await;
+        let mut pod = entry.get();
+        for ctr in self.pod_containers(&pod.id) {
+            self.stop_container_entry(&ctr, 0).await?;
+        }
+        let (runtime, _, _) = self.runtime_handler(&pod.runtime_handler)?;
+        if pod.state == PodState::Ready || pod.pause_pid.is_some() {
+            let client = MonitorClient::new(&self.pod_run_dir(&pod.id).join("monitor"));
+            if let Err(e) = runtime.kill(&pod.id, libc::SIGKILL, false).await {
+                warn!(pod_id = %pod.id, error = %e, "kill pause container");
+            }
+            match tokio::time::timeout(PAUSE_STOP_TIMEOUT, client.wait_exit()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => warn!(pod_id = %pod.id, error = %e, "wait for pause exit"),
+                Err(_) => warn!(pod_id = %pod.id, "pause container did not exit in time"),
+            }
+        }
+        if let Some(ns) = pod.netns.clone() {
+            let network = self.pod_network(&pod, ns.clone());
+            self.cni
+                .teardown(&network)
+                .await
+                .map_err(|e| Error::from(e).at_step("tear down pod network (CNI DEL)"))?;
+            NetNs::from_path(ns).remove()?;
+            pod.netns = None;
+        }
+        if let Some(shm) = &pod.shm {
+            podfiles::unmount_shm(shm)?;
+        }
+        let was_ready = pod.state == PodState::Ready;
+        pod.state = PodState::NotReady;
+        pod.pause_pid = None;
+        self.pod_records.write(&pod.id, &pod)?;
+        entry.update(|r| *r = pod.clone());
+        if was_ready {
+            self.emit(Event {
+                container_id: pod.id.clone(),
+                pod_id: pod.id.clone(),
+                kind: EventKind::Stopped,
+                at: now_ns(),
+            });
+        }
+        info!(pod_id = %pod.id, "pod sandbox stopped");
+        Ok(())
+    }
+
+    /// RemovePodSandbox: stops the pod if needed, removes its containers and everything the
+    /// pod owns. Removing a pod that is gone succeeds.
+    pub async fn remove_pod(&self, id: &str) -> Result<()> {
+        let entry = match self.pod_entry(id) {
+            Ok(e) => e,
+            Err(Error::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let pod_id = entry.get().id;
+        self.stop_pod(&pod_id).await?;
+        let _op = entry.op.lock().await;
+        let pod = entry.get();
+        for ctr in self.pod_containers(&pod.id) {
+            self.remove_container_entry(&ctr).await?;
+        }
+        let (runtime, _, _) = self.runtime_handler(&pod.runtime_handler)?;
+        runtime
+            .delete(&pod.id, true)
+            .await
+            .map_err(|e| Error::from(e).at_step("delete pause container"))?;
+        let dir = self.pod_dir(&pod.id);
+        crius_image::ImageStore::unmount_rootfs(&dir)?;
+        if pod.owns_cgroup && self.config().cgroup_driver == CgroupDriver::Cgroupfs {
+            if let Err(e) = cgroup::remove_cgroupfs(&pod.cgroup_parent) {
+                warn!(pod_id = %pod.id, error = %e, "pod cgroup not removed");
+            }
+        }
+        remove_dir_all(&dir).map_err(Error::Internal)?;
+        remove_dir_all(&self.pod_run_dir(&pod.id)).map_err(Error::Internal)?;
+        self.pod_records.remove(&pod.id)?;
+        {
+            let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            index.pods.remove(&pod.id);
+            if let Some(md) = &pod.config.metadata {
+                index.pod_names.remove(&pod_name_key(md));
+            }
+        }
+        self.emit(Event {
+            container_id: pod.id.clone(),
+            pod_id: pod.id.clone(),
+            kind: EventKind::Deleted,
+            at: now_ns(),
+        });
+        info!(pod_id = %pod.id, "pod sandbox removed");
+        Ok(())
+    }
+
+    /// A pod's record, for PodSandboxStatus.
+    pub fn pod_status(&self, id: &str) -> Result<PodRecord> {
+        Ok(self.pod_entry(id)?.get())
+    }
+
+    /// The pods matching a filter, for ListPodSandbox.
+    pub fn list_pods(&self, filter: Option<&cri::PodSandboxFilter>) -> Vec<PodRecord> {
+        let entries: Vec<_> = {
+            let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            index.pods.values().cloned().collect()
+        };
+        entries
+            .iter()
+            // A pod still being made is not listed until it is whole.
+            .filter(|e| e.is_whole())
+            .map(|e| e.get())
+            .filter(|p| filter.is_none_or(|f| filter::pod_matches(f, p)))
+            .collect()
+    }
+}
+
+/// The process an image runs by default: entrypoint then cmd.
+pub(crate) fn image_args(config: &oci_spec::image::ImageConfiguration) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(c) = config.config() {
+        args.extend(c.entrypoint().clone().unwrap_or_default());
+        args.extend(c.cmd().clone().unwrap_or_default());
+    }
+    if args.is_empty() {
+        args.push("/pause".to_string());
+    }
+    args
+}

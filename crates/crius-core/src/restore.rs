@@ -1,0 +1,136 @@
+//! Restart recovery: rebuild the maps from the records, ask the monitors what still runs,
+//! and collect what a crash left half made.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crius_oci::monitor::{monitor_alive, read_exit_file};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::daemon::{remove_dir_all, ContainerEntry, Daemon, Entry};
+use crate::error::Result;
+use crate::model::{ContainerRecord, ContainerState, PodRecord, PodState};
+
+impl Daemon {
+    pub(crate) async fn restore(self: &Arc<Self>) -> Result<()> {
+        let (pods, bad): (Vec<PodRecord>, _) = self.pod_records.load_all()?;
+        for path in bad {
+            warn!(path = %path.display(), "unreadable pod record ignored");
+        }
+        let (containers, bad): (Vec<ContainerRecord>, _) = self.container_records.load_all()?;
+        for path in bad {
+            warn!(path = %path.display(), "unreadable container record ignored");
+        }
+        let mut pod_ids = HashSet::new();
+        for mut pod in pods {
+            let alive = monitor_alive(&self.pod_run_dir(&pod.id).join("monitor"));
+            if pod.state == PodState::Ready && !alive {
+                info!(pod_id = %pod.id, "pause container is gone; pod is NotReady");
+                pod.state = PodState::NotReady;
+                pod.pause_pid = None;
+                self.pod_records.write(&pod.id, &pod)?;
+            }
+            pod_ids.insert(pod.id.clone());
+            let key = pod
+                .config
+                .metadata
+                .as_ref()
+                .map(|md| format!("{}/{}/{}/{}", md.namespace, md.name, md.uid, md.attempt));
+            let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(key) = key {
+                index.pod_names.insert(key, pod.id.clone());
+            }
+            index
+                .pods
+                .insert(pod.id.clone(), Arc::new(Entry::new(pod, true)));
+        }
+        let mut ctr_ids = HashSet::new();
+        for rec in containers {
+            if !pod_ids.contains(&rec.pod_id) {
+                warn!(container_id = %rec.id, pod_id = %rec.pod_id, "container of a missing pod; collecting it");
+                self.collect_container_leftovers(&rec.id);
+                let _ = self.container_records.remove(&rec.id);
+                continue;
+            }
+            ctr_ids.insert(rec.id.clone());
+            let run_dir = self.container_run_dir(&rec.id);
+            let alive = rec.state != ContainerState::Exited && monitor_alive(&run_dir);
+            let ctr = Arc::new(ContainerEntry {
+                entry: Entry::new(rec.clone(), true),
+                exited: watch::channel(rec.state == ContainerState::Exited).0,
+            });
+            {
+                let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(md) = &rec.config.metadata {
+                    index.container_names.insert(
+                        format!("{}/{}/{}", rec.pod_id, md.name, md.attempt),
+                        rec.id.clone(),
+                    );
+                }
+                index.containers.insert(rec.id.clone(), ctr.clone());
+            }
+            if alive {
+                self.watch_exit(ctr);
+            } else if rec.state != ContainerState::Exited {
+                self.record_exit(&ctr, read_exit_file(&run_dir).ok().flatten());
+            }
+        }
+        self.collect_orphans(&pod_ids, &ctr_ids);
+        Ok(())
+    }
+
+    fn collect_container_leftovers(&self, id: &str) {
+        let dir = self.container_dir(id);
+        if let Err(e) = crius_image::ImageStore::unmount_rootfs(&dir) {
+            warn!(container_id = id, error = %e, "rootfs of a half-made container not unmounted");
+        }
+        let _ = remove_dir_all(&dir);
+        let _ = remove_dir_all(&self.container_run_dir(id));
+    }
+
+    /// Dirs, mounts and netns pins that no record owns are what a crash left half made.
+    fn collect_orphans(&self, pods: &HashSet<String>, containers: &HashSet<String>) {
+        let config = self.config();
+        let listed = |dir: std::path::PathBuf| -> Vec<String> {
+            std::fs::read_dir(dir)
+                .map(|rd| {
+                    rd.flatten()
+                        .filter_map(|e| e.file_name().into_string().ok())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for id in listed(config.root_dir.join("containers")) {
+            if !containers.contains(&id) {
+                info!(container_id = %id, "collecting a half-made container");
+                self.collect_container_leftovers(&id);
+            }
+        }
+        for id in listed(config.run_dir.join("containers")) {
+            if !containers.contains(&id) {
+                let _ = remove_dir_all(&self.container_run_dir(&id));
+            }
+        }
+        for id in listed(config.root_dir.join("pods")) {
+            if !pods.contains(&id) {
+                info!(pod_id = %id, "collecting a half-made pod");
+                let dir = self.pod_dir(&id);
+                let _ = crius_image::ImageStore::unmount_rootfs(&dir);
+                let _ = remove_dir_all(&dir);
+            }
+        }
+        for id in listed(config.run_dir.join("pods")) {
+            if !pods.contains(&id) {
+                let dir = self.pod_run_dir(&id);
+                let _ = crate::podfiles::unmount_shm(&dir.join("shm"));
+                let _ = remove_dir_all(&dir);
+            }
+        }
+        for id in listed(self.netns_dir()) {
+            if !pods.contains(&id) {
+                let _ = crius_net::NetNs::from_path(self.netns_dir().join(&id)).remove();
+            }
+        }
+    }
+}

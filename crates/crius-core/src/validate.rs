@@ -1,0 +1,226 @@
+//! Checks on requests that need no I/O: every bad field is refused with `InvalidArgument`
+//! before anything is created.
+
+use std::path::{Component, Path};
+
+use k8s_cri::v1 as cri;
+
+use crate::error::{Error, Result};
+
+fn invalid(msg: String) -> Error {
+    Error::InvalidArgument(msg)
+}
+
+/// A string that will become part of a path or a file must carry no NUL.
+fn no_nul(field: &str, value: &str) -> Result<()> {
+    if value.contains('\0') {
+        return Err(invalid(format!("{field} {value:?} contains a NUL byte")));
+    }
+    Ok(())
+}
+
+/// True if the path has a `..` component.
+pub fn has_dotdot(path: &str) -> bool {
+    Path::new(path)
+        .components()
+        .any(|c| matches!(c, Component::ParentDir))
+}
+
+/// Checks the pod config fields the core relies on. `cgroup_root` bounds the cgroup parent.
+pub fn pod_config(config: &cri::PodSandboxConfig, cgroup_root: &str) -> Result<()> {
+    let md = config
+        .metadata
+        .as_ref()
+        .ok_or_else(|| invalid("pod sandbox config has no metadata".into()))?;
+    if md.name.is_empty() {
+        return Err(invalid("pod sandbox metadata.name is empty".into()));
+    }
+    for (field, value) in [
+        ("metadata.name", &md.name),
+        ("metadata.namespace", &md.namespace),
+        ("metadata.uid", &md.uid),
+        ("hostname", &config.hostname),
+        ("log_directory", &config.log_directory),
+    ] {
+        no_nul(field, value)?;
+    }
+    if config.hostname.contains('/') || config.hostname.contains("..") {
+        return Err(invalid(format!(
+            "hostname {:?} must not contain '/' or '..'",
+            config.hostname
+        )));
+    }
+    if !config.log_directory.is_empty() {
+        if !config.log_directory.starts_with('/') {
+            return Err(invalid(format!(
+                "log_directory {:?} must be an absolute path",
+                config.log_directory
+            )));
+        }
+        if has_dotdot(&config.log_directory) {
+            return Err(invalid(format!(
+                "log_directory {:?} must not contain '..'",
+                config.log_directory
+            )));
+        }
+    }
+    if let Some(linux) = &config.linux {
+        cgroup_parent(&linux.cgroup_parent, cgroup_root)?;
+    }
+    Ok(())
+}
+
+/// A cgroup parent must be clean and lie under the configured root. Systemd slice names
+/// ("kubepods-besteffort.slice") are checked for path tricks only.
+pub fn cgroup_parent(parent: &str, root: &str) -> Result<()> {
+    if parent.is_empty() {
+        return Ok(());
+    }
+    no_nul("cgroup_parent", parent)?;
+    if has_dotdot(parent) {
+        return Err(invalid(format!(
+            "cgroup_parent {parent:?} must not contain '..'"
+        )));
+    }
+    if parent.ends_with(".slice") && !parent.contains('/') {
+        return Ok(());
+    }
+    let root = root.trim_end_matches('/');
+    let inside = root.is_empty()
+        || parent == root
+        || parent
+            .strip_prefix(root)
+            .is_some_and(|rest| rest.starts_with('/'));
+    if !parent.starts_with('/') || !inside {
+        return Err(invalid(format!(
+            "cgroup_parent {parent:?} is outside the configured cgroup root {:?}",
+            if root.is_empty() { "/" } else { root }
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the container config fields the core relies on.
+pub fn container_config(config: &cri::ContainerConfig) -> Result<()> {
+    let md = config
+        .metadata
+        .as_ref()
+        .ok_or_else(|| invalid("container config has no metadata".into()))?;
+    if md.name.is_empty() {
+        return Err(invalid("container metadata.name is empty".into()));
+    }
+    no_nul("metadata.name", &md.name)?;
+    let image = config
+        .image
+        .as_ref()
+        .map(|i| i.image.as_str())
+        .unwrap_or("");
+    if image.is_empty() {
+        return Err(invalid(format!("container {:?} names no image", md.name)));
+    }
+    no_nul("log_path", &config.log_path)?;
+    if config.log_path.starts_with('/') || has_dotdot(&config.log_path) {
+        return Err(invalid(format!(
+            "log_path {:?} must be relative to the pod's log directory and must not contain '..'",
+            config.log_path
+        )));
+    }
+    for m in &config.mounts {
+        no_nul("mount container_path", &m.container_path)?;
+        no_nul("mount host_path", &m.host_path)?;
+        if !m.container_path.starts_with('/') || has_dotdot(&m.container_path) {
+            return Err(invalid(format!(
+                "mount container_path {:?} must be absolute and must not contain '..'",
+                m.container_path
+            )));
+        }
+        if has_dotdot(&m.host_path) {
+            return Err(invalid(format!(
+                "mount host_path {:?} must not contain '..'",
+                m.host_path
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str) -> cri::PodSandboxConfig {
+        cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: name.into(),
+                namespace: "ns".into(),
+                uid: "uid".into(),
+                attempt: 0,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pod_config_rejects_each_bad_field() {
+        assert!(pod_config(&pod("p"), "/").is_ok());
+        assert!(pod_config(&pod(""), "/").is_err());
+        assert!(pod_config(&cri::PodSandboxConfig::default(), "/").is_err());
+        let mut c = pod("p");
+        c.hostname = "../etc".into();
+        assert!(pod_config(&c, "/").is_err());
+        let mut c = pod("p");
+        c.hostname = "a\0b".into();
+        assert!(pod_config(&c, "/").is_err());
+        let mut c = pod("p");
+        c.log_directory = "/var/log/pods/../../etc".into();
+        assert!(pod_config(&c, "/").is_err());
+        let mut c = pod("p");
+        c.log_directory = "relative/dir".into();
+        assert!(pod_config(&c, "/").is_err());
+    }
+
+    #[test]
+    fn cgroup_parent_must_stay_under_the_root() {
+        assert!(cgroup_parent("", "/kubepods").is_ok());
+        assert!(cgroup_parent("/kubepods/besteffort/pod1", "/kubepods").is_ok());
+        assert!(cgroup_parent("/kubepods", "/kubepods").is_ok());
+        assert!(cgroup_parent("/kubepodsX/a", "/kubepods").is_err());
+        assert!(cgroup_parent("/other", "/kubepods").is_err());
+        assert!(cgroup_parent("/kubepods/../other", "/kubepods").is_err());
+        assert!(cgroup_parent("/anything", "/").is_ok());
+        assert!(cgroup_parent("kubepods-besteffort.slice", "/kubepods").is_ok());
+    }
+
+    #[test]
+    fn container_config_rejects_escaping_paths() {
+        let good = cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: "c".into(),
+                attempt: 0,
+            }),
+            image: Some(cri::ImageSpec {
+                image: "busybox".into(),
+                ..Default::default()
+            }),
+            log_path: "c/0.log".into(),
+            ..Default::default()
+        };
+        assert!(container_config(&good).is_ok());
+        let mut c = good.clone();
+        c.log_path = "../../etc/shadow".into();
+        assert!(container_config(&c).is_err());
+        let mut c = good.clone();
+        c.log_path = "/etc/shadow".into();
+        assert!(container_config(&c).is_err());
+        let mut c = good.clone();
+        c.mounts.push(cri::Mount {
+            container_path: "/data/../../etc".into(),
+            host_path: "/tmp".into(),
+            ..Default::default()
+        });
+        assert!(container_config(&c).is_err());
+        let mut c = good.clone();
+        c.image = None;
+        assert!(container_config(&c).is_err());
+    }
+}
