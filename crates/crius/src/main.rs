@@ -1,1 +1,63 @@
-fn main() {}
+//! `crius`: the Kubernetes CRI daemon and its subcommands.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::Parser;
+
+use crius::cli::{Cli, Command};
+use crius::config::Config;
+use crius::{logging, server, wipe};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("crius: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::Version) => {
+            println!("crius version {}", env!("CARGO_PKG_VERSION"));
+            println!("CRI API version v1");
+            Ok(())
+        }
+        Some(Command::Config { default }) => {
+            let config = if default {
+                Config::default()
+            } else {
+                cli.opts.effective_config()?
+            };
+            print!("{}", config.to_commented_toml());
+            Ok(())
+        }
+        Some(Command::Wipe { force }) => {
+            require_root()?;
+            wipe::wipe(&cli.opts.effective_config()?, force)
+        }
+        None => {
+            require_root()?;
+            let config = cli.opts.effective_config()?;
+            let log = logging::init(config.crius.log_level, config.crius.log_format)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("crius")
+                .build()?;
+            runtime.block_on(server::serve(cli.opts, config, log))
+        }
+    }
+}
+
+/// Pods need mounts, namespaces and cgroups: only root can make them.
+fn require_root() -> anyhow::Result<()> {
+    let euid = nix::unistd::geteuid();
+    if !euid.is_root() {
+        bail!("crius must run as root (running as uid {euid})");
+    }
+    Ok(())
+}

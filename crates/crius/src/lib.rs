@@ -1,0 +1,12 @@
+//! The crius daemon: configuration, command line, logging, the CRI socket and signals.
+//! The binary in `main.rs` only dispatches to these modules.
+
+pub mod cli;
+pub mod config;
+pub mod core_config;
+pub mod logging;
+pub mod mounts;
+pub mod notify;
+pub mod server;
+pub mod socket;
+pub mod wipe;

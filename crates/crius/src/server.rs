@@ -1,0 +1,184 @@
+//! Running the daemon: claim the socket, start the core, serve CRI until SIGTERM/SIGINT,
+//! reload on SIGHUP, and leave nothing behind on the way out.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_stream::wrappers::UnixListenerStream;
+use tracing::{error, info, warn};
+
+use crate::cli::ConfigOpts;
+use crate::config::Config;
+use crate::core_config::core_config;
+use crate::logging::LogHandle;
+use crate::{notify, socket};
+
+/// How long in-flight calls may take to finish after SIGTERM/SIGINT.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves CRI on the configured socket until SIGTERM or SIGINT.
+pub async fn serve(opts: ConfigOpts, config: Config, log: LogHandle) -> anyhow::Result<()> {
+    let exe_dir = crate::config::exe_dir();
+    let listen = config.crius.api.listen.clone();
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+
+    // Claim the socket before touching any state, so a second daemon never disturbs the
+    // first one's files.
+    let (listener, cri_socket) = socket::bind(&listen)?;
+    let fresh_dirs = [&config.crius.root, &config.crius.runroot]
+        .into_iter()
+        .filter(|d| !d.exists())
+        .cloned()
+        .collect::<Vec<PathBuf>>();
+    let started = async {
+        listener
+            .set_nonblocking(true)
+            .with_context(|| format!("cannot configure socket {}", listen.display()))?;
+        let listener = tokio::net::UnixListener::from_std(listener)
+            .with_context(|| format!("cannot register socket {}", listen.display()))?;
+        let daemon = crius_core::Daemon::start(core_config(&config, exe_dir.as_deref()))
+            .await
+            .context("cannot start the daemon")?;
+        anyhow::Ok((listener, daemon))
+    }
+    .await;
+    let (listener, daemon) = match started {
+        Ok(started) => started,
+        Err(err) => {
+            cri_socket.remove_all();
+            for dir in &fresh_dirs {
+                remove_empty_tree(dir);
+            }
+            return Err(err);
+        }
+    };
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .add_routes(crius_cri::routes(daemon.clone()))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+        });
+    tokio::pin!(server);
+
+    info!(socket = %listen.display(), version = env!("CARGO_PKG_VERSION"), "serving CRI");
+    if let Err(err) = notify::notify("READY=1") {
+        warn!(%err, "cannot notify systemd of readiness");
+    }
+
+    let mut config = config;
+    let served = loop {
+        tokio::select! {
+            res = &mut server => break res.context("the CRI server failed"),
+            _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break Ok(()) }
+            _ = sigint.recv() => { info!("SIGINT: shutting down"); break Ok(()) }
+            _ = sighup.recv() => {
+                info!("SIGHUP: reloading configuration");
+                let _ = notify::notify("RELOADING=1");
+                if let Some(new) = reload(&opts, &config, &log, &daemon, exe_dir.as_deref()).await {
+                    config = new;
+                }
+                let _ = notify::notify("READY=1");
+            }
+        }
+    };
+
+    let _ = notify::notify("STOPPING=1");
+    if served.is_ok() {
+        // Stop accepting; let calls in flight finish, within a bound.
+        let _ = stop_tx.send(());
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+            Ok(Ok(())) => info!("in-flight calls finished"),
+            Ok(Err(err)) => warn!(%err, "the CRI server failed while stopping"),
+            Err(_) => {
+                warn!(grace = ?SHUTDOWN_GRACE, "calls still running after the grace period; dropping them")
+            }
+        }
+    }
+    daemon.shutdown().await;
+    cri_socket.remove();
+    info!("stopped");
+    served
+}
+
+/// Re-reads the config files and applies what can change without a restart.
+async fn reload(
+    opts: &ConfigOpts,
+    old: &Config,
+    log: &LogHandle,
+    daemon: &crius_core::Daemon,
+    exe_dir: Option<&Path>,
+) -> Option<Config> {
+    let new = match opts.effective_config() {
+        Ok(new) => new,
+        Err(err) => {
+            error!(%err, "config reload failed; keeping the running config");
+            return None;
+        }
+    };
+    let (o, n) = (&old.crius, &new.crius);
+    for (key, changed) in [
+        ("crius.root", o.root != n.root),
+        ("crius.runroot", o.runroot != n.runroot),
+        ("crius.api.listen", o.api.listen != n.api.listen),
+        ("crius.log_format", o.log_format != n.log_format),
+        (
+            "crius.api.stream_address",
+            o.api.stream_address != n.api.stream_address,
+        ),
+        (
+            "crius.api.stream_port",
+            o.api.stream_port != n.api.stream_port,
+        ),
+    ] {
+        if changed {
+            warn!(
+                key,
+                "changed in the config but takes effect only after a restart"
+            );
+        }
+    }
+    if let Err(err) = log.set_level(n.log_level) {
+        error!(%err, "cannot apply the new log level");
+    }
+    daemon.reload(core_config(&new, exe_dir)).await;
+    info!(log_level = %n.log_level, "configuration reloaded");
+    Some(new)
+}
+
+/// Removes `dir` if it holds nothing but (nested) empty directories.
+fn remove_empty_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_empty_tree(&entry.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_trees_go_and_files_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::create_dir_all(empty.join("a/b")).unwrap();
+        remove_empty_tree(&empty);
+        assert!(!empty.exists());
+
+        let full = dir.path().join("full");
+        std::fs::create_dir_all(full.join("a/b")).unwrap();
+        std::fs::write(full.join("a/file"), "x").unwrap();
+        remove_empty_tree(&full);
+        assert!(full.join("a/file").exists());
+        assert!(!full.join("a/b").exists());
+    }
+}
