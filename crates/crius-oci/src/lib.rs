@@ -1,1 +1,9 @@
-//! crius-oci
+//! crius-oci: OCI runtime spec generation from CRI configs, the runtime CLI
+//! handlers and the client side of the container monitor.
+
+pub mod monitor;
+pub mod runtime;
+pub mod spec;
+
+mod error;
+pub use error::Error;

@@ -1,0 +1,1 @@
+//! Runtime handlers speaking the runc command line.

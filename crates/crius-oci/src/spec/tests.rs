@@ -1,0 +1,1 @@
+//! Table-driven tests: CRI field groups -> the exact OCI fields produced.
