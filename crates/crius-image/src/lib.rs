@@ -1,1 +1,87 @@
-//! crius-image
+//! crius-image: the image store of crius.
+//!
+//! Pulls images from OCI distribution / Docker registry v2 servers (through
+//! registries.conf mirrors, with per-registry or per-request credentials),
+//! keeps blobs, unpacked layers and an image index under one root, and mounts
+//! container root file systems as overlayfs over the image's layers.
+
+mod error;
+mod index;
+mod layers;
+mod mount;
+mod pause;
+mod pull;
+pub mod reference;
+pub mod registries;
+mod store;
+pub mod unpack;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use error::Error;
+pub use pull::host_platform;
+pub use reference::normalize_reference;
+pub use store::ImageStore;
+
+/// How the daemon configures the image store.
+#[derive(Clone, Debug)]
+pub struct ImageStoreConfig {
+    /// Where blobs, layers and the index live, e.g. /var/lib/crius/images.
+    pub root: PathBuf,
+    /// None: /etc/containers/registries.conf (+ registries.conf.d/) if present.
+    pub registries_conf: Option<PathBuf>,
+    /// host[:port] that may be reached over plain HTTP.
+    pub insecure_registries: Vec<String>,
+    /// Per registry host[:port], from the daemon config.
+    pub registry_auths: HashMap<String, Credentials>,
+    /// Layer downloads in flight at once, over all pulls.
+    pub max_concurrent_downloads: usize,
+}
+
+impl ImageStoreConfig {
+    /// A config with defaults for everything but the root.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        ImageStoreConfig {
+            root: root.into(),
+            registries_conf: None,
+            insecure_registries: Vec::new(),
+            registry_auths: HashMap::new(),
+            max_concurrent_downloads: 3,
+        }
+    }
+}
+
+/// Registry credentials, shaped like the CRI AuthConfig.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+    /// base64 of "user:pass".
+    pub auth: String,
+    pub identity_token: String,
+    pub registry_token: String,
+}
+
+/// An image as the CRI reports it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Image {
+    /// "sha256:<hex>" of the image config.
+    pub id: String,
+    pub repo_tags: Vec<String>,
+    pub repo_digests: Vec<String>,
+    /// Bytes of the compressed layers and the config.
+    pub size: u64,
+    /// Never garbage-collected by the kubelet.
+    pub pinned: bool,
+}
+
+/// Disk use of the store, for ImageFsInfo.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FsUsage {
+    pub mountpoint: PathBuf,
+    pub used_bytes: u64,
+    pub inodes_used: u64,
+}

@@ -1,0 +1,315 @@
+//! Container root file systems: one overlayfs mount per container.
+//!
+//! lowerdir = the image's layers (top first), upperdir and workdir inside the
+//! container dir, mounted at `container_dir/rootfs`.
+//!
+//! mount(2) takes the options as one string of at most a page. When the
+//! absolute lowerdir list does not fit, the mount is made with the new mount
+//! API, one `lowerdir+` per layer (Linux 6.8+), and failing that from a forked
+//! child whose working directory is `layers/`, with short relative paths.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use tracing::debug;
+
+use crate::Error;
+
+/// Names inside the container dir.
+pub const ROOTFS: &str = "rootfs";
+pub const UPPER: &str = "upper";
+pub const WORK: &str = "work";
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no memory effects.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).unwrap_or(4096)
+}
+
+fn mount_err(op: &'static str, target: &Path, e: impl Into<io::Error>) -> Error {
+    Error::Mount {
+        op,
+        target: target.to_path_buf(),
+        source: e.into(),
+    }
+}
+
+/// Paths that would break the option string (overlay splits on ',' and ':').
+fn check_option_path(p: &Path) -> Result<(), Error> {
+    let b = p.as_os_str().as_bytes();
+    if b.iter().any(|c| matches!(c, b',' | b':' | b'\\' | b'\n')) {
+        return Err(mount_err(
+            "mount overlay",
+            p,
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "path contains ',', ':' or '\\'",
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// True when `path` is a mount point (its device differs from its parent's).
+fn is_mountpoint(path: &Path) -> bool {
+    let (Ok(m), Some(parent)) = (fs::symlink_metadata(path), path.parent()) else {
+        return false;
+    };
+    fs::metadata(parent).is_ok_and(|p| p.dev() != m.dev())
+}
+
+/// Mounts the overlay. `layers_dir` holds the layers; `lowers` are paths
+/// relative to it, top layer first.
+pub fn mount_overlay(
+    layers_dir: &Path,
+    lowers: &[PathBuf],
+    container_dir: &Path,
+) -> Result<PathBuf, Error> {
+    let rootfs = container_dir.join(ROOTFS);
+    let upper = container_dir.join(UPPER);
+    let work = container_dir.join(WORK);
+    for d in [&rootfs, &upper, &work] {
+        fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+        check_option_path(d)?;
+    }
+    if is_mountpoint(&rootfs) {
+        debug!(rootfs = %rootfs.display(), "rootfs already mounted");
+        return Ok(rootfs);
+    }
+    check_option_path(layers_dir)?;
+    let abs: Vec<PathBuf> = lowers.iter().map(|l| layers_dir.join(l)).collect();
+    let tail = format!(",upperdir={},workdir={}", upper.display(), work.display());
+    let options = format!("lowerdir={}{tail}", join_paths(&abs));
+    let start = Instant::now();
+    let result = if options.len() < page_size() {
+        mount(
+            Some("overlay"),
+            &rootfs,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .map_err(|e| mount_err("mount overlay", &rootfs, e))
+    } else {
+        match mount_with_fsconfig(&abs, &upper, &work, &rootfs) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                debug!(error = %e, "new mount API failed, using relative paths from layers/");
+                let rel_options = format!("lowerdir={}{tail}", join_paths(lowers));
+                if rel_options.len() >= page_size() {
+                    return Err(mount_err(
+                        "mount overlay",
+                        &rootfs,
+                        io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!(
+                                "{} layers do not fit in one mount option string",
+                                lowers.len()
+                            ),
+                        ),
+                    ));
+                }
+                mount_from_dir(layers_dir, &rel_options, &rootfs)
+            }
+        }
+    };
+    debug!(
+        rootfs = %rootfs.display(),
+        layers = lowers.len(),
+        elapsed = ?start.elapsed(),
+        ok = result.is_ok(),
+        "mount overlay"
+    );
+    result.map(|()| rootfs)
+}
+
+fn join_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn cstr(s: &[u8]) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+
+struct Fd(libc::c_int);
+impl Drop for Fd {
+    fn drop(&mut self) {
+        // SAFETY: we own the descriptor and close it once.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+fn check(rc: libc::c_long) -> io::Result<libc::c_long> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+fn fsconfig_string(fs_fd: &Fd, key: &str, value: &[u8]) -> io::Result<()> {
+    let k = cstr(key.as_bytes())?;
+    let v = cstr(value)?;
+    // SAFETY: fs_fd is an open fs context; key and value are NUL-terminated.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs_fd.0,
+            FSCONFIG_SET_STRING,
+            k.as_ptr(),
+            v.as_ptr(),
+            0,
+        )
+    })?;
+    Ok(())
+}
+
+/// fsopen/fsconfig/fsmount/move_mount with one `lowerdir+` per layer.
+fn mount_with_fsconfig(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> io::Result<()> {
+    let name = cstr(b"overlay")?;
+    // SAFETY: name is NUL-terminated; the result is checked.
+    let fs_fd = Fd(
+        check(unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), FSOPEN_CLOEXEC) })?
+            as libc::c_int,
+    );
+    fsconfig_string(&fs_fd, "source", b"overlay")?;
+    for l in lowers {
+        fsconfig_string(&fs_fd, "lowerdir+", l.as_os_str().as_bytes())?;
+    }
+    fsconfig_string(&fs_fd, "upperdir", upper.as_os_str().as_bytes())?;
+    fsconfig_string(&fs_fd, "workdir", work.as_os_str().as_bytes())?;
+    // SAFETY: fs_fd is an open fs context; null key/value are what CMD_CREATE takes.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs_fd.0,
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    })?;
+    // SAFETY: fs_fd is a created fs context.
+    let mnt_fd = Fd(
+        check(unsafe { libc::syscall(libc::SYS_fsmount, fs_fd.0, FSMOUNT_CLOEXEC, 0) })?
+            as libc::c_int,
+    );
+    let empty = cstr(b"")?;
+    let to = cstr(target.as_os_str().as_bytes())?;
+    // SAFETY: mnt_fd is a detached mount; both paths are NUL-terminated.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mnt_fd.0,
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })?;
+    Ok(())
+}
+
+/// mount(2) from a forked child whose cwd is `dir`, so relative lowerdirs are
+/// short. The daemon's own cwd (shared by all its threads) never changes.
+fn mount_from_dir(dir: &Path, options: &str, target: &Path) -> Result<(), Error> {
+    let err = |e: io::Error| mount_err("mount overlay", target, e);
+    let c_dir = cstr(dir.as_os_str().as_bytes()).map_err(err)?;
+    let c_target = cstr(target.as_os_str().as_bytes()).map_err(err)?;
+    let c_opts = cstr(options.as_bytes()).map_err(err)?;
+    let c_type = cstr(b"overlay").map_err(err)?;
+    // SAFETY: the child only calls chdir, mount and _exit (async-signal-safe)
+    // on memory prepared before the fork.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(err(io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // SAFETY: async-signal-safe syscalls on pre-built C strings, then _exit.
+        unsafe {
+            if libc::chdir(c_dir.as_ptr()) != 0 {
+                libc::_exit(*libc::__errno_location());
+            }
+            let rc = libc::mount(
+                c_type.as_ptr(),
+                c_target.as_ptr(),
+                c_type.as_ptr(),
+                0,
+                c_opts.as_ptr().cast(),
+            );
+            libc::_exit(if rc == 0 {
+                0
+            } else {
+                *libc::__errno_location()
+            });
+        }
+    }
+    let mut status = 0;
+    loop {
+        // SAFETY: waits for our own child; status is a local.
+        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if rc == pid {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(err(e));
+        }
+    }
+    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+        Ok(())
+    } else if libc::WIFEXITED(status) {
+        Err(err(io::Error::from_raw_os_error(libc::WEXITSTATUS(status))))
+    } else {
+        Err(err(io::Error::other("mount helper child was killed")))
+    }
+}
+
+/// Unmounts container_dir/rootfs and removes rootfs, upper and work.
+/// Succeeds when they are already gone.
+pub fn unmount_overlay(container_dir: &Path) -> Result<(), Error> {
+    let rootfs = container_dir.join(ROOTFS);
+    let start = Instant::now();
+    loop {
+        match umount2(&rootfs, MntFlags::empty()) {
+            Ok(()) => continue, // stacked mounts: repeat until nothing is mounted
+            Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => break,
+            Err(nix::errno::Errno::EBUSY) => {
+                umount2(&rootfs, MntFlags::MNT_DETACH)
+                    .map_err(|e| mount_err("unmount", &rootfs, e))?;
+            }
+            Err(e) => return Err(mount_err("unmount", &rootfs, e)),
+        }
+    }
+    debug!(rootfs = %rootfs.display(), elapsed = ?start.elapsed(), "unmount overlay");
+    for name in [ROOTFS, UPPER, WORK] {
+        let p = container_dir.join(name);
+        match fs::remove_dir_all(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&p, e)),
+        }
+    }
+    Ok(())
+}
