@@ -119,6 +119,29 @@ impl NetNs {
         is_nsfs(&self.path)
     }
 
+    /// The pins in `pin_dir` (live or stale), so restore after a restart can remove the
+    /// ones no pod owns. An absent dir has none.
+    pub fn list(pin_dir: &Path) -> Result<Vec<NetNs>> {
+        let entries = match std::fs::read_dir(pin_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(Error::NetNsEnter {
+                    path: pin_dir.to_path_buf(),
+                    op: "list pin dir",
+                    source,
+                })
+            }
+        };
+        let mut pins: Vec<NetNs> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| NetNs { path: e.path() })
+            .collect();
+        pins.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(pins)
+    }
+
     /// Unmounts and unlinks the pin; succeeds if already gone.
     pub fn remove(&self) -> Result<()> {
         let started = Instant::now();

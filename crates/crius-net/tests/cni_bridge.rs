@@ -292,3 +292,63 @@ async fn host_port_reaches_the_pod_through_portmap() {
         "DNAT rule left after teardown:\n{nat}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_pod_gets_v4_and_v6() {
+    let net = BridgeNet::new(20, "1.0.0", false);
+    let mut conf = net.conflist("1.0.0", false);
+    conf["plugins"][0]["ipam"]["ranges"] = serde_json::json!([
+        [{"subnet": "10.233.20.0/24"}],
+        [{"subnet": "fd00:233:20::/64"}]
+    ]);
+    conf["plugins"][0]["ipam"]["routes"] = serde_json::json!([]);
+    net.write_conf("10-test.conflist", &conf);
+    let pod = net.pod("ds");
+    let status = net.cni.setup(&pod).await.unwrap();
+    assert_eq!(status.ips.len(), 2, "{}", status.result);
+    assert!(status.ips.iter().any(|ip| ip.is_ipv4()));
+    let v6 = status
+        .ips
+        .iter()
+        .find(|ip| ip.is_ipv6())
+        .expect("a v6 address");
+    assert!(v6.to_string().starts_with("fd00:233:20::"), "{v6}");
+    let out = ip_in(&pod.netns, &["-o", "-6", "addr", "show", "dev", "eth0"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{v6}/64")));
+    net.cni.teardown(&pod).await.unwrap();
+    assert!(net.allocated_ips().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bandwidth_capability_shapes_the_pod_traffic() {
+    let net = BridgeNet::new(21, "1.0.0", false);
+    let mut conf = net.conflist("1.0.0", false);
+    conf["plugins"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"type": "bandwidth", "capabilities": {"bandwidth": true}}));
+    net.write_conf("10-test.conflist", &conf);
+    let mut pod = net.pod("bw");
+    pod.bandwidth = Some(crius_net::Bandwidth {
+        ingress_rate: 1_000_000,
+        ingress_burst: 0,
+        egress_rate: 2_000_000,
+        egress_burst: 0,
+    });
+    let status = net.cni.setup(&pod).await.unwrap();
+    let veth = host_veth(&status);
+    let qdisc = common::run("tc", &["qdisc", "show", "dev", &veth]);
+    assert!(qdisc.contains("tbf"), "no rate limit on {veth}:\n{qdisc}");
+    let ifb: Vec<String> = status.result["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .filter(|n| n.starts_with("bwp"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(ifb.len(), 1, "egress shaping device in {}", status.result);
+    assert!(host_link_exists(&ifb[0]));
+    net.cni.teardown(&pod).await.unwrap();
+    assert!(!host_link_exists(&ifb[0]), "{} left after teardown", ifb[0]);
+}

@@ -143,3 +143,23 @@ async fn creating_from_a_tokio_runtime_leaves_worker_threads_in_the_host_namespa
         assert_eq!(handle.await.unwrap(), host);
     }
 }
+
+#[test]
+fn list_finds_the_pins_in_a_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(NetNs::list(&dir.path().join("absent")).unwrap().is_empty());
+    let a = PinGuard(NetNs::create(dir.path(), "a").unwrap());
+    let b = PinGuard(NetNs::create(dir.path(), "b").unwrap());
+    // A stale empty file (left by a crash before the bind mount) is listed but not pinned.
+    std::fs::write(dir.path().join("c"), b"").unwrap();
+    let listed = NetNs::list(dir.path()).unwrap();
+    let paths: Vec<_> = listed.iter().map(|n| n.path().to_path_buf()).collect();
+    assert_eq!(paths, [a.0.path(), b.0.path(), &dir.path().join("c")]);
+    assert_eq!(
+        listed.iter().map(NetNs::is_pinned).collect::<Vec<_>>(),
+        [true, true, false]
+    );
+    b.0.remove().unwrap();
+    listed[2].remove().unwrap();
+    assert_eq!(NetNs::list(dir.path()).unwrap(), [a.0.clone()]);
+}

@@ -109,6 +109,31 @@ pub(crate) fn write(cache_dir: &Path, entry: &CacheEntry) -> Result<()> {
     Ok(())
 }
 
+/// The pod ids that have an entry, sorted; an absent dir has none.
+pub(crate) fn list(cache_dir: &Path) -> Result<Vec<String>> {
+    let entries = match std::fs::read_dir(cache_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(Error::Cache {
+                path: cache_dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mut ids: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            // Temp files start with '.', which pod ids never do.
+            let id = name.strip_suffix(".json")?;
+            (!id.is_empty() && !id.starts_with('.')).then(|| id.to_string())
+        })
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
 /// Removes pod `id`'s entry; succeeds if it is already gone.
 pub(crate) fn remove(cache_dir: &Path, id: &str) -> Result<()> {
     let path = entry_path(cache_dir, id);
@@ -145,8 +170,12 @@ mod tests {
         entry.result = Some(json!({"cniVersion":"1.0.0","ips":[]}));
         write(&cache, &entry).unwrap();
         assert_eq!(read(&cache, "abc").unwrap(), Some(entry));
+        std::fs::write(cache.join(".other.json.tmp"), "{").unwrap();
+        assert_eq!(list(&cache).unwrap(), ["abc"]);
         remove(&cache, "abc").unwrap();
         remove(&cache, "abc").unwrap();
+        assert!(list(&cache).unwrap().is_empty());
+        assert!(list(&dir.path().join("absent")).unwrap().is_empty());
         assert_eq!(read(&cache, "abc").unwrap(), None);
     }
 

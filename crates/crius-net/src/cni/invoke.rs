@@ -141,7 +141,10 @@ pub(crate) async fn exec(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(true)
+        // No kill_on_drop: if the caller's future is dropped mid-call, a plugin killed
+        // halfway through its iptables or IPAM changes would leave more mess than one
+        // left to finish. The per-pod cache entry written before ADD lets teardown clean
+        // up either way.
         .spawn()
         .map_err(exec_err)?;
     let pid = child.id();

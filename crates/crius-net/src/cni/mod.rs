@@ -337,6 +337,13 @@ impl Cni {
         Ok(())
     }
 
+    /// The ids of pods with a cached network (set up, or ADD interrupted), so restore
+    /// after a restart can tear down the ones no pod record owns: `teardown` needs only
+    /// the id, everything else comes from the cache.
+    pub fn cached_pods(&self) -> Result<Vec<String>> {
+        cache::list(&self.config().cache_dir)
+    }
+
     /// CHECK through the chain with the cached config and result: Ok when every plugin
     /// agrees the pod's network is as ADD left it. Lists older than 0.4.0 (no CHECK) and
     /// lists with `disableCheck` pass without running anything.
@@ -547,6 +554,12 @@ fn validate_pod(pod: &PodNetwork, for_setup: bool) -> Result<()> {
     if pod.netns.as_os_str().is_empty() {
         return Err(invalid("no network namespace"));
     }
+    if !is_nsfs(&pod.netns) {
+        return Err(Error::InvalidPodNetwork {
+            pod: pod.id.clone(),
+            reason: format!("{} is not a network namespace", pod.netns.display()),
+        });
+    }
     for (field, value) in [
         ("name", &pod.name),
         ("namespace", &pod.namespace),
@@ -572,7 +585,8 @@ mod tests {
             name: "web".into(),
             namespace: "default".into(),
             uid: "uid-1".into(),
-            netns: PathBuf::from("/run/crius/netns/abc123"),
+            // Our own namespace: a real nsfs file, no privileges needed.
+            netns: PathBuf::from("/proc/self/ns/net"),
             ..Default::default()
         }
     }
@@ -653,6 +667,12 @@ mod tests {
         };
         assert!(validate_pod(&p, true).is_err());
         assert!(validate_pod(&p, false).is_ok());
+        let p = PodNetwork {
+            netns: PathBuf::from("/etc/hostname"),
+            ..pod()
+        };
+        let err = validate_pod(&p, true).unwrap_err();
+        assert!(err.to_string().contains("not a network namespace"), "{err}");
     }
 
     #[test]
