@@ -1,1 +1,305 @@
-//! Runtime handlers speaking the runc command line.
+//! Runtime handlers speaking the runc command line: `start`, `kill`,
+//! `state`, `delete`, `update`. Creation and exec go through the monitor
+//! (see [`crate::monitor`]), which holds the container's stdio.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+use tracing::debug;
+
+use crate::Error;
+
+/// How long one runtime command may run before it is killed.
+pub const RUNTIME_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A runc-CLI-compatible OCI runtime binary (runc, crun, crius-runtime).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuntimeCli {
+    /// The binary.
+    pub path: PathBuf,
+    /// `--root`: where the runtime keeps its state; `None` for its default.
+    pub root: Option<PathBuf>,
+    /// `--systemd-cgroup`: cgroups paths are systemd `slice:prefix:name`.
+    pub systemd_cgroup: bool,
+}
+
+/// What the runtime reports about a container (`RUNTIME state`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct RuntimeState {
+    /// `creating`, `created`, `running`, `paused` or `stopped`.
+    pub status: String,
+    /// The container's init pid (0 once stopped).
+    #[serde(default)]
+    pub pid: u32,
+}
+
+/// What a finished runtime command printed.
+struct Output {
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl RuntimeCli {
+    /// The runtime's global flags, placed before the subcommand.
+    pub fn global_args(&self) -> Vec<OsString> {
+        let mut v = Vec::new();
+        if let Some(root) = &self.root {
+            v.push("--root".into());
+            v.push(root.clone().into());
+        }
+        if self.systemd_cgroup {
+            v.push("--systemd-cgroup".into());
+        }
+        v
+    }
+
+    /// Runs `RUNTIME <globals> <command> <args>` with a timeout; `Err` when it
+    /// exits non-zero, with its stderr message.
+    async fn run(
+        &self,
+        command: &str,
+        args: &[OsString],
+        id: &str,
+        stdin: Option<Vec<u8>>,
+    ) -> Result<Output, Error> {
+        let mut cmd = tokio::process::Command::new(&self.path);
+        cmd.args(self.global_args())
+            .arg(command)
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let started = Instant::now();
+        let mut child = cmd.spawn().map_err(|source| Error::RuntimeSpawn {
+            runtime: self.path.clone(),
+            command: command.to_string(),
+            container: id.to_string(),
+            source,
+        })?;
+        if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            // A runtime that exits early closes the pipe: its own error says why.
+            let _ = pipe.write_all(&data).await;
+            drop(pipe);
+        }
+        let out = tokio::time::timeout(RUNTIME_TIMEOUT, child.wait_with_output()).await;
+        let elapsed = started.elapsed();
+        let out = match out {
+            Ok(Ok(out)) => out,
+            Ok(Err(source)) => {
+                return Err(Error::RuntimeSpawn {
+                    runtime: self.path.clone(),
+                    command: command.to_string(),
+                    container: id.to_string(),
+                    source,
+                })
+            }
+            Err(_) => {
+                debug!(runtime = %self.path.display(), command, ?args, ?elapsed, "runtime command timed out");
+                return Err(Error::RuntimeTimeout {
+                    runtime: self.path.clone(),
+                    command: command.to_string(),
+                    container: id.to_string(),
+                    timeout: RUNTIME_TIMEOUT,
+                });
+            }
+        };
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        debug!(
+            runtime = %self.path.display(),
+            command,
+            ?args,
+            ?elapsed,
+            status = ?out.status.code(),
+            "runtime command"
+        );
+        if !out.status.success() {
+            let msg = stderr_message(&stderr);
+            return Err(Error::RuntimeFailed {
+                runtime: self.path.clone(),
+                command: command.to_string(),
+                container: id.to_string(),
+                msg: if msg.is_empty() {
+                    format!("exited with {}", out.status)
+                } else {
+                    msg
+                },
+            });
+        }
+        Ok(Output {
+            stdout: out.stdout,
+            stderr,
+        })
+    }
+
+    fn not_found(&self, err: Error, id: &str) -> Error {
+        match err {
+            Error::RuntimeFailed { ref msg, .. } if is_not_found(msg) => Error::ContainerNotFound {
+                container: id.to_string(),
+                runtime: self.path.clone(),
+            },
+            other => other,
+        }
+    }
+
+    /// Starts a created container (`RUNTIME start ID`).
+    pub async fn start(&self, id: &str) -> Result<(), Error> {
+        self.run("start", &[id.into()], id, None)
+            .await
+            .map_err(|e| self.not_found(e, id))?;
+        Ok(())
+    }
+
+    /// Sends `signal` to the container's init, or with `all` to all its processes.
+    pub async fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), Error> {
+        let mut args: Vec<OsString> = Vec::new();
+        if all {
+            args.push("--all".into());
+        }
+        args.push(id.into());
+        args.push(signal.to_string().into());
+        self.run("kill", &args, id, None)
+            .await
+            .map_err(|e| self.not_found(e, id))?;
+        Ok(())
+    }
+
+    /// The container's state; [`Error::ContainerNotFound`] when the runtime does not know it.
+    pub async fn state(&self, id: &str) -> Result<RuntimeState, Error> {
+        let out = self
+            .run("state", &[id.into()], id, None)
+            .await
+            .map_err(|e| self.not_found(e, id))?;
+        serde_json::from_slice(&out.stdout).map_err(|e| Error::RuntimeOutput {
+            runtime: self.path.clone(),
+            command: "state".into(),
+            container: id.to_string(),
+            reason: format!("{e}; stderr: {}", out.stderr.trim()),
+        })
+    }
+
+    /// Deletes the container (`--force` kills it first); Ok when it is already gone.
+    pub async fn delete(&self, id: &str, force: bool) -> Result<(), Error> {
+        let mut args: Vec<OsString> = Vec::new();
+        if force {
+            args.push("--force".into());
+        }
+        args.push(id.into());
+        match self.run("delete", &args, id, None).await {
+            Ok(_) => Ok(()),
+            Err(Error::RuntimeFailed { msg, .. }) if is_not_found(&msg) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Updates the container's cgroup limits (`RUNTIME update --resources - ID`).
+    pub async fn update(
+        &self,
+        id: &str,
+        resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<(), Error> {
+        let json = serde_json::to_vec(resources).map_err(|e| Error::RuntimeOutput {
+            runtime: self.path.clone(),
+            command: "update".into(),
+            container: id.to_string(),
+            reason: format!("serializing resources: {e}"),
+        })?;
+        self.run(
+            "update",
+            &["--resources".into(), "-".into(), id.into()],
+            id,
+            Some(json),
+        )
+        .await
+        .map_err(|e| self.not_found(e, id))?;
+        Ok(())
+    }
+}
+
+/// Whether a runtime's error message says the container does not exist
+/// (runc: "container does not exist"; crun: "... No such file or directory"
+/// about its state dir).
+fn is_not_found(msg: &str) -> bool {
+    msg.contains("does not exist")
+        || (msg.contains("No such file or directory") && msg.contains("status"))
+}
+
+/// The message of a runtime's stderr: the last non-empty line, with runc's
+/// logrus framing (`time=... level=error msg="..."`) taken off.
+pub(crate) fn stderr_message(stderr: &str) -> String {
+    let Some(line) = stderr.lines().rev().find(|l| !l.trim().is_empty()) else {
+        return String::new();
+    };
+    let line = line.trim();
+    if let Some(start) = line.find("msg=\"") {
+        let rest = &line[start + 5..];
+        let mut out = String::new();
+        let mut chars = rest.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('n') => out.push('\n'),
+                    Some('t') => out.push('\t'),
+                    Some(other) => out.push(other),
+                    None => break,
+                },
+                '"' => return out,
+                c => out.push(c),
+            }
+        }
+        return out;
+    }
+    line.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logrus_framing_is_removed() {
+        let s = "time=\"2024-01-01T00:00:00Z\" level=error msg=\"container does not exist\"\n";
+        assert_eq!(stderr_message(s), "container does not exist");
+        let s = "time=\"x\" level=error msg=\"exec: \\\"/nope\\\": stat /nope: no such file or directory\"";
+        assert_eq!(
+            stderr_message(s),
+            "exec: \"/nope\": stat /nope: no such file or directory"
+        );
+    }
+
+    #[test]
+    fn plain_last_line_is_kept() {
+        assert_eq!(stderr_message("warning\nreal error\n\n"), "real error");
+        assert_eq!(stderr_message(""), "");
+    }
+
+    #[test]
+    fn not_found_messages() {
+        assert!(is_not_found("container does not exist"));
+        assert!(is_not_found(
+            "error opening file `/run/crun/x/status`: No such file or directory"
+        ));
+        assert!(!is_not_found("permission denied"));
+    }
+
+    #[test]
+    fn global_args_in_order() {
+        let rt = RuntimeCli {
+            path: "/usr/sbin/runc".into(),
+            root: Some("/run/r".into()),
+            systemd_cgroup: true,
+        };
+        assert_eq!(
+            rt.global_args(),
+            ["--root", "/run/r", "--systemd-cgroup"].map(OsString::from)
+        );
+    }
+}
