@@ -161,5 +161,5 @@ fn list_finds_the_pins_in_a_dir() {
     );
     b.0.remove().unwrap();
     listed[2].remove().unwrap();
-    assert_eq!(NetNs::list(dir.path()).unwrap(), [a.0.clone()]);
+    assert_eq!(NetNs::list(dir.path()).unwrap(), std::slice::from_ref(&a.0));
 }
