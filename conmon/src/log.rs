@@ -137,22 +137,42 @@ impl LogWriter {
         }
         let ts = format_timestamp(now_ns());
         self.buf.clear();
-        format_records(&mut self.buf, &ts, stream, data);
-        let len = self.buf.len() as u64;
-        if let (Some(max), Some(file)) = (self.max, &self.file) {
-            if self.written + len > max {
-                // Over the cap: start the file over rather than grow without bound.
-                file.set_len(0)?;
-                self.written = 0;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let used = match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => i + 1,
+                None => rest.len(),
+            };
+            let before = self.buf.len();
+            format_records(&mut self.buf, &ts, stream, &rest[..used]);
+            rest = &rest[used..];
+            if let Some(max) = self.max {
+                if self.written + self.buf.len() as u64 > max {
+                    // Over the cap: write what fits, then start the file over
+                    // rather than let it grow without bound.
+                    let record = self.buf.split_off(before);
+                    self.flush()?;
+                    if let Some(file) = &self.file {
+                        file.set_len(0)?;
+                    }
+                    self.written = 0;
+                    self.buf = record;
+                }
             }
         }
-        if let Some(file) = &mut self.file {
-            file.write_all(&self.buf)?;
-        }
-        self.written += len;
+        self.flush()?;
         if self.buf.capacity() > 2 * CHUNK {
             self.buf = Vec::new();
         }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if let Some(file) = &mut self.file {
+            file.write_all(&self.buf)?;
+        }
+        self.written += self.buf.len() as u64;
+        self.buf.clear();
         Ok(())
     }
 }

@@ -791,6 +791,16 @@ impl Monitor {
         }
         let _ = std::fs::remove_file(proto::SOCKET_NAME);
         self.drain_deadline = None;
+        // Requests already sent but not yet read (a wait racing the exit).
+        let pending: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|c| matches!(c.state, ClientState::Request))
+            .map(|c| c.id)
+            .collect();
+        for id in pending {
+            self.client_event(id, libc::POLLIN);
+        }
         for e in &mut self.execs {
             let _ = sys::kill(e.runtime_pid, libc::SIGKILL);
         }

@@ -376,6 +376,10 @@ impl MonitorClient {
                 Ok(other) => {
                     return Err(self.protocol(format!("unexpected reply to wait: {other:?}")))
                 }
+                Err(e @ Error::MonitorRefused { .. }) => {
+                    // "container has exited": the exit file is written first.
+                    return read_exit_file(&self.dir)?.ok_or(e);
+                }
                 Err(Error::MonitorProtocol { .. }) => {
                     // The monitor went away: it wrote the exit file first,
                     // unless it was killed.
