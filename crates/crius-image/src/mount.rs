@@ -313,3 +313,99 @@ pub fn unmount_overlay(container_dir: &Path) -> Result<(), Error> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    /// Two lower dirs under `layers/`, upper/work/rootfs in `ctr/`.
+    fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::Builder::new()
+            .prefix("crius-mount-test-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let layers = dir.path().join("layers");
+        for (name, content) in [("a", "lower-a"), ("b", "lower-b")] {
+            fs::create_dir_all(layers.join(name).join("diff")).unwrap();
+            fs::write(layers.join(name).join("diff/f"), content).unwrap();
+            fs::write(layers.join(name).join("diff").join(name), "").unwrap();
+        }
+        let ctr = dir.path().join("ctr");
+        for d in [ROOTFS, UPPER, WORK] {
+            fs::create_dir_all(ctr.join(d)).unwrap();
+        }
+        (dir, layers, ctr)
+    }
+
+    /// Unmounts on drop, so a failed assertion leaves no mount behind.
+    struct Unmount<'a>(&'a Path);
+
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = unmount_overlay(self.0);
+        }
+    }
+
+    fn check_and_unmount(ctr: &Path) {
+        let guard = Unmount(ctr);
+        let rootfs = ctr.join(ROOTFS);
+        assert_eq!(fs::read_to_string(rootfs.join("f")).unwrap(), "lower-b");
+        assert!(rootfs.join("a").exists() && rootfs.join("b").exists());
+        drop(guard);
+        assert!(!rootfs.exists());
+    }
+
+    #[test]
+    fn relative_lowerdirs_from_a_forked_child() {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let (_dir, layers, ctr) = setup();
+        let opts = format!(
+            "lowerdir=b/diff:a/diff,upperdir={},workdir={}",
+            ctr.join(UPPER).display(),
+            ctr.join(WORK).display()
+        );
+        mount_from_dir(&layers, &opts, &ctr.join(ROOTFS)).unwrap();
+        check_and_unmount(&ctr);
+        for d in [ROOTFS, UPPER, WORK] {
+            fs::create_dir_all(ctr.join(d)).unwrap();
+        }
+        // the daemon's own working directory did not move
+        assert_ne!(std::env::current_dir().unwrap(), layers);
+        // a failing mount reports the errno from the child
+        let err = mount_from_dir(&layers, "lowerdir=nope/diff", &ctr.join(ROOTFS)).unwrap_err();
+        assert!(err.to_string().contains("mount overlay"), "{err}");
+    }
+
+    #[test]
+    fn lowerdir_plus_with_the_new_mount_api() {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let (_dir, layers, ctr) = setup();
+        let lowers = [layers.join("b/diff"), layers.join("a/diff")];
+        match mount_with_fsconfig(
+            &lowers,
+            &ctr.join(UPPER),
+            &ctr.join(WORK),
+            &ctr.join(ROOTFS),
+        ) {
+            Ok(()) => check_and_unmount(&ctr),
+            // kernels before 6.8 have no lowerdir+
+            Err(e)
+                if e.raw_os_error() == Some(libc::EINVAL)
+                    || e.raw_os_error() == Some(libc::ENOSYS) =>
+            {
+                eprintln!("skipped: kernel lacks lowerdir+ ({e})");
+            }
+            Err(e) => panic!("fsconfig mount failed: {e}"),
+        }
+    }
+}
