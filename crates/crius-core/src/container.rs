@@ -406,9 +406,12 @@ impl Daemon {
         if let Err(e) = runtime.kill(&rec.id, libc::SIGKILL, false).await {
             warn!(container_id = %rec.id, error = %e, "SIGKILL not delivered");
         }
-        match tokio::time::timeout(KILL_TIMEOUT, exited.wait_for(|e| *e)).await {
-            Ok(_) => Ok(()),
-            Err(_) => {
+        let waited = tokio::time::timeout(KILL_TIMEOUT, exited.wait_for(|e| *e))
+            .await
+            .is_ok();
+        match waited {
+            true => Ok(()),
+            false => {
                 // The runtime may have lost it (e.g. killed before start): ask it.
                 match runtime.state(&rec.id).await {
                     Ok(st) if st.status == "running" || st.status == "created" => {

@@ -191,16 +191,20 @@ impl Daemon {
         };
         let entry = Arc::new(Entry::new(record, false));
         let op = entry.op.clone().lock_owned().await;
-        {
+        let raced = {
             let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-            if index.pod_names.contains_key(&key) {
-                drop(index);
-                drop(op);
-                return Box::pin(self.run_pod(entry.get().config, entry.get().runtime_handler))
-                    .await;
+            let raced = index.pod_names.contains_key(&key);
+            if !raced {
+                index.pod_names.insert(key.clone(), id.clone());
+                index.pods.insert(id.clone(), entry.clone());
             }
-            index.pod_names.insert(key.clone(), id.clone());
-            index.pods.insert(id.clone(), entry.clone());
+            raced
+        };
+        if raced {
+            // Another request for the same pod got in first: answer as its repeat.
+            drop(op);
+            let rec = entry.get();
+            return Box::pin(self.run_pod(rec.config, rec.runtime_handler)).await;
         }
         // Creation runs on its own task so that a client that gives up (a kubelet timeout)
         // does not cut it half way; its retry finds the pod.

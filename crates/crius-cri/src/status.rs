@@ -13,9 +13,64 @@ pub fn to_status(err: Error) -> Status {
         Error::FailedPrecondition(_) => Code::FailedPrecondition,
         Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
         Error::Unimplemented(_) => Code::Unimplemented,
+        Error::Image(e) => image_code(e),
+        Error::Net(e) => net_code(e),
+        Error::Oci(e) => oci_code(e),
         Error::Io { .. } | Error::Internal(_) | Error::Step { .. } => Code::Internal,
     };
     Status::new(code, err.to_string())
+}
+
+fn image_code(e: &crius_image::Error) -> Code {
+    if e.is_not_found() {
+        Code::NotFound
+    } else if e.is_invalid_argument() {
+        Code::InvalidArgument
+    } else if e.is_unauthorized() {
+        Code::Unauthenticated
+    } else if e.is_blocked() {
+        Code::PermissionDenied
+    } else if e.is_unavailable() {
+        Code::Unavailable
+    } else {
+        Code::Internal
+    }
+}
+
+fn net_code(e: &crius_net::Error) -> Code {
+    use crius_net::Error as E;
+    match e {
+        E::InvalidPodNetwork { .. } => Code::InvalidArgument,
+        E::NoNetworkConfig { .. } | E::PluginNotFound { .. } => Code::FailedPrecondition,
+        E::PluginTimeout { .. } => Code::DeadlineExceeded,
+        _ => Code::Internal,
+    }
+}
+
+fn oci_code(e: &crius_oci::Error) -> Code {
+    use crius_oci::Error as E;
+    match e {
+        E::MissingField { .. }
+        | E::NoCommand { .. }
+        | E::InvalidContainerPath { .. }
+        | E::MountSourceMissing { .. }
+        | E::MountPropagation { .. }
+        | E::UnsupportedMount { .. }
+        | E::InvalidDevice { .. }
+        | E::InvalidUser { .. }
+        | E::UserNotFound { .. }
+        | E::GroupNotFound { .. }
+        | E::UnknownCapability { .. }
+        | E::UnsafeSysctl { .. }
+        | E::InvalidSeccompProfile { .. }
+        | E::SeccompProfileRead { .. }
+        | E::SeccompProfileParse { .. }
+        | E::PrivilegedNotAllowed { .. }
+        | E::InvalidResource { .. } => Code::InvalidArgument,
+        E::ContainerNotFound { .. } => Code::NotFound,
+        E::RuntimeTimeout { .. } => Code::DeadlineExceeded,
+        _ => Code::Internal,
+    }
 }
 
 /// The answer for an RPC crius does not serve yet.
