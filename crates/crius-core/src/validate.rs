@@ -118,6 +118,18 @@ pub fn container_config(config: &cri::ContainerConfig) -> Result<()> {
     if image.is_empty() {
         return Err(invalid(format!("container {:?} names no image", md.name)));
     }
+    if let Some(sc) = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+    {
+        if sc.run_as_group.is_some() && sc.run_as_user.is_none() && sc.run_as_username.is_empty() {
+            return Err(invalid(format!(
+                "container {:?} sets run_as_group without run_as_user or run_as_username",
+                md.name
+            )));
+        }
+    }
     no_nul("log_path", &config.log_path)?;
     if config.log_path.starts_with('/') || has_dotdot(&config.log_path) {
         return Err(invalid(format!(
@@ -222,5 +234,22 @@ mod tests {
         let mut c = good.clone();
         c.image = None;
         assert!(container_config(&c).is_err());
+        let mut c = good.clone();
+        c.linux = Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                run_as_group: Some(cri::Int64Value { value: 1000 }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert!(container_config(&c).is_err(), "group without user");
+        c.linux
+            .as_mut()
+            .unwrap()
+            .security_context
+            .as_mut()
+            .unwrap()
+            .run_as_user = Some(cri::Int64Value { value: 1000 });
+        assert!(container_config(&c).is_ok());
     }
 }
