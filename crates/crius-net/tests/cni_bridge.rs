@@ -352,3 +352,60 @@ async fn bandwidth_capability_shapes_the_pod_traffic() {
     net.cni.teardown(&pod).await.unwrap();
     assert!(!host_link_exists(&ifb[0]), "{} left after teardown", ifb[0]);
 }
+
+/// Latency figures for the report: `cargo test -p crius-net --test cni_bridge -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, not a check"]
+async fn measure_netns_and_cni_latency() {
+    // CRIUS_TEST_LOG=debug shows each plugin call with its duration.
+    if let Ok(filter) = std::env::var("CRIUS_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    let net = BridgeNet::new(22, "1.0.0", true);
+    let pins = net.dir.path().join("netns");
+    let (mut create, mut setup, mut teardown, mut remove) = (vec![], vec![], vec![], vec![]);
+    for i in 0..20 {
+        let t = std::time::Instant::now();
+        let ns = crius_net::NetNs::create(&pins, &format!("m{i}")).unwrap();
+        create.push(t.elapsed());
+        let mut pod = PodNetwork {
+            id: format!("m{i}{}", common::unique_tag()),
+            name: "m".into(),
+            namespace: "bench".into(),
+            uid: "u".into(),
+            netns: ns.path().to_path_buf(),
+            ..Default::default()
+        };
+        pod.port_mappings = vec![PortMapping {
+            protocol: Protocol::Tcp,
+            container_port: 80,
+            host_port: 32000 + i,
+            host_ip: String::new(),
+        }];
+        let t = std::time::Instant::now();
+        net.cni.setup(&pod).await.unwrap();
+        setup.push(t.elapsed());
+        let t = std::time::Instant::now();
+        net.cni.teardown(&pod).await.unwrap();
+        teardown.push(t.elapsed());
+        let t = std::time::Instant::now();
+        ns.remove().unwrap();
+        remove.push(t.elapsed());
+    }
+    for (what, mut v) in [
+        ("NetNs::create", create),
+        ("setup bridge+host-local+portmap", setup),
+        ("teardown", teardown),
+        ("NetNs::remove", remove),
+    ] {
+        v.sort();
+        eprintln!(
+            "{what}: median {:?} p90 {:?}",
+            v[v.len() / 2],
+            v[v.len() * 9 / 10]
+        );
+    }
+}

@@ -59,9 +59,12 @@ impl Default for CniConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
+    /// TCP, the CRI default.
     #[default]
     Tcp,
+    /// UDP.
     Udp,
+    /// SCTP.
     Sctp,
 }
 
@@ -81,8 +84,11 @@ impl Protocol {
 /// merely declares and are not forwarded.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortMapping {
+    /// Protocol of both ports.
     pub protocol: Protocol,
+    /// Port the pod listens on.
     pub container_port: u16,
+    /// Port opened on the host; 0 means not published.
     pub host_port: u16,
     /// Empty: all host addresses.
     pub host_ip: String,
@@ -92,9 +98,13 @@ pub struct PortMapping {
 /// bits per second and bits; passed to plugins with the `bandwidth` capability.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bandwidth {
+    /// Traffic into the pod, bits per second; 0 means unlimited.
     pub ingress_rate: u64,
+    /// Burst into the pod, bits; 0 with a rate means no burst limit.
     pub ingress_burst: u64,
+    /// Traffic out of the pod, bits per second; 0 means unlimited.
     pub egress_rate: u64,
+    /// Burst out of the pod, bits; 0 with a rate means no burst limit.
     pub egress_burst: u64,
 }
 
@@ -103,12 +113,18 @@ pub struct Bandwidth {
 pub struct PodNetwork {
     /// The sandbox id: CNI_CONTAINERID, K8S_POD_INFRA_CONTAINER_ID and the cache key.
     pub id: String,
+    /// The pod's name (K8S_POD_NAME).
     pub name: String,
+    /// The pod's Kubernetes namespace (K8S_POD_NAMESPACE).
     pub namespace: String,
+    /// The pod's uid (K8S_POD_UID).
     pub uid: String,
-    /// The pod's network namespace (CNI_NETNS).
+    /// The pod's network namespace (CNI_NETNS). Teardown may leave it empty: the cached
+    /// one is used, and a namespace that is gone is passed to plugins as empty.
     pub netns: PathBuf,
+    /// Host ports to forward, for plugins with the `portMappings` capability.
     pub port_mappings: Vec<PortMapping>,
+    /// Traffic shaping, for plugins with the `bandwidth` capability.
     pub bandwidth: Option<Bandwidth>,
     /// Requested pod IPs, for plugins with the `ips` capability.
     pub ips: Vec<String>,
