@@ -1,1 +1,783 @@
-//! crius-e2e
+//! End-to-end test harness: starts the real `crius` binary as root with a private root,
+//! run dir, socket, CNI dir and cgroup parent under a temp dir (so tests run in parallel),
+//! hands out CRI gRPC clients over its socket, and on drop stops it and removes everything
+//! it made, also when the test fails: containers, monitors, mounts, cgroups, bridges,
+//! firewall rules and the temp dir. A failing test gets the tail of the daemon's log.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use crius::config::{Config, LogLevel};
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+pub use k8s_cri::v1 as cri;
+
+/// How long a daemon may take to answer `Version` after it was started.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a daemon may take to exit after SIGTERM before it is killed.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Where per-test dirs live: on disk, not tmpfs, since image layers are unpacked there.
+pub const TEST_BASE_DIR: &str = "/var/tmp";
+/// Where the fixtures write the variables tests read.
+pub const FIXTURES_ENV_FILE: &str = "/var/tmp/crius-fixtures/env";
+/// The crictl built from cri-tools, if someone built it; never installed by CI.
+pub const CRICTL: &str = "/opt/cri-tools/bin/crictl";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A short name unique to this process and call, usable in interface names (<= 15 bytes).
+pub fn unique_name(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mix = (std::process::id() as u64) << 20 ^ (n as u64) << 8 ^ (nanos as u64 >> 12);
+    format!("{prefix}{:06x}", mix & 0xff_ffff)
+}
+
+/// The workspace's `target` dir: `CARGO_TARGET_DIR`, else `<workspace>/target`.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+    }
+}
+
+/// The `crius` binary under test: `$CRIUS_BIN`, else the debug build in the target dir.
+/// It is built by `e2e/run-all.sh` (`cargo build --workspace --bins`); cargo does not build
+/// another package's binaries for these tests.
+pub fn crius_binary() -> anyhow::Result<PathBuf> {
+    let path = match std::env::var_os("CRIUS_BIN") {
+        Some(bin) if !bin.is_empty() => PathBuf::from(bin),
+        _ => target_dir().join("debug/crius"),
+    };
+    if !path.is_file() {
+        bail!(
+            "crius binary {} not found: build it first with `cargo build --workspace --bins` (or set CRIUS_BIN)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A value the fixtures publish (`e2e/fixtures/setup.sh`), from the environment or
+/// from their env file.
+pub fn fixture(key: &str) -> anyhow::Result<String> {
+    if let Ok(value) = std::env::var(key) {
+        if !value.is_empty() {
+            return Ok(value);
+        }
+    }
+    let text = fs::read_to_string(FIXTURES_ENV_FILE).map_err(|err| {
+        anyhow!("{key} is not set and {FIXTURES_ENV_FILE} cannot be read ({err}): run e2e/fixtures/setup.sh first")
+    })?;
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .find(|(k, _)| k.trim() == key)
+        .map(|(_, v)| v.trim().to_string())
+        .ok_or_else(|| {
+            anyhow!("{key} is missing from {FIXTURES_ENV_FILE}: rerun e2e/fixtures/setup.sh")
+        })
+}
+
+/// Opens a gRPC channel over the Unix socket at `socket`.
+pub async fn connect(socket: &Path) -> anyhow::Result<Channel> {
+    let path = socket.to_path_buf();
+    // The URI is required by tonic but unused: the connector dials the socket.
+    let channel = Endpoint::try_from("http://[::1]:50051")?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(stream))
+            }
+        }))
+        .await
+        .with_context(|| format!("cannot connect to {}", socket.display()))?;
+    Ok(channel)
+}
+
+/// Options for a test daemon; [`CriusDaemon::builder`] makes one.
+#[derive(Debug, Default)]
+pub struct CriusDaemonBuilder {
+    dropins: Vec<String>,
+    conflists: Vec<(String, String)>,
+    bridge_network: bool,
+    registries_conf: Option<String>,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl CriusDaemonBuilder {
+    /// Adds a TOML drop-in (applied after the harness's own config, in call order).
+    pub fn config(mut self, toml: &str) -> Self {
+        self.dropins.push(toml.to_string());
+        self
+    }
+
+    /// Puts a CNI config file `name` with `content` into the daemon's CNI dir.
+    pub fn cni_config(mut self, name: &str, content: &str) -> Self {
+        self.conflists.push((name.to_string(), content.to_string()));
+        self
+    }
+
+    /// Gives the daemon a bridge network of its own (bridge, subnet and IPAM state unique to
+    /// this daemon), with a FORWARD drop rule so pod traffic stays on the host. The bridge
+    /// and the rule are removed on drop.
+    pub fn bridge_network(mut self) -> Self {
+        self.bridge_network = true;
+        self
+    }
+
+    /// Writes a containers-registries.conf and points `crius.image.registries_conf` at it.
+    pub fn registries_conf(mut self, text: &str) -> Self {
+        self.registries_conf = Some(text.to_string());
+        self
+    }
+
+    /// Adds a command-line argument.
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    /// Sets an environment variable for the daemon.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Starts the daemon and waits until it answers `Version`.
+    pub async fn start(self) -> anyhow::Result<CriusDaemon> {
+        let mut daemon = self.spawn()?;
+        daemon.wait_ready(READY_TIMEOUT).await?;
+        Ok(daemon)
+    }
+
+    /// Starts the daemon without waiting for it (for start-up failure tests).
+    pub fn spawn(self) -> anyhow::Result<CriusDaemon> {
+        let mut daemon = self.build()?;
+        daemon.launch()?;
+        Ok(daemon)
+    }
+
+    /// Writes the config and makes the dirs, but starts nothing: for tests that run the
+    /// binary themselves through [`CriusDaemon::command`].
+    pub fn build(self) -> anyhow::Result<CriusDaemon> {
+        let binary = crius_binary()?;
+        let dir = tempfile::Builder::new()
+            .prefix("crius-e2e-")
+            .tempdir_in(TEST_BASE_DIR)
+            .context("cannot make the test dir")?
+            .keep();
+        let mut daemon = CriusDaemon {
+            child: None,
+            binary,
+            args: Vec::new(),
+            env: self.env.clone(),
+            socket: dir.join("run/crius.sock"),
+            root: dir.join("root"),
+            runroot: dir.join("run"),
+            cni_dir: dir.join("cni"),
+            config_file: dir.join("crius.conf"),
+            config_dir: dir.join("crius.conf.d"),
+            log_path: dir.join("crius.log"),
+            cgroup_parent: format!("/{}", unique_name("crius-e2e-")),
+            bridge: None,
+            dir,
+            exit: None,
+        };
+        // From here on, Drop cleans up whatever happens.
+        self.prepare(&mut daemon)?;
+        Ok(daemon)
+    }
+
+    fn prepare(self, daemon: &mut CriusDaemon) -> anyhow::Result<()> {
+        let mut config = Config::default();
+        let c = &mut config.crius;
+        c.root = daemon.root.clone();
+        c.runroot = daemon.runroot.clone();
+        c.log_level = LogLevel::Debug;
+        c.api.listen = daemon.socket.clone();
+        c.network.network_dir = daemon.cni_dir.clone();
+        c.network.cache_dir = daemon.dir.join("cni-cache");
+        c.network.plugin_dirs = vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")];
+        c.runtime.cgroup_root = daemon.cgroup_parent.clone();
+        if let Some(text) = &self.registries_conf {
+            let path = daemon.dir.join("registries.conf");
+            fs::write(&path, text)?;
+            c.image.registries_conf = path;
+        }
+        fs::write(&daemon.config_file, config.to_commented_toml())?;
+        fs::create_dir_all(&daemon.config_dir)?;
+        for (i, dropin) in self.dropins.iter().enumerate() {
+            fs::write(
+                daemon.config_dir.join(format!("{:02}-test.conf", i + 10)),
+                dropin,
+            )?;
+        }
+        fs::create_dir_all(&daemon.cni_dir)?;
+        for (name, content) in &self.conflists {
+            fs::write(daemon.cni_dir.join(name), content)?;
+        }
+        if self.bridge_network {
+            let bridge = Bridge::create(&daemon.dir)?;
+            fs::write(
+                daemon.cni_dir.join("10-test-bridge.conflist"),
+                &bridge.conflist,
+            )?;
+            daemon.bridge = Some(bridge);
+        }
+        daemon.args = vec![
+            "--config".into(),
+            daemon.config_file.display().to_string(),
+            "--config-dir".into(),
+            daemon.config_dir.display().to_string(),
+        ];
+        daemon.args.extend(self.args);
+        Ok(())
+    }
+}
+
+/// A bridge CNI network private to one test daemon.
+#[derive(Debug)]
+pub struct Bridge {
+    /// The bridge interface name.
+    pub name: String,
+    /// The pod subnet.
+    pub subnet: String,
+    /// The conflist written to the daemon's CNI dir.
+    pub conflist: String,
+    rule_added: bool,
+}
+
+impl Bridge {
+    fn create(dir: &Path) -> anyhow::Result<Bridge> {
+        let name = unique_name("cre2e");
+        // One /24 per bridge out of 10.203.0.0/16; the third octet comes from the name's hash.
+        let octet = name
+            .bytes()
+            .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
+            % 250
+            + 1;
+        let subnet = format!("10.203.{octet}.0/24");
+        let conflist = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": name,
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": name,
+                    "isGateway": true,
+                    "ipMasq": false,
+                    "hairpinMode": true,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": subnet}]],
+                        "dataDir": dir.join("ipam").display().to_string(),
+                    }
+                },
+                {"type": "portmap", "capabilities": {"portMappings": true}},
+                {"type": "loopback"}
+            ]
+        })
+        .to_string();
+        let mut bridge = Bridge {
+            name,
+            subnet,
+            conflist,
+            rule_added: false,
+        };
+        // Keep pod traffic on the host: the bridge plugin turns on ip_forward.
+        run_quiet(
+            "iptables",
+            &[
+                "-I",
+                "FORWARD",
+                "-i",
+                &bridge.name,
+                "!",
+                "-o",
+                &bridge.name,
+                "-j",
+                "DROP",
+            ],
+        )?;
+        bridge.rule_added = true;
+        Ok(bridge)
+    }
+
+    fn remove(&mut self) {
+        if self.rule_added {
+            let _ = run_quiet(
+                "iptables",
+                &[
+                    "-D", "FORWARD", "-i", &self.name, "!", "-o", &self.name, "-j", "DROP",
+                ],
+            );
+            self.rule_added = false;
+        }
+        if Path::new("/sys/class/net").join(&self.name).exists() {
+            let _ = run_quiet("ip", &["link", "del", &self.name]);
+        }
+    }
+}
+
+fn run_quiet(program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A running `crius` daemon private to one test.
+#[derive(Debug)]
+pub struct CriusDaemon {
+    child: Option<Child>,
+    binary: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    exit: Option<ExitStatus>,
+    /// The temp dir holding everything below.
+    pub dir: PathBuf,
+    /// The CRI socket.
+    pub socket: PathBuf,
+    /// `crius.root`.
+    pub root: PathBuf,
+    /// `crius.runroot`.
+    pub runroot: PathBuf,
+    /// `crius.network.network_dir`.
+    pub cni_dir: PathBuf,
+    /// The main config file.
+    pub config_file: PathBuf,
+    /// The drop-in dir.
+    pub config_dir: PathBuf,
+    /// The daemon's stdout and stderr.
+    pub log_path: PathBuf,
+    /// The cgroup every pod of this test should live under (also `crius.runtime.cgroup_root`);
+    /// removed on drop in every hierarchy.
+    pub cgroup_parent: String,
+    /// The bridge network, when [`CriusDaemonBuilder::bridge_network`] asked for one.
+    pub bridge: Option<Bridge>,
+}
+
+impl CriusDaemon {
+    /// A daemon with the harness's defaults, ready to serve.
+    pub async fn start() -> anyhow::Result<CriusDaemon> {
+        CriusDaemon::builder().start().await
+    }
+
+    /// Options for a daemon.
+    pub fn builder() -> CriusDaemonBuilder {
+        CriusDaemonBuilder::default()
+    }
+
+    /// A command running the same binary with the same arguments and environment, e.g. for
+    /// a second daemon on the same socket or for `crius config`.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(&self.args).stdin(Stdio::null());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("CRIUS_") || key == "RUST_LOG" || key == "NOTIFY_SOCKET" {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+
+    fn launch(&mut self) -> anyhow::Result<()> {
+        let log = fs::File::create(&self.log_path)?;
+        let child = self
+            .command()
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.binary.display()))?;
+        self.child = Some(child);
+        self.exit = None;
+        Ok(())
+    }
+
+    /// The daemon's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Waits until the socket answers `Version`, or fails with the log's tail when the
+    /// daemon exits or the time is up.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut last_err = String::from("socket not there yet");
+        loop {
+            if let Some(status) = self.try_exit()? {
+                bail!(
+                    "crius exited during start-up ({status}); log:\n{}",
+                    self.log_tail(40)
+                );
+            }
+            if self.socket.exists() {
+                match self.version_once().await {
+                    Ok(_) => return Ok(()),
+                    Err(err) => last_err = format!("{err:#}"),
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "crius did not answer Version within {timeout:?} ({last_err}); log:\n{}",
+                    self.log_tail(40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn version_once(&self) -> anyhow::Result<cri::VersionResponse> {
+        let channel = tokio::time::timeout(Duration::from_secs(2), connect(&self.socket))
+            .await
+            .map_err(|_| anyhow!("connect timed out"))??;
+        let mut client = RuntimeServiceClient::new(channel);
+        let reply = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.version(cri::VersionRequest::default()),
+        )
+        .await
+        .map_err(|_| anyhow!("Version timed out"))??;
+        Ok(reply.into_inner())
+    }
+
+    /// A RuntimeService client over the daemon's socket.
+    pub async fn runtime_client(&self) -> anyhow::Result<RuntimeServiceClient<Channel>> {
+        Ok(RuntimeServiceClient::new(connect(&self.socket).await?))
+    }
+
+    /// An ImageService client over the daemon's socket.
+    pub async fn image_client(&self) -> anyhow::Result<ImageServiceClient<Channel>> {
+        Ok(ImageServiceClient::new(connect(&self.socket).await?))
+    }
+
+    /// The exit status, if the daemon has exited (reaped once, then remembered).
+    pub fn try_exit(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        if self.exit.is_none() {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    self.exit = Some(status);
+                    self.child = None;
+                }
+            }
+        }
+        Ok(self.exit)
+    }
+
+    /// Waits for the daemon to exit on its own, at most `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_exit()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "crius still runs after {timeout:?}; log:\n{}",
+                    self.log_tail(40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Sends `signal` to the daemon.
+    pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
+        let pid = self.pid().ok_or_else(|| anyhow!("crius is not running"))?;
+        kill(Pid::from_raw(pid as i32), signal).with_context(|| format!("kill -{signal} {pid}"))
+    }
+
+    /// SIGTERM, then waits for the exit (SIGKILL after [`STOP_TIMEOUT`]).
+    pub async fn stop(&mut self) -> anyhow::Result<ExitStatus> {
+        if let Some(status) = self.try_exit()? {
+            return Ok(status);
+        }
+        self.signal(Signal::SIGTERM)?;
+        match self.wait_exit(STOP_TIMEOUT).await {
+            Ok(status) => Ok(status),
+            Err(err) => {
+                self.kill_now();
+                Err(err)
+            }
+        }
+    }
+
+    /// Starts the daemon (again) with the same dirs and config: after [`Self::stop`], a
+    /// crash, or [`CriusDaemonBuilder::build`].
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() && self.try_exit()?.is_none() {
+            bail!("crius is still running");
+        }
+        self.launch()?;
+        self.wait_ready(READY_TIMEOUT).await
+    }
+
+    fn kill_now(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            if let Ok(status) = child.wait() {
+                self.exit = Some(status);
+            }
+        }
+    }
+
+    /// The whole log so far.
+    pub fn log(&self) -> String {
+        fs::read(&self.log_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The last `lines` lines of the log (at most the last 64 KiB).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = fs::File::open(&self.log_path) {
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let _ = file.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+            let mut bytes = Vec::new();
+            let _ = file.read_to_end(&mut bytes);
+            text = String::from_utf8_lossy(&bytes).into_owned();
+        }
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    fn stop_blocking(&mut self) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        if let Ok(Some(status)) = child.try_wait() {
+            self.exit = Some(status);
+            self.child = None;
+            return;
+        }
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.exit = Some(status);
+                self.child = None;
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("crius-e2e: crius ignored SIGTERM for {STOP_TIMEOUT:?}; killing it");
+        self.kill_now();
+    }
+
+    /// Removes containers left in the runtimes' state dirs under the run dir.
+    fn delete_runtime_containers(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let runtimes_dir = self.runroot.join("runtimes");
+        let Ok(entries) = fs::read_dir(&runtimes_dir) else {
+            return notes;
+        };
+        for entry in entries.flatten() {
+            let binary = match entry.file_name().to_str() {
+                Some("runc") => "/usr/sbin/runc",
+                Some("crun") => "/usr/bin/crun",
+                _ => continue,
+            };
+            let root = entry.path();
+            let root = root.to_string_lossy();
+            let Ok(list) = run_quiet(binary, &["--root", &root, "list", "-q"]) else {
+                continue;
+            };
+            for id in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                match run_quiet(binary, &["--root", &root, "delete", "--force", id]) {
+                    Ok(_) => notes.push(format!("deleted leftover container {id}")),
+                    Err(err) => {
+                        notes.push(format!("cannot delete leftover container {id}: {err:#}"))
+                    }
+                }
+            }
+        }
+        notes
+    }
+
+    /// SIGKILLs processes (monitors, containers) whose command line or working dir lies in
+    /// this test's dir: they were started for this daemon and outlive it by design.
+    fn kill_leftover_processes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let me = std::process::id();
+        let needle = self.dir.to_string_lossy().into_owned();
+        for _ in 0..3 {
+            let mut found = Vec::new();
+            let Ok(entries) = fs::read_dir("/proc") else {
+                break;
+            };
+            for entry in entries.flatten() {
+                let Some(pid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                if pid == me {
+                    continue;
+                }
+                let cmdline = fs::read(entry.path().join("cmdline"))
+                    .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+                    .unwrap_or_default();
+                let cwd = fs::read_link(entry.path().join("cwd"))
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if cmdline.contains(&needle) || cwd.starts_with(&needle) {
+                    found.push((pid, cmdline));
+                }
+            }
+            if found.is_empty() {
+                break;
+            }
+            for (pid, cmdline) in found {
+                if kill(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok() {
+                    notes.push(format!("killed leftover process {pid}: {}", cmdline.trim()));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        notes
+    }
+
+    /// Removes this test's cgroup parent (and everything below it) in every hierarchy.
+    fn remove_cgroups(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let relative = self.cgroup_parent.trim_start_matches('/');
+        let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else {
+            return notes;
+        };
+        for hierarchy in hierarchies.flatten() {
+            let dir = hierarchy.path().join(relative);
+            if dir.is_dir() {
+                if let Err(err) = remove_cgroup_tree(&dir) {
+                    notes.push(format!("cannot remove cgroup {}: {err}", dir.display()));
+                }
+            }
+        }
+        // Cgroup v2 on its own (no v1 hierarchies): the parent sits right in /sys/fs/cgroup.
+        let direct = Path::new("/sys/fs/cgroup").join(relative);
+        if direct.join("cgroup.procs").exists() {
+            if let Err(err) = remove_cgroup_tree(&direct) {
+                notes.push(format!("cannot remove cgroup {}: {err}", direct.display()));
+            }
+        }
+        notes
+    }
+
+    fn cleanup(&mut self) -> Vec<String> {
+        let mut notes = self.delete_runtime_containers();
+        notes.extend(self.kill_leftover_processes());
+        match crius::mounts::detach_all_under(&self.dir) {
+            Ok(0) => {}
+            Ok(n) => notes.push(format!("detached {n} leftover mounts")),
+            Err(err) => notes.push(format!("cannot list mounts: {err}")),
+        }
+        notes.extend(self.remove_cgroups());
+        if let Some(bridge) = self.bridge.as_mut() {
+            bridge.remove();
+        }
+        if let Err(err) = fs::remove_dir_all(&self.dir) {
+            if err.kind() != std::io::ErrorKind::NotFound {
+                notes.push(format!("cannot remove {}: {err}", self.dir.display()));
+            }
+        }
+        notes
+    }
+}
+
+fn remove_cgroup_tree(dir: &Path) -> std::io::Result<()> {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&entry.path())?;
+            }
+        }
+    }
+    // A cgroup whose last process just died may linger a moment.
+    let mut last = Ok(());
+    for _ in 0..50 {
+        last = fs::remove_dir(dir);
+        match &last {
+            Ok(()) => return Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    last
+}
+
+impl Drop for CriusDaemon {
+    fn drop(&mut self) {
+        let started = Instant::now();
+        self.stop_blocking();
+        let stopped_in = started.elapsed();
+        // A failing test shows the daemon's log; CRIUS_E2E_SHOW_LOG=1 shows it always.
+        if std::thread::panicking() || std::env::var_os("CRIUS_E2E_SHOW_LOG").is_some() {
+            let mut out = String::new();
+            let _ = writeln!(
+                out,
+                "---- crius log ({}), last 80 lines; stopped in {stopped_in:?} ----\n{}\n---- end of crius log ----",
+                self.log_path.display(),
+                self.log_tail(80)
+            );
+            eprintln!("{out}");
+        }
+        let notes = self.cleanup();
+        if !notes.is_empty() {
+            eprintln!("crius-e2e cleanup of {}:", self.dir.display());
+            for note in notes {
+                eprintln!("  {note}");
+            }
+        }
+    }
+}
+
+/// Describes an exit status for assertions (`exit code 1`, `signal 9`).
+pub fn describe_exit(status: &ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("signal {signal}"),
+        _ => "unknown exit".to_string(),
+    }
+}
+
+/// Parses `Status` verbose info values (JSON strings) into JSON.
+pub fn parse_info(info: &HashMap<String, String>, key: &str) -> anyhow::Result<serde_json::Value> {
+    let raw = info.get(key).ok_or_else(|| {
+        anyhow!(
+            "Status info has no {key:?} (keys: {:?})",
+            info.keys().collect::<Vec<_>>()
+        )
+    })?;
+    serde_json::from_str(raw).with_context(|| format!("Status info {key:?} is not JSON: {raw}"))
+}

@@ -1,5 +1,7 @@
 //! The tracing subscriber: text or JSON lines on stderr, with a level that SIGHUP can change.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
@@ -37,6 +39,7 @@ pub fn init(level: LogLevel, format: LogFormat) -> anyhow::Result<LogHandle> {
     let output = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
             .with_target(true)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()

@@ -1,7 +1,12 @@
 //! Running the daemon: claim the socket, start the core, serve CRI until SIGTERM/SIGINT,
 //! reload on SIGHUP, and leave nothing behind on the way out.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -58,7 +63,9 @@ pub async fn serve(opts: ConfigOpts, config: Config, log: LogHandle) -> anyhow::
     };
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let in_flight = InFlight::default();
     let server = tonic::transport::Server::builder()
+        .layer(in_flight.clone())
         .add_routes(crius_cri::routes(daemon.clone()))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
             let _ = stop_rx.await;
@@ -89,20 +96,118 @@ pub async fn serve(opts: ConfigOpts, config: Config, log: LogHandle) -> anyhow::
 
     let _ = notify::notify("STOPPING=1");
     if served.is_ok() {
-        // Stop accepting; let calls in flight finish, within a bound.
+        // Stop accepting; let calls in flight finish, within a bound. Idle connections do
+        // not hold the exit up: they close when the process ends.
         let _ = stop_tx.send(());
-        match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
-            Ok(Ok(())) => info!("in-flight calls finished"),
-            Ok(Err(err)) => warn!(%err, "the CRI server failed while stopping"),
-            Err(_) => {
-                warn!(grace = ?SHUTDOWN_GRACE, "calls still running after the grace period; dropping them")
+        let finished = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            tokio::select! {
+                res = &mut server => {
+                    if let Err(err) = res {
+                        warn!(%err, "the CRI server failed while stopping");
+                    }
+                }
+                _ = in_flight.idle() => {}
             }
+        })
+        .await;
+        match finished {
+            Ok(()) => info!("no calls in flight"),
+            Err(_) => warn!(
+                grace = ?SHUTDOWN_GRACE,
+                calls = in_flight.count(),
+                "calls still running after the grace period; dropping them"
+            ),
         }
     }
     daemon.shutdown().await;
     cri_socket.remove();
     info!("stopped");
     served
+}
+
+/// Counts CRI calls in flight, so shutdown waits for them and not for idle connections.
+/// A call counts until its response head is ready (a streaming body does not hold it).
+#[derive(Clone, Default)]
+struct InFlight {
+    count: Arc<AtomicUsize>,
+    idle: Arc<tokio::sync::Notify>,
+}
+
+/// Decrements the count when a call ends, however it ends.
+struct CallGuard(InFlight);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl InFlight {
+    fn enter(&self) -> CallGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        CallGuard(self.clone())
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Resolves once no call is in flight.
+    async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for InFlight {
+    type Service = InFlightService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        InFlightService {
+            inner,
+            in_flight: self.clone(),
+        }
+    }
+}
+
+/// The service [`InFlight`] wraps around the CRI routes.
+#[derive(Clone)]
+struct InFlightService<S> {
+    inner: S,
+    in_flight: InFlight,
+}
+
+impl<S, Req> tower::Service<Req> for InFlightService<S>
+where
+    S: tower::Service<Req>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let guard = self.in_flight.enter();
+        let call = self.inner.call(req);
+        Box::pin(async move {
+            let result = call.await;
+            drop(guard);
+            result
+        })
+    }
 }
 
 /// Re-reads the config files and applies what can change without a restart.
@@ -165,6 +270,27 @@ fn remove_empty_tree(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn idle_waits_for_every_call_to_end() {
+        let in_flight = InFlight::default();
+        in_flight.idle().await;
+        let first = in_flight.enter();
+        let second = in_flight.enter();
+        assert_eq!(in_flight.count(), 2);
+        let waiter = tokio::spawn({
+            let in_flight = in_flight.clone();
+            async move { in_flight.idle().await }
+        });
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+        drop(second);
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+    }
 
     #[test]
     fn empty_trees_go_and_files_stay() {

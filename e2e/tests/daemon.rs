@@ -1,0 +1,448 @@
+//! The daemon itself, driven as the kubelet and an operator would: start-up, identity,
+//! readiness, the socket, signals, bad input, and crictl when it is available.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::time::Duration;
+
+use crius_e2e::{cri, describe_exit, parse_info, CriusDaemon, CRICTL};
+use nix::sys::signal::Signal;
+
+/// A conflist the daemon can find; nothing runs it in these tests.
+const CONFLIST: &str = r#"{
+  "cniVersion": "1.0.0",
+  "name": "e2e-status",
+  "plugins": [
+    {"type": "bridge", "bridge": "cre2e-unused", "isGateway": true, "ipMasq": false,
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.203.255.0/24"}]]}},
+    {"type": "portmap", "capabilities": {"portMappings": true}},
+    {"type": "loopback"}
+  ]
+}"#;
+
+async fn run_to_exit(mut cmd: std::process::Command) -> std::process::Output {
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(30), child)
+        .await
+        .expect("crius did not exit within 30 s")
+        .expect("cannot run crius")
+}
+
+fn condition(status: &cri::StatusResponse, kind: &str) -> cri::RuntimeCondition {
+    status
+        .status
+        .as_ref()
+        .expect("Status has no status")
+        .conditions
+        .iter()
+        .find(|c| c.r#type == kind)
+        .unwrap_or_else(|| panic!("Status has no {kind} condition: {status:?}"))
+        .clone()
+}
+
+#[tokio::test]
+async fn version_names_crius_and_cri_v1() {
+    let daemon = CriusDaemon::start().await.unwrap();
+    let mut client = daemon.runtime_client().await.unwrap();
+    let v = client
+        .version(cri::VersionRequest {
+            version: "v1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v.runtime_name, "crius");
+    assert_eq!(v.runtime_api_version, "v1");
+    assert!(!v.runtime_version.is_empty(), "{v:?}");
+}
+
+#[tokio::test]
+async fn status_without_cni_config_is_runtime_ready_but_not_network_ready() {
+    let daemon = CriusDaemon::start().await.unwrap();
+    let mut client = daemon.runtime_client().await.unwrap();
+    let status = client
+        .status(cri::StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    let runtime = condition(&status, "RuntimeReady");
+    assert!(runtime.status, "{runtime:?}");
+    let network = condition(&status, "NetworkReady");
+    assert!(!network.status, "{network:?}");
+    assert!(!network.reason.is_empty(), "{network:?}");
+    assert!(!network.message.is_empty(), "{network:?}");
+
+    // Verbose info carries the effective config, with this daemon's own dirs.
+    let config = parse_info(&status.info, "config").unwrap();
+    assert_eq!(
+        config["crius"]["root"].as_str(),
+        Some(daemon.root.to_str().unwrap()),
+        "{config}"
+    );
+    assert_eq!(
+        config["crius"]["api"]["listen"].as_str(),
+        Some(daemon.socket.to_str().unwrap())
+    );
+}
+
+#[tokio::test]
+async fn status_with_a_conflist_is_network_ready() {
+    let daemon = CriusDaemon::builder()
+        .cni_config("10-e2e.conflist", CONFLIST)
+        .start()
+        .await
+        .unwrap();
+    let mut client = daemon.runtime_client().await.unwrap();
+    let status = client
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let network = condition(&status, "NetworkReady");
+    assert!(network.status, "{network:?}");
+    assert!(condition(&status, "RuntimeReady").status);
+}
+
+#[tokio::test]
+async fn runtime_config_reports_the_cgroupfs_driver() {
+    let daemon = CriusDaemon::start().await.unwrap();
+    let mut client = daemon.runtime_client().await.unwrap();
+    let reply = client
+        .runtime_config(cri::RuntimeConfigRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let linux = reply.linux.expect("RuntimeConfig has no linux part");
+    assert_eq!(linux.cgroup_driver, cri::CgroupDriver::Cgroupfs as i32);
+}
+
+#[tokio::test]
+async fn an_unbuilt_rpc_is_unimplemented_and_names_itself() {
+    let daemon = CriusDaemon::start().await.unwrap();
+    let mut client = daemon.runtime_client().await.unwrap();
+    let err = client
+        .checkpoint_container(cri::CheckpointContainerRequest {
+            container_id: "abc".into(),
+            location: "/tmp/x.tar".into(),
+            timeout: 10,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
+    assert!(err.message().contains("CheckpointContainer"), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_second_daemon_on_the_same_socket_is_refused() {
+    let daemon = CriusDaemon::start().await.unwrap();
+    let out = run_to_exit(daemon.command()).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "second daemon: {}",
+        describe_exit(&out.status)
+    );
+    assert!(
+        stderr.contains(&format!(
+            "another crius is already serving {}",
+            daemon.socket.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    // The first one is untouched.
+    let mut client = daemon.runtime_client().await.unwrap();
+    client
+        .version(cri::VersionRequest::default())
+        .await
+        .unwrap();
+    assert!(daemon.socket.exists());
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_daemon_removes_the_socket_and_exits_zero() {
+    let mut daemon = CriusDaemon::start().await.unwrap();
+    assert!(daemon.socket.exists());
+    daemon.signal(Signal::SIGTERM).unwrap();
+    let status = daemon.wait_exit(Duration::from_secs(15)).await.unwrap();
+    assert!(
+        status.success(),
+        "{}; log:\n{}",
+        describe_exit(&status),
+        daemon.log()
+    );
+    assert!(!daemon.socket.exists(), "socket left behind");
+}
+
+#[tokio::test]
+async fn sigint_stops_the_daemon_too() {
+    let mut daemon = CriusDaemon::start().await.unwrap();
+    daemon.signal(Signal::SIGINT).unwrap();
+    let status = daemon.wait_exit(Duration::from_secs(15)).await.unwrap();
+    assert!(status.success(), "{}", describe_exit(&status));
+    assert!(!daemon.socket.exists());
+}
+
+#[tokio::test]
+async fn a_stale_socket_from_a_killed_daemon_is_replaced() {
+    let mut daemon = CriusDaemon::start().await.unwrap();
+    daemon.signal(Signal::SIGKILL).unwrap();
+    daemon.wait_exit(Duration::from_secs(10)).await.unwrap();
+    assert!(
+        daemon.socket.exists(),
+        "SIGKILL cannot clean up, so the socket stays"
+    );
+    daemon.restart().await.unwrap();
+    let mut client = daemon.runtime_client().await.unwrap();
+    client
+        .version(cri::VersionRequest::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_bad_config_key_stops_start_up_naming_file_line_and_key() {
+    let mut daemon = CriusDaemon::builder()
+        .config("[crius.api]\nlissten = \"/tmp/nowhere.sock\"\n")
+        .spawn()
+        .unwrap();
+    let status = daemon.wait_exit(Duration::from_secs(15)).await.unwrap();
+    assert_eq!(status.code(), Some(1), "{}", describe_exit(&status));
+    let log = daemon.log();
+    let dropin = daemon.config_dir.join("10-test.conf");
+    assert!(
+        log.contains(&format!("{}:2", dropin.display())),
+        "no file:line in {log}"
+    );
+    assert!(log.contains("crius.api.lissten"), "no key in {log}");
+    assert_eq!(log.trim().lines().count(), 1, "{log}");
+    // Nothing half-made.
+    assert!(!daemon.runroot.exists());
+    assert!(!daemon.root.exists());
+}
+
+#[tokio::test]
+async fn a_bad_config_value_stops_start_up() {
+    let mut daemon = CriusDaemon::builder()
+        .config("[crius.runtime]\ncgroup_manager = \"cgroupz\"\n")
+        .spawn()
+        .unwrap();
+    let status = daemon.wait_exit(Duration::from_secs(15)).await.unwrap();
+    assert!(!status.success());
+    let log = daemon.log();
+    assert!(log.contains("crius.runtime.cgroup_manager"), "{log}");
+    assert!(log.contains("cgroupz"), "{log}");
+}
+
+#[tokio::test]
+async fn a_socket_dir_that_cannot_be_made_is_a_one_line_error() {
+    let mut daemon = CriusDaemon::builder()
+        .arg("--listen")
+        .arg("/proc/crius-e2e-no/crius.sock")
+        .spawn()
+        .unwrap();
+    let status = daemon.wait_exit(Duration::from_secs(15)).await.unwrap();
+    assert!(!status.success());
+    let log = daemon.log();
+    assert!(
+        log.contains("cannot create socket directory /proc/crius-e2e-no"),
+        "{log}"
+    );
+    assert_eq!(log.trim().lines().count(), 1, "{log}");
+    assert!(!daemon.root.exists() && !daemon.runroot.exists());
+}
+
+#[tokio::test]
+async fn a_non_root_start_is_refused() {
+    let daemon = CriusDaemon::builder().build().unwrap();
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args([
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+        "--",
+    ]);
+    let inner = daemon.command();
+    cmd.arg(inner.get_program()).args(inner.get_args());
+    let out = run_to_exit(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("crius must run as root"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        !daemon.runroot.exists(),
+        "a refused start made {}",
+        daemon.runroot.display()
+    );
+}
+
+#[tokio::test]
+async fn sd_notify_ready_is_sent_when_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let receiver = UnixDatagram::bind(&notify_path).unwrap();
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut daemon = CriusDaemon::builder()
+        .env("NOTIFY_SOCKET", notify_path.to_str().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = receiver.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"READY=1");
+    daemon.stop().await.unwrap();
+    let n = receiver.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"STOPPING=1");
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_config_files() {
+    let daemon = CriusDaemon::start().await.unwrap();
+    let mut client = daemon.runtime_client().await.unwrap();
+    let downloads = |status: &cri::StatusResponse| {
+        parse_info(&status.info, "config").unwrap()["crius"]["image"]["max_concurrent_downloads"]
+            .as_u64()
+    };
+    let before = client
+        .status(cri::StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(downloads(&before), Some(3));
+
+    std::fs::write(
+        daemon.config_dir.join("90-reload.conf"),
+        "[crius]\nlog_level = \"warn\"\n[crius.image]\nmax_concurrent_downloads = 7\n",
+    )
+    .unwrap();
+    daemon.signal(Signal::SIGHUP).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = client
+            .status(cri::StatusRequest { verbose: true })
+            .await
+            .unwrap()
+            .into_inner();
+        if downloads(&now) == Some(7) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "config not reloaded; log:\n{}",
+            daemon.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A broken file on reload keeps the running config and the daemon.
+    std::fs::write(daemon.config_dir.join("91-broken.conf"), "[crius\n").unwrap();
+    daemon.signal(Signal::SIGHUP).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = client
+        .status(cri::StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(downloads(&after), Some(7));
+}
+
+#[tokio::test]
+async fn json_log_format_writes_json_lines() {
+    let mut daemon = CriusDaemon::builder()
+        .arg("--log-format")
+        .arg("json")
+        .start()
+        .await
+        .unwrap();
+    daemon.stop().await.unwrap();
+    let log = daemon.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(value.get("level").is_some(), "{line}");
+    }
+}
+
+#[tokio::test]
+async fn crius_config_prints_the_effective_config() {
+    let daemon = CriusDaemon::start().await.unwrap();
+    let mut cmd = daemon.command();
+    cmd.arg("config");
+    let out = run_to_exit(cmd).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let parsed: toml::Table = toml::from_str(&text).unwrap();
+    assert_eq!(
+        parsed["crius"]["root"].as_str(),
+        Some(daemon.root.to_str().unwrap())
+    );
+    assert!(text.contains("# Unix socket serving the CRI"), "{text}");
+}
+
+fn crictl(daemon: &CriusDaemon, args: &[&str]) -> Option<std::process::Output> {
+    if !Path::new(CRICTL).exists() {
+        println!("skipped: {CRICTL} is not there (build cri-tools v1.32.0 into /opt/cri-tools to run this)");
+        return None;
+    }
+    let endpoint = format!("unix://{}", daemon.socket.display());
+    let out = std::process::Command::new(CRICTL)
+        .args([
+            "--runtime-endpoint",
+            &endpoint,
+            "--image-endpoint",
+            &endpoint,
+            "--timeout",
+            "10s",
+        ])
+        .args(args)
+        .output()
+        .expect("cannot run crictl");
+    Some(out)
+}
+
+#[tokio::test]
+async fn crictl_version_and_info_talk_to_crius() {
+    let daemon = CriusDaemon::start().await.unwrap();
+    let Some(version) = crictl(&daemon, &["version"]) else {
+        return;
+    };
+    let stdout = String::from_utf8_lossy(&version.stdout);
+    assert!(
+        version.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&version.stderr)
+    );
+    assert!(stdout.contains("RuntimeName:  crius"), "{stdout}");
+    assert!(stdout.contains("RuntimeApiVersion:  v1"), "{stdout}");
+
+    let info = crictl(&daemon, &["info"]).unwrap();
+    assert!(
+        info.status.success(),
+        "{}",
+        String::from_utf8_lossy(&info.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let conditions = json["status"]["conditions"]
+        .as_array()
+        .expect("no conditions");
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c["type"] == "RuntimeReady" && c["status"] == true),
+        "{json}"
+    );
+    assert!(json.get("config").is_some(), "{json}");
+}
