@@ -114,6 +114,8 @@ pub struct Daemon {
     pub(crate) events: broadcast::Sender<Event>,
     /// Serialises making sure the pause image is present.
     pub(crate) pause_image_lock: tokio::sync::Mutex<Option<String>>,
+    /// The last CPU sample (time ns, cpu ns) per container or pod, for usage_nano_cores.
+    pub(crate) cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -179,6 +181,7 @@ impl Daemon {
             index: Mutex::new(Index::default()),
             events: broadcast::channel(1024).0,
             pause_image_lock: tokio::sync::Mutex::new(None),
+            cpu_samples: Mutex::new(HashMap::new()),
         });
         daemon.restore().await?;
         let config = daemon.config();

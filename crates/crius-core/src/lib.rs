@@ -17,7 +17,9 @@ mod pod;
 mod podfiles;
 mod record;
 mod restore;
+mod stats;
 mod undo;
+mod usage;
 mod validate;
 
 pub use config::{
@@ -28,4 +30,6 @@ pub use error::{Error, Result};
 pub use events::{Event, EventKind};
 pub use filter::{container_state_cri, pod_state_cri};
 pub use model::{ContainerRecord, ContainerState, PodRecord, PodState};
+pub use stats::{CgroupUsage, InterfaceUsage};
 pub use undo::Undo;
+pub use usage::{ContainerUsage, PodUsage};

@@ -7,6 +7,7 @@ mod events;
 mod image;
 mod pod;
 mod runtime_info;
+mod stats;
 mod status;
 mod trace;
 
@@ -236,17 +237,17 @@ impl RuntimeService for Runtime {
     ) -> Reply<cri::ContainerStatsResponse> {
         let id = req.get_ref().container_id.clone();
         traced("ContainerStats", Ids::container(&id), async {
-            Err(unimplemented("ContainerStats"))
+            stats::container(&self.daemon, req.into_inner())
         })
         .await
     }
 
     async fn list_container_stats(
         &self,
-        _req: Request<cri::ListContainerStatsRequest>,
+        req: Request<cri::ListContainerStatsRequest>,
     ) -> Reply<cri::ListContainerStatsResponse> {
         traced("ListContainerStats", Ids::none(), async {
-            Err(unimplemented("ListContainerStats"))
+            Ok(stats::list_containers(&self.daemon, req.into_inner()))
         })
         .await
     }
@@ -257,17 +258,17 @@ impl RuntimeService for Runtime {
     ) -> Reply<cri::PodSandboxStatsResponse> {
         let id = req.get_ref().pod_sandbox_id.clone();
         traced("PodSandboxStats", Ids::pod(&id), async {
-            Err(unimplemented("PodSandboxStats"))
+            stats::pod(&self.daemon, req.into_inner())
         })
         .await
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _req: Request<cri::ListPodSandboxStatsRequest>,
+        req: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Reply<cri::ListPodSandboxStatsResponse> {
         traced("ListPodSandboxStats", Ids::none(), async {
-            Err(unimplemented("ListPodSandboxStats"))
+            Ok(stats::list_pods(&self.daemon, req.into_inner()))
         })
         .await
     }

@@ -1,0 +1,267 @@
+//! Resource usage for ContainerStats and PodSandboxStats, read from cgroups (v1 and v2) and
+//! the pod's network namespace. Parsing is pure and unit tested; reading goes through the
+//! container's own /proc/<pid>/cgroup, so it works for any cgroup driver.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Where cgroup hierarchies are mounted.
+const CGROUP_MOUNT: &str = "/sys/fs/cgroup";
+
+/// Usage figures of one cgroup; `None` where the kernel gave nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CgroupUsage {
+    /// Total CPU time used, in ns.
+    pub cpu_ns: Option<u64>,
+    /// Memory in use, page cache included.
+    pub memory_bytes: Option<u64>,
+    /// Memory in use minus inactive file pages: what the kubelet evicts on.
+    pub working_set_bytes: Option<u64>,
+    /// Anonymous memory.
+    pub rss_bytes: Option<u64>,
+    /// The memory limit, if any.
+    pub memory_limit: Option<u64>,
+    /// Page faults.
+    pub page_faults: Option<u64>,
+    /// Major page faults.
+    pub major_page_faults: Option<u64>,
+    /// Processes (tasks) in the cgroup.
+    pub pids: Option<u64>,
+}
+
+/// Traffic through one network interface.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InterfaceUsage {
+    /// Interface name.
+    pub name: String,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Receive errors.
+    pub rx_errors: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Send errors.
+    pub tx_errors: u64,
+}
+
+/// Where a process's cgroups are: controller -> path in /proc/<pid>/cgroup. The v2
+/// hierarchy is under the key "" (its line is `0::/path`).
+pub fn parse_proc_cgroup(text: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if controllers.is_empty() {
+            out.insert(String::new(), path.to_string());
+        }
+        for c in controllers.split(',').filter(|c| !c.is_empty()) {
+            out.insert(c.trim_start_matches("name=").to_string(), path.to_string());
+        }
+    }
+    out
+}
+
+/// `key value` lines (memory.stat, cpu.stat) as a map.
+pub fn parse_flat_keyed(text: &str) -> HashMap<String, u64> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            Some((it.next()?.to_string(), it.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// /proc/<pid>/net/dev, every interface but loopback.
+pub fn parse_net_dev(text: &str) -> Vec<InterfaceUsage> {
+    text.lines()
+        .skip(2)
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            let name = name.trim();
+            if name == "lo" {
+                return None;
+            }
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            (f.len() >= 11).then(|| InterfaceUsage {
+                name: name.to_string(),
+                rx_bytes: f[0],
+                rx_errors: f[2],
+                tx_bytes: f[8],
+                tx_errors: f[10],
+            })
+        })
+        .collect()
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    let s = fs::read_to_string(path).ok()?;
+    let s = s.trim();
+    if s == "max" {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn read_keyed(path: &Path) -> HashMap<String, u64> {
+    fs::read_to_string(path)
+        .map(|t| parse_flat_keyed(&t))
+        .unwrap_or_default()
+}
+
+/// A v1 limit of "no limit" is a huge number; report it as none.
+fn real_limit(v: Option<u64>) -> Option<u64> {
+    v.filter(|l| *l < (1u64 << 62))
+}
+
+/// Usage of the cgroups at `paths` (as from [`parse_proc_cgroup`]): v1 controllers when
+/// mounted, else the v2 hierarchy.
+pub fn read_usage(paths: &HashMap<String, String>) -> CgroupUsage {
+    let root = Path::new(CGROUP_MOUNT);
+    let v1 = |ctrl: &str| -> Option<PathBuf> {
+        let p = paths.get(ctrl)?;
+        let dir = root.join(ctrl).join(p.trim_start_matches('/'));
+        dir.is_dir().then_some(dir)
+    };
+    let v2 = paths.get("").map(|p| {
+        let unified = root.join("unified");
+        let base = if unified.join("cgroup.controllers").exists()
+            && !root.join("cgroup.controllers").exists()
+        {
+            unified
+        } else {
+            root.to_path_buf()
+        };
+        base.join(p.trim_start_matches('/'))
+    });
+    let mut u = CgroupUsage::default();
+    if let Some(dir) = v1("cpuacct") {
+        u.cpu_ns = read_u64(&dir.join("cpuacct.usage"));
+    } else if let Some(dir) = &v2 {
+        u.cpu_ns = read_keyed(&dir.join("cpu.stat"))
+            .get("usage_usec")
+            .map(|us| us * 1000);
+    }
+    if let Some(dir) = v1("memory") {
+        let stat = read_keyed(&dir.join("memory.stat"));
+        u.memory_bytes = read_u64(&dir.join("memory.usage_in_bytes"));
+        let inactive = stat.get("total_inactive_file").copied().unwrap_or(0);
+        u.working_set_bytes = u.memory_bytes.map(|m| m.saturating_sub(inactive));
+        u.rss_bytes = stat.get("total_rss").copied();
+        u.page_faults = stat.get("total_pgfault").copied();
+        u.major_page_faults = stat.get("total_pgmajfault").copied();
+        u.memory_limit = real_limit(read_u64(&dir.join("memory.limit_in_bytes")));
+    } else if let Some(dir) = &v2 {
+        let stat = read_keyed(&dir.join("memory.stat"));
+        u.memory_bytes = read_u64(&dir.join("memory.current"));
+        let inactive = stat.get("inactive_file").copied().unwrap_or(0);
+        u.working_set_bytes = u.memory_bytes.map(|m| m.saturating_sub(inactive));
+        u.rss_bytes = stat.get("anon").copied();
+        u.page_faults = stat.get("pgfault").copied();
+        u.major_page_faults = stat.get("pgmajfault").copied();
+        u.memory_limit = read_u64(&dir.join("memory.max"));
+    }
+    if let Some(dir) = v1("pids") {
+        u.pids = read_u64(&dir.join("pids.current"));
+    } else if let Some(dir) = &v2 {
+        u.pids = read_u64(&dir.join("pids.current"));
+    }
+    u
+}
+
+/// Usage of the cgroups a live process is in.
+pub fn process_usage(pid: u32) -> Option<CgroupUsage> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    Some(read_usage(&parse_proc_cgroup(&text)))
+}
+
+/// Usage of a cgroupfs path in every hierarchy (a pod cgroup, which has no process of
+/// its own).
+pub fn path_usage(path: &str) -> CgroupUsage {
+    let mut paths: HashMap<String, String> = ["cpuacct", "memory", "pids"]
+        .iter()
+        .map(|c| (c.to_string(), path.to_string()))
+        .collect();
+    paths.insert(String::new(), path.to_string());
+    read_usage(&paths)
+}
+
+/// The network interfaces of a process's network namespace.
+pub fn network_usage(pid: u32) -> Vec<InterfaceUsage> {
+    fs::read_to_string(format!("/proc/{pid}/net/dev"))
+        .map(|t| parse_net_dev(&t))
+        .unwrap_or_default()
+}
+
+/// Bytes and inodes used under a dir (a container's writable layer), not following links.
+pub fn dir_usage(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut bytes = 0;
+    let mut inodes = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(md) = e.metadata() else { continue };
+            inodes += 1;
+            bytes += md.blocks() * 512;
+            if md.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    (bytes, inodes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_cgroup_maps_v1_controllers_and_v2() {
+        let text = "12:pids:/crius/pod-a/crius-c\n4:cpu,cpuacct:/crius/pod-a/crius-c\n1:name=systemd:/init.scope\n0::/crius/pod-a/crius-c\n";
+        let m = parse_proc_cgroup(text);
+        assert_eq!(m["pids"], "/crius/pod-a/crius-c");
+        assert_eq!(m["cpuacct"], "/crius/pod-a/crius-c");
+        assert_eq!(m["cpu"], "/crius/pod-a/crius-c");
+        assert_eq!(m["systemd"], "/init.scope");
+        assert_eq!(m[""], "/crius/pod-a/crius-c");
+    }
+
+    #[test]
+    fn flat_keyed_files_parse() {
+        let m = parse_flat_keyed("usage_usec 1500\nuser_usec 1000\nbroken\n");
+        assert_eq!(m["usage_usec"], 1500);
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn net_dev_skips_loopback_and_headers() {
+        let text = "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    lo:     100       1    0    0    0     0          0         0      100       1    0    0    0     0       0          0\n  eth0:    2048      10    1    0    0     0          0         0     4096      20    2    0    0     0       0          0\n";
+        let v = parse_net_dev(text);
+        assert_eq!(
+            v,
+            vec![InterfaceUsage {
+                name: "eth0".into(),
+                rx_bytes: 2048,
+                rx_errors: 1,
+                tx_bytes: 4096,
+                tx_errors: 2
+            }]
+        );
+    }
+
+    #[test]
+    fn own_process_usage_is_readable() {
+        let u = process_usage(std::process::id()).expect("own cgroup");
+        assert!(u.cpu_ns.is_some() || u.memory_bytes.is_some());
+    }
+}

@@ -1,0 +1,156 @@
+//! ContainerStats, ListContainerStats, PodSandboxStats and ListPodSandboxStats.
+
+use k8s_cri::v1 as cri;
+
+use crate::daemon::Daemon;
+use crate::error::Result;
+use crate::filter::labels_match;
+use crate::model::{now_ns, ContainerRecord, ContainerState, PodRecord, PodState};
+use crate::stats::{self, CgroupUsage, InterfaceUsage};
+
+/// A container's usage at one moment.
+#[derive(Debug, Clone)]
+pub struct ContainerUsage {
+    /// The container.
+    pub record: ContainerRecord,
+    /// When it was read (ns).
+    pub at: i64,
+    /// cgroup figures (empty when the container does not run).
+    pub cgroup: CgroupUsage,
+    /// CPU use since the previous sample, in billionths of a core.
+    pub nano_cores: Option<u64>,
+    /// Bytes and inodes of the writable layer.
+    pub writable_layer: (u64, u64),
+    /// The filesystem holding the writable layer.
+    pub mountpoint: String,
+}
+
+/// A pod's usage at one moment.
+#[derive(Debug, Clone)]
+pub struct PodUsage {
+    /// The pod.
+    pub record: PodRecord,
+    /// When it was read (ns).
+    pub at: i64,
+    /// The pod cgroup's figures.
+    pub cgroup: CgroupUsage,
+    /// CPU use since the previous sample, in billionths of a core.
+    pub nano_cores: Option<u64>,
+    /// The pod network's interfaces (empty for host-network pods).
+    pub interfaces: Vec<InterfaceUsage>,
+    /// Its containers.
+    pub containers: Vec<ContainerUsage>,
+}
+
+impl Daemon {
+    fn nano_cores(&self, key: &str, at: i64, cpu_ns: Option<u64>) -> Option<u64> {
+        let cpu = cpu_ns?;
+        let mut samples = self.cpu_samples.lock().unwrap_or_else(|e| e.into_inner());
+        let rate = samples.get(key).and_then(|(t0, c0)| {
+            let dt = at.checked_sub(*t0).filter(|d| *d > 0)? as u128;
+            let dc = cpu.checked_sub(*c0)? as u128;
+            Some((dc * 1_000_000_000 / dt) as u64)
+        });
+        samples.insert(key.to_string(), (at, cpu));
+        rate
+    }
+
+    fn container_usage(&self, record: ContainerRecord) -> ContainerUsage {
+        let at = now_ns();
+        let cgroup = match (record.state, record.pid) {
+            (ContainerState::Running, Some(pid)) => stats::process_usage(pid).unwrap_or_default(),
+            _ => CgroupUsage::default(),
+        };
+        let nano_cores = self.nano_cores(&record.id, at, cgroup.cpu_ns);
+        let upper = self.container_dir(&record.id).join("upper");
+        ContainerUsage {
+            writable_layer: stats::dir_usage(&upper),
+            mountpoint: self.config().root_dir.display().to_string(),
+            record,
+            at,
+            cgroup,
+            nano_cores,
+        }
+    }
+
+    /// ContainerStats.
+    pub fn container_stats(&self, id: &str) -> Result<ContainerUsage> {
+        let record = self.container_entry(id)?.entry.get();
+        Ok(self.container_usage(record))
+    }
+
+    /// ListContainerStats: running containers only, as the kubelet expects.
+    pub fn list_container_stats(
+        &self,
+        filter: Option<&cri::ContainerStatsFilter>,
+    ) -> Vec<ContainerUsage> {
+        self.list_containers(None)
+            .into_iter()
+            .filter(|c| c.state == ContainerState::Running)
+            .filter(|c| {
+                filter.is_none_or(|f| {
+                    (f.id.is_empty() || c.id.starts_with(&f.id))
+                        && (f.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&f.pod_sandbox_id))
+                        && labels_match(&f.label_selector, &c.config.labels)
+                })
+            })
+            .map(|c| self.container_usage(c))
+            .collect()
+    }
+
+    fn pod_usage(&self, record: PodRecord) -> PodUsage {
+        let at = now_ns();
+        let ready = record.state == PodState::Ready;
+        let cgroup = if ready {
+            match self.config().cgroup_driver {
+                crate::config::CgroupDriver::Cgroupfs => stats::path_usage(&record.cgroup_parent),
+                crate::config::CgroupDriver::Systemd => CgroupUsage::default(),
+            }
+        } else {
+            CgroupUsage::default()
+        };
+        let nano_cores = self.nano_cores(&record.id, at, cgroup.cpu_ns);
+        let interfaces = match (ready, record.netns.is_some(), record.pause_pid) {
+            (true, true, Some(pid)) => stats::network_usage(pid),
+            _ => Vec::new(),
+        };
+        let containers = self
+            .list_containers(Some(&cri::ContainerFilter {
+                pod_sandbox_id: record.id.clone(),
+                ..Default::default()
+            }))
+            .into_iter()
+            .filter(|c| c.state == ContainerState::Running)
+            .map(|c| self.container_usage(c))
+            .collect();
+        PodUsage {
+            record,
+            at,
+            cgroup,
+            nano_cores,
+            interfaces,
+            containers,
+        }
+    }
+
+    /// PodSandboxStats.
+    pub fn pod_stats(&self, id: &str) -> Result<PodUsage> {
+        let record = self.pod_status(id)?;
+        Ok(self.pod_usage(record))
+    }
+
+    /// ListPodSandboxStats: ready pods.
+    pub fn list_pod_stats(&self, filter: Option<&cri::PodSandboxStatsFilter>) -> Vec<PodUsage> {
+        self.list_pods(None)
+            .into_iter()
+            .filter(|p| p.state == PodState::Ready)
+            .filter(|p| {
+                filter.is_none_or(|f| {
+                    (f.id.is_empty() || p.id.starts_with(&f.id))
+                        && labels_match(&f.label_selector, &p.config.labels)
+                })
+            })
+            .map(|p| self.pod_usage(p))
+            .collect()
+    }
+}

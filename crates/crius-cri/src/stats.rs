@@ -1,0 +1,156 @@
+//! ContainerStats, ListContainerStats, PodSandboxStats, ListPodSandboxStats.
+
+use crius_core::{CgroupUsage, ContainerUsage, Daemon, PodUsage};
+use k8s_cri::v1 as cri;
+use tonic::Status;
+
+use crate::status::{invalid, to_status};
+
+fn value(v: Option<u64>) -> Option<cri::UInt64Value> {
+    v.map(|value| cri::UInt64Value { value })
+}
+
+fn cpu(at: i64, usage: &CgroupUsage, nano_cores: Option<u64>) -> cri::CpuUsage {
+    cri::CpuUsage {
+        timestamp: at,
+        usage_core_nano_seconds: value(usage.cpu_ns.or(Some(0))),
+        usage_nano_cores: value(nano_cores.or(Some(0))),
+    }
+}
+
+fn memory(at: i64, usage: &CgroupUsage) -> cri::MemoryUsage {
+    cri::MemoryUsage {
+        timestamp: at,
+        working_set_bytes: value(usage.working_set_bytes.or(Some(0))),
+        available_bytes: value(
+            usage
+                .memory_limit
+                .map(|l| l.saturating_sub(usage.working_set_bytes.unwrap_or(0))),
+        ),
+        usage_bytes: value(usage.memory_bytes.or(Some(0))),
+        rss_bytes: value(usage.rss_bytes.or(Some(0))),
+        page_faults: value(usage.page_faults.or(Some(0))),
+        major_page_faults: value(usage.major_page_faults.or(Some(0))),
+    }
+}
+
+fn container_stats(u: &ContainerUsage) -> cri::ContainerStats {
+    cri::ContainerStats {
+        attributes: Some(cri::ContainerAttributes {
+            id: u.record.id.clone(),
+            metadata: u.record.config.metadata.clone(),
+            labels: u.record.config.labels.clone(),
+            annotations: u.record.config.annotations.clone(),
+        }),
+        cpu: Some(cpu(u.at, &u.cgroup, u.nano_cores)),
+        memory: Some(memory(u.at, &u.cgroup)),
+        writable_layer: Some(cri::FilesystemUsage {
+            timestamp: u.at,
+            fs_id: Some(cri::FilesystemIdentifier {
+                mountpoint: u.mountpoint.clone(),
+            }),
+            used_bytes: value(Some(u.writable_layer.0)),
+            inodes_used: value(Some(u.writable_layer.1)),
+        }),
+        swap: None,
+    }
+}
+
+fn pod_stats(u: &PodUsage) -> cri::PodSandboxStats {
+    let interfaces: Vec<cri::NetworkInterfaceUsage> = u
+        .interfaces
+        .iter()
+        .map(|i| cri::NetworkInterfaceUsage {
+            name: i.name.clone(),
+            rx_bytes: value(Some(i.rx_bytes)),
+            rx_errors: value(Some(i.rx_errors)),
+            tx_bytes: value(Some(i.tx_bytes)),
+            tx_errors: value(Some(i.tx_errors)),
+        })
+        .collect();
+    cri::PodSandboxStats {
+        attributes: Some(cri::PodSandboxAttributes {
+            id: u.record.id.clone(),
+            metadata: u.record.config.metadata.clone(),
+            labels: u.record.config.labels.clone(),
+            annotations: u.record.config.annotations.clone(),
+        }),
+        linux: Some(cri::LinuxPodSandboxStats {
+            cpu: Some(cpu(u.at, &u.cgroup, u.nano_cores)),
+            memory: Some(memory(u.at, &u.cgroup)),
+            network: Some(cri::NetworkUsage {
+                timestamp: u.at,
+                default_interface: interfaces
+                    .iter()
+                    .find(|i| i.name == "eth0")
+                    .or(interfaces.first())
+                    .cloned(),
+                interfaces: interfaces.clone(),
+            }),
+            process: Some(cri::ProcessUsage {
+                timestamp: u.at,
+                process_count: value(u.cgroup.pids.or(Some(0))),
+            }),
+            containers: u.containers.iter().map(container_stats).collect(),
+        }),
+        windows: None,
+    }
+}
+
+/// ContainerStats.
+pub fn container(
+    daemon: &Daemon,
+    req: cri::ContainerStatsRequest,
+) -> Result<cri::ContainerStatsResponse, Status> {
+    if req.container_id.is_empty() {
+        return Err(invalid("ContainerStats needs a container_id"));
+    }
+    let u = daemon
+        .container_stats(&req.container_id)
+        .map_err(to_status)?;
+    Ok(cri::ContainerStatsResponse {
+        stats: Some(container_stats(&u)),
+    })
+}
+
+/// ListContainerStats.
+pub fn list_containers(
+    daemon: &Daemon,
+    req: cri::ListContainerStatsRequest,
+) -> cri::ListContainerStatsResponse {
+    cri::ListContainerStatsResponse {
+        stats: daemon
+            .list_container_stats(req.filter.as_ref())
+            .iter()
+            .map(container_stats)
+            .collect(),
+    }
+}
+
+/// PodSandboxStats.
+pub fn pod(
+    daemon: &Daemon,
+    req: cri::PodSandboxStatsRequest,
+) -> Result<cri::PodSandboxStatsResponse, Status> {
+    if req.pod_sandbox_id.is_empty() {
+        return Err(invalid("PodSandboxStats needs a pod_sandbox_id"));
+    }
+    let u = daemon.pod_stats(&req.pod_sandbox_id).map_err(to_status)?;
+    Ok(cri::PodSandboxStatsResponse {
+        stats: Some(pod_stats(&u)),
+    })
+}
+
+/// ListPodSandboxStats.
+pub fn list_pods(
+    daemon: &Daemon,
+    req: cri::ListPodSandboxStatsRequest,
+) -> cri::ListPodSandboxStatsResponse {
+    cri::ListPodSandboxStatsResponse {
+        stats: daemon
+            .list_pod_stats(req.filter.as_ref())
+            .iter()
+            .map(pod_stats)
+            .collect(),
+    }
+}
