@@ -375,11 +375,7 @@ pub async fn assert_nothing_left(daemon: &CriusDaemon, rt: &mut Runtime) {
         .containers;
     assert!(ctrs.is_empty(), "containers still listed: {ctrs:?}");
     assert_eq!(netns_pins(daemon), Vec::<String>::new(), "netns pins left");
-    let mounts: Vec<String> = mounts_under(&daemon.dir)
-        .into_iter()
-        // The image store may keep its own mounts; pods and containers may not.
-        .filter(|m| !m.starts_with(&daemon.root.join("images").to_string_lossy().into_owned()))
-        .collect();
+    let mounts = mounts_under(&daemon.dir);
     assert_eq!(
         mounts,
         Vec::<String>::new(),
