@@ -213,10 +213,13 @@ impl Daemon {
         let task = tokio::spawn(async move {
             let _op = op;
             let result = daemon.create_pod(&task_entry).await;
-            if result.is_err() {
-                let mut index = daemon.index.lock().unwrap_or_else(|e| e.into_inner());
-                index.pods.remove(&task_entry.get().id);
-                index.pod_names.remove(&key);
+            match &result {
+                Ok(()) => daemon.watch_pause(task_entry.clone()),
+                Err(_) => {
+                    let mut index = daemon.index.lock().unwrap_or_else(|e| e.into_inner());
+                    index.pods.remove(&task_entry.get().id);
+                    index.pod_names.remove(&key);
+                }
             }
             result
         });
@@ -374,6 +377,37 @@ impl Daemon {
         pod.state = PodState::Ready;
         self.pod_records.write(&id, pod)?;
         Ok(())
+    }
+
+    /// Follows a pod's pause container: when it dies (killed, OOM, or stopped), the pod is
+    /// NotReady, so the kubelet sees it and makes a new one.
+    pub(crate) fn watch_pause(self: &Arc<Self>, entry: Arc<Entry<PodRecord>>) {
+        let daemon = self.clone();
+        tokio::spawn(async move {
+            let id = entry.get().id;
+            let client = MonitorClient::new(&daemon.pod_run_dir(&id).join("monitor"));
+            if let Err(e) = client.wait_exit().await {
+                warn!(pod_id = %id, error = %e, "lost the pause container's monitor");
+            }
+            let changed = entry.update(|pod| {
+                let was_ready = pod.state == PodState::Ready;
+                pod.state = PodState::NotReady;
+                pod.pause_pid = None;
+                was_ready.then(|| pod.clone())
+            });
+            if let Some(pod) = changed {
+                info!(pod_id = %id, "pause container exited; pod is NotReady");
+                if let Err(e) = daemon.pod_records.write(&id, &pod) {
+                    warn!(pod_id = %id, error = %e, "pod record not updated");
+                }
+                daemon.emit(Event {
+                    container_id: id.clone(),
+                    pod_id: id,
+                    kind: EventKind::Stopped,
+                    at: now_ns(),
+                });
+            }
+        });
     }
 
     /// A cheap handle on the CNI runner for undo steps and background work.

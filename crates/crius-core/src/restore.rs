@@ -37,13 +37,19 @@ impl Daemon {
                 .metadata
                 .as_ref()
                 .map(|md| format!("{}/{}/{}/{}", md.namespace, md.name, md.uid, md.attempt));
-            let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(key) = key {
-                index.pod_names.insert(key, pod.id.clone());
+            let ready = pod.state == PodState::Ready;
+            let entry = Arc::new(Entry::new(pod, true));
+            {
+                let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+                let id = entry.get().id;
+                if let Some(key) = key {
+                    index.pod_names.insert(key, id.clone());
+                }
+                index.pods.insert(id, entry.clone());
             }
-            index
-                .pods
-                .insert(pod.id.clone(), Arc::new(Entry::new(pod, true)));
+            if ready {
+                self.watch_pause(entry);
+            }
         }
         let mut ctr_ids = HashSet::new();
         for rec in containers {
