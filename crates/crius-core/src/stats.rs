@@ -115,6 +115,37 @@ fn read_keyed(path: &Path) -> HashMap<String, u64> {
         .unwrap_or_default()
 }
 
+/// Where each memory figure lives in one cgroup version.
+struct MemoryFiles {
+    usage: &'static str,
+    limit: &'static str,
+    stat: &'static str,
+    inactive_file: &'static str,
+    rss: &'static str,
+    page_faults: &'static str,
+    major_page_faults: &'static str,
+}
+
+const MEMORY_V1: MemoryFiles = MemoryFiles {
+    usage: "memory.usage_in_bytes",
+    limit: "memory.limit_in_bytes",
+    stat: "memory.stat",
+    inactive_file: "total_inactive_file",
+    rss: "total_rss",
+    page_faults: "total_pgfault",
+    major_page_faults: "total_pgmajfault",
+};
+
+const MEMORY_V2: MemoryFiles = MemoryFiles {
+    usage: "memory.current",
+    limit: "memory.max",
+    stat: "memory.stat",
+    inactive_file: "inactive_file",
+    rss: "anon",
+    page_faults: "pgfault",
+    major_page_faults: "pgmajfault",
+};
+
 /// A v1 limit of "no limit" is a huge number; report it as none.
 fn real_limit(v: Option<u64>) -> Option<u64> {
     v.filter(|l| *l < (1u64 << 62))
@@ -148,24 +179,20 @@ pub fn read_usage(paths: &HashMap<String, String>) -> CgroupUsage {
             .get("usage_usec")
             .map(|us| us * 1000);
     }
-    if let Some(dir) = v1("memory") {
-        let stat = read_keyed(&dir.join("memory.stat"));
-        u.memory_bytes = read_u64(&dir.join("memory.usage_in_bytes"));
-        let inactive = stat.get("total_inactive_file").copied().unwrap_or(0);
+    let memory = match (v1("memory"), &v2) {
+        (Some(dir), _) => Some((dir, &MEMORY_V1)),
+        (None, Some(dir)) => Some((dir.clone(), &MEMORY_V2)),
+        (None, None) => None,
+    };
+    if let Some((dir, files)) = memory {
+        let stat = read_keyed(&dir.join(files.stat));
+        u.memory_bytes = read_u64(&dir.join(files.usage));
+        let inactive = stat.get(files.inactive_file).copied().unwrap_or(0);
         u.working_set_bytes = u.memory_bytes.map(|m| m.saturating_sub(inactive));
-        u.rss_bytes = stat.get("total_rss").copied();
-        u.page_faults = stat.get("total_pgfault").copied();
-        u.major_page_faults = stat.get("total_pgmajfault").copied();
-        u.memory_limit = real_limit(read_u64(&dir.join("memory.limit_in_bytes")));
-    } else if let Some(dir) = &v2 {
-        let stat = read_keyed(&dir.join("memory.stat"));
-        u.memory_bytes = read_u64(&dir.join("memory.current"));
-        let inactive = stat.get("inactive_file").copied().unwrap_or(0);
-        u.working_set_bytes = u.memory_bytes.map(|m| m.saturating_sub(inactive));
-        u.rss_bytes = stat.get("anon").copied();
-        u.page_faults = stat.get("pgfault").copied();
-        u.major_page_faults = stat.get("pgmajfault").copied();
-        u.memory_limit = read_u64(&dir.join("memory.max"));
+        u.rss_bytes = stat.get(files.rss).copied();
+        u.page_faults = stat.get(files.page_faults).copied();
+        u.major_page_faults = stat.get(files.major_page_faults).copied();
+        u.memory_limit = real_limit(read_u64(&dir.join(files.limit)));
     }
     if let Some(dir) = v1("pids") {
         u.pids = read_u64(&dir.join("pids.current"));
