@@ -294,8 +294,7 @@ pub fn pid_alive(pid: u32) -> bool {
 impl Drop for TestContainer {
     fn drop(&mut self) {
         let _ = Command::new(&self.runtime.path)
-            .arg("--root")
-            .arg(RUNC_ROOT)
+            .args(self.runtime.global_args())
             .args(["delete", "--force", &self.id])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
