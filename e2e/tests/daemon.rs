@@ -303,54 +303,74 @@ async fn sd_notify_ready_is_sent_when_serving() {
     assert_eq!(&buf[..n], b"STOPPING=1");
 }
 
-#[tokio::test]
-async fn sighup_reloads_the_config_files() {
-    let daemon = CriusDaemon::start().await.unwrap();
-    let mut client = daemon.runtime_client().await.unwrap();
-    let downloads = |status: &cri::StatusResponse| {
-        parse_info(&status.info, "config").unwrap()["crius"]["image"]["max_concurrent_downloads"]
-            .as_u64()
-    };
-    let before = client
-        .status(cri::StatusRequest { verbose: true })
+async fn network_ready(client: &mut RuntimeClient) -> bool {
+    let status = client
+        .status(cri::StatusRequest { verbose: false })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(downloads(&before), Some(3));
+    condition(&status, "NetworkReady").status
+}
 
+type RuntimeClient = cri::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>;
+
+#[tokio::test]
+async fn sighup_applies_the_log_level_and_cni_dir_from_the_files() {
+    let daemon = CriusDaemon::builder()
+        .config("[crius]\nlog_level = \"info\"\n")
+        .start()
+        .await
+        .unwrap();
+    let mut client = daemon.runtime_client().await.unwrap();
+    client
+        .version(cri::VersionRequest::default())
+        .await
+        .unwrap();
+    assert!(!network_ready(&mut client).await);
+    let debug_lines = |log: &str| log.lines().filter(|l| l.contains("DEBUG")).count();
+    assert_eq!(debug_lines(&daemon.log()), 0, "{}", daemon.log());
+
+    let cni2 = daemon.dir.join("cni2");
+    std::fs::create_dir(&cni2).unwrap();
+    std::fs::write(cni2.join("10-e2e.conflist"), CONFLIST).unwrap();
     std::fs::write(
         daemon.config_dir.join("90-reload.conf"),
-        "[crius]\nlog_level = \"warn\"\n[crius.image]\nmax_concurrent_downloads = 7\n",
+        format!(
+            "[crius]\nlog_level = \"debug\"\n[crius.network]\nnetwork_dir = \"{}\"\n",
+            cni2.display()
+        ),
     )
     .unwrap();
     daemon.signal(Signal::SIGHUP).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let now = client
-            .status(cri::StatusRequest { verbose: true })
-            .await
-            .unwrap()
-            .into_inner();
-        if downloads(&now) == Some(7) {
-            break;
-        }
+    while !network_ready(&mut client).await {
         assert!(
             std::time::Instant::now() < deadline,
-            "config not reloaded; log:\n{}",
+            "CNI dir not reloaded; log:\n{}",
             daemon.log_tail(20)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // A broken file on reload keeps the running config and the daemon.
+    client
+        .version(cri::VersionRequest::default())
+        .await
+        .unwrap();
+    assert!(
+        debug_lines(&daemon.log()) > 0,
+        "log level not reloaded:\n{}",
+        daemon.log()
+    );
+
+    // A broken file on reload keeps the running config, and the daemon.
     std::fs::write(daemon.config_dir.join("91-broken.conf"), "[crius\n").unwrap();
     daemon.signal(Signal::SIGHUP).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let after = client
-        .status(cri::StatusRequest { verbose: true })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(downloads(&after), Some(7));
+    assert!(network_ready(&mut client).await);
+    assert!(
+        daemon.log().contains("config reload failed"),
+        "{}",
+        daemon.log_tail(10)
+    );
 }
 
 #[tokio::test]

@@ -226,26 +226,32 @@ async fn reload(
         }
     };
     let (o, n) = (&old.crius, &new.crius);
-    for (key, changed) in [
+    let (oi, ni) = (&o.image, &n.image);
+    let restart_only = [
         ("crius.root", o.root != n.root),
         ("crius.runroot", o.runroot != n.runroot),
-        ("crius.api.listen", o.api.listen != n.api.listen),
+        ("crius.api", o.api != n.api),
         ("crius.log_format", o.log_format != n.log_format),
+        // The image store is opened once; SIGHUP only re-reads its registries.conf file.
         (
-            "crius.api.stream_address",
-            o.api.stream_address != n.api.stream_address,
+            "crius.image.registries_conf",
+            oi.registries_conf != ni.registries_conf,
         ),
         (
-            "crius.api.stream_port",
-            o.api.stream_port != n.api.stream_port,
+            "crius.image.insecure_registries",
+            oi.insecure_registries != ni.insecure_registries,
         ),
-    ] {
-        if changed {
-            warn!(
-                key,
-                "changed in the config but takes effect only after a restart"
-            );
-        }
+        ("crius.image.auths", oi.auths != ni.auths),
+        (
+            "crius.image.max_concurrent_downloads",
+            oi.max_concurrent_downloads != ni.max_concurrent_downloads,
+        ),
+    ];
+    for (key, _) in restart_only.iter().filter(|(_, changed)| *changed) {
+        warn!(
+            key,
+            "changed in the config but takes effect only after a restart"
+        );
     }
     if let Err(err) = log.set_level(n.log_level) {
         error!(%err, "cannot apply the new log level");

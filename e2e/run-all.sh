@@ -1,0 +1,73 @@
+#!/bin/bash
+# Runs every test of the workspace (unit, integration, end-to-end) as root:
+#
+#   sudo ./e2e/run-all.sh [ARGS FOR cargo test...]
+#
+# 1. apt-installs what the tests use (packages below; e2e/fixtures/setup.sh adds its own);
+# 2. starts the test registries and pushes the test images (e2e/fixtures/setup.sh) and
+#    reads the variables it writes to /var/tmp/crius-fixtures/env;
+# 3. builds every binary (the e2e tests start target/debug/crius, crius-conmon and
+#    crius-pause) and the tests;
+# 4. runs `cargo test --workspace` with at most CRIUS_TEST_THREADS (default 2) tests at once;
+# 5. stops the registries again (e2e/fixtures/teardown.sh), also when a step fails.
+set -euo pipefail
+
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+cd "$TOP"
+PACKAGES="build-essential pkg-config protobuf-compiler ca-certificates runc crun
+  containernetworking-plugins iptables iproute2 util-linux procps kmod"
+FIXTURES=e2e/fixtures
+FIXTURES_ENV=/var/tmp/crius-fixtures/env
+
+say() { echo "run-all: $*"; }
+die() { echo "run-all: error: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "the tests need root (sudo $0)"
+started=$(date +%s)
+
+# ---------------------------------------------------------------- packages
+missing=""
+for p in $PACKAGES; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  say "apt-get install$missing"
+  export DEBIAN_FRONTEND=noninteractive
+  # shellcheck disable=SC2086
+  apt-get install -y -q $missing </dev/null ||
+    { apt-get update -q </dev/null && apt-get install -y -q $missing </dev/null; }
+fi
+command -v protoc >/dev/null || die "protoc is missing after installing protobuf-compiler"
+
+for dir in "${CARGO_HOME:-$HOME/.cargo}/bin" /root/.cargo/bin; do
+  [ -x "$dir/cargo" ] && PATH="$dir:$PATH"
+done
+export PATH
+command -v cargo >/dev/null || die "no cargo in PATH: install Rust (https://rustup.rs) first"
+
+# ---------------------------------------------------------------- fixtures
+if [ -x "$FIXTURES/setup.sh" ]; then
+  [ -x "$FIXTURES/teardown.sh" ] && trap '"$TOP/$FIXTURES/teardown.sh" || true' EXIT
+  say "setting up the test registries and images ($FIXTURES/setup.sh)"
+  "$FIXTURES/setup.sh" </dev/null
+else
+  say "no $FIXTURES/setup.sh: tests that need the registries will fail"
+fi
+if [ -f "$FIXTURES_ENV" ]; then
+  set -a
+  # shellcheck disable=SC1090
+  . "$FIXTURES_ENV"
+  set +a
+fi
+
+# ---------------------------------------------------------------- build and test
+export RUST_BACKTRACE=1
+# The runner keeps our stdin closed, as CI does.
+say "cargo build --workspace --bins"
+cargo build --workspace --bins </dev/null
+say "cargo test --workspace --no-run"
+cargo test --workspace --no-run </dev/null
+say "cargo test --workspace"
+cargo test --workspace "$@" -- --test-threads="${CRIUS_TEST_THREADS:-2}" </dev/null
+
+say "all tests passed in $(( $(date +%s) - started )) s"
