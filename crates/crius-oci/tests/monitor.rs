@@ -490,3 +490,59 @@ async fn monitor_outlives_the_process_that_started_it() {
     let st = MonitorClient::new(&c.dir).wait_exit().await.unwrap();
     assert_eq!(st.exit_code, 137);
 }
+
+/// The monitor's memory is a headline figure: under 1 MiB PSS each with
+/// several running (the release build measures about 0.2 MiB; see the
+/// monitor_bench example).
+#[tokio::test]
+async fn monitor_memory_stays_under_budget() {
+    let mut containers = Vec::new();
+    for _ in 0..8 {
+        let mut c = TestContainer::new("mem", &["sleep", "100"], Opts::default());
+        c.run().await;
+        containers.push(c);
+    }
+    // Exercise the paths that allocate: an exec and a log write.
+    let out = MonitorClient::new(&containers[0].dir)
+        .exec_sync(&["echo".into(), "x".into()], Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, b"x\n");
+    let mut total = 0;
+    for c in &containers {
+        let pid = c.handle.as_ref().unwrap().monitor_pid;
+        let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
+        let pss: u64 = text
+            .lines()
+            .find(|l| l.starts_with("Pss:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        total += pss;
+    }
+    let avg = total / containers.len() as u64;
+    println!(
+        "average monitor PSS with {} running: {avg} KiB",
+        containers.len()
+    );
+    assert!(avg < 1024, "average monitor PSS {avg} KiB");
+}
+
+#[tokio::test]
+async fn killed_monitor_is_reported_gone() {
+    let mut c = TestContainer::new("gone", &["sleep", "100"], Opts::default());
+    let h = c.run().await;
+    let client = MonitorClient::new(&c.dir);
+    assert_eq!(client.status().await.unwrap(), (h.container_pid, true));
+    // SAFETY: kill takes plain integers; the pid is the monitor this test started.
+    unsafe { libc::kill(h.monitor_pid as i32, libc::SIGKILL) };
+    let until = Instant::now() + Duration::from_secs(5);
+    while pid_alive(h.monitor_pid) && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!monitor_alive(&c.dir));
+    let err = client.wait_exit().await.unwrap_err();
+    assert!(matches!(err, Error::MonitorGone { .. }), "{err}");
+    // The container itself is untouched.
+    assert!(pid_alive(h.container_pid));
+}
