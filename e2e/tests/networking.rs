@@ -1,0 +1,237 @@
+//! Pod networking through crius: pod-to-pod traffic over the test bridge, host ports on
+//! 127.0.0.1, and the DNS config and hostname the kubelet asks for. Traffic stays on
+//! loopback and the test's own bridge.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::*;
+use crius_e2e::cri;
+
+/// A busybox httpd serving `body` as /index.html on `port`.
+fn web_server(name: &str, port: u16, body: &str) -> cri::ContainerConfig {
+    shell(
+        name,
+        &format!(
+            "mkdir -p /www && echo '{body}' > /www/index.html && exec httpd -f -p {port} -h /www"
+        ),
+    )
+}
+
+#[tokio::test]
+async fn two_pods_reach_each_other_by_pod_ip() {
+    let daemon = bridge_daemon().await;
+    let (mut rt, mut images) = clients(&daemon).await;
+    pull(&mut images, &busybox()).await;
+
+    let server_cfg = pod_config(&daemon, "server");
+    let server = run_pod(&mut rt, &server_cfg).await;
+    let client_cfg = pod_config(&daemon, "client");
+    let client = run_pod(&mut rt, &client_cfg).await;
+    let server_ip = pod_status(&mut rt, &server).await.network.unwrap().ip;
+    let client_ip = pod_status(&mut rt, &client).await.network.unwrap().ip;
+    assert_ne!(server_ip, client_ip);
+
+    run_container(
+        &mut rt,
+        &server,
+        &server_cfg,
+        web_server("web", 8080, "hello from the server pod"),
+    )
+    .await;
+    // nc listener too: the client's address as the server sees it.
+    let nc = run_container(
+        &mut rt,
+        &server,
+        &server_cfg,
+        shell("nc", "nc -l -p 9090 > /tmp/got; sleep 3600"),
+    )
+    .await;
+    let curl = run_container(
+        &mut rt,
+        &client,
+        &client_cfg,
+        container_config("curl", &["sleep", "3600"]),
+    )
+    .await;
+
+    // Debian's busybox wget segfaults (also on the host), so HTTP goes through nc.
+    let script =
+        format!("printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {server_ip} 8080");
+    let body = eventually(
+        "the server pod answers over the bridge",
+        Duration::from_secs(15),
+        || {
+            let mut rt = rt.clone();
+            let (curl, script) = (curl.clone(), script.clone());
+            async move {
+                let out = try_exec(&mut rt, &curl, &["sh", "-c", &script], 10)
+                    .await
+                    .ok()?;
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                (out.exit_code == 0 && text.contains("200 OK")).then_some(text)
+            }
+        },
+    )
+    .await;
+    assert!(body.contains("hello from the server pod"), "{body}");
+
+    // The other way round with nc: the client's pod IP reaches the server pod's listener.
+    let sent = format!("from {client_ip}");
+    eventually(
+        "nc from the client pod reaches the server pod",
+        Duration::from_secs(15),
+        || {
+            let mut rt = rt.clone();
+            let (curl, nc) = (curl.clone(), nc.clone());
+            let script = format!("echo '{sent}' | nc -w 2 {server_ip} 9090");
+            let sent = sent.clone();
+            async move {
+                let _ = try_exec(&mut rt, &curl, &["sh", "-c", &script], 10).await;
+                let got = try_exec(&mut rt, &nc, &["cat", "/tmp/got"], 10)
+                    .await
+                    .ok()?;
+                (String::from_utf8_lossy(&got.stdout).trim() == sent).then_some(())
+            }
+        },
+    )
+    .await;
+
+    remove_pod(&mut rt, &server).await;
+    remove_pod(&mut rt, &client).await;
+    assert_nothing_left(&daemon, &mut rt).await;
+}
+
+fn http_get(port: u16) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().unwrap(),
+        Duration::from_secs(2),
+    )?;
+    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+    stream.write_all(b"GET /index.html HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    Ok(reply)
+}
+
+#[tokio::test]
+async fn a_host_port_on_127_0_0_1_reaches_the_pod() {
+    let daemon = bridge_daemon().await;
+    let (mut rt, mut images) = clients(&daemon).await;
+    pull(&mut images, &busybox()).await;
+    let port = free_port();
+    let mut config = pod_config(&daemon, "hostport");
+    config.port_mappings.push(cri::PortMapping {
+        protocol: cri::Protocol::Tcp as i32,
+        container_port: 80,
+        host_port: port as i32,
+        host_ip: "127.0.0.1".into(),
+    });
+    let pod = run_pod(&mut rt, &config).await;
+    run_container(
+        &mut rt,
+        &pod,
+        &config,
+        web_server("web", 80, "served through the host port"),
+    )
+    .await;
+
+    let reply = eventually(
+        "the host port answers",
+        Duration::from_secs(15),
+        || async move {
+            let r = tokio::task::spawn_blocking(move || http_get(port))
+                .await
+                .ok()?;
+            r.ok().filter(|r| r.contains("200"))
+        },
+    )
+    .await;
+    assert!(reply.contains("served through the host port"), "{reply}");
+
+    // Once the pod is gone, so is the mapping.
+    remove_pod(&mut rt, &pod).await;
+    let after = tokio::task::spawn_blocking(move || http_get(port))
+        .await
+        .unwrap();
+    assert!(
+        after.is_err()
+            || !after
+                .as_ref()
+                .unwrap()
+                .contains("served through the host port"),
+        "host port still forwards after remove: {after:?}"
+    );
+    assert_nothing_left(&daemon, &mut rt).await;
+}
+
+#[tokio::test]
+async fn dns_config_and_hostname_show_up_in_the_container() {
+    let daemon = bridge_daemon().await;
+    let (mut rt, mut images) = clients(&daemon).await;
+    pull(&mut images, &busybox()).await;
+    let mut config = pod_config(&daemon, "dns");
+    config.hostname = "crius-e2e-host".into();
+    config.dns_config = Some(cri::DnsConfig {
+        servers: vec!["10.203.0.53".into(), "10.203.0.54".into()],
+        searches: vec!["ns1.svc.e2e.local".into(), "svc.e2e.local".into()],
+        options: vec!["ndots:5".into(), "timeout:1".into()],
+    });
+    let pod = run_pod(&mut rt, &config).await;
+    let ctr = run_container(
+        &mut rt,
+        &pod,
+        &config,
+        container_config("c", &["sleep", "3600"]),
+    )
+    .await;
+
+    let resolv = exec_ok(&mut rt, &ctr, &["cat", "/etc/resolv.conf"]).await;
+    let lines: Vec<&str> = resolv.lines().map(str::trim).collect();
+    assert!(lines.contains(&"nameserver 10.203.0.53"), "{resolv}");
+    assert!(lines.contains(&"nameserver 10.203.0.54"), "{resolv}");
+    let ns_first = lines.iter().position(|l| *l == "nameserver 10.203.0.53");
+    let ns_second = lines.iter().position(|l| *l == "nameserver 10.203.0.54");
+    assert!(ns_first < ns_second, "nameservers out of order: {resolv}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| *l == "search ns1.svc.e2e.local svc.e2e.local"),
+        "{resolv}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("options") && l.contains("ndots:5") && l.contains("timeout:1")),
+        "{resolv}"
+    );
+
+    assert_eq!(
+        exec_ok(&mut rt, &ctr, &["hostname"]).await.trim(),
+        "crius-e2e-host"
+    );
+    assert_eq!(
+        exec_ok(&mut rt, &ctr, &["cat", "/etc/hostname"])
+            .await
+            .trim(),
+        "crius-e2e-host"
+    );
+    let hosts = exec_ok(&mut rt, &ctr, &["cat", "/etc/hosts"]).await;
+    let ip = pod_status(&mut rt, &pod).await.network.unwrap().ip;
+    assert!(
+        hosts
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(ip.as_str())
+                && l.contains("crius-e2e-host")),
+        "/etc/hosts does not map {ip} to the hostname: {hosts}"
+    );
+    // The pod's network interface carries the pod IP.
+    let addrs = exec_ok(&mut rt, &ctr, &["ip", "-o", "-4", "addr", "show", "eth0"]).await;
+    assert!(addrs.contains(&format!("inet {ip}/")), "{addrs}");
+
+    remove_pod(&mut rt, &pod).await;
+    assert_nothing_left(&daemon, &mut rt).await;
+}
