@@ -197,9 +197,7 @@ async fn dns_config_and_hostname_show_up_in_the_container() {
     let ns_second = lines.iter().position(|l| *l == "nameserver 10.203.0.54");
     assert!(ns_first < ns_second, "nameservers out of order: {resolv}");
     assert!(
-        lines
-            .iter()
-            .any(|l| *l == "search ns1.svc.e2e.local svc.e2e.local"),
+        lines.contains(&"search ns1.svc.e2e.local svc.e2e.local"),
         "{resolv}"
     );
     assert!(
