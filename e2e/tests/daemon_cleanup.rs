@@ -25,20 +25,6 @@ fn cgroup_pids(dir: &Path) -> Vec<u32> {
     pids
 }
 
-/// The test cgroup parent's dir in every hierarchy that has it.
-fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
-    let relative = parent.trim_start_matches('/');
-    std::fs::read_dir("/sys/fs/cgroup")
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.path().join(relative))
-                .filter(|p| p.is_dir())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn alive(pid: u32) -> bool {
     // A zombie has no cmdline left to speak of; count only live processes.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
