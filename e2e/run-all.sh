@@ -9,7 +9,9 @@
 # 3. builds every binary (the e2e tests start target/debug/crius, crius-conmon and
 #    crius-pause) and the tests;
 # 4. runs `cargo test --workspace` with at most CRIUS_TEST_THREADS (default 2) tests at once;
-# 5. stops the registries again (e2e/fixtures/teardown.sh), also when a step fails.
+# 5. stops the registries again (e2e/fixtures/teardown.sh), also when a step fails, unless
+#    they were already running before (then someone else uses them) or
+#    CRIUS_KEEP_FIXTURES=1 is set.
 set -euo pipefail
 
 TOP=$(cd "$(dirname "$0")/.." && pwd)
@@ -46,8 +48,13 @@ export PATH
 command -v cargo >/dev/null || die "no cargo in PATH: install Rust (https://rustup.rs) first"
 
 # ---------------------------------------------------------------- fixtures
+registry_up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 if [ -x "$FIXTURES/setup.sh" ]; then
-  [ -x "$FIXTURES/teardown.sh" ] && trap '"$TOP/$FIXTURES/teardown.sh" || true' EXIT
+  if registry_up 5000 || registry_up 5001; then
+    say "the test registries already run: leaving them running afterwards"
+  elif [ "${CRIUS_KEEP_FIXTURES:-0}" != 1 ] && [ -x "$FIXTURES/teardown.sh" ]; then
+    trap '"$TOP/$FIXTURES/teardown.sh" || true' EXIT
+  fi
   say "setting up the test registries and images ($FIXTURES/setup.sh)"
   "$FIXTURES/setup.sh" </dev/null
 else
