@@ -487,3 +487,211 @@ fn nix_is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+const PRIVILEGED_SCRIPT: &str = r#"
+grep -E '^(Seccomp|CapBnd):' /proc/self/status | tr -d '\t '
+echo "host=$(hostname)"
+echo "pid1=$(tr '\0' ' ' < /proc/1/cmdline | cut -c1-200)"
+echo "netns=$(readlink /proc/self/ns/net)"
+echo "ipcns=$(readlink /proc/self/ns/ipc)"
+echo "pidns=$(readlink /proc/self/ns/pid)"
+if [ -c /dev/null ] && [ -e /dev/zero ]; then echo devnodes=ok; else echo devnodes=missing; fi
+echo "sysmode=$(grep ' /sys sysfs ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1)"
+echo "masked=$(wc -c < /proc/timer_list | tr -d ' ' | sed 's/^0$/zero/')"
+"#;
+
+/// A privileged container in a pod that uses the host's network, IPC and
+/// PID namespaces: all capabilities this process holds, no seccomp, host
+/// devices, writable sysfs, nothing masked.
+#[test]
+fn runc_runs_privileged_host_namespace_specs() {
+    assert!(nix_is_root(), "this test needs root (it runs runc)");
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let tag = format!(
+        "{}-{}",
+        std::process::id(),
+        t.file_name().unwrap().to_string_lossy().replace('.', "")
+    );
+    let mut cleanup = Cleanup {
+        runc_root: t.join("runc-root"),
+        containers: Vec::new(),
+        netns: None,
+        cgroup_parent: format!("/crius-oci-test-{tag}"),
+    };
+    for f in ["hostname", "resolv.conf", "hosts"] {
+        fs::write(t.join(f), format!("{f}-content\n")).unwrap();
+    }
+    let pause_root = t.join("pause-rootfs");
+    make_busybox_rootfs(&pause_root);
+    let ctr_root = t.join("ctr-rootfs");
+    make_busybox_rootfs(&ctr_root);
+
+    let node = k8s_cri::v1::NamespaceMode::Node as i32;
+    let pod_config = PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: "host-pod".into(),
+            uid: "uid-2".into(),
+            namespace: "kube-system".into(),
+            attempt: 0,
+        }),
+        hostname: "ignored-with-host-network".into(),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                privileged: true,
+                namespace_options: Some(NamespaceOption {
+                    network: node,
+                    pid: node,
+                    ipc: node,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let opts = SpecOptions {
+        oom_score_adj_min: own_oom_score_adj(),
+        ..Default::default()
+    };
+    let (hostname_path, resolv_path, hosts_path) =
+        (t.join("hostname"), t.join("resolv.conf"), t.join("hosts"));
+    let pod_id = format!("hpod-{tag}");
+    let cgroup_parent = cleanup.cgroup_parent.clone();
+    let mut pod = PodContext {
+        config: &pod_config,
+        id: &pod_id,
+        netns_path: None,
+        pause_pid: None,
+        hostname_path: &hostname_path,
+        resolv_conf_path: &resolv_path,
+        hosts_path: &hosts_path,
+        shm_path: None,
+        cgroup_parent: &cgroup_parent,
+    };
+    let pause_args: Vec<String> = ["/bin/busybox", "sleep", "600"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let spec = pod_spec(&pod, &pause_root, &pause_args, &opts).unwrap();
+    let pause_bundle = t.join("pause-bundle");
+    write_bundle(&pause_bundle, &spec).unwrap();
+    cleanup.containers.push(pod_id.clone());
+    let pid_file = t.join("pause.pid");
+    let out = runc(
+        &cleanup.runc_root,
+        &[
+            "run",
+            "--detach",
+            "--bundle",
+            pause_bundle.to_str().unwrap(),
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            &pod_id,
+        ],
+    );
+    assert!(out.0, "runc run --detach pause: {}", out.2);
+    pod.pause_pid = Some(
+        fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap(),
+    );
+
+    let config = ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: "admin".into(),
+            attempt: 0,
+        }),
+        command: vec!["/bin/sh".into(), "-c".into(), PRIVILEGED_SCRIPT.into()],
+        linux: Some(LinuxContainerConfig {
+            resources: None,
+            security_context: Some(LinuxContainerSecurityContext {
+                privileged: true,
+                namespace_options: Some(NamespaceOption {
+                    network: node,
+                    pid: node,
+                    ipc: node,
+                    ..Default::default()
+                }),
+                seccomp: Some(SecurityProfile {
+                    profile_type: ProfileType::RuntimeDefault as i32,
+                    localhost_ref: String::new(),
+                }),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    };
+    let img = image_config("");
+    let ctr_id = format!("hctr-{tag}");
+    let ctx = ContainerContext {
+        id: &ctr_id,
+        config: &config,
+        image_config: &img,
+        rootfs: &ctr_root,
+        image_name: "busybox",
+    };
+    let spec = container_spec(&pod, &ctx, &opts).unwrap();
+    let bundle = t.join("ctr-bundle");
+    write_bundle(&bundle, &spec).unwrap();
+    cleanup.containers.insert(0, ctr_id.clone());
+    let (code, stdout, stderr) = runc_run(
+        &cleanup.runc_root,
+        &bundle,
+        &ctr_id,
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, 0, "runc run: stdout:\n{stdout}\nstderr:\n{stderr}");
+    let got = parse(&stdout);
+
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let own_bnd = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let ns = |what: &str| {
+        fs::read_link(format!("/proc/self/ns/{what}"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let host_name = fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    let init = fs::read("/proc/1/cmdline").unwrap();
+    let init: String = String::from_utf8_lossy(&init)
+        .replace('\0', " ")
+        .chars()
+        .take(200)
+        .collect();
+    let expect: Vec<(&str, String)> = vec![
+        ("Seccomp", "0".into()),
+        ("CapBnd", own_bnd),
+        ("host", host_name),
+        ("pid1", init),
+        ("netns", ns("net")),
+        ("ipcns", ns("ipc")),
+        ("pidns", ns("pid")),
+        ("devnodes", "ok".into()),
+        ("sysmode", "rw".into()),
+    ];
+    // Not masked: the host's /proc/timer_list has content.
+    let masked = got.get("masked").map(String::as_str).unwrap_or("");
+    assert!(
+        masked != "zero" && !masked.is_empty(),
+        "timer_list masked in a privileged container: {stdout}"
+    );
+    for (k, v) in &expect {
+        assert_eq!(
+            got.get(*k),
+            Some(v),
+            "{k} in container output:\n{stdout}\nstderr:\n{stderr}"
+        );
+    }
+}
