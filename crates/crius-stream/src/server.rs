@@ -1,0 +1,466 @@
+//! The HTTP side: the listener, the one-time URLs, and the upgrade of each request to SPDY
+//! or WebSocket with subprotocol negotiation.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue, CONNECTION, UPGRADE};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::error::{Error, Result};
+use crate::remotecommand::{self, Target, Version};
+use crate::spdy::session::Session;
+use crate::tokens::TokenStore;
+use crate::ws::{self, WsSession};
+use crate::{
+    portforward, AttachRequest, ExecRequest, PortForwardRequest, StreamRequest, StreamRuntime,
+};
+
+/// The kubelet's header for the stream subprotocol.
+const PROTOCOL_HEADER: &str = "x-stream-protocol-version";
+/// Lists what the server accepts when negotiation fails.
+const ACCEPTED_HEADER: &str = "x-accepted-stream-protocol-versions";
+/// The WebSocket subprotocol header.
+const WS_PROTOCOL_HEADER: &str = "sec-websocket-protocol";
+/// Port forwarding as SPDY tunnelled in a WebSocket.
+const WS_TUNNEL_PORTFORWARD: &str = "SPDY/3.1+portforward.k8s.io";
+
+/// Where and how the streaming server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConfig {
+    /// IP address or host name to listen on.
+    pub address: String,
+    /// Port; 0 picks a free one.
+    pub port: u16,
+    /// How long a URL may wait before it is used.
+    pub token_ttl: Duration,
+    /// How many unused URLs may exist at once.
+    pub max_pending: usize,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            address: "127.0.0.1".into(),
+            port: 0,
+            token_ttl: Duration::from_secs(60),
+            max_pending: 1000,
+        }
+    }
+}
+
+struct Inner {
+    local_addr: SocketAddr,
+    base_url: String,
+    tokens: TokenStore<StreamRequest>,
+    runtime: Arc<dyn StreamRuntime>,
+    stop: watch::Sender<bool>,
+}
+
+/// The running streaming server; cheap to clone.
+#[derive(Clone)]
+pub struct StreamServer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for StreamServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamServer")
+            .field("addr", &self.inner.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamServer {
+    /// Binds the listener and starts serving in the background.
+    pub async fn start(config: StreamConfig, runtime: Arc<dyn StreamRuntime>) -> Result<Self> {
+        let host = config.address.trim();
+        let host = if host.is_empty() { "127.0.0.1" } else { host };
+        let spec = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{}", config.port)
+        } else {
+            format!("{host}:{}", config.port)
+        };
+        let addr = tokio::net::lookup_host(&spec)
+            .await
+            .map_err(|e| Error::BadAddress {
+                addr: spec.clone(),
+                reason: e.to_string(),
+            })?
+            .next()
+            .ok_or_else(|| Error::BadAddress {
+                addr: spec.clone(),
+                reason: "resolves to nothing".into(),
+            })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Listen {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| Error::Listen {
+            addr: addr.to_string(),
+            source,
+        })?;
+        // An unspecified address cannot be dialled: hand out loopback in the URLs then.
+        let url_addr = if local_addr.ip().is_unspecified() {
+            let ip: std::net::IpAddr = if local_addr.is_ipv6() {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            };
+            SocketAddr::new(ip, local_addr.port())
+        } else {
+            local_addr
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            local_addr,
+            base_url: format!("http://{url_addr}"),
+            tokens: TokenStore::new(config.token_ttl, config.max_pending.max(1)),
+            runtime,
+            stop,
+        });
+        tokio::spawn(accept_loop(listener, inner.clone(), stop_rx));
+        info!(addr = %local_addr, "streaming server listening");
+        Ok(StreamServer { inner })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// Registers a request and returns its one-time URL.
+    pub fn register(&self, req: StreamRequest) -> Result<String> {
+        let kind = req.kind();
+        let token = self.inner.tokens.insert(req)?;
+        Ok(format!("{}/{kind}/{token}", self.inner.base_url))
+    }
+
+    /// The URL for an exec.
+    pub fn get_exec(&self, req: ExecRequest) -> Result<String> {
+        self.register(StreamRequest::Exec(req))
+    }
+
+    /// The URL for an attach.
+    pub fn get_attach(&self, req: AttachRequest) -> Result<String> {
+        self.register(StreamRequest::Attach(req))
+    }
+
+    /// The URL for a port forward.
+    pub fn get_port_forward(&self, req: PortForwardRequest) -> Result<String> {
+        self.register(StreamRequest::PortForward(req))
+    }
+
+    /// Stops accepting connections; sessions already running go on.
+    pub fn stop(&self) {
+        let _ = self.inner.stop.send(true);
+    }
+}
+
+async fn accept_loop(listener: TcpListener, inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(error = %e, "streaming server: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let inner = inner.clone();
+                async move { Ok::<_, Infallible>(handle(inner, req, peer).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                debug!(%peer, error = %e, "streaming connection ended with an error");
+            }
+        });
+    }
+    info!("streaming server stopped accepting");
+}
+
+fn reply(code: StatusCode, msg: impl Into<String>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(msg.into())));
+    *resp.status_mut() = code;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// Comma-separated values of every instance of a header.
+fn header_list(headers: &HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+fn has_token(headers: &HeaderMap, name: hyper::header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains(&token.to_ascii_lowercase()))
+}
+
+/// The first protocol of the client's list that the server speaks.
+pub(crate) fn negotiate<'a>(client: &[String], server: &[&'a str]) -> Option<&'a str> {
+    client
+        .iter()
+        .find_map(|c| server.iter().find(|s| **s == c.as_str()).copied())
+}
+
+async fn handle(
+    inner: Arc<Inner>,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let (kind, token) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if !matches!(kind, "exec" | "attach" | "portforward") || token.is_empty() || token.contains('/')
+    {
+        return reply(StatusCode::NOT_FOUND, "not found\n");
+    }
+    let Some(request) = inner.tokens.take(token) else {
+        debug!(%peer, %kind, "streaming request with an unknown or expired token");
+        return reply(
+            StatusCode::NOT_FOUND,
+            "unknown or expired streaming token\n",
+        );
+    };
+    if request.kind() != kind {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "unknown or expired streaming token\n",
+        );
+    }
+    let headers = req.headers();
+    let websocket =
+        has_token(headers, UPGRADE, "websocket") && has_token(headers, CONNECTION, "upgrade");
+    let spdy = has_token(headers, UPGRADE, crate::spdy::UPGRADE)
+        && has_token(headers, CONNECTION, "upgrade");
+    let runtime = inner.runtime.clone();
+    let peer_s = peer.to_string();
+
+    if websocket {
+        let Some(key) = headers
+            .get("sec-websocket-key")
+            .and_then(|v| v.to_str().ok())
+        else {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                "websocket upgrade without Sec-WebSocket-Key\n",
+            );
+        };
+        if headers
+            .get("sec-websocket-version")
+            .and_then(|v| v.to_str().ok())
+            != Some("13")
+        {
+            let mut resp = reply(StatusCode::BAD_REQUEST, "unsupported websocket version\n");
+            resp.headers_mut()
+                .insert("sec-websocket-version", HeaderValue::from_static("13"));
+            return resp;
+        }
+        let offered = header_list(headers, WS_PROTOCOL_HEADER);
+        let server: &[&str] = match &request {
+            StreamRequest::PortForward(_) => &[WS_TUNNEL_PORTFORWARD],
+            _ => remotecommand::WS_PROTOCOLS,
+        };
+        let chosen = if offered.is_empty() && !matches!(request, StreamRequest::PortForward(_)) {
+            Some("")
+        } else {
+            negotiate(&offered, server)
+        };
+        let Some(chosen) = chosen else {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "unable to upgrade: no common websocket subprotocol: client offers {offered:?}, server accepts {server:?}\n"
+                ),
+            );
+        };
+        let accept = ws::accept_key(key);
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let chosen = chosen.to_string();
+        let proto = chosen.clone();
+        tokio::spawn(async move {
+            let io = match on_upgrade.await {
+                Ok(up) => TokioIo::new(up),
+                Err(e) => {
+                    debug!(peer = %peer_s, error = %e, "websocket upgrade failed");
+                    return;
+                }
+            };
+            let session = WsSession::start(io, peer_s.clone());
+            serve(request, Transport::Ws(session, proto), runtime, peer_s).await;
+        });
+        let mut resp = reply(StatusCode::SWITCHING_PROTOCOLS, "");
+        let h = resp.headers_mut();
+        h.remove(hyper::header::CONTENT_TYPE);
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        if let Ok(v) = HeaderValue::from_str(&accept) {
+            h.insert("sec-websocket-accept", v);
+        }
+        if !chosen.is_empty() {
+            if let Ok(v) = HeaderValue::from_str(&chosen) {
+                h.insert(WS_PROTOCOL_HEADER, v);
+            }
+        }
+        return resp;
+    }
+
+    if spdy {
+        let offered = header_list(headers, PROTOCOL_HEADER);
+        let server: &[&str] = match &request {
+            StreamRequest::PortForward(_) => &[portforward::PROTOCOL],
+            _ => remotecommand::SPDY_PROTOCOLS,
+        };
+        if offered.is_empty() {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                "unable to upgrade: X-Stream-Protocol-Version is required\n",
+            );
+        }
+        let Some(chosen) = negotiate(&offered, server) else {
+            let mut resp = reply(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server accepts {server:?}\n"
+                ),
+            );
+            for p in server {
+                resp.headers_mut()
+                    .append(ACCEPTED_HEADER, HeaderValue::from_static(p));
+            }
+            return resp;
+        };
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let io = match on_upgrade.await {
+                Ok(up) => TokioIo::new(up),
+                Err(e) => {
+                    debug!(peer = %peer_s, error = %e, "spdy upgrade failed");
+                    return;
+                }
+            };
+            let session = Session::start(io, peer_s.clone());
+            serve(request, Transport::Spdy(session, chosen), runtime, peer_s).await;
+        });
+        let mut resp = reply(StatusCode::SWITCHING_PROTOCOLS, "");
+        let h = resp.headers_mut();
+        h.remove(hyper::header::CONTENT_TYPE);
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(UPGRADE, HeaderValue::from_static(crate::spdy::UPGRADE));
+        h.insert(PROTOCOL_HEADER, HeaderValue::from_static(chosen));
+        return resp;
+    }
+
+    reply(
+        StatusCode::BAD_REQUEST,
+        "unable to upgrade: expected an upgrade to SPDY/3.1 or websocket\n",
+    )
+}
+
+enum Transport {
+    Spdy(Session, &'static str),
+    Ws(WsSession, String),
+}
+
+async fn serve(
+    request: StreamRequest,
+    transport: Transport,
+    runtime: Arc<dyn StreamRuntime>,
+    peer: String,
+) {
+    let started = std::time::Instant::now();
+    let kind = request.kind();
+    debug!(%peer, kind, "streaming session started");
+    match (request, transport) {
+        (StreamRequest::PortForward(pf), Transport::Spdy(session, _)) => {
+            portforward::serve_spdy(session, pf.pod_id, runtime).await
+        }
+        (StreamRequest::PortForward(pf), Transport::Ws(session, _)) => {
+            let tunnel = ws::byte_stream(session);
+            let session = Session::start(tunnel, peer.clone());
+            portforward::serve_spdy(session, pf.pod_id, runtime).await
+        }
+        (StreamRequest::Exec(r), Transport::Spdy(session, proto)) => {
+            let version = Version::from_protocol(proto).unwrap_or(Version::V1);
+            remotecommand::serve_spdy(session, version, Target::Exec(r), runtime).await
+        }
+        (StreamRequest::Attach(r), Transport::Spdy(session, proto)) => {
+            let version = Version::from_protocol(proto).unwrap_or(Version::V1);
+            remotecommand::serve_spdy(session, version, Target::Attach(r), runtime).await
+        }
+        (StreamRequest::Exec(r), Transport::Ws(session, proto)) => {
+            remotecommand::serve_ws(session, &proto, Target::Exec(r), runtime).await
+        }
+        (StreamRequest::Attach(r), Transport::Ws(session, proto)) => {
+            remotecommand::serve_ws(session, &proto, Target::Attach(r), runtime).await
+        }
+    }
+    debug!(%peer, kind, elapsed = ?started.elapsed(), "streaming session ended");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation_follows_the_client_order() {
+        let client = vec![
+            "v5.channel.k8s.io".to_string(),
+            "v4.channel.k8s.io".to_string(),
+            "v3.channel.k8s.io".to_string(),
+        ];
+        assert_eq!(
+            negotiate(&client, remotecommand::SPDY_PROTOCOLS),
+            Some("v4.channel.k8s.io")
+        );
+        assert_eq!(
+            negotiate(&client, remotecommand::WS_PROTOCOLS),
+            Some("v5.channel.k8s.io")
+        );
+        assert_eq!(
+            negotiate(&["x".to_string()], remotecommand::SPDY_PROTOCOLS),
+            None
+        );
+    }
+
+    #[test]
+    fn header_lists_split_commas_and_repeats() {
+        let mut h = HeaderMap::new();
+        h.append(PROTOCOL_HEADER, HeaderValue::from_static("a, b"));
+        h.append(PROTOCOL_HEADER, HeaderValue::from_static("c"));
+        assert_eq!(header_list(&h, PROTOCOL_HEADER), vec!["a", "b", "c"]);
+    }
+}
