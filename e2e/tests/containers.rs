@@ -1,0 +1,703 @@
+//! Containers as the kubelet drives them: lifecycle and exit reasons, CRI logs, stop with a
+//! grace period, remove, list filters, ExecSync (output, exit code, timeout), log reopen,
+//! resource updates, OOM kills and the event stream.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use crius_e2e::{cri, CriusDaemon};
+
+/// A daemon with busybox pulled and one pod running.
+struct PodFixture {
+    daemon: CriusDaemon,
+    rt: Runtime,
+    pod: String,
+    config: cri::PodSandboxConfig,
+}
+
+async fn pod_fixture(name: &str) -> PodFixture {
+    let daemon = bridge_daemon().await;
+    let (mut rt, mut images) = clients(&daemon).await;
+    pull(&mut images, &busybox()).await;
+    let config = pod_config(&daemon, name);
+    let pod = run_pod(&mut rt, &config).await;
+    PodFixture {
+        daemon,
+        rt,
+        pod,
+        config,
+    }
+}
+
+impl PodFixture {
+    async fn run(&mut self, config: cri::ContainerConfig) -> String {
+        run_container(&mut self.rt, &self.pod, &self.config, config).await
+    }
+
+    async fn create(&mut self, config: cri::ContainerConfig) -> String {
+        create(&mut self.rt, &self.pod, &self.config, config).await
+    }
+
+    fn log_dir(&self) -> PathBuf {
+        PathBuf::from(&self.config.log_directory)
+    }
+
+    /// The pid of a running container's init process, from verbose ContainerStatus.
+    async fn pid(&mut self, id: &str) -> u32 {
+        let reply = self
+            .rt
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.to_string(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let info: serde_json::Value =
+            serde_json::from_str(reply.info.get("info").expect("verbose info")).unwrap();
+        info["pid"].as_u64().expect("pid") as u32
+    }
+
+    async fn finish(mut self) {
+        remove_pod(&mut self.rt, &self.pod).await;
+        assert_nothing_left(&self.daemon, &mut self.rt).await;
+    }
+}
+
+fn state(s: cri::ContainerState) -> i32 {
+    s as i32
+}
+
+#[tokio::test]
+async fn a_container_exiting_7_goes_created_running_exited_with_reason_error_and_cri_logs() {
+    let mut f = pod_fixture("lifecycle").await;
+    // Waits for /tmp/go so the test sees Running before the exit.
+    let script = "echo out-line-1; echo err-line-1 >&2; echo out-line-2; \
+                  while [ ! -f /tmp/go ]; do sleep 0.05; done; echo err-line-2 >&2; exit 7";
+    let mut config = shell("exit7", script);
+    config
+        .annotations
+        .insert("crius.e2e/kind".into(), "lifecycle".into());
+    let before = now_ns();
+    let id = f.create(config.clone()).await;
+    let created = container_status(&mut f.rt, &id).await;
+    assert_eq!(created.state, state(cri::ContainerState::ContainerCreated));
+    assert!(created.created_at >= before, "{created:?}");
+    assert_eq!(created.started_at, 0);
+    assert_eq!(created.finished_at, 0);
+    assert_eq!(created.metadata, config.metadata);
+    assert_eq!(created.labels, config.labels);
+    assert_eq!(created.annotations, config.annotations);
+    assert_eq!(created.image.as_ref().unwrap().image, busybox());
+    assert_eq!(
+        created.image_id,
+        crius_e2e::fixture("CRIUS_TEST_BUSYBOX_ID").unwrap()
+    );
+    assert!(created.image_ref.contains("sha256:"), "{created:?}");
+    let log_path = f.log_dir().join("exit7.log");
+    assert_eq!(created.log_path, log_path.display().to_string());
+
+    start(&mut f.rt, &id).await;
+    let running = container_status(&mut f.rt, &id).await;
+    assert_eq!(running.state, state(cri::ContainerState::ContainerRunning));
+    assert!(running.started_at >= running.created_at, "{running:?}");
+    assert_eq!(running.finished_at, 0);
+
+    exec_ok(&mut f.rt, &id, &["touch", "/tmp/go"]).await;
+    let exited = wait_state(
+        &mut f.rt,
+        &id,
+        cri::ContainerState::ContainerExited,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(exited.exit_code, 7, "{exited:?}");
+    assert_eq!(exited.reason, "Error");
+    assert!(exited.finished_at >= exited.started_at, "{exited:?}");
+    assert!(exited.finished_at <= now_ns());
+    assert_eq!(exited.started_at, running.started_at);
+
+    let log = eventually("all four lines in the log", Duration::from_secs(5), || {
+        let path = log_path.clone();
+        async move {
+            let text = std::fs::read_to_string(&path).ok()?;
+            (text.lines().count() >= 4).then_some(text)
+        }
+    })
+    .await;
+    let lines = parse_cri_log(&log);
+    assert_eq!(lines.len(), 4, "{log}");
+    for (time, stream, tag, _) in &lines {
+        assert!(is_rfc3339_nano(time), "bad time stamp {time:?} in {log}");
+        assert!(stream == "stdout" || stream == "stderr", "{log}");
+        assert_eq!(tag, "F", "{log}");
+    }
+    let of = |s: &str| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| l.1 == s)
+            .map(|l| l.3.clone())
+            .collect()
+    };
+    assert_eq!(of("stdout"), vec!["out-line-1", "out-line-2"], "{log}");
+    assert_eq!(of("stderr"), vec!["err-line-1", "err-line-2"], "{log}");
+    // The last line came after the exec, so last in time too.
+    assert_eq!(lines[3].3, "err-line-2", "{log}");
+
+    // Exit 0 is Completed.
+    let ok = f.run(shell("exit0", "echo fine")).await;
+    let done = wait_state(
+        &mut f.rt,
+        &ok,
+        cri::ContainerState::ContainerExited,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(done.exit_code, 0);
+    assert_eq!(done.reason, "Completed");
+    // An exited container cannot be started again.
+    let err =
+        f.rt.start_container(cri::StartContainerRequest {
+            container_id: ok.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    f.finish().await;
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+#[tokio::test]
+async fn stop_container_honours_the_timeout_then_sigkills_and_returns_once_gone() {
+    let mut f = pod_fixture("stop").await;
+    // sleep as PID 1 has no SIGTERM handler, so SIGTERM does nothing: only SIGKILL ends it.
+    let id = f.run(container_config("sleeper", &["sleep", "3600"])).await;
+    let pid = f.pid(&id).await;
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    let started = Instant::now();
+    f.rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 2,
+    })
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "returned after {took:?}, before the 2 s grace period"
+    );
+    assert!(took < Duration::from_secs(7), "took {took:?}");
+    // Gone when StopContainer returns: no waiting here.
+    let st = container_status(&mut f.rt, &id).await;
+    assert_eq!(
+        st.state,
+        state(cri::ContainerState::ContainerExited),
+        "{st:?}"
+    );
+    assert_eq!(st.exit_code, 137, "{st:?}");
+    assert_eq!(st.reason, "Error");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "pid {pid} still there"
+    );
+    // Stopping again succeeds at once.
+    let again = Instant::now();
+    f.rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 2,
+    })
+    .await
+    .unwrap();
+    assert!(again.elapsed() < Duration::from_secs(1));
+
+    // A process that handles SIGTERM stops within the grace period, with its own code.
+    let polite = f
+        .run(shell(
+            "polite",
+            "trap 'exit 0' TERM; while true; do sleep 0.05; done",
+        ))
+        .await;
+    let started = Instant::now();
+    f.rt.stop_container(cri::StopContainerRequest {
+        container_id: polite.clone(),
+        timeout: 30,
+    })
+    .await
+    .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let st = container_status(&mut f.rt, &polite).await;
+    assert_eq!(st.state, state(cri::ContainerState::ContainerExited));
+    assert_eq!(st.exit_code, 0, "{st:?}");
+    assert_eq!(st.reason, "Completed");
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn remove_container_of_a_running_container_works_and_is_idempotent() {
+    let mut f = pod_fixture("remove").await;
+    let id = f.run(container_config("doomed", &["sleep", "3600"])).await;
+    let pid = f.pid(&id).await;
+    let rootfs = f.daemon.root.join("containers").join(&id);
+    assert!(
+        !mounts_under(&rootfs).is_empty(),
+        "no rootfs mount under {}",
+        rootfs.display()
+    );
+    for _ in 0..2 {
+        f.rt.remove_container(cri::RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("RemoveContainer (again) succeeds");
+    }
+    let err =
+        f.rt.container_status(cri::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "pid {pid} survives"
+    );
+    assert!(mounts_under(&rootfs).is_empty());
+    assert!(!rootfs.exists());
+    assert!(!f.daemon.runroot.join("containers").join(&id).exists());
+    let listed =
+        f.rt.list_containers(cri::ListContainersRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+    assert!(listed.is_empty(), "{listed:?}");
+    // The name is free again.
+    let again = f.run(container_config("doomed", &["sleep", "3600"])).await;
+    assert_ne!(again, id);
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn list_containers_filters_by_id_prefix_pod_state_and_labels() {
+    let mut f = pod_fixture("list-a").await;
+    let other_cfg = pod_config(&f.daemon, "list-b");
+    let other = run_pod(&mut f.rt, &other_cfg).await;
+
+    let mut c1 = container_config("running", &["sleep", "3600"]);
+    c1.labels.insert("tier".into(), "front".into());
+    let running = f.run(c1).await;
+    let mut c2 = container_config("created", &["sleep", "3600"]);
+    c2.labels.insert("tier".into(), "front".into());
+    let created = f.create(c2).await;
+    let exited = run_container(&mut f.rt, &other, &other_cfg, shell("exited", "exit 0")).await;
+    wait_state(
+        &mut f.rt,
+        &exited,
+        cri::ContainerState::ContainerExited,
+        Duration::from_secs(10),
+    )
+    .await;
+
+    let mut rt = f.rt.clone();
+    let list = |filter: cri::ContainerFilter| {
+        let mut rt = rt.clone();
+        async move {
+            rt.list_containers(cri::ListContainersRequest {
+                filter: Some(filter),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers
+            .into_iter()
+            .map(|c| c.id)
+            .collect::<HashSet<_>>()
+        }
+    };
+    let set = |ids: &[&String]| ids.iter().map(|s| s.to_string()).collect::<HashSet<_>>();
+    let all = list(cri::ContainerFilter::default()).await;
+    assert_eq!(all, set(&[&running, &created, &exited]));
+
+    let prefix = |id: &str| {
+        let others = [&running, &created, &exited];
+        let n = (1..64)
+            .find(|&n| others.iter().filter(|o| o.starts_with(&id[..n])).count() == 1)
+            .unwrap();
+        id[..n].to_string()
+    };
+    assert_eq!(
+        list(cri::ContainerFilter {
+            id: prefix(&running),
+            ..Default::default()
+        })
+        .await,
+        set(&[&running])
+    );
+    assert_eq!(
+        list(cri::ContainerFilter {
+            id: created.clone(),
+            ..Default::default()
+        })
+        .await,
+        set(&[&created])
+    );
+    assert_eq!(
+        list(cri::ContainerFilter {
+            pod_sandbox_id: f.pod.clone(),
+            ..Default::default()
+        })
+        .await,
+        set(&[&running, &created])
+    );
+    assert_eq!(
+        list(cri::ContainerFilter {
+            pod_sandbox_id: other.clone(),
+            ..Default::default()
+        })
+        .await,
+        set(&[&exited])
+    );
+    for (s, want) in [
+        (cri::ContainerState::ContainerRunning, &running),
+        (cri::ContainerState::ContainerCreated, &created),
+        (cri::ContainerState::ContainerExited, &exited),
+    ] {
+        assert_eq!(
+            list(cri::ContainerFilter {
+                state: Some(cri::ContainerStateValue { state: s as i32 }),
+                ..Default::default()
+            })
+            .await,
+            set(&[want]),
+            "state {s:?}"
+        );
+    }
+    let labels = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        list(cri::ContainerFilter {
+            label_selector: labels(&[("tier", "front")]),
+            ..Default::default()
+        })
+        .await,
+        set(&[&running, &created])
+    );
+    assert_eq!(
+        list(cri::ContainerFilter {
+            label_selector: labels(&[("tier", "front"), ("name", "created")]),
+            ..Default::default()
+        })
+        .await,
+        set(&[&created])
+    );
+    // Filters combine: pod + state + labels.
+    assert_eq!(
+        list(cri::ContainerFilter {
+            pod_sandbox_id: f.pod.clone(),
+            state: Some(cri::ContainerStateValue {
+                state: cri::ContainerState::ContainerRunning as i32
+            }),
+            label_selector: labels(&[("tier", "front")]),
+            ..Default::default()
+        })
+        .await,
+        set(&[&running])
+    );
+    assert!(list(cri::ContainerFilter {
+        label_selector: labels(&[("tier", "back")]),
+        ..Default::default()
+    })
+    .await
+    .is_empty());
+    // The listed fields.
+    let item = rt
+        .list_containers(cri::ListContainersRequest {
+            filter: Some(cri::ContainerFilter {
+                id: running.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .remove(0);
+    assert_eq!(item.pod_sandbox_id, f.pod);
+    assert_eq!(item.metadata.unwrap().name, "running");
+    assert_eq!(item.state, state(cri::ContainerState::ContainerRunning));
+    assert_eq!(item.labels.get("tier").map(String::as_str), Some("front"));
+    assert!(item.created_at > 0);
+
+    remove_pod(&mut f.rt, &other).await;
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn exec_sync_returns_stdout_stderr_and_exit_code_and_times_out() {
+    let mut f = pod_fixture("exec").await;
+    let id = f.run(container_config("target", &["sleep", "3600"])).await;
+    let out = try_exec(
+        &mut f.rt,
+        &id,
+        &["sh", "-c", "echo to-stdout; echo to-stderr >&2; exit 3"],
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "to-stdout\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "to-stderr\n");
+    assert_eq!(out.exit_code, 3);
+    // Runs in the container: its hostname and rootfs.
+    assert_eq!(exec_ok(&mut f.rt, &id, &["hostname"]).await.trim(), "exec");
+    // No timeout (0) is fine too.
+    let out = try_exec(&mut f.rt, &id, &["true"], 0).await.unwrap();
+    assert_eq!(out.exit_code, 0);
+    // A command that does not exist is an error or a non-zero exit, not a hang.
+    match try_exec(&mut f.rt, &id, &["/no/such/binary"], 10).await {
+        Ok(out) => assert_ne!(out.exit_code, 0),
+        Err(status) => assert_ne!(status.code(), tonic::Code::Ok),
+    }
+
+    // Timeout: DeadlineExceeded within about timeout + 2 s, and the process is gone.
+    let started = Instant::now();
+    let err = try_exec(&mut f.rt, &id, &["sleep", "61"], 2)
+        .await
+        .expect_err("ExecSync must time out");
+    let took = started.elapsed();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    assert!(took <= Duration::from_secs(4), "{took:?}");
+    let ps = exec_ok(&mut f.rt, &id, &["ps", "-o", "pid,args"]).await;
+    assert!(
+        !ps.contains("sleep 61"),
+        "the timed-out exec still runs:\n{ps}"
+    );
+
+    // ExecSync in a container that is not running is refused.
+    let stopped = f.run(shell("done", "exit 0")).await;
+    wait_state(
+        &mut f.rt,
+        &stopped,
+        cri::ContainerState::ContainerExited,
+        Duration::from_secs(10),
+    )
+    .await;
+    let err = try_exec(&mut f.rt, &stopped, &["true"], 5)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    f.finish().await;
+}
+
+fn last_counter(text: &str) -> Option<u64> {
+    parse_cri_log(text)
+        .iter()
+        .rev()
+        .find_map(|l| l.3.strip_prefix("line-").and_then(|n| n.parse().ok()))
+}
+
+#[tokio::test]
+async fn reopen_container_log_after_a_move_writes_new_lines_into_a_new_file() {
+    let mut f = pod_fixture("reopen").await;
+    let id = f
+        .run(shell(
+            "ticker",
+            "i=0; while true; do echo line-$i; i=$((i+1)); sleep 0.1; done",
+        ))
+        .await;
+    let log = f.log_dir().join("ticker.log");
+    let rotated = f.log_dir().join("ticker.log.1");
+    eventually("first lines logged", Duration::from_secs(5), || {
+        let log = log.clone();
+        async move { last_counter(&std::fs::read_to_string(&log).ok()?).filter(|n| *n >= 2) }
+    })
+    .await;
+    std::fs::rename(&log, &rotated).unwrap();
+    f.rt.reopen_container_log(cri::ReopenContainerLogRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    let new_text = eventually("lines in the new file", Duration::from_secs(5), || {
+        let log = log.clone();
+        async move {
+            let text = std::fs::read_to_string(&log).ok()?;
+            (parse_cri_log(&text).len() >= 3).then_some(text)
+        }
+    })
+    .await;
+    let old_text = std::fs::read_to_string(&rotated).unwrap();
+    let old_last = last_counter(&old_text).unwrap();
+    let first_new: u64 = parse_cri_log(&new_text)
+        .iter()
+        .find_map(|l| l.3.strip_prefix("line-").and_then(|n| n.parse().ok()))
+        .unwrap();
+    assert_eq!(
+        first_new,
+        old_last + 1,
+        "lines lost or doubled across the reopen\nold:\n{old_text}\nnew:\n{new_text}"
+    );
+    for (time, stream, tag, _) in parse_cri_log(&new_text) {
+        assert!(
+            is_rfc3339_nano(&time) && stream == "stdout" && tag == "F",
+            "{new_text}"
+        );
+    }
+    // The old file no longer grows.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(std::fs::read_to_string(&rotated).unwrap(), old_text);
+    f.finish().await;
+}
+
+fn memory_limited(name: &str, command: &[&str], bytes: i64) -> cri::ContainerConfig {
+    let mut config = container_config(name, command);
+    config.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: bytes,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    config
+}
+
+const MIB: i64 = 1024 * 1024;
+
+#[tokio::test]
+async fn update_container_resources_changes_the_memory_limit_seen_inside() {
+    let mut f = pod_fixture("update").await;
+    let id = f
+        .run(memory_limited("limited", &["sleep", "3600"], 64 * MIB))
+        .await;
+    let read = |rt: &mut Runtime| {
+        let mut rt = rt.clone();
+        let id = id.clone();
+        async move {
+            exec_ok(
+                &mut rt,
+                &id,
+                &["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"],
+            )
+            .await
+            .trim()
+            .parse::<i64>()
+            .expect("a number")
+        }
+    };
+    assert_eq!(read(&mut f.rt).await, 64 * MIB);
+    f.rt.update_container_resources(cri::UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 128 * MIB,
+            ..Default::default()
+        }),
+        windows: None,
+        annotations: Default::default(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(read(&mut f.rt).await, 128 * MIB);
+    let st = container_status(&mut f.rt, &id).await;
+    assert_eq!(
+        st.resources
+            .and_then(|r| r.linux)
+            .map(|l| l.memory_limit_in_bytes),
+        Some(128 * MIB)
+    );
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn a_container_over_its_memory_limit_is_oom_killed() {
+    let mut f = pod_fixture("oom").await;
+    // tail keeps the endless "line" of /dev/zero in memory until the limit kills it.
+    let id = f
+        .run(memory_limited("hog", &["tail", "/dev/zero"], 32 * MIB))
+        .await;
+    let st = wait_state(
+        &mut f.rt,
+        &id,
+        cri::ContainerState::ContainerExited,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(st.reason, "OOMKilled", "{st:?}");
+    assert_eq!(st.exit_code, 137, "{st:?}");
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn get_container_events_streams_created_started_stopped_deleted() {
+    let mut f = pod_fixture("events").await;
+    let mut stream =
+        f.rt.get_container_events(cri::GetEventsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+    let id = f.run(container_config("watched", &["sleep", "3600"])).await;
+    f.rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+    f.rt.remove_container(cri::RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.len() < 4 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ev = tokio::time::timeout(left, stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("events so far: {seen:?}"))
+            .unwrap()
+            .expect("stream ended");
+        if ev.container_id != id {
+            continue;
+        }
+        let kind = cri::ContainerEventType::try_from(ev.container_event_type).unwrap();
+        if kind != cri::ContainerEventType::ContainerDeletedEvent {
+            let pod = ev.pod_sandbox_status.as_ref().expect("pod status in event");
+            assert_eq!(pod.id, f.pod);
+            assert!(
+                ev.containers_statuses.iter().any(|c| c.id == id),
+                "{kind:?} event lacks the container's status"
+            );
+        }
+        assert!(ev.created_at > 0);
+        seen.push(kind);
+    }
+    assert_eq!(
+        seen,
+        vec![
+            cri::ContainerEventType::ContainerCreatedEvent,
+            cri::ContainerEventType::ContainerStartedEvent,
+            cri::ContainerEventType::ContainerStoppedEvent,
+            cri::ContainerEventType::ContainerDeletedEvent,
+        ]
+    );
+    f.finish().await;
+}
