@@ -636,17 +636,21 @@ impl Monitor {
         if ex.cmd.is_empty() {
             return Err("exec needs a command".into());
         }
+        if ex.tty {
+            // `RUNTIME exec --tty` without --detach wants a controlling
+            // terminal of its own; a terminal exec needs the console socket
+            // path (exec --detach), which interactive exec will bring.
+            return Err("exec on a terminal is not supported by this monitor yet".into());
+        }
         let (out_r, out_w) = sys::pipe().map_err(|e| format!("pipe: {e}"))?;
         let (err_r, err_w) = sys::pipe().map_err(|e| format!("pipe: {e}"))?;
         sys::set_nonblocking(&out_r).map_err(|e| format!("pipe: {e}"))?;
         sys::set_nonblocking(&err_r).map_err(|e| format!("pipe: {e}"))?;
         let pid_file = self.args.dir.join(format!("exec-{client}.pid"));
         let mut cmd = Command::new(&self.args.runtime);
-        cmd.args(self.args.runtime_globals()).arg("exec");
-        if ex.tty {
-            cmd.arg("--tty");
-        }
-        cmd.arg("--pid-file")
+        cmd.args(self.args.runtime_globals())
+            .arg("exec")
+            .arg("--pid-file")
             .arg(&pid_file)
             .arg(&self.args.id)
             .args(&ex.cmd)
@@ -735,10 +739,7 @@ impl Monitor {
                 continue;
             }
             e.timed_out = true;
-            if let Some(pid) = std::fs::read_to_string(&e.pid_file)
-                .ok()
-                .and_then(|s| s.trim().parse::<libc::pid_t>().ok())
-            {
+            if let Some(pid) = read_pid(&e.pid_file) {
                 let _ = sys::kill(pid, libc::SIGKILL);
             }
             let _ = sys::kill(e.runtime_pid, libc::SIGKILL);
@@ -757,6 +758,16 @@ impl Monitor {
             self.read_exec(i, false);
             self.read_exec(i, true);
             let e = self.execs.swap_remove(i);
+            if e.timed_out {
+                // The pid file may have been written only after the deadline.
+                // Once the runtime is gone a survivor is our child (we are its
+                // subreaper), so the pid cannot have been reused by another process.
+                if let Some(pid) =
+                    read_pid(&e.pid_file).filter(|&p| parent_of(p) == Some(sys::getpid()))
+                {
+                    let _ = sys::kill(pid, libc::SIGKILL);
+                }
+            }
             let _ = std::fs::remove_file(&e.pid_file);
             let result = proto::ExecResult {
                 stdout: e.stdout,
@@ -844,6 +855,26 @@ impl Monitor {
         }
         let _ = std::fs::remove_file(proto::PID_FILE_NAME);
     }
+}
+
+fn read_pid(path: &std::path::Path) -> Option<libc::pid_t> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&p| p > 0)
+}
+
+/// The parent pid of `pid`, from /proc.
+fn parent_of(pid: libc::pid_t) -> Option<libc::pid_t> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn ok() -> Response {

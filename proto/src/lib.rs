@@ -72,7 +72,7 @@ pub struct Exec {
     /// Kill the command after this many milliseconds; 0: no timeout.
     #[prost(uint64, tag = "2")]
     pub timeout_ms: u64,
-    /// Run the command on a terminal.
+    /// Run the command on a terminal (refused by the monitor for now).
     #[prost(bool, tag = "3")]
     pub tty: bool,
     /// Bound on stdout + stderr kept; 0: [`DEFAULT_EXEC_OUTPUT_MAX`].

@@ -124,7 +124,7 @@ async fn oom_kill_is_reported() {
 
 #[tokio::test]
 async fn log_has_cri_format_streams_partial_and_split_lines() {
-    let script = "echo out-line; echo err-line >&2; printf 'no-newline'; \
+    let script = "echo out-line; echo err-line >&2; printf 'no-newline'; sleep 0.3; \
                   head -c 40000 /dev/zero | tr '\\0' a; echo; echo after";
     let mut c = TestContainer::new("log", &["sh", "-c", script], Opts::default());
     c.run().await;
@@ -545,4 +545,58 @@ async fn killed_monitor_is_reported_gone() {
     assert!(matches!(err, Error::MonitorGone { .. }), "{err}");
     // The container itself is untouched.
     assert!(pid_alive(h.container_pid));
+}
+
+/// Sends one raw request over the wire, as any client of monitor.proto would.
+async fn raw_call(
+    dir: &std::path::Path,
+    req: crius_monitor_proto::request::Kind,
+) -> crius_monitor_proto::response::Kind {
+    use crius_monitor_proto::{decode_frame, encode_frame, Request, Response};
+    use std::os::fd::AsRawFd;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let d = std::fs::File::open(dir).unwrap();
+    let path = format!("/proc/self/fd/{}/monitor.sock", d.as_raw_fd());
+    let mut s = tokio::net::UnixStream::connect(path).await.unwrap();
+    s.write_all(&encode_frame(&Request { kind: Some(req) }))
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let (resp, used) = decode_frame::<Response>(&buf).unwrap().unwrap();
+    assert_eq!(used, buf.len(), "one response, then the monitor closes");
+    resp.kind.unwrap()
+}
+
+#[tokio::test]
+async fn raw_protocol_exec_and_refusals() {
+    use crius_monitor_proto::{request, response, Exec};
+    let mut c = TestContainer::new("rawexec", &["sleep", "100"], Opts::default());
+    c.run().await;
+    let req = request::Kind::Exec(Exec {
+        cmd: vec!["sh".into(), "-c".into(), "echo raw; exit 2".into()],
+        timeout_ms: 10_000,
+        tty: false,
+        max_output: 2,
+    });
+    match raw_call(&c.dir, req).await {
+        response::Kind::Exec(r) => {
+            assert_eq!(r.exit_code, 2, "{r:?}");
+            // max_output bounds what is kept.
+            assert_eq!(r.stdout, b"ra", "{r:?}");
+            assert!(r.truncated);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // An empty command and a terminal exec are refused, not fatal.
+    let resp = raw_call(&c.dir, request::Kind::Exec(Exec::default())).await;
+    assert!(matches!(resp, response::Kind::Error(_)), "{resp:?}");
+    let tty = Exec {
+        cmd: vec!["true".into()],
+        tty: true,
+        ..Exec::default()
+    };
+    let resp = raw_call(&c.dir, request::Kind::Exec(tty)).await;
+    assert!(matches!(resp, response::Kind::Error(_)), "{resp:?}");
+    assert!(monitor_alive(&c.dir));
 }
