@@ -19,6 +19,7 @@ use crius::config::{Config, LogLevel};
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -38,15 +39,15 @@ pub const CRICTL: &str = "/opt/cri-tools/bin/crictl";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// A short name unique to this process and call, usable in interface names (<= 15 bytes).
+/// A short name unique to this process and call, usable in interface names (prefix plus
+/// 8 hex digits: the pid's low 16 bits and a per-process counter).
 pub fn unique_name(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let mix = (std::process::id() as u64) << 20 ^ (n as u64) << 8 ^ (nanos as u64 >> 12);
-    format!("{prefix}{:06x}", mix & 0xff_ffff)
+    format!(
+        "{prefix}{:04x}{:04x}",
+        std::process::id() & 0xffff,
+        n & 0xffff
+    )
 }
 
 /// The workspace's `target` dir: `CARGO_TARGET_DIR`, else `<workspace>/target`.
@@ -254,6 +255,11 @@ impl CriusDaemonBuilder {
     }
 }
 
+/// Where test bridges claim their subnets: one lock file per third octet of 10.203.0.0/16,
+/// held (flock) for the bridge's life, so concurrent tests, also in other processes, never
+/// share a subnet, and a crashed test's claim frees itself.
+pub const SUBNET_CLAIMS_DIR: &str = "/run/crius-e2e/subnets";
+
 /// A bridge CNI network private to one test daemon.
 #[derive(Debug)]
 pub struct Bridge {
@@ -264,17 +270,32 @@ pub struct Bridge {
     /// The conflist written to the daemon's CNI dir.
     pub conflist: String,
     rule_added: bool,
+    _claim: Flock<fs::File>,
+}
+
+/// Locks the first free subnet claim; returns the octet and the held lock.
+fn claim_subnet() -> anyhow::Result<(u8, Flock<fs::File>)> {
+    fs::create_dir_all(SUBNET_CLAIMS_DIR)
+        .with_context(|| format!("cannot make {SUBNET_CLAIMS_DIR}"))?;
+    for octet in 1..=250u8 {
+        let path = Path::new(SUBNET_CLAIMS_DIR).join(octet.to_string());
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        if let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            return Ok((octet, lock));
+        }
+    }
+    bail!("all 250 test subnets of 10.203.0.0/16 are in use (locks in {SUBNET_CLAIMS_DIR})")
 }
 
 impl Bridge {
     fn create(dir: &Path) -> anyhow::Result<Bridge> {
         let name = unique_name("cre2e");
-        // One /24 per bridge out of 10.203.0.0/16; the third octet comes from the name's hash.
-        let octet = name
-            .bytes()
-            .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
-            % 250
-            + 1;
+        let (octet, claim) = claim_subnet()?;
         let subnet = format!("10.203.{octet}.0/24");
         let conflist = serde_json::json!({
             "cniVersion": "1.0.0",
@@ -302,34 +323,26 @@ impl Bridge {
             subnet,
             conflist,
             rule_added: false,
+            _claim: claim,
         };
         // Keep pod traffic on the host: the bridge plugin turns on ip_forward.
-        run_quiet(
-            "iptables",
-            &[
-                "-I",
-                "FORWARD",
-                "-i",
-                &bridge.name,
-                "!",
-                "-o",
-                &bridge.name,
-                "-j",
-                "DROP",
-            ],
-        )?;
+        bridge.forward_rule("-I")?;
         bridge.rule_added = true;
         Ok(bridge)
     }
 
+    /// Inserts (`-I`) or deletes (`-D`) the rule dropping traffic from the bridge to
+    /// anywhere else; `-w` waits for the xtables lock that parallel tests contend for.
+    fn forward_rule(&self, op: &str) -> anyhow::Result<()> {
+        let name = self.name.as_str();
+        let args = [
+            "-w", op, "FORWARD", "-i", name, "!", "-o", name, "-j", "DROP",
+        ];
+        run_quiet("iptables", &args).map(drop)
+    }
+
     fn remove(&mut self) {
-        if self.rule_added {
-            let _ = run_quiet(
-                "iptables",
-                &[
-                    "-D", "FORWARD", "-i", &self.name, "!", "-o", &self.name, "-j", "DROP",
-                ],
-            );
+        if self.rule_added && self.forward_rule("-D").is_ok() {
             self.rule_added = false;
         }
         if Path::new("/sys/class/net").join(&self.name).exists() {

@@ -22,6 +22,9 @@ use crate::{notify, socket};
 
 /// How long in-flight calls may take to finish after SIGTERM/SIGINT.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long the server keeps its connections after the last call ended, so replies
+/// already made reach their clients before the process exits.
+const DRAIN: Duration = Duration::from_millis(200);
 
 /// Serves CRI on the configured socket until SIGTERM or SIGINT.
 pub async fn serve(opts: ConfigOpts, config: Config, log: LogHandle) -> anyhow::Result<()> {
@@ -97,16 +100,19 @@ pub async fn serve(opts: ConfigOpts, config: Config, log: LogHandle) -> anyhow::
     let _ = notify::notify("STOPPING=1");
     if served.is_ok() {
         // Stop accepting; let calls in flight finish, within a bound. Idle connections do
-        // not hold the exit up: they close when the process ends.
+        // not hold the exit up (a client that never answers the server's GOAWAY would):
+        // once no call has run for DRAIN, the replies are out and the process may end.
         let _ = stop_tx.send(());
         let finished = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            tokio::select! {
-                res = &mut server => {
-                    if let Err(err) = res {
-                        warn!(%err, "the CRI server failed while stopping");
-                    }
+            loop {
+                in_flight.idle().await;
+                match tokio::time::timeout(DRAIN, &mut server).await {
+                    Ok(Err(err)) => warn!(%err, "the CRI server failed while stopping"),
+                    Ok(Ok(())) => {}
+                    Err(_) if in_flight.count() > 0 => continue,
+                    Err(_) => {}
                 }
-                _ = in_flight.idle() => {}
+                break;
             }
         })
         .await;
