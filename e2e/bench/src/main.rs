@@ -1,0 +1,80 @@
+//! `crius-bench`: benchmarks that drive any CRI endpoint over its Unix socket with the CRI
+//! gRPC client, so one run measures crius and containerd side by side (same runc, CNI
+//! plugins, images and machine) and prints ratios. `e2e/bench/run.sh` sets both daemons up
+//! and calls the subcommands in turn:
+//!
+//! - `run`: the series against one endpoint, written as JSON;
+//! - `floor`: how long plain tar takes to unpack the same image layers;
+//! - `report`: the table (metric, A, B, ratio A/B) and summary.json;
+//! - `cleanup`: stops and removes every pod an endpoint knows.
+
+mod bench;
+mod cri;
+mod floor;
+mod procmem;
+mod report;
+mod stats;
+
+use clap::{Parser, Subcommand};
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "crius-bench",
+    about = "Benchmarks of CRI runtimes over their Unix sockets"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Measure one CRI endpoint and write its JSON result.
+    Run(Box<bench::RunArgs>),
+    /// Time plain tar unpacking the layers of an OCI layout (the floor under PullImage).
+    Floor(floor::FloorArgs),
+    /// Compare two results: print the table, write summary.json and table.txt.
+    Report(report::ReportArgs),
+    /// Stop and remove every pod (and container) of an endpoint.
+    Cleanup {
+        /// CRI endpoint, unix:///PATH.
+        #[arg(long)]
+        endpoint: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Run(args) => {
+            let result = bench::run(*args).await?;
+            if !result.errors.is_empty() {
+                anyhow::bail!(
+                    "{} series failed against {}: {}",
+                    result.errors.len(),
+                    result.name,
+                    result.errors.join("; ")
+                );
+            }
+        }
+        Cmd::Floor(args) => {
+            let result = floor::run(&args)?;
+            eprintln!(
+                "crius-bench: tar floor {:.0} ms (median of {})",
+                result.median_ms,
+                result.samples.len()
+            );
+        }
+        Cmd::Report(args) => {
+            report::run(&args)?;
+        }
+        Cmd::Cleanup { endpoint } => {
+            let cri = cri::Cri::connect(&endpoint).await?;
+            let n = cri::remove_all_pods(&cri).await?;
+            eprintln!("crius-bench: removed {n} pods from {endpoint}");
+        }
+    }
+    Ok(())
+}
