@@ -9,6 +9,7 @@ mod pod;
 mod runtime_info;
 mod stats;
 mod status;
+mod streaming;
 mod trace;
 
 use std::sync::Arc;
@@ -20,12 +21,24 @@ use k8s_cri::v1::runtime_service_server::{RuntimeService, RuntimeServiceServer};
 use tonic::{Request, Response, Status};
 
 use status::unimplemented;
+pub use streaming::start_streaming;
 use trace::{traced, Ids};
 
-/// Both CRI services, ready for `tonic::transport::Server::add_routes`.
+/// Both CRI services, ready for `tonic::transport::Server::add_routes`. The streaming
+/// server for Exec, Attach and PortForward starts on first use.
 pub fn routes(daemon: Arc<Daemon>) -> tonic::service::Routes {
+    routes_with_streaming(daemon, None)
+}
+
+/// Both CRI services, handing out URLs of `streaming` (from [`start_streaming`]); with
+/// `None` the streaming server starts on first use.
+pub fn routes_with_streaming(
+    daemon: Arc<Daemon>,
+    streaming: Option<crius_stream::StreamServer>,
+) -> tonic::service::Routes {
     let runtime = RuntimeServiceServer::new(Runtime {
         daemon: daemon.clone(),
+        streaming: Arc::new(streaming::Streaming::new(daemon.clone(), streaming)),
     })
     .max_decoding_message_size(16 << 20)
     .max_encoding_message_size(16 << 20);
@@ -38,6 +51,7 @@ pub fn routes(daemon: Arc<Daemon>) -> tonic::service::Routes {
 /// The CRI RuntimeService.
 struct Runtime {
     daemon: Arc<Daemon>,
+    streaming: Arc<streaming::Streaming>,
 }
 
 /// The CRI ImageService.
@@ -207,7 +221,7 @@ impl RuntimeService for Runtime {
     async fn exec(&self, req: Request<cri::ExecRequest>) -> Reply<cri::ExecResponse> {
         let id = req.get_ref().container_id.clone();
         traced("Exec", Ids::container(&id), async {
-            Err(unimplemented("Exec"))
+            streaming::exec(&self.daemon, &self.streaming, req.into_inner()).await
         })
         .await
     }
@@ -215,7 +229,7 @@ impl RuntimeService for Runtime {
     async fn attach(&self, req: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
         let id = req.get_ref().container_id.clone();
         traced("Attach", Ids::container(&id), async {
-            Err(unimplemented("Attach"))
+            streaming::attach(&self.daemon, &self.streaming, req.into_inner()).await
         })
         .await
     }
@@ -226,7 +240,7 @@ impl RuntimeService for Runtime {
     ) -> Reply<cri::PortForwardResponse> {
         let id = req.get_ref().pod_sandbox_id.clone();
         traced("PortForward", Ids::pod(&id), async {
-            Err(unimplemented("PortForward"))
+            streaming::port_forward(&self.daemon, &self.streaming, req.into_inner()).await
         })
         .await
     }

@@ -73,6 +73,18 @@ fn oci_code(e: &crius_oci::Error) -> Code {
     }
 }
 
+/// Maps a streaming server error (starting it, or registering a URL).
+pub fn stream_status(err: crius_stream::Error) -> Status {
+    let code = match &err {
+        crius_stream::Error::TooManyRequests { .. } => Code::ResourceExhausted,
+        crius_stream::Error::BadAddress { .. } | crius_stream::Error::Listen { .. } => {
+            Code::Unavailable
+        }
+        _ => Code::Internal,
+    };
+    Status::new(code, err.to_string())
+}
+
 /// The answer for an RPC crius does not serve yet.
 pub fn unimplemented(rpc: &str) -> Status {
     Status::unimplemented(format!("{rpc} is not implemented by crius"))

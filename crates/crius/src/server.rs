@@ -65,11 +65,20 @@ pub async fn serve(opts: ConfigOpts, config: Config, log: LogHandle) -> anyhow::
         }
     };
 
+    // Exec, Attach and PortForward hand out URLs of this server; if it cannot start now,
+    // the first such call tries again and reports why.
+    let streaming = match crius_cri::start_streaming(daemon.clone()).await {
+        Ok(s) => Some(s),
+        Err(err) => {
+            error!(%err, "cannot start the streaming server");
+            None
+        }
+    };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let in_flight = InFlight::default();
     let server = tonic::transport::Server::builder()
         .layer(in_flight.clone())
-        .add_routes(crius_cri::routes(daemon.clone()))
+        .add_routes(crius_cri::routes_with_streaming(daemon.clone(), streaming))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
             let _ = stop_rx.await;
         });
