@@ -544,9 +544,21 @@ fn unpack_blob(inner: &Inner, job: &LayerJob, mut blob: BlobReader) -> Result<()
 }
 
 impl Inner {
-    /// oci-client for one endpoint; plain HTTP only for insecure hosts.
-    fn client(&self, endpoint: &Endpoint) -> Client {
+    /// oci-client for one endpoint and credential set; plain HTTP only for
+    /// insecure hosts. Clients are kept (connection pools, bearer tokens) and
+    /// dropped when registries.conf is reloaded.
+    fn client(&self, endpoint: &Endpoint, auth: &RegistryAuth) -> Client {
         let host = endpoint.name.registry.clone();
+        let auth_key = match auth {
+            RegistryAuth::Anonymous => "anonymous".to_string(),
+            RegistryAuth::Basic(u, p) => sha256_digest(format!("basic\0{u}\0{p}").as_bytes()),
+            RegistryAuth::Bearer(t) => sha256_digest(format!("bearer\0{t}").as_bytes()),
+        };
+        let key = format!("{host}|{}|{auth_key}", endpoint.insecure);
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(&key) {
+            return c.clone();
+        }
         let mut plain: Vec<String> = self.registries_snapshot().all_insecure_hosts();
         if endpoint.insecure {
             plain.push(host);
@@ -559,7 +571,12 @@ impl Inner {
             max_concurrent_download: self.config.max_concurrent_downloads.max(1),
             ..ClientConfig::default()
         };
-        Client::new(config)
+        let client = Client::new(config);
+        if clients.len() >= 64 {
+            clients.clear();
+        }
+        clients.insert(key, client.clone());
+        client
     }
 
     /// Credentials for an endpoint: the caller's, else the config's for that host.
@@ -645,8 +662,8 @@ impl Inner {
     ) -> Result<Resolved, Error> {
         let image = name.to_string();
         let registry = ep.name.registry.clone();
-        let client = self.client(ep);
         let auth = self.auth_for(ep, explicit)?;
+        let client = self.client(ep, &auth);
         let oref = to_oci_reference(&ep.name);
         let t = Instant::now();
         let (raw, digest) = client

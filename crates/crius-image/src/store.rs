@@ -35,6 +35,8 @@ pub struct Inner {
     images: Mutex<Vec<ImageRecord>>,
     layer_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pins: Mutex<HashMap<String, usize>>,
+    /// Registry clients by endpoint and credentials.
+    pub(crate) clients: Mutex<HashMap<String, oci_client::Client>>,
     pub(crate) downloads: Semaphore,
     pub(crate) download_count: AtomicU64,
 }
@@ -346,6 +348,7 @@ impl ImageStore {
             images: Mutex::new(images),
             layer_locks: Mutex::new(HashMap::new()),
             pins: Mutex::new(HashMap::new()),
+            clients: Mutex::new(HashMap::new()),
             download_count: AtomicU64::new(0),
         };
         let store = ImageStore {
@@ -504,6 +507,7 @@ impl ImageStore {
             .registries
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        lock(&self.inner.clients).clear();
         Ok(())
     }
 
