@@ -682,29 +682,43 @@ impl CriusDaemon {
         notes
     }
 
-    /// Removes this test's cgroup parent (and everything below it) in every hierarchy.
-    fn remove_cgroups(&self) -> Vec<String> {
-        let mut notes = Vec::new();
+    /// This test's cgroup parent in every hierarchy where it exists (each v1 controller,
+    /// or the cgroup v2 root).
+    fn cgroup_dirs(&self) -> Vec<PathBuf> {
         let relative = self.cgroup_parent.trim_start_matches('/');
-        let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else {
-            return notes;
-        };
-        for hierarchy in hierarchies.flatten() {
-            let dir = hierarchy.path().join(relative);
-            if dir.is_dir() {
-                if let Err(err) = remove_cgroup_tree(&dir) {
-                    notes.push(format!("cannot remove cgroup {}: {err}", dir.display()));
+        let base = Path::new("/sys/fs/cgroup");
+        let mut dirs: Vec<PathBuf> = fs::read_dir(base)
+            .map(|hs| hs.flatten().map(|h| h.path().join(relative)).collect())
+            .unwrap_or_default();
+        dirs.push(base.join(relative));
+        dirs.retain(|d| d.join("cgroup.procs").exists());
+        dirs
+    }
+
+    /// SIGKILLs every process left in this test's cgroups (containers whose runtime state
+    /// is gone) and waits, briefly, for them to go.
+    fn kill_cgroup_processes(&self, dirs: &[PathBuf]) -> Vec<String> {
+        let mut notes = Vec::new();
+        let me = std::process::id();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut pids: Vec<u32> = dirs.iter().flat_map(|d| cgroup_pids(d)).collect();
+            pids.sort_unstable();
+            pids.dedup();
+            pids.retain(|&p| p != me);
+            if pids.is_empty() || Instant::now() >= deadline {
+                if !pids.is_empty() {
+                    notes.push(format!("processes still in the test cgroups: {pids:?}"));
+                }
+                return notes;
+            }
+            for pid in pids {
+                if kill(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok() {
+                    notes.push(format!("killed process {pid} left in the test cgroups"));
                 }
             }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        // Cgroup v2 on its own (no v1 hierarchies): the parent sits right in /sys/fs/cgroup.
-        let direct = Path::new("/sys/fs/cgroup").join(relative);
-        if direct.join("cgroup.procs").exists() {
-            if let Err(err) = remove_cgroup_tree(&direct) {
-                notes.push(format!("cannot remove cgroup {}: {err}", direct.display()));
-            }
-        }
-        notes
     }
 
     fn cleanup(&mut self) -> Vec<String> {
@@ -715,7 +729,13 @@ impl CriusDaemon {
             Ok(n) => notes.push(format!("detached {n} leftover mounts")),
             Err(err) => notes.push(format!("cannot list mounts: {err}")),
         }
-        notes.extend(self.remove_cgroups());
+        let cgroups = self.cgroup_dirs();
+        notes.extend(self.kill_cgroup_processes(&cgroups));
+        for dir in &cgroups {
+            if let Err(err) = remove_cgroup_tree(dir) {
+                notes.push(format!("cannot remove cgroup {}: {err}", dir.display()));
+            }
+        }
         if let Some(bridge) = self.bridge.as_mut() {
             bridge.remove();
         }
@@ -726,6 +746,21 @@ impl CriusDaemon {
         }
         notes
     }
+}
+
+/// Pids in the cgroup `dir` and every cgroup below it.
+pub fn cgroup_pids(dir: &Path) -> Vec<u32> {
+    let mut pids: Vec<u32> = fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            pids.extend(cgroup_pids(&entry.path()));
+        }
+    }
+    pids
 }
 
 fn remove_cgroup_tree(dir: &Path) -> std::io::Result<()> {

@@ -466,3 +466,52 @@ async fn crictl_version_and_info_talk_to_crius() {
     );
     assert!(json.get("config").is_some(), "{json}");
 }
+
+fn wipe(daemon: &CriusDaemon, force: bool) -> std::process::Command {
+    let mut cmd = daemon.command();
+    cmd.arg("wipe");
+    if force {
+        cmd.arg("--force");
+    }
+    cmd
+}
+
+#[tokio::test]
+async fn wipe_removes_root_and_runroot_only_when_forced_and_stopped() {
+    let mut daemon = CriusDaemon::start().await.unwrap();
+    let out = run_to_exit(wipe(&daemon, true)).await;
+    assert!(!out.status.success(), "wiped under a running daemon");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("still serving"), "{stderr}");
+    assert!(daemon.root.exists());
+
+    daemon.stop().await.unwrap();
+    // State with a mount in it, as a pod's rootfs or netns pin would leave.
+    let lower = daemon.root.join("wipe-test/lower");
+    let target = daemon.root.join("wipe-test/mounted");
+    std::fs::create_dir_all(&lower).unwrap();
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(lower.join("file"), "x").unwrap();
+    nix::mount::mount(
+        Some(&lower),
+        &target,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+
+    let out = run_to_exit(wipe(&daemon, false)).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    assert!(target.join("file").exists(), "touched without --force");
+
+    let out = run_to_exit(wipe(&daemon, true)).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!daemon.root.exists() && !daemon.runroot.exists());
+    assert!(crius::mounts::mounts_under(&daemon.dir).unwrap().is_empty());
+}

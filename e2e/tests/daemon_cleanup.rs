@@ -7,23 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// Pids in `dir` and every cgroup below it.
-fn cgroup_pids(dir: &Path) -> Vec<u32> {
-    let mut pids: Vec<u32> = std::fs::read_to_string(dir.join("cgroup.procs"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                pids.extend(cgroup_pids(&entry.path()));
-            }
-        }
-    }
-    pids
-}
+use crius_e2e::cgroup_pids;
 
 fn alive(pid: u32) -> bool {
     // A zombie has no cmdline left to speak of; count only live processes.
