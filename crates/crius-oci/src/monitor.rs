@@ -499,4 +499,82 @@ impl MonitorClient {
             other => Err(self.protocol(format!("unexpected reply to attach: {other:?}"))),
         }
     }
+
+    /// Attaches `stdin`/`stdout`/`stderr` to the container through its
+    /// monitor and relays until the container exits (the monitor closes the
+    /// session) or the caller drops the future (a detach; with `stdin_once`
+    /// the container's stdin is then closed). The end of `stdin` ends only the
+    /// input direction.
+    pub async fn attach_stdio<I, O, E>(
+        &self,
+        stdin: Option<I>,
+        mut stdout: Option<O>,
+        mut stderr: Option<E>,
+    ) -> Result<(), Error>
+    where
+        I: tokio::io::AsyncRead + Unpin,
+        O: tokio::io::AsyncWrite + Unpin,
+        E: tokio::io::AsyncWrite + Unpin,
+    {
+        let s = self
+            .attach(stdin.is_some(), stdout.is_some(), stderr.is_some())
+            .await?;
+        let (mut rd, mut wr) = s.into_split();
+        let mut stdin = stdin;
+        let mut inbuf = vec![0u8; 16 * 1024];
+        let mut frames: Vec<u8> = Vec::new();
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            tokio::select! {
+                n = async {
+                    match stdin.as_mut() {
+                        Some(i) => i.read(&mut inbuf).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    match n {
+                        Ok(0) | Err(_) => stdin = None,
+                        Ok(n) => {
+                            let frame = proto::AttachFrame {
+                                stream: proto::Stream::Stdin as i32,
+                                data: inbuf[..n].to_vec(),
+                                close_stdin: false,
+                            };
+                            wr.write_all(&proto::encode_frame(&frame))
+                                .await
+                                .map_err(|e| self.protocol(format!("attach: sending stdin: {e}")))?;
+                        }
+                    }
+                }
+                n = rd.read(&mut chunk) => {
+                    let n = n.map_err(|e| self.protocol(format!("attach: reading output: {e}")))?;
+                    if n == 0 {
+                        // The monitor closed the session: the container exited.
+                        return Ok(());
+                    }
+                    frames.extend_from_slice(&chunk[..n]);
+                    while let Some((f, used)) = proto::decode_frame::<proto::AttachFrame>(&frames)
+                        .map_err(|e| self.protocol(format!("attach: {e}")))?
+                    {
+                        frames.drain(..used);
+                        let res = if f.stream == proto::Stream::Stderr as i32 {
+                            match stderr.as_mut() {
+                                Some(w) => w.write_all(&f.data).await.and(w.flush().await),
+                                None => Ok(()),
+                            }
+                        } else {
+                            match stdout.as_mut() {
+                                Some(w) => w.write_all(&f.data).await.and(w.flush().await),
+                                None => Ok(()),
+                            }
+                        };
+                        // The client went away: detach.
+                        if res.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

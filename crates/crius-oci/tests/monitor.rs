@@ -600,3 +600,45 @@ async fn raw_protocol_exec_and_refusals() {
     assert!(matches!(resp, response::Kind::Error(_)), "{resp:?}");
     assert!(monitor_alive(&c.dir));
 }
+
+#[tokio::test]
+async fn attach_stdio_relays_until_the_container_exits() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let opts = Opts {
+        stdin: true,
+        ..Opts::default()
+    };
+    let mut c = TestContainer::new(
+        "attachstdio",
+        &[
+            "sh",
+            "-c",
+            "read line; echo got-$line; echo to-err >&2; exit 6",
+        ],
+        opts,
+    );
+    c.run().await;
+    let (mut in_w, in_r) = tokio::io::duplex(1024);
+    let (out_w, mut out_r) = tokio::io::duplex(1024);
+    let (err_w, mut err_r) = tokio::io::duplex(1024);
+    let client = MonitorClient::new(&c.dir);
+    let relay = tokio::spawn(async move {
+        client
+            .attach_stdio(Some(in_r), Some(out_w), Some(err_w))
+            .await
+    });
+    in_w.write_all(b"hello\n").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), relay)
+        .await
+        .expect("attach ends when the container exits")
+        .unwrap()
+        .unwrap();
+    let mut out = String::new();
+    out_r.read_to_string(&mut out).await.unwrap();
+    let mut err = String::new();
+    err_r.read_to_string(&mut err).await.unwrap();
+    assert_eq!(out, "got-hello\n");
+    assert_eq!(err, "to-err\n");
+    let st = MonitorClient::new(&c.dir).wait_exit().await.unwrap();
+    assert_eq!(st.exit_code, 6);
+}

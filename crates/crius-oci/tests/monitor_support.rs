@@ -37,20 +37,45 @@ pub fn conmon_path() -> PathBuf {
             .and_then(Path::parent)
             .expect("test binary under target/<profile>/deps")
             .to_path_buf();
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "crius-conmon"]);
-        if release {
-            cmd.arg("--release");
-        }
-        let st = cmd.status().expect("run cargo build -p crius-conmon");
-        assert!(st.success(), "cargo build -p crius-conmon failed");
         let p = profile_dir.join("crius-conmon");
+        if !is_fresh(&p) {
+            let release = profile_dir.file_name().is_some_and(|n| n == "release");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "-q", "-p", "crius-conmon"]);
+            if release {
+                cmd.arg("--release");
+            }
+            let st = cmd.status().expect("run cargo build -p crius-conmon");
+            assert!(st.success(), "cargo build -p crius-conmon failed");
+        }
         assert!(p.exists(), "{} missing after build", p.display());
         p
     })
     .clone()
+}
+
+/// Whether the monitor binary is newer than every source file it is built
+/// from (then no cargo run, which would wait for the build lock).
+fn is_fresh(bin: &Path) -> bool {
+    let Ok(built) = fs::metadata(bin).and_then(|m| m.modified()) else {
+        return false;
+    };
+    let top = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    for dir in ["conmon/src", "proto/src"] {
+        for e in fs::read_dir(top.join(dir)).into_iter().flatten().flatten() {
+            if let Ok(t) = e.metadata().and_then(|m| m.modified()) {
+                newest = newest.max(t);
+            }
+        }
+    }
+    for f in ["conmon/Cargo.toml", "proto/Cargo.toml"] {
+        if let Ok(t) = fs::metadata(top.join(f)).and_then(|m| m.modified()) {
+            newest = newest.max(t);
+        }
+    }
+    built >= newest
 }
 
 /// runc, required: the tests run the real thing.
