@@ -64,7 +64,7 @@ export PATH
 
 # ---------------------------------------------------------------- build
 say "building release binaries (cargo build --release)"
-(cd "$TOP" && cargo build --release --locked -p crius -p crius-conmon -p crius-pause)
+(cd "$TOP" && cargo build --release -p crius -p crius-conmon -p crius-pause)
 TARGET=${CARGO_TARGET_DIR:-$TOP/target}/release
 
 # ---------------------------------------------------------------- stop a running crius
