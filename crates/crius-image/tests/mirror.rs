@@ -275,3 +275,109 @@ fn zstd_and_uncompressed_layers_from_a_scratch_registry() {
     assert_eq!(std::fs::read(layers[1].join("b")).unwrap(), b"zstd");
     assert_eq!(std::fs::read(layers[2].join("c")).unwrap(), b"gzip");
 }
+
+#[test]
+fn docker_schema2_manifests_and_manifest_lists() {
+    let f = Fixtures::load();
+    let reg = ScratchRegistry::start();
+    let oci = std::path::PathBuf::from(f.get("CRIUS_TEST_OCI_DIR"));
+    // skopeo converts the OCI image to a Docker v2 schema 2 manifest on push,
+    // and the OCI index to a Docker manifest list
+    let single = reg.push_args(
+        &oci.join("busybox"),
+        "latest",
+        "docker/busybox",
+        &["--format", "v2s2"],
+    );
+    let list = reg.push_args(
+        &oci.join("busybox-index"),
+        "latest",
+        "docker/busybox-list",
+        &["--format", "v2s2", "--all"],
+    );
+    let raw = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{list}"))
+        .output()
+        .unwrap();
+    let raw: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(
+        raw["mediaType"],
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+    );
+    let t = store_with(
+        &format!(
+            "[[registry]]\nlocation = \"{}\"\ninsecure = true\n",
+            reg.addr
+        ),
+        |_| {},
+    );
+    let a = block_on(t.store.pull(&single, None)).unwrap();
+    let b = block_on(t.store.pull(&list, None)).unwrap();
+    assert_eq!(a.id, b.id);
+    let layer = &t.store.layer_paths(&a.id).unwrap()[0];
+    assert!(layer.join("bin/busybox").exists());
+    let config = t.store.image_config(&a.id).unwrap();
+    assert_eq!(
+        config.config().as_ref().and_then(|c| c.cmd().clone()),
+        Some(vec!["sh".to_string()])
+    );
+}
+
+#[test]
+fn a_cancelled_pull_leaves_no_record_and_no_half_layer() {
+    let f = Fixtures::load();
+    let t = common::fixture_store(&f);
+    let name = f.image("multilayer");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = t.store.clone();
+    let layers = t.root().join("layers");
+    let layers2 = layers.clone();
+    rt.block_on(async move {
+        let task = tokio::spawn(async move { store.pull(&name, None).await });
+        // cancel while a layer is being unpacked into a temp dir
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let unpacking =
+                layers2.exists() && common::ls(&layers2).iter().any(|l| l.starts_with(".tmp-"));
+            if unpacking {
+                break;
+            }
+            assert!(
+                !task.is_finished(),
+                "the pull finished before it could be cancelled"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no layer download seen"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+    });
+    // unpack threads notice the closed download and clean up
+    drop(rt);
+    assert!(t.store.list().is_empty());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while common::ls(&layers).iter().any(|l| l.starts_with(".tmp-")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "temp layers left: {:?}",
+            common::ls(&layers)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let started = t.store.download_count();
+    assert!(started >= 1);
+    // whatever layers did complete are whole and reused by the next pull
+    let before = common::ls(&layers).len();
+    let img = block_on(t.store.pull(&f.image("multilayer"), None)).unwrap();
+    assert_eq!(img.id, f.get("CRIUS_TEST_MULTILAYER_ID"));
+    assert_eq!((t.store.download_count() - started) as usize, 4 - before);
+    assert_eq!(common::ls(&layers).len(), 4);
+}

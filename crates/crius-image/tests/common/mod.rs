@@ -170,14 +170,15 @@ impl ScratchRegistry {
 
     /// Pushes `layout:tag` (an OCI layout dir) as `repo:tag` with skopeo.
     pub fn push(&self, layout: &Path, tag: &str, repo: &str) -> String {
+        self.push_args(layout, tag, repo, &["--preserve-digests"])
+    }
+
+    /// Pushes with extra skopeo arguments (`--format v2s2`, `--all`).
+    pub fn push_args(&self, layout: &Path, tag: &str, repo: &str, extra: &[&str]) -> String {
         let dest = format!("{}/{repo}:{tag}", self.addr);
         let out = Command::new("skopeo")
-            .args([
-                "copy",
-                "--quiet",
-                "--dest-tls-verify=false",
-                "--preserve-digests",
-            ])
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .args(extra)
             .arg(format!("oci:{}:{tag}", layout.display()))
             .arg(format!("docker://{dest}"))
             .output()
