@@ -1,0 +1,482 @@
+//! Bad requests: each is refused with the gRPC code a kubelet can act on and a message that
+//! names the field or object at fault, and leaves nothing behind. Each test runs a table of
+//! cases against one daemon and reports every case that misbehaves, not just the first.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use crius_e2e::{cri, CriusDaemon};
+use tonic::Code;
+
+/// Collects the cases that misbehave, so one run shows them all.
+#[derive(Default)]
+struct Failures(Vec<String>);
+
+impl Failures {
+    fn check(
+        &mut self,
+        case: &str,
+        result: Result<impl std::fmt::Debug, tonic::Status>,
+        code: Code,
+        words: &[&str],
+    ) {
+        match result {
+            Ok(v) => self
+                .0
+                .push(format!("{case}: succeeded ({v:?}); wanted {code:?}")),
+            Err(status) => {
+                println!("{case}: {:?}: {}", status.code(), status.message());
+                if status.code() != code {
+                    self.0.push(format!(
+                        "{case}: code {:?}, wanted {code:?} ({})",
+                        status.code(),
+                        status.message()
+                    ));
+                }
+                for w in words {
+                    if !status.message().contains(w) {
+                        self.0.push(format!(
+                            "{case}: message {:?} does not name {w:?}",
+                            status.message()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    fn note(&mut self, case: &str, what: impl Into<Option<String>>) {
+        if let Some(what) = what.into() {
+            self.0.push(format!("{case}: {what}"));
+        }
+    }
+
+    fn assert_none(self) {
+        assert!(
+            self.0.is_empty(),
+            "cases that misbehaved:\n  {}",
+            self.0.join("\n  ")
+        );
+    }
+}
+
+/// What a refused pod request may not leave: a listed pod, a netns pin, a pod dir, a mount,
+/// a reserved IP.
+async fn pod_leftovers(daemon: &CriusDaemon, rt: &mut Runtime) -> Option<String> {
+    let mut found = Vec::new();
+    let pods = list_pods(rt, None).await;
+    if !pods.is_empty() {
+        found.push(format!("pods listed: {pods:?}"));
+    }
+    let pins = netns_pins(daemon);
+    if !pins.is_empty() {
+        found.push(format!("netns pins: {pins:?}"));
+    }
+    for dir in [daemon.root.join("pods"), daemon.runroot.join("pods")] {
+        let left = dir_entries(&dir);
+        if !left.is_empty() {
+            found.push(format!("left in {}: {left:?}", dir.display()));
+        }
+    }
+    let mounts = mounts_under(&daemon.dir);
+    if !mounts.is_empty() {
+        found.push(format!("mounts: {mounts:?}"));
+    }
+    if daemon.bridge.is_some() {
+        let ips = ipam_reserved(daemon);
+        if !ips.is_empty() {
+            found.push(format!("reserved IPs: {ips:?}"));
+        }
+    }
+    (!found.is_empty()).then(|| found.join("; "))
+}
+
+fn with_sysctls(
+    mut config: cri::PodSandboxConfig,
+    pairs: &[(&str, &str)],
+) -> cri::PodSandboxConfig {
+    config.linux.as_mut().unwrap().sysctls = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect::<HashMap<_, _>>();
+    config
+}
+
+#[tokio::test]
+async fn bad_pod_sandbox_requests_are_refused_and_leave_nothing() {
+    let daemon = bridge_daemon().await;
+    let (mut rt, _) = clients(&daemon).await;
+    let good = pod_config(&daemon, "bad");
+    let mut cases: Vec<(&str, cri::PodSandboxConfig, &str, Code, Vec<&str>)> = Vec::new();
+
+    let mut c = good.clone();
+    c.metadata = None;
+    cases.push((
+        "missing metadata",
+        c,
+        "",
+        Code::InvalidArgument,
+        vec!["metadata"],
+    ));
+    let mut c = good.clone();
+    c.metadata.as_mut().unwrap().name = String::new();
+    cases.push(("empty name", c, "", Code::InvalidArgument, vec!["name"]));
+    let mut c = good.clone();
+    c.hostname = "../../etc".into();
+    cases.push((
+        "hostname with ..",
+        c,
+        "",
+        Code::InvalidArgument,
+        vec!["hostname", "../../etc"],
+    ));
+    let mut c = good.clone();
+    c.log_directory = format!("{}/logs/../../../etc", daemon.dir.display());
+    cases.push((
+        "log_directory with ..",
+        c,
+        "",
+        Code::InvalidArgument,
+        vec!["log_directory"],
+    ));
+    let mut c = good.clone();
+    c.linux.as_mut().unwrap().cgroup_parent = "/crius-e2e-elsewhere/pod1".into();
+    cases.push((
+        "cgroup_parent outside the root",
+        c,
+        "",
+        Code::InvalidArgument,
+        vec!["cgroup_parent", "/crius-e2e-elsewhere/pod1"],
+    ));
+    let mut c = good.clone();
+    c.linux.as_mut().unwrap().cgroup_parent = format!("{}/../escape", daemon.cgroup_parent);
+    cases.push((
+        "cgroup_parent with ..",
+        c,
+        "",
+        Code::InvalidArgument,
+        vec!["cgroup_parent"],
+    ));
+    cases.push((
+        "unknown runtime handler",
+        good.clone(),
+        "no-such-handler",
+        Code::InvalidArgument,
+        vec!["no-such-handler"],
+    ));
+    cases.push((
+        "unsafe sysctl kernel.panic",
+        with_sysctls(good.clone(), &[("kernel.panic", "1")]),
+        "",
+        Code::InvalidArgument,
+        vec!["kernel.panic"],
+    ));
+    cases.push((
+        "unsafe sysctl vm.swappiness",
+        with_sysctls(good.clone(), &[("vm.swappiness", "10")]),
+        "",
+        Code::InvalidArgument,
+        vec!["vm.swappiness"],
+    ));
+    cases.push((
+        "net sysctl with host network",
+        host_network(with_sysctls(
+            good.clone(),
+            &[("net.ipv4.ip_unprivileged_port_start", "0")],
+        )),
+        "",
+        Code::InvalidArgument,
+        vec!["net.ipv4.ip_unprivileged_port_start", "host network"],
+    ));
+
+    let mut failures = Failures::default();
+    for (case, config, handler, code, words) in cases {
+        let result = rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: handler.to_string(),
+            })
+            .await
+            .map(|r| r.into_inner().pod_sandbox_id);
+        failures.check(case, result, code, &words);
+        failures.note(case, pod_leftovers(&daemon, &mut rt).await);
+    }
+    let result = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: None,
+            runtime_handler: String::new(),
+        })
+        .await
+        .map(|r| r.into_inner().pod_sandbox_id);
+    failures.check(
+        "no config at all",
+        result,
+        Code::InvalidArgument,
+        &["config"],
+    );
+
+    // The same pod, made well, still works: nothing above blocked its name.
+    let id = run_pod(&mut rt, &good).await;
+    remove_pod(&mut rt, &id).await;
+    failures.note("after a good pod", pod_leftovers(&daemon, &mut rt).await);
+    failures.assert_none();
+}
+
+/// What a refused container request may not leave: a listed container, a container dir, a
+/// mount under the containers dir.
+async fn container_leftovers(daemon: &CriusDaemon, rt: &mut Runtime) -> Option<String> {
+    let mut found = Vec::new();
+    let ctrs = rt
+        .list_containers(cri::ListContainersRequest { filter: None })
+        .await
+        .expect("ListContainers")
+        .into_inner()
+        .containers;
+    if !ctrs.is_empty() {
+        found.push(format!("containers listed: {ctrs:?}"));
+    }
+    for dir in [
+        daemon.root.join("containers"),
+        daemon.runroot.join("containers"),
+    ] {
+        let left = dir_entries(&dir);
+        if !left.is_empty() {
+            found.push(format!("left in {}: {left:?}", dir.display()));
+        }
+        let mounts = mounts_under(&dir);
+        if !mounts.is_empty() {
+            found.push(format!("mounts: {mounts:?}"));
+        }
+    }
+    (!found.is_empty()).then(|| found.join("; "))
+}
+
+#[tokio::test]
+async fn bad_create_container_requests_are_refused_and_leave_nothing() {
+    let daemon = bridge_daemon().await;
+    let (mut rt, mut images) = clients(&daemon).await;
+    pull(&mut images, &busybox()).await;
+    let pod_cfg = pod_config(&daemon, "bad-ctr");
+    let pod = run_pod(&mut rt, &pod_cfg).await;
+    let good = container_config("c", &["sleep", "3600"]);
+    let missing_host_path = daemon.dir.join("no-such-dir").display().to_string();
+    let mut cases: Vec<(&str, String, cri::ContainerConfig, Code, Vec<&str>)> = Vec::new();
+
+    let mut c = good.clone();
+    c.mounts.push(cri::Mount {
+        container_path: "/data/../../etc".into(),
+        host_path: daemon.dir.display().to_string(),
+        ..Default::default()
+    });
+    cases.push((
+        "mount container_path with ..",
+        pod.clone(),
+        c,
+        Code::InvalidArgument,
+        vec!["container_path", "/data/../../etc"],
+    ));
+    let mut c = good.clone();
+    c.mounts.push(cri::Mount {
+        container_path: "/data".into(),
+        host_path: missing_host_path.clone(),
+        ..Default::default()
+    });
+    cases.push((
+        "mount of a missing host path",
+        pod.clone(),
+        c,
+        Code::InvalidArgument,
+        vec![&missing_host_path],
+    ));
+    let mut c = good.clone();
+    c.log_path = "../../escape.log".into();
+    cases.push((
+        "log_path escaping the log dir",
+        pod.clone(),
+        c,
+        Code::InvalidArgument,
+        vec!["log_path", "../../escape.log"],
+    ));
+    let mut c = good.clone();
+    c.log_path = "/etc/escape.log".into();
+    cases.push((
+        "absolute log_path",
+        pod.clone(),
+        c,
+        Code::InvalidArgument,
+        vec!["log_path"],
+    ));
+    let absent = format!("{}/crius-test/not-pulled:latest", registry());
+    let mut c = good.clone();
+    c.image.as_mut().unwrap().image = absent.clone();
+    cases.push((
+        "image not present",
+        pod.clone(),
+        c,
+        Code::NotFound,
+        vec![&absent],
+    ));
+    let mut c = good.clone();
+    c.linux.as_mut().unwrap().security_context = Some(cri::LinuxContainerSecurityContext {
+        run_as_username: "nobody2".into(),
+        ..Default::default()
+    });
+    cases.push((
+        "user not in the image",
+        pod.clone(),
+        c,
+        Code::InvalidArgument,
+        vec!["nobody2"],
+    ));
+    let no_pod = "0".repeat(64);
+    cases.push((
+        "pod that does not exist",
+        no_pod.clone(),
+        good.clone(),
+        Code::NotFound,
+        vec![&no_pod],
+    ));
+    let mut c = good.clone();
+    c.metadata = None;
+    cases.push((
+        "missing metadata",
+        pod.clone(),
+        c,
+        Code::InvalidArgument,
+        vec!["metadata"],
+    ));
+
+    let mut failures = Failures::default();
+    for (case, pod_id, config, code, words) in cases {
+        let result = rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod_id,
+                config: Some(config),
+                sandbox_config: Some(pod_cfg.clone()),
+            })
+            .await
+            .map(|r| r.into_inner().container_id);
+        failures.check(case, result, code, &words);
+        failures.note(case, container_leftovers(&daemon, &mut rt).await);
+    }
+
+    // The good config works in the running pod (so the cases above failed for their fault).
+    let ok = create(&mut rt, &pod, &pod_cfg, good.clone()).await;
+    rt.remove_container(cri::RemoveContainerRequest { container_id: ok })
+        .await
+        .unwrap();
+
+    // A stopped pod takes no new containers.
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    let result = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(good.clone()),
+            sandbox_config: Some(pod_cfg.clone()),
+        })
+        .await
+        .map(|r| r.into_inner().container_id);
+    failures.check(
+        "container in a stopped pod",
+        result,
+        Code::FailedPrecondition,
+        &[&pod],
+    );
+    failures.note(
+        "container in a stopped pod",
+        container_leftovers(&daemon, &mut rt).await,
+    );
+
+    remove_pod(&mut rt, &pod).await;
+    failures.note(
+        "after removing the pod",
+        pod_leftovers(&daemon, &mut rt).await,
+    );
+    failures.assert_none();
+}
+
+#[tokio::test]
+async fn bad_pull_requests_are_refused_and_leave_no_image() {
+    let daemon = builder().start().await.unwrap();
+    let (_, mut images) = clients(&daemon).await;
+    let unknown = format!("{}/crius-test/does-not-exist:latest", registry());
+    let cases: Vec<(&str, String, Code, Vec<String>)> = vec![
+        (
+            "a name that does not parse",
+            "Not A/Valid::Name".into(),
+            Code::InvalidArgument,
+            vec!["Not A/Valid::Name".into()],
+        ),
+        (
+            "a tag that does not parse",
+            "busybox:bad tag!".into(),
+            Code::InvalidArgument,
+            vec!["busybox:bad tag!".into()],
+        ),
+        (
+            "an upper-case repository",
+            "127.0.0.1:5000/Crius-Test/BusyBox:latest".into(),
+            Code::InvalidArgument,
+            vec!["Crius-Test/BusyBox".into()],
+        ),
+        (
+            "a malformed digest",
+            "busybox@sha256:not-hex".into(),
+            Code::InvalidArgument,
+            vec!["sha256:not-hex".into()],
+        ),
+        (
+            "an unknown image",
+            unknown.clone(),
+            Code::NotFound,
+            vec![unknown.clone()],
+        ),
+        (
+            "an unknown registry host",
+            "no-such-registry.invalid/crius-test/busybox:latest".into(),
+            Code::Unavailable,
+            vec!["no-such-registry.invalid".into()],
+        ),
+        (
+            "an empty name",
+            String::new(),
+            Code::InvalidArgument,
+            vec![],
+        ),
+    ];
+    let mut failures = Failures::default();
+    for (case, name, code, words) in cases {
+        let result = images
+            .pull_image(cri::PullImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: name.clone(),
+                    ..Default::default()
+                }),
+                auth: None,
+                sandbox_config: None,
+            })
+            .await
+            .map(|r| r.into_inner().image_ref);
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        failures.check(case, result, code, &words);
+        let listed = images
+            .list_images(cri::ListImagesRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .images;
+        if !listed.is_empty() {
+            failures.note(
+                case,
+                Some(format!("images listed after the failed pull: {listed:?}")),
+            );
+        }
+    }
+    failures.assert_none();
+}

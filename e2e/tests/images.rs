@@ -1,0 +1,376 @@
+//! The image service against the fixture registries: pull, status, list, remove by tag,
+//! id and digest, filesystem info, mirrors, basic auth, image indexes and platforms, and
+//! images in use.
+
+mod common;
+
+use common::*;
+use crius_e2e::{cri, fixture};
+
+fn spec(name: &str) -> Option<cri::ImageSpec> {
+    Some(cri::ImageSpec {
+        image: name.to_string(),
+        ..Default::default()
+    })
+}
+
+async fn status(images: &mut Images, name: &str) -> Option<cri::Image> {
+    images
+        .image_status(cri::ImageStatusRequest {
+            image: spec(name),
+            verbose: false,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("ImageStatus {name}: {e:?}"))
+        .into_inner()
+        .image
+}
+
+async fn remove(images: &mut Images, name: &str) {
+    images
+        .remove_image(cri::RemoveImageRequest { image: spec(name) })
+        .await
+        .unwrap_or_else(|e| panic!("RemoveImage {name}: {e:?}"));
+}
+
+async fn list(images: &mut Images) -> Vec<cri::Image> {
+    images
+        .list_images(cri::ListImagesRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .images
+}
+
+async fn try_pull(
+    images: &mut Images,
+    name: &str,
+    auth: Option<cri::AuthConfig>,
+) -> Result<String, tonic::Status> {
+    images
+        .pull_image(cri::PullImageRequest {
+            image: spec(name),
+            auth,
+            sandbox_config: None,
+        })
+        .await
+        .map(|r| r.into_inner().image_ref)
+}
+
+fn repo_of(name: &str) -> &str {
+    name.rsplit_once(':').map(|(r, _)| r).unwrap_or(name)
+}
+
+#[tokio::test]
+async fn pulled_busybox_has_status_list_entry_and_image_fs_info() {
+    let daemon = builder().start().await.unwrap();
+    let (_, mut images) = clients(&daemon).await;
+    let name = busybox();
+    let id = fixture("CRIUS_TEST_BUSYBOX_ID").unwrap();
+    let digest = fixture("CRIUS_TEST_BUSYBOX_DIGEST").unwrap();
+    assert!(status(&mut images, &name).await.is_none(), "not pulled yet");
+
+    let image_ref = pull(&mut images, &name).await;
+    assert_eq!(image_ref, id);
+
+    let image = status(&mut images, &name).await.expect("pulled image");
+    assert_eq!(image.id, id);
+    assert_eq!(image.repo_tags, vec![name.clone()]);
+    assert_eq!(
+        image.repo_digests,
+        vec![format!("{}@{digest}", repo_of(&name))]
+    );
+    assert!(
+        image.size > 500_000 && image.size < 50_000_000,
+        "size {}",
+        image.size
+    );
+    // No USER in the image config: root.
+    assert_eq!(image.uid.as_ref().map(|u| u.value), Some(0), "{image:?}");
+    assert_eq!(image.username, "");
+    assert!(!image.pinned);
+
+    // The same image by id, short id, digest and as the short-hex form.
+    for other in [
+        id.clone(),
+        id.trim_start_matches("sha256:")[..12].to_string(),
+        format!("{}@{digest}", repo_of(&name)),
+    ] {
+        let by = status(&mut images, &other).await;
+        assert_eq!(by.map(|i| i.id), Some(id.clone()), "ImageStatus {other}");
+    }
+
+    // Verbose status carries the image config.
+    let verbose = images
+        .image_status(cri::ImageStatusRequest {
+            image: spec(&name),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).unwrap();
+    assert!(info.to_string().contains("\"sh\""), "{info}");
+
+    let listed = list(&mut images).await;
+    let entry = listed
+        .iter()
+        .find(|i| i.id == id)
+        .unwrap_or_else(|| panic!("busybox not listed: {listed:?}"));
+    assert_eq!(entry.repo_tags, image.repo_tags);
+    assert_eq!(entry.size, image.size);
+    let filtered = images
+        .list_images(cri::ListImagesRequest {
+            filter: Some(cri::ImageFilter { image: spec(&name) }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert_eq!(
+        filtered.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
+        vec![id.clone()]
+    );
+
+    let fs = images
+        .image_fs_info(cri::ImageFsInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let usage = fs.image_filesystems.first().expect("an image filesystem");
+    let mountpoint = &usage.fs_id.as_ref().unwrap().mountpoint;
+    // The filesystem holding the store: its mount point (a prefix of the daemon root), or
+    // the store dir itself.
+    assert!(
+        daemon.root.starts_with(mountpoint)
+            || std::path::Path::new(mountpoint).starts_with(&daemon.root),
+        "image fs {mountpoint} does not hold the daemon root {}",
+        daemon.root.display()
+    );
+    // The store's own usage, not the whole disk's.
+    let used = usage.used_bytes.as_ref().unwrap().value;
+    assert!(
+        used < 200_000_000,
+        "used {used}: the whole disk, not the store?"
+    );
+    assert!(
+        used >= image.size / 2,
+        "used {used} < image size {}",
+        image.size
+    );
+    assert!(usage.inodes_used.as_ref().unwrap().value > 10);
+    assert!(usage.timestamp > 0);
+}
+
+#[tokio::test]
+async fn remove_image_by_tag_id_and_digest() {
+    let daemon = builder().start().await.unwrap();
+    let (_, mut images) = clients(&daemon).await;
+    let name = busybox();
+    let id = fixture("CRIUS_TEST_BUSYBOX_ID").unwrap();
+    let digest = fixture("CRIUS_TEST_BUSYBOX_DIGEST").unwrap();
+    let by_digest = format!("{}@{digest}", repo_of(&name));
+
+    for how in [name.clone(), id.clone(), by_digest.clone()] {
+        pull(&mut images, &name).await;
+        assert!(status(&mut images, &id).await.is_some());
+        remove(&mut images, &how).await;
+        for probe in [&name, &id, &by_digest] {
+            assert!(
+                status(&mut images, probe).await.is_none(),
+                "{probe} still there after RemoveImage {how}"
+            );
+        }
+        assert!(
+            !list(&mut images).await.iter().any(|i| i.id == id),
+            "still listed after RemoveImage {how}"
+        );
+    }
+    // Removing what is not there succeeds.
+    remove(&mut images, &name).await;
+
+    // The index image resolves to the same config: one image, two tags. Removing one tag
+    // keeps the image under the other.
+    let index = format!("{}/crius-test/busybox-index:latest", registry());
+    pull(&mut images, &name).await;
+    pull(&mut images, &index).await;
+    let both = status(&mut images, &id).await.unwrap();
+    let mut tags = both.repo_tags.clone();
+    tags.sort();
+    let mut want = vec![name.clone(), index.clone()];
+    want.sort();
+    assert_eq!(tags, want);
+    remove(&mut images, &index).await;
+    let left = status(&mut images, &id)
+        .await
+        .expect("image kept for its other tag");
+    assert_eq!(left.repo_tags, vec![name.clone()]);
+    assert!(status(&mut images, &index).await.is_none());
+}
+
+#[tokio::test]
+async fn a_pull_through_a_mirror_is_listed_under_the_requested_name() {
+    let reg = registry();
+    let conf = format!(
+        r#"[[registry]]
+prefix = "mirror.invalid/crius-test"
+location = "mirror.invalid/crius-test"
+
+[[registry.mirror]]
+location = "{reg}/crius-test"
+insecure = true
+"#
+    );
+    let daemon = builder().registries_conf(&conf).start().await.unwrap();
+    let (_, mut images) = clients(&daemon).await;
+    let name = "mirror.invalid/crius-test/busybox:latest";
+    let image_ref = pull(&mut images, name).await;
+    assert_eq!(image_ref, fixture("CRIUS_TEST_BUSYBOX_ID").unwrap());
+    let image = status(&mut images, name).await.expect("mirrored image");
+    assert_eq!(image.repo_tags, vec![name.to_string()]);
+    assert!(
+        image
+            .repo_digests
+            .iter()
+            .all(|d| d.starts_with("mirror.invalid/crius-test/busybox@sha256:")),
+        "{image:?}"
+    );
+    // Not known under the mirror's own name.
+    assert!(status(&mut images, &busybox()).await.is_none());
+}
+
+fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn basic_auth_pulls_with_auth_config_and_is_unauthenticated_without() {
+    let daemon = builder().start().await.unwrap();
+    let (_, mut images) = clients(&daemon).await;
+    let host = fixture("CRIUS_TEST_AUTH_REGISTRY").unwrap();
+    let user = fixture("CRIUS_TEST_AUTH_USER").unwrap();
+    let pass = fixture("CRIUS_TEST_AUTH_PASS").unwrap();
+    let name = format!("{host}/crius-test/busybox:latest");
+
+    let err = try_pull(&mut images, &name, None).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    assert!(err.message().contains(&host), "{err:?}");
+    let wrong = cri::AuthConfig {
+        username: user.clone(),
+        password: "not-the-password".into(),
+        ..Default::default()
+    };
+    let err = try_pull(&mut images, &name, Some(wrong)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    assert!(status(&mut images, &name).await.is_none());
+
+    let good = cri::AuthConfig {
+        username: user.clone(),
+        password: pass.clone(),
+        server_address: host.clone(),
+        ..Default::default()
+    };
+    let id = try_pull(&mut images, &name, Some(good)).await.unwrap();
+    assert_eq!(id, fixture("CRIUS_TEST_BUSYBOX_ID").unwrap());
+    assert!(status(&mut images, &name).await.is_some());
+
+    // The `auth` form (base64 of user:password) works too.
+    remove(&mut images, &name).await;
+    let encoded = cri::AuthConfig {
+        auth: base64(format!("{user}:{pass}").as_bytes()),
+        ..Default::default()
+    };
+    try_pull(&mut images, &name, Some(encoded)).await.unwrap();
+    assert!(status(&mut images, &name).await.is_some());
+}
+
+#[tokio::test]
+async fn an_index_image_pulls_the_amd64_image_and_an_arm64_only_image_fails_clearly() {
+    let daemon = builder().start().await.unwrap();
+    let (_, mut images) = clients(&daemon).await;
+    let index = format!("{}/crius-test/busybox-index:latest", registry());
+    let id = pull(&mut images, &index).await;
+    assert_eq!(id, fixture("CRIUS_TEST_BUSYBOX_INDEX_ID").unwrap());
+    let image = status(&mut images, &index).await.unwrap();
+    assert_eq!(image.repo_tags, vec![index.clone()]);
+    let index_digest = fixture("CRIUS_TEST_BUSYBOX_INDEX_DIGEST").unwrap();
+    assert!(
+        image
+            .repo_digests
+            .contains(&format!("{}@{index_digest}", repo_of(&index))),
+        "the index digest is not a repo digest: {image:?}"
+    );
+
+    let arm = format!("{}/crius-test/arm64-only:latest", registry());
+    let err = try_pull(&mut images, &arm, None).await.unwrap_err();
+    let msg = err.message();
+    assert!(
+        msg.contains("platform") && msg.contains("linux/amd64") && msg.contains("arm64"),
+        "unclear error: {err:?}"
+    );
+    assert!(
+        msg.contains("arm64-only"),
+        "the image is not named: {err:?}"
+    );
+    assert!(status(&mut images, &arm).await.is_none());
+    assert_eq!(
+        list(&mut images).await.len(),
+        1,
+        "a failed pull left an image"
+    );
+}
+
+#[tokio::test]
+async fn remove_image_used_by_a_container_is_failed_precondition() {
+    let daemon = bridge_daemon().await;
+    let (mut rt, mut images) = clients(&daemon).await;
+    let name = busybox();
+    pull(&mut images, &name).await;
+    let config = pod_config(&daemon, "user");
+    let pod = run_pod(&mut rt, &config).await;
+    let ctr = create(
+        &mut rt,
+        &pod,
+        &config,
+        container_config("c", &["sleep", "3600"]),
+    )
+    .await;
+    for how in [name.clone(), fixture("CRIUS_TEST_BUSYBOX_ID").unwrap()] {
+        let err = images
+            .remove_image(cri::RemoveImageRequest { image: spec(&how) })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+        assert!(
+            err.message().contains(&ctr),
+            "the user is not named: {err:?}"
+        );
+    }
+    assert!(status(&mut images, &name).await.is_some());
+
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: ctr.clone(),
+    })
+    .await
+    .unwrap();
+    remove(&mut images, &name).await;
+    assert!(status(&mut images, &name).await.is_none());
+    remove_pod(&mut rt, &pod).await;
+}

@@ -1,0 +1,190 @@
+//! Containers outlive the daemon: after a clean restart (SIGTERM) or a crash (SIGKILL) a
+//! running container is still listed Running, answers ExecSync and keeps logging, and a
+//! container that exited while the daemon was down is reported with its exit code.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use crius_e2e::{cri, CriusDaemon};
+use nix::sys::signal::Signal;
+
+/// A busybox container that writes a counter to stdout every 100 ms.
+fn ticker(name: &str) -> cri::ContainerConfig {
+    shell(
+        name,
+        "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.1; done",
+    )
+}
+
+/// A container that exits with `code` once `/cue/go` exists; `/cue` is `cue_dir` on the
+/// host, so the test can cue it while the daemon is down.
+fn exits_on_cue(name: &str, code: i32, cue_dir: &std::path::Path) -> cri::ContainerConfig {
+    let mut config = shell(
+        name,
+        &format!("while [ ! -f /cue/go ]; do sleep 0.05; done; echo leaving; exit {code}"),
+    );
+    config.mounts.push(cri::Mount {
+        container_path: "/cue".into(),
+        host_path: cue_dir.display().to_string(),
+        ..Default::default()
+    });
+    config
+}
+
+fn log_lines(path: &PathBuf) -> usize {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+/// Brings the daemon down with `signal` while one container keeps running and another
+/// exits (code 42) in the meantime; checks both after the restart.
+async fn survives(signal: Signal) {
+    let mut daemon: CriusDaemon = bridge_daemon().await;
+    let (mut rt, mut images) = clients(&daemon).await;
+    pull(&mut images, &busybox()).await;
+    let config = pod_config(&daemon, "survivor");
+    let pod = run_pod(&mut rt, &config).await;
+    let pod_ip = pod_status(&mut rt, &pod).await.network.unwrap().ip;
+    let tick = run_container(&mut rt, &pod, &config, ticker("ticker")).await;
+    let cue_dir = daemon.dir.join("cue");
+    std::fs::create_dir_all(&cue_dir).unwrap();
+    let quitter = run_container(
+        &mut rt,
+        &pod,
+        &config,
+        exits_on_cue("quitter", 42, &cue_dir),
+    )
+    .await;
+    let created = create(
+        &mut rt,
+        &pod,
+        &config,
+        container_config("never-started", &["true"]),
+    )
+    .await;
+    let log = PathBuf::from(&config.log_directory).join("ticker.log");
+    eventually("ticker logs", Duration::from_secs(5), || {
+        let log = log.clone();
+        async move { (log_lines(&log) >= 2).then_some(()) }
+    })
+    .await;
+
+    daemon.signal(signal).unwrap();
+    daemon.wait_exit(Duration::from_secs(20)).await.unwrap();
+    drop(rt);
+    // With the daemon down: the quitter exits, and the ticker keeps logging.
+    let lines_at_stop = log_lines(&log);
+    std::fs::write(cue_dir.join("go"), "").unwrap();
+    let quitter_log = PathBuf::from(&config.log_directory).join("quitter.log");
+    eventually(
+        "the quitter exits while the daemon is down",
+        Duration::from_secs(5),
+        || {
+            let path = quitter_log.clone();
+            async move {
+                std::fs::read_to_string(&path)
+                    .ok()
+                    .filter(|t| t.contains("leaving"))
+                    .map(|_| ())
+            }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let lines_while_down = log_lines(&log);
+    assert!(
+        lines_while_down > lines_at_stop,
+        "the log stopped growing with the daemon down ({lines_at_stop} -> {lines_while_down})"
+    );
+
+    daemon.restart().await.unwrap();
+    let (mut rt, _) = clients(&daemon).await;
+    let st = pod_status(&mut rt, &pod).await;
+    assert_eq!(
+        st.state,
+        cri::PodSandboxState::SandboxReady as i32,
+        "{st:?}"
+    );
+    assert_eq!(st.network.unwrap().ip, pod_ip);
+
+    let running = container_status(&mut rt, &tick).await;
+    assert_eq!(
+        running.state,
+        cri::ContainerState::ContainerRunning as i32,
+        "{running:?}"
+    );
+    assert_eq!(
+        exec_ok(&mut rt, &tick, &["echo", "still here"]).await,
+        "still here\n"
+    );
+    let before = log_lines(&log);
+    eventually("the log keeps growing", Duration::from_secs(5), || {
+        let log = log.clone();
+        async move { (log_lines(&log) > before + 2).then_some(()) }
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let counters: Vec<u64> = parse_cri_log(&text)
+        .iter()
+        .filter_map(|l| l.3.strip_prefix("tick-").and_then(|n| n.parse().ok()))
+        .collect();
+    assert!(
+        counters.windows(2).all(|w| w[1] == w[0] + 1),
+        "lines lost across the restart: {counters:?}"
+    );
+
+    let quit = wait_state(
+        &mut rt,
+        &quitter,
+        cri::ContainerState::ContainerExited,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(quit.exit_code, 42, "{quit:?}");
+    assert_eq!(quit.reason, "Error");
+    assert!(
+        quit.finished_at >= quit.started_at && quit.started_at > 0,
+        "{quit:?}"
+    );
+
+    // The created container can still be started.
+    let st = container_status(&mut rt, &created).await;
+    assert_eq!(
+        st.state,
+        cri::ContainerState::ContainerCreated as i32,
+        "{st:?}"
+    );
+    start(&mut rt, &created).await;
+    let done = wait_state(
+        &mut rt,
+        &created,
+        cri::ContainerState::ContainerExited,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(done.reason, "Completed");
+
+    // The restored daemon still stops and removes everything.
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: tick.clone(),
+        timeout: 1,
+    })
+    .await
+    .unwrap();
+    remove_pod(&mut rt, &pod).await;
+    assert_nothing_left(&daemon, &mut rt).await;
+}
+
+#[tokio::test]
+async fn a_running_container_survives_a_daemon_restart() {
+    survives(Signal::SIGTERM).await;
+}
+
+#[tokio::test]
+async fn a_running_container_survives_a_daemon_sigkill() {
+    survives(Signal::SIGKILL).await;
+}
