@@ -194,3 +194,113 @@ async fn forward(
     error.tx.finish().await;
     debug!(%pod_id, port, elapsed = ?started.elapsed(), "port-forward connection done");
 }
+
+/// The WebSocket subprotocols of port forwarding with channels, besides SPDY tunnelling.
+pub(crate) const WS_CHANNEL_PROTOCOLS: &[&str] = &["v4.channel.k8s.io", "v4.base64.channel.k8s.io"];
+
+/// Serves port forwarding over WebSocket channels, as the kubelet does: for the i-th port
+/// of the request, channel 2i carries the data both ways and channel 2i+1 the errors; the
+/// first message on each is the port number (2 bytes, little endian). One connection per
+/// port is made at the start; the session ends when every connection is done or the client
+/// hangs up.
+pub(crate) async fn serve_ws(
+    session: crate::ws::WsSession,
+    protocol: &str,
+    pod_id: String,
+    ports: Vec<u16>,
+    runtime: Arc<dyn StreamRuntime>,
+) {
+    use crate::remotecommand::decode_channel_message;
+
+    let base64 = protocol.contains("base64");
+    let sender = session.sender();
+    let (mut incoming, closer) = session.split();
+    let out = ChannelSender { sender, base64 };
+    let mut ups = Vec::new();
+    let mut downs = Vec::new();
+    for (i, port) in ports.iter().copied().enumerate() {
+        let _ = out.send(2 * i, &port.to_le_bytes()).await;
+        let _ = out.send(2 * i + 1, &port.to_le_bytes()).await;
+        let (up_tx, mut up_rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+        ups.push(up_tx);
+        let runtime = runtime.clone();
+        let pod_id = pod_id.clone();
+        let out = out.clone();
+        downs.push(tokio::spawn(async move {
+            let conn = match runtime.port_forward(pod_id.clone(), port).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let msg = format!("error forwarding port {port} to pod {pod_id}: {e}");
+                    let _ = out.send(2 * i + 1, msg.as_bytes()).await;
+                    return;
+                }
+            };
+            let (mut rd, mut wr) = conn.into_split();
+            let up = tokio::spawn(async move {
+                while let Some(chunk) = up_rx.recv().await {
+                    if wr.write_all(&chunk).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = wr.shutdown().await;
+            });
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if out.send(2 * i, &buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            up.abort();
+        }));
+    }
+    let all_done = async {
+        for d in downs.iter_mut() {
+            let _ = d.await;
+        }
+    };
+    let client = async {
+        while let Some(msg) = incoming.recv().await {
+            let Some((channel, data)) = decode_channel_message(msg, base64) else {
+                continue;
+            };
+            let channel = usize::from(channel);
+            if channel % 2 == 0 && !data.is_empty() {
+                if let Some(tx) = ups.get(channel / 2) {
+                    let _ = tx.send(data).await;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = all_done => {}
+        _ = client => {}
+    }
+    for d in &downs {
+        d.abort();
+    }
+    drop(out);
+    closer.close(Duration::from_secs(5)).await;
+}
+
+/// Sends on numbered channels of a WebSocket.
+#[derive(Clone)]
+struct ChannelSender {
+    sender: crate::ws::WsSender,
+    base64: bool,
+}
+
+impl ChannelSender {
+    async fn send(&self, channel: usize, data: &[u8]) -> std::io::Result<()> {
+        let msg = crate::remotecommand::encode_channel_message(channel as u8, data, self.base64);
+        if self.base64 {
+            self.sender.text(msg).await
+        } else {
+            self.sender.binary(msg).await
+        }
+    }
+}

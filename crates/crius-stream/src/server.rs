@@ -229,6 +229,24 @@ fn has_token(headers: &HeaderMap, name: hyper::header::HeaderName, token: &str) 
         .any(|v| v.to_ascii_lowercase().contains(&token.to_ascii_lowercase()))
 }
 
+/// The ports of a `port` query parameter, repeated or comma-separated.
+fn query_ports(query: &str) -> std::result::Result<Vec<u16>, String> {
+    let mut ports = Vec::new();
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key != "port" {
+            continue;
+        }
+        for p in value.split(',').filter(|p| !p.is_empty()) {
+            match p.parse::<u16>() {
+                Ok(n) if n > 0 => ports.push(n),
+                _ => return Err(format!("invalid port {p:?}\n")),
+            }
+        }
+    }
+    Ok(ports)
+}
+
 /// The first protocol of the client's list that the server speaks.
 pub(crate) fn negotiate<'a>(client: &[String], server: &[&'a str]) -> Option<&'a str> {
     client
@@ -291,14 +309,36 @@ async fn handle(
         }
         let offered = header_list(headers, WS_PROTOCOL_HEADER);
         let server: &[&str] = match &request {
-            StreamRequest::PortForward(_) => &[WS_TUNNEL_PORTFORWARD],
+            StreamRequest::PortForward(_) => &[
+                WS_TUNNEL_PORTFORWARD,
+                portforward::WS_CHANNEL_PROTOCOLS[0],
+                portforward::WS_CHANNEL_PROTOCOLS[1],
+            ],
             _ => remotecommand::WS_PROTOCOLS,
         };
-        let chosen = if offered.is_empty() && !matches!(request, StreamRequest::PortForward(_)) {
+        let chosen = if offered.is_empty() {
             Some("")
         } else {
             negotiate(&offered, server)
         };
+        // Channel port-forwarding names its ports in the query: ?port=80&port=8080 or
+        // ?port=80,8080; without any, the ports of the CRI request.
+        let mut request = request;
+        if let (StreamRequest::PortForward(pf), Some(p)) = (&mut request, chosen) {
+            if p != WS_TUNNEL_PORTFORWARD {
+                match query_ports(req.uri().query().unwrap_or("")) {
+                    Ok(ports) if !ports.is_empty() => pf.ports = ports,
+                    Ok(_) => {}
+                    Err(msg) => return reply(StatusCode::BAD_REQUEST, msg),
+                }
+                if pf.ports.is_empty() {
+                    return reply(
+                        StatusCode::BAD_REQUEST,
+                        "query parameter \"port\" is required\n",
+                    );
+                }
+            }
+        }
         let Some(chosen) = chosen else {
             return reply(
                 StatusCode::BAD_REQUEST,
@@ -408,10 +448,14 @@ async fn serve(
         (StreamRequest::PortForward(pf), Transport::Spdy(session, _)) => {
             portforward::serve_spdy(session, pf.pod_id, runtime).await
         }
-        (StreamRequest::PortForward(pf), Transport::Ws(session, _)) => {
-            let tunnel = ws::byte_stream(session);
-            let session = Session::start(tunnel, peer.clone());
-            portforward::serve_spdy(session, pf.pod_id, runtime).await
+        (StreamRequest::PortForward(pf), Transport::Ws(session, proto)) => {
+            if proto == WS_TUNNEL_PORTFORWARD {
+                let tunnel = ws::byte_stream(session);
+                let session = Session::start(tunnel, peer.clone());
+                portforward::serve_spdy(session, pf.pod_id, runtime).await
+            } else {
+                portforward::serve_ws(session, &proto, pf.pod_id, pf.ports, runtime).await
+            }
         }
         (StreamRequest::Exec(r), Transport::Spdy(session, proto)) => {
             let version = Version::from_protocol(proto).unwrap_or(Version::V1);
@@ -454,6 +498,17 @@ mod tests {
             negotiate(&["x".to_string()], remotecommand::SPDY_PROTOCOLS),
             None
         );
+    }
+
+    #[test]
+    fn ports_come_from_repeated_or_comma_separated_query_parameters() {
+        assert_eq!(
+            query_ports("port=80&x=1&port=8080,9090"),
+            Ok(vec![80, 8080, 9090])
+        );
+        assert_eq!(query_ports(""), Ok(vec![]));
+        assert!(query_ports("port=0").is_err());
+        assert!(query_ports("port=http").is_err());
     }
 
     #[test]
