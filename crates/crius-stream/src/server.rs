@@ -518,4 +518,337 @@ mod tests {
         h.append(PROTOCOL_HEADER, HeaderValue::from_static("c"));
         assert_eq!(header_list(&h, PROTOCOL_HEADER), vec!["a", "b", "c"]);
     }
+
+    use crate::spdy::frame::{Codec, Frame};
+    use crate::{BoxError, BoxFuture, Stdio};
+    use bytes::BytesMut;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Runs "commands" in memory: exec copies stdin to stdout, writes the command's first
+    /// word to stderr and exits with the number of bytes copied; port-forward dials the
+    /// host's loopback.
+    struct Loopback;
+
+    impl StreamRuntime for Loopback {
+        fn exec(&self, req: ExecRequest, stdio: Stdio) -> BoxFuture<Result<i32, BoxError>> {
+            Box::pin(async move {
+                let Stdio {
+                    stdin,
+                    stdout,
+                    stderr,
+                    ..
+                } = stdio;
+                let mut copied = 0;
+                if let (Some(mut i), Some(mut o)) = (stdin, stdout) {
+                    copied = tokio::io::copy(&mut i, &mut o).await?;
+                }
+                if let Some(mut e) = stderr {
+                    e.write_all(req.cmd[0].as_bytes()).await?;
+                }
+                Ok(copied as i32)
+            })
+        }
+
+        fn attach(&self, _req: AttachRequest, _stdio: Stdio) -> BoxFuture<Result<(), BoxError>> {
+            Box::pin(async { Err("no attach here".into()) })
+        }
+
+        fn port_forward(
+            &self,
+            _pod_id: String,
+            port: u16,
+        ) -> BoxFuture<Result<tokio::net::TcpStream, BoxError>> {
+            Box::pin(async move { Ok(tokio::net::TcpStream::connect(("127.0.0.1", port)).await?) })
+        }
+    }
+
+    async fn start() -> StreamServer {
+        StreamServer::start(StreamConfig::default(), Arc::new(Loopback))
+            .await
+            .unwrap()
+    }
+
+    /// Sends an upgrade request; returns the connection and the response head.
+    async fn upgrade(url: &str, headers: &str) -> (tokio::net::TcpStream, String, Vec<u8>) {
+        let rest = url.strip_prefix("http://").unwrap();
+        let (host, path) = rest.split_at(rest.find('/').unwrap());
+        let mut tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+        let req = format!("POST {path} HTTP/1.1\r\nHost: {host}\r\n{headers}\r\n");
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..i]).to_string();
+                let rest = buf[i + 4..].to_vec();
+                return (tcp, head, rest);
+            }
+            let mut chunk = [0u8; 1024];
+            let n = tcp.read(&mut chunk).await.unwrap();
+            assert!(
+                n > 0,
+                "closed in the handshake: {:?}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    struct SpdyClient {
+        tcp: tokio::net::TcpStream,
+        codec: Codec,
+        buf: BytesMut,
+    }
+
+    impl SpdyClient {
+        async fn send(&mut self, f: Frame) {
+            let mut wire = Vec::new();
+            self.codec.encode(&f, &mut wire).unwrap();
+            self.tcp.write_all(&wire).await.unwrap();
+        }
+
+        async fn recv(&mut self) -> Option<Frame> {
+            loop {
+                if let Some(f) = self.codec.decode(&mut self.buf).unwrap() {
+                    return Some(f);
+                }
+                if self.tcp.read_buf(&mut self.buf).await.unwrap() == 0 {
+                    return None;
+                }
+            }
+        }
+
+        async fn open(&mut self, id: u32, headers: &[(&str, &str)]) {
+            self.send(Frame::SynStream {
+                stream_id: id,
+                associated_to: 0,
+                priority: 0,
+                fin: false,
+                unidirectional: false,
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            })
+            .await;
+        }
+    }
+
+    const SPDY_HEADERS: &str = "Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n";
+
+    #[tokio::test]
+    async fn exec_over_spdy_runs_the_streams_and_ends_with_a_status() {
+        let server = start().await;
+        let url = server
+            .get_exec(ExecRequest {
+                container_id: "c1".into(),
+                cmd: vec!["cat".into()],
+                tty: false,
+                stdin: true,
+                stdout: true,
+                stderr: true,
+            })
+            .unwrap();
+        let (tcp, head, rest) = upgrade(
+            &url,
+            &format!("{SPDY_HEADERS}X-Stream-Protocol-Version: v5.channel.k8s.io\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n"),
+        )
+        .await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("x-stream-protocol-version: v4.channel.k8s.io"),
+            "{head}"
+        );
+        let mut c = SpdyClient {
+            tcp,
+            codec: Codec::new(),
+            buf: BytesMut::from(&rest[..]),
+        };
+        for (id, kind) in [(1, "error"), (3, "stdin"), (5, "stdout"), (7, "stderr")] {
+            c.open(id, &[("streamtype", kind)]).await;
+        }
+        c.send(Frame::Data {
+            stream_id: 3,
+            fin: false,
+            data: Bytes::from_static(b"hello "),
+        })
+        .await;
+        c.send(Frame::Data {
+            stream_id: 3,
+            fin: true,
+            data: Bytes::from_static(b"world"),
+        })
+        .await;
+
+        let mut replies = Vec::new();
+        let mut data: std::collections::HashMap<u32, Vec<u8>> = Default::default();
+        let mut fins = Vec::new();
+        let mut goaway = false;
+        while let Some(f) = c.recv().await {
+            match f {
+                Frame::SynReply { stream_id, .. } => replies.push(stream_id),
+                Frame::Data {
+                    stream_id,
+                    fin,
+                    data: d,
+                } => {
+                    assert!(
+                        replies.contains(&stream_id),
+                        "data before the reply on {stream_id}"
+                    );
+                    data.entry(stream_id).or_default().extend_from_slice(&d);
+                    if fin {
+                        fins.push(stream_id);
+                    }
+                }
+                Frame::GoAway { .. } => {
+                    goaway = true;
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(goaway);
+        replies.sort();
+        assert_eq!(replies, vec![1, 3, 5, 7]);
+        assert_eq!(data[&5], b"hello world");
+        assert_eq!(data[&7], b"cat");
+        fins.sort();
+        assert_eq!(fins, vec![1, 5, 7]);
+        let status: serde_json::Value = serde_json::from_slice(&data[&1]).unwrap();
+        assert_eq!(status["details"]["causes"][0]["message"], "11");
+    }
+
+    #[tokio::test]
+    async fn spdy_negotiation_failure_names_the_accepted_protocols() {
+        let server = start().await;
+        let url = server
+            .get_port_forward(PortForwardRequest {
+                pod_id: "p".into(),
+                ports: vec![],
+            })
+            .unwrap();
+        let (_tcp, head, _) = upgrade(
+            &url,
+            &format!("{SPDY_HEADERS}X-Stream-Protocol-Version: v4.channel.k8s.io\r\n"),
+        )
+        .await;
+        assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("x-accepted-stream-protocol-versions: portforward.k8s.io"),
+            "{head}"
+        );
+
+        // Neither SPDY nor WebSocket: refused; and the token was used up by the first try.
+        let url = server
+            .get_port_forward(PortForwardRequest {
+                pod_id: "p".into(),
+                ports: vec![],
+            })
+            .unwrap();
+        let (_tcp, head, _) = upgrade(&url, "").await;
+        assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+        let (_tcp, head, _) = upgrade(&url, SPDY_HEADERS).await;
+        assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    }
+
+    #[tokio::test]
+    async fn port_forward_over_spdy_pairs_streams_and_copies_both_ways() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            // An upper-casing echo server that closes after the client's half-close.
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.unwrap();
+            s.write_all(&got.to_ascii_uppercase()).await.unwrap();
+        });
+        let server = start().await;
+        let url = server
+            .get_port_forward(PortForwardRequest {
+                pod_id: "p".into(),
+                ports: vec![port],
+            })
+            .unwrap();
+        let (tcp, head, rest) = upgrade(
+            &url,
+            &format!("{SPDY_HEADERS}X-Stream-Protocol-Version: portforward.k8s.io\r\n"),
+        )
+        .await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let mut c = SpdyClient {
+            tcp,
+            codec: Codec::new(),
+            buf: BytesMut::from(&rest[..]),
+        };
+        let port_s = port.to_string();
+        c.open(
+            1,
+            &[
+                ("streamtype", "error"),
+                ("port", &port_s),
+                ("requestid", "0"),
+            ],
+        )
+        .await;
+        c.send(Frame::Data {
+            stream_id: 1,
+            fin: true,
+            data: Bytes::new(),
+        })
+        .await;
+        c.open(
+            3,
+            &[
+                ("streamtype", "data"),
+                ("port", &port_s),
+                ("requestid", "0"),
+            ],
+        )
+        .await;
+        c.send(Frame::Data {
+            stream_id: 3,
+            fin: true,
+            data: Bytes::from_static(b"through the pod"),
+        })
+        .await;
+        // A stream for a closed port in a second pair reports on its error stream.
+        c.open(
+            5,
+            &[("streamtype", "data"), ("port", "1"), ("requestid", "1")],
+        )
+        .await;
+        c.open(
+            7,
+            &[("streamtype", "error"), ("port", "1"), ("requestid", "1")],
+        )
+        .await;
+
+        let mut data: std::collections::HashMap<u32, Vec<u8>> = Default::default();
+        let mut fins = std::collections::HashSet::new();
+        while fins.len() < 4 {
+            match c.recv().await.expect("connection open") {
+                Frame::Data {
+                    stream_id,
+                    fin,
+                    data: d,
+                } => {
+                    data.entry(stream_id).or_default().extend_from_slice(&d);
+                    if fin {
+                        fins.insert(stream_id);
+                    }
+                }
+                Frame::SynReply { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(
+            data.get(&3).map(Vec::as_slice),
+            Some(&b"THROUGH THE POD"[..])
+        );
+        assert!(data.get(&1).is_none_or(|d| d.is_empty()));
+        let err = String::from_utf8_lossy(&data[&7]).to_string();
+        assert!(err.contains("error forwarding port 1 to pod p"), "{err}");
+    }
 }
