@@ -65,6 +65,30 @@ impl Cri {
     }
 }
 
+/// Polls `endpoint` until it answers Version, for at most `timeout`.
+pub async fn wait_ready(endpoint: &str, timeout: Duration) -> anyhow::Result<cri::VersionResponse> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let attempt = async {
+            let mut c = Cri::connect(endpoint).await?;
+            let reply = tokio::time::timeout(
+                Duration::from_secs(2),
+                c.rt.version(cri::VersionRequest::default()),
+            )
+            .await
+            .map_err(|_| anyhow!("Version timed out"))??;
+            Ok::<_, anyhow::Error>(reply.into_inner())
+        };
+        match attempt.await {
+            Ok(version) => return Ok(version),
+            Err(err) if Instant::now() >= deadline => {
+                return Err(err.context(format!("{endpoint} did not answer within {timeout:?}")))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// Runs `call`, failing after [`CALL_TIMEOUT`]; returns the reply and its latency in ms.
 pub async fn timed<T, F>(what: &str, call: F) -> anyhow::Result<(T, f64)>
 where

@@ -15,6 +15,8 @@ mod procmem;
 mod report;
 mod stats;
 
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
 
 /// Command line.
@@ -36,6 +38,15 @@ enum Cmd {
     Floor(floor::FloorArgs),
     /// Compare two results: print the table, write summary.json and table.txt.
     Report(report::ReportArgs),
+    /// Wait until an endpoint answers Version (or fail after the timeout).
+    Wait {
+        /// CRI endpoint, unix:///PATH.
+        #[arg(long)]
+        endpoint: String,
+        /// Seconds to wait.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
     /// Stop and remove every pod (and container) of an endpoint.
     Cleanup {
         /// CRI endpoint, unix:///PATH.
@@ -69,6 +80,13 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Report(args) => {
             report::run(&args)?;
+        }
+        Cmd::Wait { endpoint, timeout } => {
+            let version = cri::wait_ready(&endpoint, Duration::from_secs(timeout)).await?;
+            eprintln!(
+                "crius-bench: {} {} answers at {endpoint}",
+                version.runtime_name, version.runtime_version
+            );
         }
         Cmd::Cleanup { endpoint } => {
             let cri = cri::Cri::connect(&endpoint).await?;
