@@ -515,3 +515,79 @@ async fn wipe_removes_root_and_runroot_only_when_forced_and_stopped() {
     assert!(!daemon.root.exists() && !daemon.runroot.exists());
     assert!(crius::mounts::mounts_under(&daemon.dir).unwrap().is_empty());
 }
+
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the metrics port");
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.unwrap();
+    reply
+}
+
+#[tokio::test]
+async fn metrics_count_cri_calls_by_method_and_code() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let daemon = CriusDaemon::builder()
+        .arg("--metrics-port")
+        .arg(&port.to_string())
+        .start()
+        .await
+        .unwrap();
+    let mut client = daemon.runtime_client().await.unwrap();
+    for _ in 0..3 {
+        client
+            .runtime_config(cri::RuntimeConfigRequest {})
+            .await
+            .unwrap();
+    }
+    client
+        .checkpoint_container(cri::CheckpointContainerRequest::default())
+        .await
+        .unwrap_err();
+
+    let reply = http_get(port, "/metrics").await;
+    assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+    assert!(
+        reply.contains(
+            "crius_cri_requests_total{method=\"RuntimeService/RuntimeConfig\",code=\"OK\"} 3"
+        ),
+        "{reply}"
+    );
+    assert!(
+        reply.contains(
+            "crius_cri_requests_total{method=\"RuntimeService/CheckpointContainer\",code=\"Unimplemented\"} 1"
+        ),
+        "{reply}"
+    );
+    assert!(reply.contains("process_resident_memory_bytes "), "{reply}");
+}
+
+#[tokio::test]
+async fn a_taken_metrics_port_stops_start_up() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut daemon = CriusDaemon::builder()
+        .arg("--metrics-port")
+        .arg(&port.to_string())
+        .spawn()
+        .unwrap();
+    let status = daemon.wait_exit(Duration::from_secs(15)).await.unwrap();
+    assert!(!status.success());
+    let log = daemon.log();
+    assert!(
+        log.contains(&format!("cannot serve metrics on 127.0.0.1:{port}")),
+        "{log}"
+    );
+    assert!(!daemon.socket.exists(), "socket left behind");
+    assert!(!daemon.root.exists(), "root made before the failure");
+}

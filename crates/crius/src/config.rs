@@ -688,7 +688,7 @@ fn doc_for(path: &str) -> Option<&'static str> {
         "crius.network.plugin_dirs" => "Directories searched for CNI plugin binaries. Reloaded on SIGHUP.",
         "crius.network.cache_dir" => "Where CNI results are kept for teardown. Empty: ROOT/cni-cache.",
         "crius.metrics" => "Prometheus metrics.",
-        "crius.metrics.metrics_port" => "Port for metrics on 127.0.0.1; 0 turns them off. (Not served yet.)",
+        "crius.metrics.metrics_port" => "Port of the Prometheus endpoint (GET /metrics on 127.0.0.1): CRI calls by\nmethod and code, calls in flight, memory, fds. 0 turns it off.",
         _ => return None,
     })
 }

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod core_config;
 pub mod logging;
+pub mod metrics;
 pub mod mounts;
 pub mod notify;
 pub mod server;

@@ -7,18 +7,20 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_stream::wrappers::UnixListenerStream;
+use tonic::codegen::http;
 use tracing::{error, info, warn};
 
 use crate::cli::ConfigOpts;
 use crate::config::Config;
 use crate::core_config::core_config;
 use crate::logging::LogHandle;
-use crate::{notify, socket};
+use crate::metrics::{code_name, CallMetrics};
+use crate::{metrics, notify, socket};
 
 /// How long in-flight calls may take to finish after SIGTERM/SIGINT.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -42,12 +44,22 @@ pub async fn serve(opts: ConfigOpts, config: Config, log: LogHandle) -> anyhow::
         .filter(|d| !d.exists())
         .cloned()
         .collect::<Vec<PathBuf>>();
+    let in_flight = InFlight::default();
     let started = async {
         listener
             .set_nonblocking(true)
             .with_context(|| format!("cannot configure socket {}", listen.display()))?;
         let listener = tokio::net::UnixListener::from_std(listener)
             .with_context(|| format!("cannot register socket {}", listen.display()))?;
+        let metrics_port = config.crius.metrics.metrics_port;
+        if metrics_port != 0 {
+            let counter = in_flight.clone();
+            let addr = metrics::serve(metrics_port, in_flight.metrics.clone(), move || {
+                counter.count()
+            })
+            .await?;
+            info!(%addr, "serving metrics");
+        }
         let daemon = crius_core::Daemon::start(core_config(&config, exe_dir.as_deref()))
             .await
             .context("cannot start the daemon")?;
@@ -75,7 +87,6 @@ pub async fn serve(opts: ConfigOpts, config: Config, log: LogHandle) -> anyhow::
         }
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let in_flight = InFlight::default();
     let server = tonic::transport::Server::builder()
         .layer(in_flight.clone())
         .add_routes(crius_cri::routes_with_streaming(daemon.clone(), streaming))
@@ -140,12 +151,14 @@ pub async fn serve(opts: ConfigOpts, config: Config, log: LogHandle) -> anyhow::
     served
 }
 
-/// Counts CRI calls in flight, so shutdown waits for them and not for idle connections.
-/// A call counts until its response head is ready (a streaming body does not hold it).
+/// Counts CRI calls in flight, so shutdown waits for them and not for idle connections,
+/// and records each finished call for the metrics. A call counts until its response head
+/// is ready (a streaming body does not hold it).
 #[derive(Clone, Default)]
 struct InFlight {
     count: Arc<AtomicUsize>,
     idle: Arc<tokio::sync::Notify>,
+    metrics: Arc<CallMetrics>,
 }
 
 /// Decrements the count when a call ends, however it ends.
@@ -201,9 +214,9 @@ struct InFlightService<S> {
     in_flight: InFlight,
 }
 
-impl<S, Req> tower::Service<Req> for InFlightService<S>
+impl<S, B, ResBody> tower::Service<http::Request<B>> for InFlightService<S>
 where
-    S: tower::Service<Req>,
+    S: tower::Service<http::Request<B>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -214,11 +227,29 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Req) -> Self::Future {
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        // "/runtime.v1.RuntimeService/Version" -> "RuntimeService/Version"
+        let path = req.uri().path();
+        let method = path
+            .trim_start_matches('/')
+            .trim_start_matches("runtime.v1.")
+            .to_string();
         let guard = self.in_flight.enter();
+        let metrics = self.in_flight.metrics.clone();
+        let started = Instant::now();
         let call = self.inner.call(req);
         Box::pin(async move {
             let result = call.await;
+            // tonic sends an error as a trailers-only response: its status is in the head.
+            let code = match &result {
+                Ok(resp) => resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .map_or("OK", code_name),
+                Err(_) => "Unknown",
+            };
+            metrics.record(&method, code, started.elapsed());
             drop(guard);
             result
         })
