@@ -157,11 +157,7 @@ impl Daemon {
                         Ok(0) | Err(_) => 0,
                         Ok(n) => n,
                     };
-                    let frame = proto::AttachFrame {
-                        stream: proto::Stream::Stdin as i32,
-                        data: buf[..n].to_vec(),
-                        close_stdin: n == 0 && stdin_once,
-                    };
+                    let frame = stdin_frame(buf[..n].to_vec(), n == 0 && stdin_once);
                     if (n > 0 || stdin_once)
                         && wr.write_all(&proto::encode_frame(&frame)).await.is_err()
                     {
@@ -234,6 +230,17 @@ impl Daemon {
             .and_then(|()| tokio::net::TcpStream::from_std(stream))
             .map_err(|e| Error::Internal(format!("port-forward socket for pod {}: {e}", pod.id)))
     }
+}
+
+/// A frame of stdin for the monitor. Built field by field so fields the protocol gains
+/// for other uses keep their defaults.
+#[allow(clippy::field_reassign_with_default)]
+fn stdin_frame(data: Vec<u8>, close_stdin: bool) -> proto::AttachFrame {
+    let mut frame = proto::AttachFrame::default();
+    frame.stream = proto::Stream::Stdin as i32;
+    frame.data = data;
+    frame.close_stdin = close_stdin;
+    frame
 }
 
 /// Copies the monitor's attach frames to the client until the monitor closes.
@@ -451,6 +458,11 @@ fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
         .write(true)
         .custom_flags(libc::O_NOCTTY)
         .open(&name)?;
+    // Raw from the start: the runtime makes its terminal raw only after it began copying
+    // output, and bytes copied before that would get \r added to each \n.
+    let mut termios = nix::sys::termios::tcgetattr(&slave)?;
+    nix::sys::termios::cfmakeraw(&mut termios);
+    nix::sys::termios::tcsetattr(&slave, nix::sys::termios::SetArg::TCSANOW, &termios)?;
     let master: OwnedFd = master.into();
     let flags = nix::fcntl::fcntl(master.as_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
     nix::fcntl::fcntl(
@@ -539,8 +551,8 @@ mod tests {
         std::io::Write::write_all(&mut slave_file, b"hi\n").unwrap();
         let mut buf = [0u8; 64];
         let n = pty_read(&master, &mut buf).await.unwrap();
-        // The line discipline turns \n into \r\n.
-        assert_eq!(&buf[..n], b"hi\r\n");
+        // Raw: no \r added to the \n.
+        assert_eq!(&buf[..n], b"hi\n");
         drop(slave_file);
         assert_eq!(pty_read(&master, &mut buf).await.unwrap(), 0);
     }
