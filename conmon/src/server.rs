@@ -3,11 +3,14 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
-use std::process::{Command, ExitCode, Stdio as ProcStdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use crius_monitor_proto::{self as proto, request, response, Request, Response};
+
+mod exec;
+
+use exec::{ExecRun, Source};
 
 use crate::args::Args;
 use crate::log::{self, LogWriter, Stream, CHUNK};
@@ -49,6 +52,8 @@ enum ClientState {
     Waiting,
     /// Waiting for an exec to finish.
     Exec,
+    /// Streaming an exec's stdio.
+    ExecStream,
     /// Streaming stdio.
     Attached {
         stdin: bool,
@@ -68,21 +73,6 @@ struct Client {
     dead: bool,
 }
 
-struct ExecRun {
-    client: u64,
-    runtime_pid: libc::pid_t,
-    pid_file: PathBuf,
-    out: Option<OwnedFd>,
-    err: Option<OwnedFd>,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    max: usize,
-    truncated: bool,
-    deadline: Option<Instant>,
-    timed_out: bool,
-    exit: Option<i32>,
-}
-
 /// The running monitor.
 pub struct Monitor {
     args: Args,
@@ -96,6 +86,9 @@ pub struct Monitor {
     exit: Option<proto::ExitStatus>,
     drain_deadline: Option<Instant>,
     reaped: Vec<Reaped>,
+    /// Recently reaped children nobody claimed (a terminal exec's process can
+    /// exit before its pid is known).
+    orphans: VecDeque<Reaped>,
     clients: Vec<Client>,
     execs: Vec<ExecRun>,
     next_id: u64,
@@ -112,8 +105,9 @@ enum Token {
     Master,
     Stdin,
     Client(u64),
-    ExecOut(usize),
-    ExecErr(usize),
+    Exec(usize, Source),
+    ExecStdin(usize),
+    ExecConsole(usize),
 }
 
 impl Monitor {
@@ -141,6 +135,7 @@ impl Monitor {
             exit: None,
             drain_deadline: None,
             reaped,
+            orphans: VecDeque::new(),
             clients: Vec::new(),
             execs: Vec::new(),
             next_id: 1,
@@ -225,6 +220,7 @@ impl Monitor {
                 ClientState::Attached { .. } => !stdin_full,
                 // Notice a client that goes away.
                 ClientState::Waiting | ClientState::Exec => true,
+                ClientState::ExecStream => self.exec_accepts_input(c.id),
                 ClientState::Closing => false,
             };
             if reading {
@@ -235,14 +231,7 @@ impl Monitor {
             }
             add(c.fd.as_raw_fd(), ev, Token::Client(c.id));
         }
-        for (i, e) in self.execs.iter().enumerate() {
-            if let Some(fd) = &e.out {
-                add(fd.as_raw_fd(), libc::POLLIN, Token::ExecOut(i));
-            }
-            if let Some(fd) = &e.err {
-                add(fd.as_raw_fd(), libc::POLLIN, Token::ExecErr(i));
-            }
-        }
+        self.exec_poll_fds(&mut add);
 
         let timeout = self.poll_timeout();
         sys::poll(&mut fds, timeout).map_err(|e| format!("poll: {e}"))?;
@@ -269,8 +258,16 @@ impl Monitor {
                 }
                 Token::Stdin => self.flush_stdin(),
                 Token::Client(id) => self.client_event(id, pfd.revents),
-                Token::ExecOut(i) if readable => self.read_exec(i, false),
-                Token::ExecErr(i) if readable => self.read_exec(i, true),
+                Token::Exec(i, src) => {
+                    if pfd.revents & libc::POLLOUT != 0 {
+                        self.flush_exec_stdin(i);
+                    }
+                    if readable {
+                        self.read_exec(i, src);
+                    }
+                }
+                Token::ExecStdin(i) => self.flush_exec_stdin(i),
+                Token::ExecConsole(i) => self.exec_console(i),
                 _ => {}
             }
         }
@@ -334,7 +331,7 @@ impl Monitor {
                             Stream::Stderr => proto::Stream::Stderr as i32,
                         },
                         data: data.to_vec(),
-                        close_stdin: false,
+                        ..Default::default()
                     });
                     for c in &mut self.clients {
                         if let ClientState::Attached { stdout, stderr, .. } = c.state {
@@ -479,7 +476,12 @@ impl Monitor {
         let c = &mut self.clients[idx];
         c.dead = true;
         let had_stdin = matches!(c.state, ClientState::Attached { stdin: true, .. });
+        let had_exec = matches!(c.state, ClientState::Exec | ClientState::ExecStream);
+        let id = c.id;
         c.state = ClientState::Closing;
+        if had_exec {
+            self.exec_client_gone(id);
+        }
         if had_stdin && self.args.stdin_once {
             // stdin_once: the first attach session owns stdin; when it ends
             // the container sees EOF.
@@ -530,6 +532,20 @@ impl Monitor {
                         }
                     }
                 }
+                ClientState::ExecStream => {
+                    match proto::decode_frame::<proto::AttachFrame>(&c.inbuf) {
+                        Ok(None) => return,
+                        Ok(Some((frame, used))) => {
+                            c.inbuf.drain(..used);
+                            let id = c.id;
+                            self.exec_input(id, frame);
+                        }
+                        Err(_) => {
+                            c.dead = true;
+                            return;
+                        }
+                    }
+                }
                 // Nothing more is expected from the client.
                 _ => {
                     c.inbuf.clear();
@@ -571,7 +587,15 @@ impl Monitor {
                     self.reply(idx, error("container has exited".into()));
                     return;
                 }
-                match self.start_exec(self.clients[idx].id, ex) {
+                let stream = ex.stream;
+                let id = self.clients[idx].id;
+                match self.start_exec(id, ex) {
+                    Ok(()) if stream => {
+                        let c = &mut self.clients[idx];
+                        c.out.extend_from_slice(&proto::encode_frame(&ok()));
+                        c.state = ClientState::ExecStream;
+                        self.client_event(id, libc::POLLOUT);
+                    }
                     Ok(()) => self.clients[idx].state = ClientState::Exec,
                     Err(e) => self.reply(idx, error(e)),
                 }
@@ -632,89 +656,6 @@ impl Monitor {
         }
     }
 
-    fn start_exec(&mut self, client: u64, ex: proto::Exec) -> Result<(), String> {
-        if ex.cmd.is_empty() {
-            return Err("exec needs a command".into());
-        }
-        if ex.tty {
-            // `RUNTIME exec --tty` without --detach wants a controlling
-            // terminal of its own; a terminal exec needs the console socket
-            // path (exec --detach), which interactive exec will bring.
-            return Err("exec on a terminal is not supported by this monitor yet".into());
-        }
-        let (out_r, out_w) = sys::pipe().map_err(|e| format!("pipe: {e}"))?;
-        let (err_r, err_w) = sys::pipe().map_err(|e| format!("pipe: {e}"))?;
-        sys::set_nonblocking(&out_r).map_err(|e| format!("pipe: {e}"))?;
-        sys::set_nonblocking(&err_r).map_err(|e| format!("pipe: {e}"))?;
-        let pid_file = self.args.dir.join(format!("exec-{client}.pid"));
-        let mut cmd = Command::new(&self.args.runtime);
-        cmd.args(self.args.runtime_globals())
-            .arg("exec")
-            .arg("--pid-file")
-            .arg(&pid_file)
-            .arg(&self.args.id)
-            .args(&ex.cmd)
-            .stdin(ProcStdio::null())
-            .stdout(out_w)
-            .stderr(err_w);
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("start runtime {}: {e}", self.args.runtime.display()))?;
-        let max = if ex.max_output == 0 {
-            proto::DEFAULT_EXEC_OUTPUT_MAX
-        } else {
-            ex.max_output.min(proto::DEFAULT_EXEC_OUTPUT_MAX)
-        } as usize;
-        self.execs.push(ExecRun {
-            client,
-            runtime_pid: child.id() as libc::pid_t,
-            pid_file,
-            out: Some(out_r),
-            err: Some(err_r),
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-            max,
-            truncated: false,
-            deadline: (ex.timeout_ms > 0)
-                .then(|| Instant::now() + Duration::from_millis(ex.timeout_ms)),
-            timed_out: false,
-            exit: None,
-        });
-        Ok(())
-    }
-
-    fn read_exec(&mut self, i: usize, is_err: bool) {
-        let Some(e) = self.execs.get_mut(i) else {
-            return;
-        };
-        loop {
-            let fd = if is_err { &e.err } else { &e.out };
-            let Some(fd) = fd else { return };
-            match sys::read_nb(fd, &mut self.buf) {
-                Ok(None) => return,
-                Ok(Some(0)) | Err(_) => {
-                    if is_err {
-                        e.err = None;
-                    } else {
-                        e.out = None;
-                    }
-                    return;
-                }
-                Ok(Some(n)) => {
-                    // Keep up to the bound in total; read (and drop) the rest
-                    // so the command is never blocked on a full pipe.
-                    let room = e.max.saturating_sub(e.stdout.len() + e.stderr.len());
-                    let keep = n.min(room);
-                    if keep < n {
-                        e.truncated = true;
-                    }
-                    let dst = if is_err { &mut e.stderr } else { &mut e.stdout };
-                    dst.extend_from_slice(&self.buf[..keep]);
-                }
-            }
-        }
-    }
-
     fn on_reaped(&mut self, r: Reaped) {
         if r.pid == self.container_pid && self.exit.is_none() {
             let oom_killed = self.oom.as_ref().is_some_and(OomCounter::killed);
@@ -726,69 +667,14 @@ impl Monitor {
             self.drain_deadline = Some(Instant::now() + DRAIN_GRACE);
             return;
         }
-        if let Some(e) = self.execs.iter_mut().find(|e| e.runtime_pid == r.pid) {
-            e.exit = Some(r.code);
+        if self.exec_reaped(r) {
+            return;
         }
         // Anything else is an orphan of the container that we adopted.
-    }
-
-    fn check_exec_deadlines(&mut self) {
-        let now = Instant::now();
-        for e in &mut self.execs {
-            if e.timed_out || e.exit.is_some() || e.deadline.is_none_or(|d| now < d) {
-                continue;
-            }
-            e.timed_out = true;
-            if let Some(pid) = read_pid(&e.pid_file) {
-                let _ = sys::kill(pid, libc::SIGKILL);
-            }
-            let _ = sys::kill(e.runtime_pid, libc::SIGKILL);
+        if self.orphans.len() >= 32 {
+            self.orphans.pop_front();
         }
-    }
-
-    fn finish_execs(&mut self) {
-        let mut i = 0;
-        while i < self.execs.len() {
-            if self.execs[i].exit.is_none() {
-                i += 1;
-                continue;
-            }
-            // The runtime has exited: take what is left in the pipes, without
-            // waiting for stray holders of the write ends.
-            self.read_exec(i, false);
-            self.read_exec(i, true);
-            let e = self.execs.swap_remove(i);
-            if e.timed_out {
-                // The pid file may have been written only after the deadline.
-                // Once the runtime is gone a survivor is our child (we are its
-                // subreaper), so the pid cannot have been reused by another process.
-                if let Some(pid) =
-                    read_pid(&e.pid_file).filter(|&p| parent_of(p) == Some(sys::getpid()))
-                {
-                    let _ = sys::kill(pid, libc::SIGKILL);
-                }
-            }
-            let _ = std::fs::remove_file(&e.pid_file);
-            let result = proto::ExecResult {
-                stdout: e.stdout,
-                stderr: e.stderr,
-                exit_code: e.exit.unwrap_or(-1),
-                timed_out: e.timed_out,
-                truncated: e.truncated,
-            };
-            if let Some(idx) = self
-                .clients
-                .iter()
-                .position(|c| c.id == e.client && !c.dead)
-            {
-                self.reply(
-                    idx,
-                    Response {
-                        kind: Some(response::Kind::Exec(result)),
-                    },
-                );
-            }
-        }
+        self.orphans.push_back(r);
     }
 
     /// Records the exit, tells the clients, and cleans up.
@@ -812,16 +698,14 @@ impl Monitor {
         for id in pending {
             self.client_event(id, libc::POLLIN);
         }
-        for e in &mut self.execs {
-            let _ = sys::kill(e.runtime_pid, libc::SIGKILL);
-        }
+        self.kill_execs();
         for idx in 0..self.clients.len() {
             let resp = match self.clients[idx].state {
                 ClientState::Waiting => Response {
                     kind: Some(response::Kind::Exit(st)),
                 },
                 ClientState::Exec | ClientState::Request => error("container has exited".into()),
-                ClientState::Attached { .. } | ClientState::Closing => {
+                ClientState::Attached { .. } | ClientState::ExecStream | ClientState::Closing => {
                     let c = &mut self.clients[idx];
                     c.state = ClientState::Closing;
                     if c.out.is_empty() {

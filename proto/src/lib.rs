@@ -72,12 +72,18 @@ pub struct Exec {
     /// Kill the command after this many milliseconds; 0: no timeout.
     #[prost(uint64, tag = "2")]
     pub timeout_ms: u64,
-    /// Run the command on a terminal (refused by the monitor for now).
+    /// Run the command on a terminal (only with `stream`).
     #[prost(bool, tag = "3")]
     pub tty: bool,
     /// Bound on stdout + stderr kept; 0: [`DEFAULT_EXEC_OUTPUT_MAX`].
     #[prost(uint64, tag = "4")]
     pub max_output: u64,
+    /// Stream stdio as [`AttachFrame`]s instead of collecting it.
+    #[prost(bool, tag = "5")]
+    pub stream: bool,
+    /// With `stream`: the command reads stdin from the client.
+    #[prost(bool, tag = "6")]
+    pub stdin: bool,
 }
 
 /// Close and reopen the container log at its path (log rotation).
@@ -222,9 +228,21 @@ pub struct AttachFrame {
     /// The bytes.
     #[prost(bytes = "vec", tag = "2")]
     pub data: Vec<u8>,
-    /// From the client: close the container's stdin.
+    /// From the client: close the container's (or exec's) stdin.
     #[prost(bool, tag = "3")]
     pub close_stdin: bool,
+    /// From the client of a terminal exec: new width, when non-zero.
+    #[prost(uint32, tag = "4")]
+    pub width: u32,
+    /// From the client of a terminal exec: new height, when non-zero.
+    #[prost(uint32, tag = "5")]
+    pub height: u32,
+    /// From the monitor: the streaming exec ended; last frame.
+    #[prost(bool, tag = "6")]
+    pub exited: bool,
+    /// With `exited`: the exec's exit code.
+    #[prost(int32, tag = "7")]
+    pub exit_code: i32,
 }
 
 /// Encodes a message with its varint length prefix.
@@ -327,6 +345,8 @@ mod tests {
                 timeout_ms: 1000,
                 tty: false,
                 max_output: 0,
+                stream: false,
+                stdin: false,
             })),
         };
         let mut buf = encode_frame(&req);

@@ -409,8 +409,7 @@ impl MonitorClient {
         let req = request::Kind::Exec(proto::Exec {
             cmd: cmd.to_vec(),
             timeout_ms: timeout.map_or(0, |t| t.as_millis().clamp(1, u64::MAX as u128) as u64),
-            tty: false,
-            max_output: 0,
+            ..Default::default()
         });
         match self
             .call("exec", req, timeout.map(|t| t + EXEC_GRACE))
@@ -508,8 +507,8 @@ impl MonitorClient {
     pub async fn attach_stdio<I, O, E>(
         &self,
         stdin: Option<I>,
-        mut stdout: Option<O>,
-        mut stderr: Option<E>,
+        stdout: Option<O>,
+        stderr: Option<E>,
     ) -> Result<(), Error>
     where
         I: tokio::io::AsyncRead + Unpin,
@@ -519,12 +518,90 @@ impl MonitorClient {
         let s = self
             .attach(stdin.is_some(), stdout.is_some(), stderr.is_some())
             .await?;
+        self.relay(s, stdin, stdout, stderr, None, false)
+            .await
+            .map(drop)
+    }
+
+    /// Runs `cmd` in the container interactively (kubectl exec): relays
+    /// stdin, stdout and stderr (a terminal when `tty`, resized from
+    /// `resize`) until the command exits, and returns its exit code. The end
+    /// of `stdin` closes the command's stdin; dropping the future kills the
+    /// command.
+    pub async fn exec_stream<I, O, E>(
+        &self,
+        cmd: &[String],
+        tty: bool,
+        stdin: Option<I>,
+        stdout: Option<O>,
+        stderr: Option<E>,
+        resize: Option<tokio::sync::mpsc::Receiver<(u16, u16)>>,
+    ) -> Result<i32, Error>
+    where
+        I: tokio::io::AsyncRead + Unpin,
+        O: tokio::io::AsyncWrite + Unpin,
+        E: tokio::io::AsyncWrite + Unpin,
+    {
+        let mut s = self
+            .connect()
+            .await
+            .map_err(|e| self.protocol(format!("connect: {e}")))?;
+        let req = Request {
+            kind: Some(request::Kind::Exec(proto::Exec {
+                cmd: cmd.to_vec(),
+                tty,
+                stream: true,
+                stdin: stdin.is_some(),
+                ..Default::default()
+            })),
+        };
+        Self::send(&mut s, &req)
+            .await
+            .map_err(|e| self.protocol(format!("sending exec: {e}")))?;
+        match Self::recv::<Response>(&mut s)
+            .await
+            .map_err(|e| self.protocol(e))?
+            .kind
+        {
+            Some(response::Kind::Ok(_)) => {}
+            Some(response::Kind::Error(e)) => {
+                return Err(Error::MonitorRefused {
+                    dir: self.dir.clone(),
+                    request: "exec".into(),
+                    msg: e.message,
+                })
+            }
+            other => return Err(self.protocol(format!("unexpected reply to exec: {other:?}"))),
+        }
+        debug!(dir = %self.dir.display(), ?cmd, tty, "exec stream started");
+        self.relay(s, stdin, stdout, stderr, resize, true)
+            .await?
+            .ok_or_else(|| self.protocol("exec stream ended without an exit code".into()))
+    }
+
+    /// Moves stdio between the caller and an attach or exec session; returns
+    /// the exit code when the monitor sends one, `None` when it just closes.
+    async fn relay<I, O, E>(
+        &self,
+        s: UnixStream,
+        mut stdin: Option<I>,
+        mut stdout: Option<O>,
+        mut stderr: Option<E>,
+        mut resize: Option<tokio::sync::mpsc::Receiver<(u16, u16)>>,
+        close_stdin_at_eof: bool,
+    ) -> Result<Option<i32>, Error>
+    where
+        I: tokio::io::AsyncRead + Unpin,
+        O: tokio::io::AsyncWrite + Unpin,
+        E: tokio::io::AsyncWrite + Unpin,
+    {
         let (mut rd, mut wr) = s.into_split();
-        let mut stdin = stdin;
         let mut inbuf = vec![0u8; 16 * 1024];
         let mut frames: Vec<u8> = Vec::new();
         let mut chunk = vec![0u8; 16 * 1024];
+        let mut client_gone = false;
         loop {
+            let mut to_send = None;
             tokio::select! {
                 n = async {
                     match stdin.as_mut() {
@@ -533,30 +610,58 @@ impl MonitorClient {
                     }
                 } => {
                     match n {
-                        Ok(0) | Err(_) => stdin = None,
+                        Ok(0) | Err(_) => {
+                            stdin = None;
+                            if close_stdin_at_eof {
+                                to_send = Some(proto::AttachFrame {
+                                    close_stdin: true,
+                                    ..Default::default()
+                                });
+                            }
+                        }
                         Ok(n) => {
-                            let frame = proto::AttachFrame {
+                            to_send = Some(proto::AttachFrame {
                                 stream: proto::Stream::Stdin as i32,
                                 data: inbuf[..n].to_vec(),
-                                close_stdin: false,
-                            };
-                            wr.write_all(&proto::encode_frame(&frame))
-                                .await
-                                .map_err(|e| self.protocol(format!("attach: sending stdin: {e}")))?;
+                                ..Default::default()
+                            });
                         }
                     }
                 }
+                size = async {
+                    match resize.as_mut() {
+                        Some(r) => r.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    match size {
+                        Some((w, h)) => {
+                            to_send = Some(proto::AttachFrame {
+                                width: w.into(),
+                                height: h.into(),
+                                ..Default::default()
+                            });
+                        }
+                        None => resize = None,
+                    }
+                }
                 n = rd.read(&mut chunk) => {
-                    let n = n.map_err(|e| self.protocol(format!("attach: reading output: {e}")))?;
+                    let n = n.map_err(|e| self.protocol(format!("reading stream: {e}")))?;
                     if n == 0 {
                         // The monitor closed the session: the container exited.
-                        return Ok(());
+                        return Ok(None);
                     }
                     frames.extend_from_slice(&chunk[..n]);
                     while let Some((f, used)) = proto::decode_frame::<proto::AttachFrame>(&frames)
-                        .map_err(|e| self.protocol(format!("attach: {e}")))?
+                        .map_err(|e| self.protocol(format!("stream: {e}")))?
                     {
                         frames.drain(..used);
+                        if f.exited {
+                            return Ok(Some(f.exit_code));
+                        }
+                        if client_gone {
+                            continue;
+                        }
                         let res = if f.stream == proto::Stream::Stderr as i32 {
                             match stderr.as_mut() {
                                 Some(w) => w.write_all(&f.data).await.and(w.flush().await),
@@ -568,12 +673,21 @@ impl MonitorClient {
                                 None => Ok(()),
                             }
                         };
-                        // The client went away: detach.
                         if res.is_err() {
-                            return Ok(());
+                            if !close_stdin_at_eof {
+                                // An attach client that went away detaches.
+                                return Ok(None);
+                            }
+                            // An exec keeps running to its end; drop its output.
+                            client_gone = true;
                         }
                     }
                 }
+            }
+            if let Some(frame) = to_send {
+                wr.write_all(&proto::encode_frame(&frame))
+                    .await
+                    .map_err(|e| self.protocol(format!("sending to the stream: {e}")))?;
             }
         }
     }

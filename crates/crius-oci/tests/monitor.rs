@@ -364,7 +364,7 @@ async fn attach_with_stdin_once_closes_stdin_on_detach() {
     let frame = AttachFrame {
         stream: Stream::Stdin as i32,
         data: b"hello through stdin\n".to_vec(),
-        close_stdin: false,
+        ..Default::default()
     };
     s.write_all(&encode_frame(&frame)).await.unwrap();
     let mut buf = Vec::new();
@@ -576,8 +576,8 @@ async fn raw_protocol_exec_and_refusals() {
     let req = request::Kind::Exec(Exec {
         cmd: vec!["sh".into(), "-c".into(), "echo raw; exit 2".into()],
         timeout_ms: 10_000,
-        tty: false,
         max_output: 2,
+        ..Exec::default()
     });
     match raw_call(&c.dir, req).await {
         response::Kind::Exec(r) => {
@@ -588,7 +588,7 @@ async fn raw_protocol_exec_and_refusals() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    // An empty command and a terminal exec are refused, not fatal.
+    // An empty command and a terminal exec that is not streamed are refused, not fatal.
     let resp = raw_call(&c.dir, request::Kind::Exec(Exec::default())).await;
     assert!(matches!(resp, response::Kind::Error(_)), "{resp:?}");
     let tty = Exec {
@@ -641,4 +641,104 @@ async fn attach_stdio_relays_until_the_container_exits() {
     assert_eq!(err, "to-err\n");
     let st = MonitorClient::new(&c.dir).wait_exit().await.unwrap();
     assert_eq!(st.exit_code, 6);
+}
+
+#[tokio::test]
+async fn exec_stream_relays_stdin_and_output() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = TestContainer::new("execstream", &["sleep", "100"], Opts::default());
+    c.run().await;
+    let (mut in_w, in_r) = tokio::io::duplex(1024);
+    let (out_w, mut out_r) = tokio::io::duplex(64 * 1024);
+    let (err_w, mut err_r) = tokio::io::duplex(64 * 1024);
+    let client = MonitorClient::new(&c.dir);
+    let cmd: Vec<String> = ["sh", "-c", "cat; echo to-err >&2; exit 3"]
+        .map(String::from)
+        .to_vec();
+    let run = tokio::spawn(async move {
+        client
+            .exec_stream(&cmd, false, Some(in_r), Some(out_w), Some(err_w), None)
+            .await
+    });
+    in_w.write_all(b"line one\nline two\n").await.unwrap();
+    drop(in_w); // EOF: cat ends
+    let code = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("exec ends after stdin closes")
+        .unwrap()
+        .unwrap();
+    assert_eq!(code, 3);
+    let mut out = String::new();
+    out_r.read_to_string(&mut out).await.unwrap();
+    let mut err = String::new();
+    err_r.read_to_string(&mut err).await.unwrap();
+    assert_eq!(out, "line one\nline two\n");
+    assert_eq!(err, "to-err\n");
+}
+
+#[tokio::test]
+async fn exec_stream_on_a_terminal_with_resize() {
+    use tokio::io::AsyncReadExt;
+    let mut c = TestContainer::new("execstreamtty", &["sleep", "100"], Opts::default());
+    c.run().await;
+    let (out_w, mut out_r) = tokio::io::duplex(64 * 1024);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send((100, 30)).await.unwrap();
+    let client = MonitorClient::new(&c.dir);
+    let cmd: Vec<String> = [
+        "sh",
+        "-c",
+        "sleep 0.5; [ -t 0 ] && echo tty-in; stty size; exit 4",
+    ]
+    .map(String::from)
+    .to_vec();
+    let code = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.exec_stream(
+            &cmd,
+            true,
+            None::<tokio::io::Empty>,
+            Some(out_w),
+            None::<tokio::io::Sink>,
+            Some(rx),
+        ),
+    )
+    .await
+    .expect("terminal exec ends")
+    .unwrap();
+    assert_eq!(code, 4);
+    let mut out = String::new();
+    out_r.read_to_string(&mut out).await.unwrap();
+    assert!(out.contains("tty-in"), "{out:?}");
+    assert!(out.contains("30 100"), "{out:?}");
+}
+
+#[tokio::test]
+async fn dropping_an_exec_stream_kills_the_command() {
+    let mut c = TestContainer::new("execdrop", &["sleep", "100"], Opts::default());
+    let h = c.run().await;
+    let client = MonitorClient::new(&c.dir);
+    let cmd: Vec<String> = ["sleep", "30"].map(String::from).to_vec();
+    let res = tokio::time::timeout(
+        Duration::from_millis(800),
+        client.exec_stream(
+            &cmd,
+            false,
+            None::<tokio::io::Empty>,
+            Some(tokio::io::sink()),
+            Some(tokio::io::sink()),
+            None,
+        ),
+    )
+    .await;
+    assert!(res.is_err(), "sleep 30 ended early: {res:?}");
+    let until = Instant::now() + Duration::from_secs(3);
+    loop {
+        let pids = c.cgroup_pids();
+        if pids == vec![h.container_pid] {
+            break;
+        }
+        assert!(Instant::now() < until, "cgroup still holds {pids:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
