@@ -185,24 +185,27 @@ struct Host {
 }
 
 impl Host {
+    /// Reads the host facts. Capabilities, cgroup version, kernel and limits
+    /// do not change while the daemon runs and are read once; mountinfo and
+    /// devices are read fresh, and only when the spec needs them.
     fn probe(need_mountinfo: bool, need_devices: bool) -> Host {
-        let mountinfo = if need_mountinfo {
-            std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Host {
+        static STATIC: std::sync::OnceLock<Host> = std::sync::OnceLock::new();
+        let base = STATIC.get_or_init(|| Host {
             bounding: caps::current_bounding_set(),
             cgroup_v2: Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
             nofile_hard: nofile_hard_limit(),
             seccomp: seccomp::SeccompHost::current(),
-            mountinfo,
-            devices: if need_devices {
-                devices::all_host_devices()
-            } else {
-                Vec::new()
-            },
+            mountinfo: String::new(),
+            devices: Vec::new(),
+        });
+        let mut host = base.clone();
+        if need_mountinfo {
+            host.mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         }
+        if need_devices {
+            host.devices = devices::all_host_devices();
+        }
+        host
     }
 }
 

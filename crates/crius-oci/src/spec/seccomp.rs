@@ -250,8 +250,8 @@ fn applies(rule: &Rule, caps: &[String], host: &SeccompHost) -> bool {
 
 /// A parsed profile -> OCI seccomp for a container holding `caps` (names
 /// without CAP_).
-fn resolve(file: ProfileFile, caps: &[String], host: &SeccompHost) -> LinuxSeccomp {
-    let mut architectures = file.architectures;
+fn resolve(file: &ProfileFile, caps: &[String], host: &SeccompHost) -> LinuxSeccomp {
+    let mut architectures = file.architectures.clone();
     if architectures.is_empty() {
         if let Some(entry) = file
             .arch_map
@@ -288,20 +288,25 @@ fn resolve(file: ProfileFile, caps: &[String], host: &SeccompHost) -> LinuxSecco
         out.set_architectures(Some(architectures));
     }
     if !file.flags.is_empty() {
-        out.set_flags(Some(file.flags));
+        out.set_flags(Some(file.flags.clone()));
     }
     out.set_syscalls(Some(syscalls));
     out
 }
 
 /// The built-in RuntimeDefault profile for a container holding `caps`.
+/// Parsed once: every RuntimeDefault container resolves the same file.
 pub(crate) fn default_profile(caps: &[String], host: &SeccompHost) -> Result<LinuxSeccomp, Error> {
-    let file: ProfileFile =
-        serde_json::from_str(DEFAULT_PROFILE_JSON).map_err(|e| Error::SeccompProfileParse {
-            path: PathBuf::from("<built-in runtime/default>"),
-            source: e,
-        })?;
-    Ok(resolve(file, caps, host))
+    static PARSED: std::sync::OnceLock<Result<ProfileFile, String>> = std::sync::OnceLock::new();
+    let parsed = PARSED
+        .get_or_init(|| serde_json::from_str(DEFAULT_PROFILE_JSON).map_err(|e| e.to_string()));
+    match parsed {
+        Ok(file) => Ok(resolve(file, caps, host)),
+        Err(e) => Err(invalid(
+            "runtime/default",
+            &format!("built-in profile does not parse: {e}"),
+        )),
+    }
 }
 
 /// A profile file from disk (OCI or Docker format).
@@ -325,7 +330,7 @@ pub(crate) fn load_profile(
             path: path.to_path_buf(),
             source: e,
         })?;
-    Ok(resolve(file, caps, host))
+    Ok(resolve(&file, caps, host))
 }
 
 /// The OCI seccomp section for `choice`, or None when unconfined.
