@@ -84,7 +84,15 @@ async fn pod_leftovers(daemon: &CriusDaemon, rt: &mut Runtime) -> Option<String>
     if !mounts.is_empty() {
         found.push(format!("mounts: {mounts:?}"));
     }
-    if daemon.bridge.is_some() {
+    if let Some(bridge) = &daemon.bridge {
+        let ports = dir_entries(
+            &std::path::Path::new("/sys/class/net")
+                .join(&bridge.name)
+                .join("brif"),
+        );
+        if !ports.is_empty() {
+            found.push(format!("veths on {}: {ports:?}", bridge.name));
+        }
         let ips = ipam_reserved(daemon);
         if !ips.is_empty() {
             found.push(format!("reserved IPs: {ips:?}"));
@@ -367,6 +375,32 @@ async fn bad_create_container_requests_are_refused_and_leave_nothing() {
     rt.remove_container(cri::RemoveContainerRequest { container_id: ok })
         .await
         .unwrap();
+
+    // A second container with the same name (and attempt) in the pod is refused.
+    let first = create(&mut rt, &pod, &pod_cfg, good.clone()).await;
+    let result = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(good.clone()),
+            sandbox_config: Some(pod_cfg.clone()),
+        })
+        .await
+        .map(|r| r.into_inner().container_id);
+    failures.check(
+        "a name used in the pod",
+        result,
+        Code::AlreadyExists,
+        &["\"c\"", &first],
+    );
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: first,
+    })
+    .await
+    .unwrap();
+    failures.note(
+        "a name used in the pod",
+        container_leftovers(&daemon, &mut rt).await,
+    );
 
     // A stopped pod takes no new containers.
     rt.stop_pod_sandbox(cri::StopPodSandboxRequest {

@@ -298,9 +298,19 @@ async fn run_pod_sandbox_repeated_or_concurrent_gives_one_pod() {
     assert_eq!(pods.len(), 2, "{pods:?}");
     assert_eq!(ipam_reserved(&daemon).len(), 2);
     assert_eq!(netns_pins(&daemon).len(), 2);
-    remove_pod(&mut rt, &first).await;
-    remove_pod(&mut rt, &x).await;
+    // RemovePodSandbox without a StopPodSandbox first stops the pod itself.
+    for id in [&first, &x] {
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: id.to_string(),
+        })
+        .await
+        .unwrap();
+    }
     assert_nothing_left(&daemon, &mut rt).await;
+    // The name is free again: a new request makes a new pod.
+    let fresh = run_pod(&mut rt, &config).await;
+    assert_ne!(fresh, first);
+    remove_pod(&mut rt, &fresh).await;
 }
 
 /// A daemon whose only network is the harness bridge followed by `extra` plugins (JSON),

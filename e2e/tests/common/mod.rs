@@ -395,7 +395,9 @@ pub async fn assert_nothing_left(daemon: &CriusDaemon, rt: &mut Runtime) {
             dir.display()
         );
     }
-    if daemon.bridge.is_some() {
+    if let Some(bridge) = &daemon.bridge {
+        let ports = dir_entries(&Path::new("/sys/class/net").join(&bridge.name).join("brif"));
+        assert_eq!(ports, Vec::<String>::new(), "veths left on {}", bridge.name);
         assert_eq!(
             ipam_reserved(daemon),
             Vec::<String>::new(),
