@@ -27,12 +27,16 @@ pub fn write_bundle(bundle: &Path, spec: &Spec) -> Result<(), Error> {
         source,
     })?;
     fs::create_dir_all(bundle).map_err(io_err)?;
-    let tmp = bundle.join(format!(".config.json.{}.tmp", std::process::id()));
+    // pid + counter: two writers (threads or processes) never share a temp file.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = bundle.join(format!(".config.json.{}.{seq}.tmp", std::process::id()));
     let result = (|| {
+        // A leftover of a crashed daemon that had the same pid.
+        let _ = fs::remove_file(&tmp);
         let mut f = fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(&tmp)?;
@@ -82,6 +86,35 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, vec!["config.json".to_string()]);
+    }
+
+    #[test]
+    fn concurrent_writers_leave_one_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().to_path_buf();
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let bundle = bundle.clone();
+                std::thread::spawn(move || {
+                    let mut spec = Spec::default();
+                    spec.set_hostname(Some(format!("h{i}")));
+                    for _ in 0..20 {
+                        write_bundle(&bundle, &spec).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let read: Spec =
+            serde_json::from_slice(&fs::read(bundle.join("config.json")).unwrap()).unwrap();
+        assert!(read.hostname().as_deref().unwrap().starts_with('h'));
+        assert_eq!(
+            fs::read_dir(&bundle).unwrap().count(),
+            1,
+            "no temp files left"
+        );
     }
 
     #[test]
