@@ -151,12 +151,11 @@ pub enum Frame {
 }
 
 /// Encodes and decodes the frames of one connection; holds the two zlib streams that live
-/// as long as the connection.
+/// as long as the connection, each made on first use (a connection's reader only ever
+/// decompresses and its writer only compresses, and zlib state is a few hundred KiB).
 pub struct Codec {
-    compress: Compress,
-    decompress: Decompress,
-    /// Set once the compressor has been primed with the dictionary.
-    compress_primed: bool,
+    compress: Option<Compress>,
+    decompress: Option<Decompress>,
 }
 
 impl std::fmt::Debug for Codec {
@@ -175,9 +174,8 @@ impl Codec {
     /// A codec for a new connection.
     pub fn new() -> Self {
         Codec {
-            compress: Compress::new(Compression::default(), true),
-            decompress: Decompress::new(true),
-            compress_primed: false,
+            compress: None,
+            decompress: None,
         }
     }
 
@@ -403,23 +401,26 @@ impl Codec {
             put_u32(&mut raw, value.len() as u32);
             raw.extend_from_slice(value.as_bytes());
         }
-        if !self.compress_primed {
-            self.compress
-                .set_dictionary(dictionary())
-                .map_err(|e| Error::spdy("header compression", e.to_string()))?;
-            self.compress_primed = true;
-        }
+        let compress = match &mut self.compress {
+            Some(c) => c,
+            None => {
+                let mut c = Compress::new(Compression::default(), true);
+                c.set_dictionary(dictionary())
+                    .map_err(|e| Error::spdy("header compression", e.to_string()))?;
+                self.compress.insert(c)
+            }
+        };
         let mut out = Vec::with_capacity(raw.len() + 64);
         let mut input = &raw[..];
         loop {
             if out.capacity() - out.len() < 64 {
                 out.reserve(1024);
             }
-            let before = self.compress.total_in();
-            self.compress
+            let before = compress.total_in();
+            compress
                 .compress_vec(input, &mut out, FlushCompress::Sync)
                 .map_err(|e| Error::spdy("header compression", e.to_string()))?;
-            let used = (self.compress.total_in() - before) as usize;
+            let used = (compress.total_in() - before) as usize;
             input = &input[used..];
             // Done once all input is in and zlib left room in the buffer (nothing pending).
             if input.is_empty() && out.len() < out.capacity() {
@@ -429,6 +430,7 @@ impl Codec {
     }
 
     fn decompress_headers(&mut self, block: &[u8]) -> Result<Headers> {
+        let decompress = self.decompress.get_or_insert_with(|| Decompress::new(true));
         let mut out: Vec<u8> = Vec::with_capacity(block.len() * 4 + 64);
         let mut input = block;
         loop {
@@ -441,12 +443,10 @@ impl Codec {
                 }
                 out.reserve(4096);
             }
-            let (before_in, before_out) = (self.decompress.total_in(), self.decompress.total_out());
-            let res = self
-                .decompress
-                .decompress_vec(input, &mut out, FlushDecompress::Sync);
-            let used = (self.decompress.total_in() - before_in) as usize;
-            let made = self.decompress.total_out() - before_out;
+            let (before_in, before_out) = (decompress.total_in(), decompress.total_out());
+            let res = decompress.decompress_vec(input, &mut out, FlushDecompress::Sync);
+            let used = (decompress.total_in() - before_in) as usize;
+            let made = decompress.total_out() - before_out;
             input = &input[used..];
             match res {
                 Ok(Status::StreamEnd) => break,
@@ -457,7 +457,7 @@ impl Codec {
                     }
                 }
                 Err(e) if e.needs_dictionary().is_some() => {
-                    self.decompress
+                    decompress
                         .set_dictionary(dictionary())
                         .map_err(|e| Error::spdy("header block", e.to_string()))?;
                 }
