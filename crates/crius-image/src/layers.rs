@@ -194,16 +194,26 @@ impl LayerStore {
         sync_dir(&self.dir)
     }
 
-    /// Deletes a layer: first renamed away (so it stops existing at once), then removed.
-    pub fn remove(&self, chain_id: &str) -> Result<(), Error> {
+    /// Renames a layer out of the store (it stops existing at once) and
+    /// returns where it went, for deletion; None when it was not there.
+    /// Leftovers of a crash are `.tmp-*` dirs, removed at the next open.
+    pub fn detach(&self, chain_id: &str) -> Result<Option<PathBuf>, Error> {
         let dir = self.layer_dir(chain_id)?;
         let doomed = temp_sibling(&dir, "rm");
         match fs::rename(&dir, &doomed) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io(&dir, e)),
+            Ok(()) => Ok(Some(doomed)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&dir, e)),
         }
-        fs::remove_dir_all(&doomed).map_err(|e| Error::io(&doomed, e))
+    }
+
+    /// Deletes a layer; succeeds when it is already gone.
+    #[cfg(test)]
+    pub fn remove(&self, chain_id: &str) -> Result<(), Error> {
+        match self.detach(chain_id)? {
+            Some(doomed) => fs::remove_dir_all(&doomed).map_err(|e| Error::io(&doomed, e)),
+            None => Ok(()),
+        }
     }
 
     /// Chain ids of every committed layer.

@@ -931,10 +931,17 @@ impl Inner {
         self.download_count.fetch_add(1, Ordering::Relaxed);
         let start = Instant::now();
         debug!(layer = %job.digest, size = job.size, "downloading layer");
-        let mut stream = client
-            .pull_blob_stream(oref, &desc)
-            .await
-            .map_err(|e| map_err(e, &job.image, registry))?;
+        let mut stream = client.pull_blob_stream(oref, &desc).await.map_err(|e| {
+            match map_err(e, &job.image, registry) {
+                // the manifest was there: a missing blob is the registry's fault
+                Error::ImageNotFound { image, .. } => Error::Registry {
+                    image,
+                    registry: registry.to_string(),
+                    reason: format!("layer {} is missing in the registry", job.digest),
+                },
+                other => other,
+            }
+        })?;
         let (tx, rx) = mpsc::channel::<Chunk>(64);
         let inner = Arc::clone(self);
         let digest = job.digest.clone();

@@ -143,7 +143,7 @@ impl Inner {
         top_digest: &str,
         blobs: &[(&str, &[u8])],
     ) -> Result<Option<Image>, Error> {
-        let images = lock(&self.images);
+        let mut images = lock(&self.images);
         let Some(rec) = images.iter().find(|r| r.id == id) else {
             return Ok(None);
         };
@@ -151,10 +151,10 @@ impl Inner {
             return Ok(None);
         }
         let mut rec = rec.clone();
-        drop(images);
         rec.repo_tags = name.tagged().into_iter().collect();
         rec.repo_digests = vec![name.with_digest(top_digest)];
-        self.record_with_blobs(rec, blobs).map(Some)
+        // still under the same lock: removal cannot take the layers meanwhile
+        self.record_locked(&mut images, rec, blobs).map(Some)
     }
 
     /// Adds or merges `rec` into the index (tags move from other images) and
@@ -165,6 +165,15 @@ impl Inner {
         blobs: &[(&str, &[u8])],
     ) -> Result<Image, Error> {
         let mut images = lock(&self.images);
+        self.record_locked(&mut images, rec, blobs)
+    }
+
+    fn record_locked(
+        &self,
+        images: &mut Vec<ImageRecord>,
+        rec: ImageRecord,
+        blobs: &[(&str, &[u8])],
+    ) -> Result<Image, Error> {
         for (digest, data) in blobs {
             self.put_blob(digest, data)?;
         }
@@ -265,8 +274,11 @@ impl Inner {
         Err(not_found())
     }
 
-    /// Removes layers and blobs no image refers to (and no pull holds).
-    fn collect_garbage(&self, images: &[ImageRecord]) {
+    /// Takes layers and blobs no image refers to (and no pull holds) out of
+    /// the store; returns the detached layer dirs for the caller to delete
+    /// once it has released the index lock.
+    fn collect_garbage(&self, images: &[ImageRecord]) -> Vec<PathBuf> {
+        let mut doomed = Vec::new();
         let mut used_layers: HashSet<&str> = HashSet::new();
         let mut used_blobs: HashSet<String> = HashSet::new();
         for r in images {
@@ -287,8 +299,10 @@ impl Inner {
                         continue;
                     }
                     debug!(chain_id = %chain, "removing unused layer");
-                    if let Err(e) = self.layers.remove(&chain) {
-                        warn!(chain_id = %chain, error = %e, "cannot remove layer");
+                    match self.layers.detach(&chain) {
+                        Ok(Some(dir)) => doomed.push(dir),
+                        Ok(None) => {}
+                        Err(e) => warn!(chain_id = %chain, error = %e, "cannot remove layer"),
                     }
                 }
             }
@@ -306,6 +320,7 @@ impl Inner {
                 }
             }
         }
+        doomed
     }
 }
 
@@ -426,7 +441,13 @@ impl ImageStore {
         *images = next;
         info!(image = name_or_id, whole = removed_whole, "image removed");
         if removed_whole {
-            self.inner.collect_garbage(&images);
+            let doomed = self.inner.collect_garbage(&images);
+            drop(images);
+            for dir in doomed {
+                if let Err(e) = fs::remove_dir_all(&dir) {
+                    warn!(dir = %dir.display(), error = %e, "cannot delete removed layer");
+                }
+            }
         }
         Ok(())
     }

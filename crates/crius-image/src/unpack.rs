@@ -50,6 +50,7 @@ pub fn unpack_layer<R: Read>(reader: R, dest: &Path, layer: &str) -> Result<Unpa
         known_dirs: HashSet::new(),
         dirs: Vec::new(),
         stats: UnpackStats::default(),
+        buf: vec![0u8; COPY_BUF],
     };
     let mut archive = tar::Archive::new(reader);
     let entries = archive.entries().map_err(|e| u.bad_archive(e))?;
@@ -69,6 +70,25 @@ struct Unpacker<'a> {
     /// Directory metadata applied at the end (children change mtimes).
     dirs: Vec<DirMeta>,
     stats: UnpackStats,
+    /// Reused for file contents: larger writes than io::copy's 8 KiB.
+    buf: Vec<u8>,
+}
+
+const COPY_BUF: usize = 256 * 1024;
+
+/// Copies `r` to `w` through `buf`.
+fn copy_with(buf: &mut [u8], r: &mut impl Read, w: &mut impl std::io::Write) -> io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        let n = match r.read(buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        w.write_all(&buf[..n])?;
+        total += n as u64;
+    }
 }
 
 /// Extended attributes and owner overrides from PAX headers.
@@ -261,7 +281,10 @@ impl<'a> Unpacker<'a> {
                     .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                     .open(&full)
                     .map_err(|e| self.io(&rel, e))?;
-                io::copy(&mut entry, &mut f).map_err(|e| self.io(&rel, e))?;
+                let mut buf = std::mem::take(&mut self.buf);
+                let copied = copy_with(&mut buf, &mut entry, &mut f);
+                self.buf = buf;
+                copied.map_err(|e| self.io(&rel, e))?;
                 // chown clears setuid/setgid and file capabilities: chown first,
                 // then the mode, then the xattrs.
                 std::os::unix::fs::fchown(&f, Some(uid as u32), Some(gid as u32))
