@@ -188,7 +188,10 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>, mut stop: watch::
                 let inner = inner.clone();
                 async move { Ok::<_, Infallible>(handle(inner, req, peer).await) }
             });
+            // A client that never finishes its request head does not hold a task forever.
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
                 .serve_connection(TokioIo::new(tcp), service)
                 .with_upgrades();
             if let Err(e) = conn.await {
