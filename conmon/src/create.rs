@@ -1,7 +1,8 @@
 //! Detaching and `RUNTIME create`: everything before the poll loop.
 
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(240);
 /// double fork, which just exits; `Ok(Some)` in the monitor once the
 /// container is created and the daemon has been told.
 pub fn start(args: &Args) -> Result<Option<Monitor>, String> {
+    sys::close_inherited_fds();
     let dir = std::fs::canonicalize(&args.dir)
         .map_err(|e| format!("monitor dir {}: {e}", args.dir.display()))?;
     let mut args = args.clone();
@@ -203,14 +205,21 @@ pub fn start(args: &Args) -> Result<Option<Monitor>, String> {
         (None, None) => return Err("no container stdio".into()),
     };
 
-    crate::report(&format!("created {container_pid}"));
-    // The sync pipe is done: later writes to stdout must not block on, or
-    // fail against, a daemon that no longer reads.
+    // The sync pipe is done after this line: stdin and stdout become
+    // /dev/null first, so later writes can neither block on nor fail against
+    // a daemon that no longer reads, and nothing of the daemon's stays open.
+    let sync = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| format!("dup sync pipe: {e}"))?;
     if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
         let null = OwnedFd::from(null);
         let _ = sys::dup2(&null, 0);
         let _ = sys::dup2(&null, 1);
     }
+    let mut sync = File::from(sync);
+    let _ = writeln!(sync, "created {container_pid}");
+    drop(sync);
 
     Ok(Some(Monitor::new(
         args,

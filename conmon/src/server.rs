@@ -393,7 +393,15 @@ impl Monitor {
     fn close_stdin(&mut self) {
         match &mut self.stdio {
             Stdio::Pipes { stdin, .. } => *stdin = None,
-            Stdio::Terminal { stdin_open, .. } => *stdin_open = false,
+            Stdio::Terminal { stdin_open, .. } => {
+                if *stdin_open {
+                    *stdin_open = false;
+                    // A terminal cannot be closed for input alone: send EOT,
+                    // which ends a read in canonical mode.
+                    self.stdin_buf.push_back(4);
+                    self.flush_stdin();
+                }
+            }
         }
     }
 

@@ -335,3 +335,25 @@ pub fn getpid() -> libc::pid_t {
     // SAFETY: getpid cannot fail.
     unsafe { libc::getpid() }
 }
+
+/// Closes every descriptor above stderr that we inherited (the daemon's
+/// or its parents' leaks would otherwise stay open for the container's life).
+pub fn close_inherited_fds() {
+    // SAFETY: close_range takes plain integers; nothing in this process
+    // owns a descriptor above 2 yet when this runs.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if ret == 0 {
+        return;
+    }
+    let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: as above; closing the read_dir's own (already closed) fd fails harmlessly.
+        unsafe { libc::close(fd) };
+    }
+}

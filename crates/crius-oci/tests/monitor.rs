@@ -742,3 +742,79 @@ async fn dropping_an_exec_stream_kills_the_command() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+// Multi-threaded: the attach task runs while this one polls the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminal_stdin_once_ends_input_on_detach() {
+    let opts = Opts {
+        terminal: true,
+        stdin: true,
+        stdin_once: true,
+        ..Opts::default()
+    };
+    let mut c = TestContainer::new("ttyonce", &["cat"], opts);
+    c.run().await;
+    let client = MonitorClient::new(&c.dir);
+    let (mut in_w, in_r) = tokio::io::duplex(1024);
+    let (out_w, _out_r) = tokio::io::duplex(64 * 1024);
+    let attach = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .attach_stdio(Some(in_r), Some(out_w), None::<tokio::io::Sink>)
+                .await
+        }
+    });
+    tokio::io::AsyncWriteExt::write_all(&mut in_w, b"typed\n")
+        .await
+        .unwrap();
+    c.wait_log(Duration::from_secs(5), |t| t.matches("typed").count() >= 2);
+    assert!(
+        !attach.is_finished(),
+        "attach ended early: {:?}",
+        attach.await
+    );
+    attach.abort();
+    let _ = attach.await;
+    let st = tokio::time::timeout(Duration::from_secs(5), client.wait_exit())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "cat did not end after the detach; log: {:?}; monitor.log: {:?}",
+                c.log(),
+                std::fs::read_to_string(c.dir.join("monitor.log"))
+            )
+        })
+        .unwrap();
+    assert_eq!(st.exit_code, 0);
+}
+
+#[tokio::test]
+async fn monitor_holds_no_inherited_descriptors() {
+    use std::os::fd::AsRawFd;
+    // A descriptor this test process leaks on purpose into its children.
+    let leak = std::fs::File::open("/dev/null").unwrap();
+    let dup = nix_dup_inheritable(leak.as_raw_fd());
+    let mut c = TestContainer::new("fds", &["sleep", "100"], Opts::default());
+    let h = c.run().await;
+    // SAFETY: closing the descriptor this test made above.
+    unsafe { libc::close(dup) };
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", h.monitor_pid))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|p| p.display().to_string())
+        .collect();
+    // stdin/stdout are /dev/null, stderr is monitor.log; then the monitor's
+    // own: signalfd, socket, container log, stdio pipes.
+    let nulls = fds.iter().filter(|p| *p == "/dev/null").count();
+    assert_eq!(nulls, 2, "{fds:?}");
+}
+
+/// dup() without O_CLOEXEC, so the descriptor crosses exec.
+fn nix_dup_inheritable(fd: i32) -> i32 {
+    // SAFETY: dup of a descriptor we own.
+    let d = unsafe { libc::dup(fd) };
+    assert!(d > 2);
+    d
+}
