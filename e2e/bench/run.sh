@@ -10,14 +10,17 @@
 #
 # Usage (as root, from anywhere; e2e/fixtures/setup.sh must have run):
 #   e2e/bench/run.sh [--results DIR] [--no-build] [--no-critest] [--quick] [--keep]
+#                    [--only crius|containerd]
 #     --results DIR  where the results go (default /var/tmp/crius-bench-results/DATE)
 #     --no-build     use the release binaries already in target/release
 #     --no-critest   skip `critest -benchmark` even when $CRITEST exists
 #     --quick        small series (5 pods, 10 execs, 2 pulls) to check the setup
 #     --keep         keep the temp dir (daemon logs, state) for a look afterwards
+#     --only NAME    measure one runtime, no comparison (e.g. with CRIUS_BENCH_LOG_LEVEL=debug)
 # Environment: CRITEST (default /opt/cri-tools/bin/critest), CRITEST_PARAMS (default
 # ../shared/critest/benchmark-params.yaml next to the repository), CONTAINERD
-# (default /usr/bin/containerd), RUNC (default /usr/sbin/runc), CARGO_TARGET_DIR.
+# (default /usr/bin/containerd), RUNC (default /usr/sbin/runc), CARGO_TARGET_DIR,
+# CRIUS_BENCH_LOG_LEVEL (crius's --log-level, default info, as containerd's).
 
 set -euo pipefail
 
@@ -37,6 +40,8 @@ RESULTS=/var/tmp/crius-bench-results/$(date +%Y%m%d-%H%M%S)
 BUILD=1
 CRITEST_ON=1
 KEEP=0
+ONLY=
+CRIUS_LOG_LEVEL=${CRIUS_BENCH_LOG_LEVEL:-info}
 BENCH_SIZE=()
 FLOOR_RUNS=5
 while [ $# -gt 0 ]; do
@@ -46,7 +51,8 @@ while [ $# -gt 0 ]; do
         --no-critest) CRITEST_ON=0; shift ;;
         --quick) BENCH_SIZE=(--pods 5 --parallel 5 --execs 10 --pulls 2); FLOOR_RUNS=2; shift ;;
         --keep) KEEP=1; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        --only) ONLY=$2; shift 2 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -54,6 +60,7 @@ done
 log() { echo "run.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
 
+case "$ONLY" in ""|crius|containerd) ;; *) die "--only takes crius or containerd" ;; esac
 [ "$(id -u)" = 0 ] || die "must run as root"
 for tool in "$RUNC" "$CONTAINERD" /usr/bin/containerd-shim-runc-v2 iptables ip tar zstd; do
     command -v "$tool" >/dev/null || die "$tool is missing"
@@ -244,6 +251,7 @@ log "timing the tar floor"
 "$BENCH" floor --work-dir "$WORK/floor" --out "$RESULTS/floor.json" --runs "$FLOOR_RUNS"
 
 # --- crius -----------------------------------------------------------------------------
+if [ -z "$ONLY" ] || [ "$ONLY" = crius ]; then
 C=$WORK/crius
 mkdir -p "$C/cni" "$C/conf.d" "$C/logs"
 conflist crius-bench "$CRIUS_BRIDGE" "$CRIUS_SUBNET" "$C/ipam" >"$C/cni/10-bench.conflist"
@@ -253,10 +261,13 @@ cache_dir = "$C/cni-cache"
 EOF
 add_bridge_rule "$CRIUS_BRIDGE"
 CRIUS_SOCK=$C/run/crius.sock
+# crius syncs each unpacked layer (syncfs): start each daemon with no dirty pages pending
+# from earlier work on this disk, so neither pays for them.
+sync
 log "starting crius"
 "$RELEASE/crius" --config "$C/crius.conf" --config-dir "$C/conf.d" \
     --root "$C/root" --runroot "$C/run" --listen "unix://$CRIUS_SOCK" \
-    --log-level info --cgroup-manager cgroupfs \
+    --log-level "$CRIUS_LOG_LEVEL" --cgroup-manager cgroupfs \
     --cni-config-dir "$C/cni" --cni-plugin-dir "$CNI_BIN" \
     --registries-conf "$HERE/registries.conf" --insecure-registry "$REGISTRY" \
     --pause-image "$PAUSE_IMAGE" --stream-address 127.0.0.1 --stream-port 0 \
@@ -274,8 +285,10 @@ DAEMON_SOCKS+=("$CRIUS_SOCK")
 run_critest crius "$CRIUS_SOCK"
 stop_daemon "$CRIUS_PID" "$CRIUS_SOCK"
 cp "$C/crius.log" "$RESULTS/crius-daemon.log"
+fi
 
 # --- containerd ------------------------------------------------------------------------
+if [ -z "$ONLY" ] || [ "$ONLY" = containerd ]; then
 D=$WORK/containerd
 mkdir -p "$D/cni" "$D/logs"
 conflist containerd-bench "$CTRD_BRIDGE" "$CTRD_SUBNET" "$D/ipam" >"$D/cni/10-bench.conflist"
@@ -339,6 +352,7 @@ $mirrors
 EOF
 add_bridge_rule "$CTRD_BRIDGE"
 CTRD_SOCK=$D/containerd.sock
+sync
 log "starting containerd"
 "$CONTAINERD" --config "$D/config.toml" </dev/null >"$D/containerd.log" 2>&1 &
 CTRD_PID=$!
@@ -354,8 +368,13 @@ DAEMON_SOCKS+=("$CTRD_SOCK")
 run_critest containerd "$CTRD_SOCK"
 stop_daemon "$CTRD_PID" "$CTRD_SOCK"
 cp "$D/containerd.log" "$RESULTS/containerd-daemon.log"
+fi
 
 # --- the comparison --------------------------------------------------------------------
+if [ -n "$ONLY" ]; then
+    log "only $ONLY measured: no comparison; see $RESULTS/$ONLY.json"
+    exit 0
+fi
 echo
 "$BENCH" report --results "$RESULTS" --a crius --b containerd
 if /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then

@@ -164,7 +164,7 @@ pub fn table(a: &str, b: &str, rows: &[Row]) -> String {
 }
 
 /// Medians (ms) per operation from a critest -benchmark output dir: every `*.json` with
-/// `OperationsNames` and `Datapoints[].OperationsDurationsNs` (the lifecycle benchmarks),
+/// `operationsNames` and `datapoints[].operationsDurationsNs` (the lifecycle benchmarks),
 /// keyed "file: operation".
 pub fn critest_medians(dir: &Path) -> BTreeMap<String, f64> {
     let mut medians = BTreeMap::new();
@@ -199,9 +199,25 @@ pub fn critest_medians(dir: &Path) -> BTreeMap<String, f64> {
     medians
 }
 
-/// (operation, samples in ms) from one critest result file.
+/// A field of a critest result, in critest 1.32's camelCase or in Go's default
+/// capitalized spelling.
+fn field<'a>(json: &'a serde_json::Value, camel: &str) -> &'a serde_json::Value {
+    let value = &json[camel];
+    if !value.is_null() {
+        return value;
+    }
+    let mut chars = camel.chars();
+    let capitalized = match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect::<String>(),
+        None => String::new(),
+    };
+    &json[capitalized.as_str()]
+}
+
+/// (operation, samples in ms) from one critest result file; "whole" is each datapoint's
+/// end minus start.
 fn critest_series(json: &serde_json::Value) -> Vec<(String, Vec<f64>)> {
-    let names: Vec<String> = json["OperationsNames"]
+    let names: Vec<String> = field(json, "operationsNames")
         .as_array()
         .map(|a| {
             a.iter()
@@ -209,21 +225,21 @@ fn critest_series(json: &serde_json::Value) -> Vec<(String, Vec<f64>)> {
                 .collect()
         })
         .unwrap_or_default();
-    let Some(points) = json["Datapoints"].as_array() else {
+    let Some(points) = field(json, "datapoints").as_array() else {
         return Vec::new();
     };
     let mut series: Vec<(String, Vec<f64>)> =
         names.iter().map(|n| (n.clone(), Vec::new())).collect();
     let mut whole = Vec::new();
     for p in points {
-        if let Some(durations) = p["OperationsDurationsNs"].as_array() {
+        if let Some(durations) = field(p, "operationsDurationsNs").as_array() {
             for (i, d) in durations.iter().enumerate() {
                 if let (Some(slot), Some(ns)) = (series.get_mut(i), d.as_f64()) {
                     slot.1.push(ns / 1e6);
                 }
             }
         }
-        if let (Some(s), Some(e)) = (p["StartTime"].as_f64(), p["EndTime"].as_f64()) {
+        if let (Some(s), Some(e)) = (field(p, "startTime").as_f64(), field(p, "endTime").as_f64()) {
             if e > s {
                 whole.push((e - s) / 1e6);
             }
@@ -298,6 +314,13 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<Summary> {
     if !critest.is_empty() {
         let _ = writeln!(text, "\ncritest -benchmark medians:");
         text.push_str(&table(&args.a, &args.b, &critest));
+        let _ = writeln!(
+            text,
+            "note: critest's image_lifecycle removes its image by tag. A runtime that only \
+             untags while another tag still names the image (crius, as CRI-O) re-pulls just \
+             the manifest, one that deletes the image (containerd) downloads it again: \
+             compare pulls in the table above, which remove by image id."
+        );
     }
     print!("{text}");
     std::fs::write(args.results.join("table.txt"), &text)?;
@@ -403,11 +426,21 @@ mod tests {
                   {"StartTime":0,"EndTime":4000000,"OperationsDurationsNs":[2000000,4000000]}]}"#,
         )
         .unwrap();
+        std::fs::write(
+            dir.path().join("image_listing_benchmark_data.json"),
+            r#"{"operationsNames":["ListImages"],"numParallel":1,
+                "datapoints":[
+                  {"sampleIndex":0,"startTime":10,"endTime":1000010,"operationsDurationsNs":[1000000],"metaInfo":null},
+                  {"sampleIndex":1,"startTime":10,"endTime":3000010,"operationsDurationsNs":[3000000],"metaInfo":null}]}"#,
+        )
+        .unwrap();
         std::fs::write(dir.path().join("junk.json"), "not json").unwrap();
         let m = critest_medians(dir.path());
         assert_eq!(m.get("pod: Create"), Some(&2.0));
         assert_eq!(m.get("pod: Stop"), Some(&2.0));
         assert_eq!(m.get("pod: whole"), Some(&4.0));
-        assert_eq!(m.len(), 3);
+        assert_eq!(m.get("image_listing: ListImages"), Some(&2.0));
+        assert_eq!(m.get("image_listing: whole"), Some(&2.0));
+        assert_eq!(m.len(), 5);
     }
 }
