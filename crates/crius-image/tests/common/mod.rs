@@ -134,11 +134,16 @@ pub struct ScratchRegistry {
 
 impl ScratchRegistry {
     pub fn start() -> ScratchRegistry {
+        Self::start_with("")
+    }
+
+    /// Starts with extra top-level config (e.g. an `auth:` section).
+    pub fn start_with(extra_config: &str) -> ScratchRegistry {
         let dir = disk_tempdir();
         let port = closed_port();
         let addr = format!("127.0.0.1:{port}");
         let config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{extra_config}",
             dir.path().join("data").display()
         );
         std::fs::write(dir.path().join("config.yml"), config).unwrap();
@@ -157,7 +162,7 @@ impl ScratchRegistry {
             .expect("docker-registry not installed (run e2e/fixtures/setup.sh)");
         let reg = ScratchRegistry { addr, dir, child };
         let start = Instant::now();
-        while http_status(&reg.addr, "/v2/") != Some(200) {
+        while !matches!(http_status(&reg.addr, "/v2/"), Some(200) | Some(401)) {
             assert!(
                 start.elapsed() < Duration::from_secs(20),
                 "scratch registry on {} did not start",
