@@ -553,7 +553,10 @@ async fn exec_sync_returns_stdout_stderr_and_exit_code_and_times_out() {
         "the timed-out exec still runs:\n{ps}"
     );
 
-    // ExecSync in a container that is not running is refused.
+    // ExecSync in a container that is not running (created, or exited) is refused.
+    let idle = f.create(container_config("idle", &["sleep", "3600"])).await;
+    let err = try_exec(&mut f.rt, &idle, &["true"], 5).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
     let stopped = f.run(shell("done", "exit 0")).await;
     wait_state(
         &mut f.rt,
@@ -664,6 +667,109 @@ async fn reopen_container_log_after_a_move_writes_new_lines_into_a_new_file() {
     f.finish().await;
 }
 
+#[tokio::test]
+async fn user_env_workdir_readonly_rootfs_and_mounts_shape_the_process() {
+    let mut f = pod_fixture("shape").await;
+    let sc = |sc: cri::LinuxContainerSecurityContext| {
+        Some(cri::LinuxContainerConfig {
+            security_context: Some(sc),
+            ..Default::default()
+        })
+    };
+    let mut by_uid = container_config("by-uid", &["sleep", "3600"]);
+    by_uid.linux = sc(cri::LinuxContainerSecurityContext {
+        run_as_user: Some(cri::Int64Value { value: 1000 }),
+        ..Default::default()
+    });
+    let by_uid = f.run(by_uid).await;
+    assert_eq!(
+        exec_ok(&mut f.rt, &by_uid, &["id", "-u"]).await.trim(),
+        "1000"
+    );
+    assert_eq!(
+        exec_ok(&mut f.rt, &by_uid, &["id", "-g"]).await.trim(),
+        "1000"
+    );
+
+    let mut by_name = container_config("by-name", &["sleep", "3600"]);
+    by_name.linux = sc(cri::LinuxContainerSecurityContext {
+        run_as_username: "crius-user".into(),
+        ..Default::default()
+    });
+    let by_name = f.run(by_name).await;
+    let id = exec_ok(&mut f.rt, &by_name, &["id"]).await;
+    assert!(id.contains("uid=1000(crius-user)"), "{id}");
+    assert!(id.contains("gid=1000(crius-user)"), "{id}");
+    assert!(
+        id.contains("2000(crius-extra)"),
+        "supplementary group missing: {id}"
+    );
+
+    let mut ro = container_config("ro", &["sleep", "3600"]);
+    ro.linux = sc(cri::LinuxContainerSecurityContext {
+        readonly_rootfs: true,
+        ..Default::default()
+    });
+    ro.envs.push(cri::KeyValue {
+        key: "CRIUS_E2E".into(),
+        value: "from the config".into(),
+    });
+    ro.working_dir = "/etc".into();
+    let host = f.daemon.dir.join("shared");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("hello"), "from the host\n").unwrap();
+    ro.mounts = vec![
+        cri::Mount {
+            container_path: "/data".into(),
+            host_path: host.display().to_string(),
+            ..Default::default()
+        },
+        cri::Mount {
+            container_path: "/ro".into(),
+            host_path: host.display().to_string(),
+            readonly: true,
+            ..Default::default()
+        },
+    ];
+    let ro = f.run(ro).await;
+    let out = try_exec(&mut f.rt, &ro, &["touch", "/rootfs-write"], 10)
+        .await
+        .unwrap();
+    assert_ne!(out.exit_code, 0, "the read-only rootfs took a write");
+    assert_eq!(
+        exec_ok(&mut f.rt, &ro, &["sh", "-c", "echo $CRIUS_E2E"]).await,
+        "from the config\n"
+    );
+    assert_eq!(exec_ok(&mut f.rt, &ro, &["pwd"]).await.trim(), "/etc");
+    assert_eq!(
+        exec_ok(&mut f.rt, &ro, &["cat", "/data/hello"]).await,
+        "from the host\n"
+    );
+    exec_ok(
+        &mut f.rt,
+        &ro,
+        &["sh", "-c", "echo from the container > /data/back"],
+    )
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(host.join("back")).unwrap(),
+        "from the container\n"
+    );
+    let out = try_exec(&mut f.rt, &ro, &["touch", "/ro/denied"], 10)
+        .await
+        .unwrap();
+    assert_ne!(out.exit_code, 0, "a read-only mount took a write");
+    assert!(!host.join("denied").exists());
+    // The image's PATH is kept.
+    let env = exec_ok(&mut f.rt, &ro, &["env"]).await;
+    assert!(
+        env.lines()
+            .any(|l| l.starts_with("PATH=") && l.contains("/bin")),
+        "{env}"
+    );
+    f.finish().await;
+}
+
 fn memory_limited(name: &str, command: &[&str], bytes: i64) -> cri::ContainerConfig {
     let mut config = container_config(name, command);
     config.linux = Some(cri::LinuxContainerConfig {
@@ -711,6 +817,37 @@ async fn update_container_resources_changes_the_memory_limit_seen_inside() {
     })
     .await
     .unwrap();
+    assert_eq!(read(&mut f.rt).await, 128 * MIB);
+    // CPU limits too.
+    f.rt.update_container_resources(cri::UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 128 * MIB,
+            cpu_period: 100_000,
+            cpu_quota: 50_000,
+            cpu_shares: 512,
+            ..Default::default()
+        }),
+        windows: None,
+        annotations: Default::default(),
+    })
+    .await
+    .unwrap();
+    let cpu = exec_ok(
+        &mut f.rt,
+        &id,
+        &[
+            "cat",
+            "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+            "/sys/fs/cgroup/cpu/cpu.cfs_period_us",
+            "/sys/fs/cgroup/cpu/cpu.shares",
+        ],
+    )
+    .await;
+    assert_eq!(
+        cpu.split_whitespace().collect::<Vec<_>>(),
+        vec!["50000", "100000", "512"]
+    );
     assert_eq!(read(&mut f.rt).await, 128 * MIB);
     let st = container_status(&mut f.rt, &id).await;
     assert_eq!(

@@ -458,6 +458,79 @@ async fn a_host_network_pod_shares_the_host_netns_and_has_no_pin() {
 }
 
 #[tokio::test]
+async fn namespaced_sysctls_apply_and_a_shared_pid_namespace_shows_the_pause_process() {
+    let daemon = bridge_daemon().await;
+    let (mut rt, mut images) = clients(&daemon).await;
+    pull(&mut images, &busybox()).await;
+    let mut config = pod_config(&daemon, "sysctl");
+    let linux = config.linux.as_mut().unwrap();
+    linux.sysctls = HashMap::from([
+        (
+            "net.ipv4.ip_unprivileged_port_start".to_string(),
+            "0".to_string(),
+        ),
+        ("kernel.shm_rmid_forced".to_string(), "1".to_string()),
+    ]);
+    let ns = linux
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap();
+    ns.pid = cri::NamespaceMode::Pod as i32;
+    let pod = run_pod(&mut rt, &config).await;
+    let mut ctr_cfg = container_config("c", &["sleep", "3600"]);
+    ctr_cfg
+        .linux
+        .get_or_insert_with(Default::default)
+        .security_context = Some(cri::LinuxContainerSecurityContext {
+        namespace_options: Some(cri::NamespaceOption {
+            network: cri::NamespaceMode::Pod as i32,
+            pid: cri::NamespaceMode::Pod as i32,
+            ipc: cri::NamespaceMode::Pod as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let ctr = run_container(&mut rt, &pod, &config, ctr_cfg).await;
+    let values = exec_ok(
+        &mut rt,
+        &ctr,
+        &[
+            "cat",
+            "/proc/sys/net/ipv4/ip_unprivileged_port_start",
+            "/proc/sys/kernel/shm_rmid_forced",
+        ],
+    )
+    .await;
+    assert_eq!(
+        values.split_whitespace().collect::<Vec<_>>(),
+        vec!["0", "1"]
+    );
+    // The host's own values are untouched.
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/shm_rmid_forced")
+            .unwrap()
+            .trim(),
+        "0"
+    );
+    // With the pod's PID namespace, PID 1 is the pause process.
+    let ps = exec_ok(&mut rt, &ctr, &["ps", "-o", "pid,args"]).await;
+    let first = ps
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("1"))
+        .unwrap_or_else(|| panic!("no PID 1 in:\n{ps}"));
+    assert!(
+        first.contains("pause"),
+        "PID 1 is not the pause process:\n{ps}"
+    );
+    assert!(ps.contains("sleep 3600"), "{ps}");
+    remove_pod(&mut rt, &pod).await;
+    assert_nothing_left(&daemon, &mut rt).await;
+}
+
+#[tokio::test]
 async fn twenty_pods_created_in_parallel_are_ready_with_distinct_ips_and_all_go_away() {
     let daemon = bridge_daemon().await;
     let (rt, _) = clients(&daemon).await;
