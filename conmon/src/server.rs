@@ -152,7 +152,7 @@ impl Monitor {
             self.on_reaped(r);
         }
         loop {
-            if self.exit.is_some() && self.stdio_drained() {
+            if self.exit.is_some() && self.stdio_drained() && self.execs_settled() {
                 break;
             }
             if let Err(e) = self.turn() {
@@ -162,6 +162,13 @@ impl Monitor {
         }
         self.finish();
         ExitCode::SUCCESS
+    }
+
+    /// Execs still running when the container exits end right after it (the kernel kills
+    /// what is left in its PID namespace), so their clients get their results rather than
+    /// "container has exited"; the drain grace bounds the wait.
+    fn execs_settled(&self) -> bool {
+        self.execs.is_empty() || self.drain_deadline.is_some_and(|d| Instant::now() >= d)
     }
 
     fn stdio_drained(&self) -> bool {
