@@ -76,8 +76,8 @@ fn state(s: cri::ContainerState) -> i32 {
 async fn a_container_exiting_7_goes_created_running_exited_with_reason_error_and_cri_logs() {
     let mut f = pod_fixture("lifecycle").await;
     // Waits for /cue/go (a host dir) so the test sees Running before the exit. The cue
-    // comes from the host, not ExecSync: an exec that makes the container exit races the
-    // exit (see exec_sync_that_ends_the_container_still_returns_its_result).
+    // comes from the host so that this test does not hinge on an exec racing the exit
+    // (exec_sync_that_ends_the_container_still_returns_its_result covers that).
     let cue = f.daemon.dir.join("cue-exit7");
     std::fs::create_dir_all(&cue).unwrap();
     let script = "echo out-line-1; echo err-line-1 >&2; echo out-line-2; \
@@ -573,10 +573,6 @@ async fn exec_sync_returns_stdout_stderr_and_exit_code_and_times_out() {
 }
 
 #[tokio::test]
-#[ignore = "crius-conmon bug: when the container's init exits before the `runc exec` process that \
-            ran a finished ExecSync command, Monitor::run stops as soon as stdio is drained and \
-            finish() answers the pending exec with \"container has exited\" (Internal) instead of \
-            its result; the loop should also wait (bounded by the drain grace) for running execs"]
 async fn exec_sync_that_ends_the_container_still_returns_its_result() {
     let mut f = pod_fixture("exec-ends").await;
     let mut failures = Vec::new();
