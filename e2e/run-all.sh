@@ -8,7 +8,8 @@
 #    reads the variables it writes to /var/tmp/crius-fixtures/env;
 # 3. builds every binary (the e2e tests start target/debug/crius, crius-conmon and
 #    crius-pause) and the tests;
-# 4. runs `cargo test --workspace` with at most CRIUS_TEST_THREADS (default 2) tests at once;
+# 4. runs `cargo test --workspace --no-fail-fast` with at most CRIUS_TEST_THREADS (default 2)
+#    tests at once per test binary;
 # 5. stops the registries again (e2e/fixtures/teardown.sh), also when a step fails, unless
 #    they were already running before (then someone else uses them) or
 #    CRIUS_KEEP_FIXTURES=1 is set.
@@ -21,11 +22,11 @@ PACKAGES="build-essential pkg-config protobuf-compiler ca-certificates runc crun
 FIXTURES=e2e/fixtures
 FIXTURES_ENV=/var/tmp/crius-fixtures/env
 
-say() { echo "run-all: $*"; }
+say() { echo "run-all: [$(( $(date +%s) - started ))s] $*"; }
 die() { echo "run-all: error: $*" >&2; exit 1; }
 
-[ "$(id -u)" = 0 ] || die "the tests need root (sudo $0)"
 started=$(date +%s)
+[ "$(id -u)" = 0 ] || die "the tests need root (sudo $0)"
 
 # ---------------------------------------------------------------- packages
 missing=""
@@ -74,7 +75,7 @@ say "cargo build --workspace --bins"
 cargo build --workspace --bins </dev/null
 say "cargo test --workspace --no-run"
 cargo test --workspace --no-run </dev/null
-say "cargo test --workspace"
-cargo test --workspace "$@" -- --test-threads="${CRIUS_TEST_THREADS:-2}" </dev/null
+say "cargo test --workspace --no-fail-fast"
+cargo test --workspace --no-fail-fast "$@" -- --test-threads="${CRIUS_TEST_THREADS:-2}" </dev/null
 
-say "all tests passed in $(( $(date +%s) - started )) s"
+say "all tests passed"
