@@ -547,24 +547,26 @@ impl Inner {
     /// oci-client for one endpoint and credential set; plain HTTP only for
     /// insecure hosts. Clients are kept (connection pools, bearer tokens) and
     /// dropped when registries.conf is reloaded.
-    fn client(&self, endpoint: &Endpoint, auth: &RegistryAuth) -> Client {
+    fn client(&self, endpoint: &Endpoint, auth: &RegistryAuth, plain_http: bool) -> Client {
         let host = endpoint.name.registry.clone();
         let auth_key = match auth {
             RegistryAuth::Anonymous => "anonymous".to_string(),
             RegistryAuth::Basic(u, p) => sha256_digest(format!("basic\0{u}\0{p}").as_bytes()),
             RegistryAuth::Bearer(t) => sha256_digest(format!("bearer\0{t}").as_bytes()),
         };
-        let key = format!("{host}|{}|{auth_key}", endpoint.insecure);
+        let key = format!("{host}|{}|{plain_http}|{auth_key}", endpoint.insecure);
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(&key) {
             return c.clone();
         }
-        let mut plain: Vec<String> = self.registries_snapshot().all_insecure_hosts();
-        if endpoint.insecure {
-            plain.push(host);
-        }
         let config = ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(plain),
+            protocol: if plain_http {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            // containers-registries.conf: insecure allows HTTP and untrusted certificates
+            accept_invalid_certificates: endpoint.insecure,
             connect_timeout: Some(std::time::Duration::from_secs(10)),
             read_timeout: Some(std::time::Duration::from_secs(120)),
             platform_resolver: None,
@@ -577,6 +579,34 @@ impl Inner {
         }
         clients.insert(key, client.clone());
         client
+    }
+
+    /// Schemes to try for an endpoint, in order (true = plain HTTP). Secure
+    /// registries: HTTPS only. Insecure ones: HTTPS first, then HTTP, unless
+    /// an earlier pull found which one the host speaks.
+    fn schemes(&self, endpoint: &Endpoint) -> Vec<bool> {
+        if !endpoint.insecure {
+            return vec![false];
+        }
+        let known = self
+            .plain_http_hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&endpoint.name.registry)
+            .copied();
+        match known {
+            Some(plain) => vec![plain],
+            None => vec![false, true],
+        }
+    }
+
+    fn remember_scheme(&self, endpoint: &Endpoint, plain_http: bool) {
+        if endpoint.insecure {
+            self.plain_http_hosts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(endpoint.name.registry.clone(), plain_http);
+        }
     }
 
     /// Credentials for an endpoint: the caller's, else the config's for that host.
@@ -663,13 +693,36 @@ impl Inner {
         let image = name.to_string();
         let registry = ep.name.registry.clone();
         let auth = self.auth_for(ep, explicit)?;
-        let client = self.client(ep, &auth);
         let oref = to_oci_reference(&ep.name);
         let t = Instant::now();
-        let (raw, digest) = client
-            .pull_manifest_raw(&oref, &auth, ACCEPTED_MANIFESTS)
-            .await
-            .map_err(|e| map_err(e, &image, &registry))?;
+        let schemes = self.schemes(ep);
+        let mut fetched = None;
+        for (i, plain_http) in schemes.iter().copied().enumerate() {
+            let client = self.client(ep, &auth, plain_http);
+            match client
+                .pull_manifest_raw(&oref, &auth, ACCEPTED_MANIFESTS)
+                .await
+                .map_err(|e| map_err(e, &image, &registry))
+            {
+                Ok(answer) => {
+                    self.remember_scheme(ep, plain_http);
+                    fetched = Some((client, answer));
+                    break;
+                }
+                // no TLS there (or nothing at all): try plain HTTP next
+                Err(e) if e.is_unavailable() && i + 1 < schemes.len() => {
+                    debug!(endpoint = %ep.name, error = %e, "HTTPS failed, trying HTTP");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let Some((client, (raw, digest))) = fetched else {
+            return Err(Error::RegistryUnreachable {
+                image,
+                registry,
+                reason: "no scheme to try".into(),
+            });
+        };
         debug!(image = %image, endpoint = %ep.name, digest = %digest, elapsed = ?t.elapsed(), "manifest fetched");
         let invalid = |reason: String| Error::InvalidManifest {
             image: image.clone(),

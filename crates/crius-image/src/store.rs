@@ -37,6 +37,8 @@ pub struct Inner {
     pins: Mutex<HashMap<String, usize>>,
     /// Registry clients by endpoint and credentials.
     pub(crate) clients: Mutex<HashMap<String, oci_client::Client>>,
+    /// Insecure hosts and whether they answered over plain HTTP (true) or HTTPS.
+    pub(crate) plain_http_hosts: Mutex<HashMap<String, bool>>,
     pub(crate) downloads: Semaphore,
     pub(crate) download_count: AtomicU64,
 }
@@ -364,6 +366,7 @@ impl ImageStore {
             layer_locks: Mutex::new(HashMap::new()),
             pins: Mutex::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
+            plain_http_hosts: Mutex::new(HashMap::new()),
             download_count: AtomicU64::new(0),
         };
         let store = ImageStore {
@@ -529,6 +532,7 @@ impl ImageStore {
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
         lock(&self.inner.clients).clear();
+        lock(&self.inner.plain_http_hosts).clear();
         Ok(())
     }
 

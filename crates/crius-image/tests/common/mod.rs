@@ -162,7 +162,10 @@ impl ScratchRegistry {
             .expect("docker-registry not installed (run e2e/fixtures/setup.sh)");
         let reg = ScratchRegistry { addr, dir, child };
         let start = Instant::now();
-        while !matches!(http_status(&reg.addr, "/v2/"), Some(200) | Some(401)) {
+        while !matches!(
+            http_status(&reg.addr, "/v2/"),
+            Some(200) | Some(400) | Some(401)
+        ) {
             assert!(
                 start.elapsed() < Duration::from_secs(20),
                 "scratch registry on {} did not start",

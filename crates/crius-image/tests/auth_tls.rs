@@ -1,3 +1,5 @@
+//! Bearer token auth and HTTPS registries.
+//!
 //! The Bearer token flow: a docker-registry configured with `auth: token`
 //! answers 401 with `WWW-Authenticate: Bearer realm=...`; the client gets a
 //! token from the realm with the user's credentials and retries with it.
@@ -231,4 +233,55 @@ fn bearer_token_flow_with_user_credentials_and_with_a_registry_token() {
     };
     let img2 = block_on(t2.store.pull(&name, Some(&bearer))).unwrap();
     assert_eq!(img2.id, img.id);
+}
+
+#[test]
+fn https_registry_with_an_untrusted_certificate_needs_insecure() {
+    let f = Fixtures::load();
+    let keys = common::disk_tempdir();
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        keys.path(),
+    );
+    // nested under `http:` of the scratch registry's config
+    let reg = ScratchRegistry::start_with(&format!(
+        "  tls:\n    certificate: {}\n    key: {}\n",
+        keys.path().join("cert.pem").display(),
+        keys.path().join("key.pem").display()
+    ));
+    let oci = std::path::PathBuf::from(f.get("CRIUS_TEST_OCI_DIR")).join("busybox");
+    let name = reg.push(&oci, "latest", "tls/busybox");
+
+    // not marked insecure: the self-signed certificate is refused
+    let strict = store_with("", |_| {});
+    let err = block_on(strict.store.pull(&name, None)).unwrap_err();
+    assert!(err.to_string().contains("certificate"), "{err}");
+    assert!(strict.store.list().is_empty());
+
+    // insecure: HTTPS without verification (tried before plain HTTP)
+    let lax = store_with(
+        &format!(
+            "[[registry]]\nlocation = \"{}\"\ninsecure = true\n",
+            reg.addr
+        ),
+        |_| {},
+    );
+    let img = block_on(lax.store.pull(&name, None)).unwrap();
+    assert_eq!(img.id, f.get("CRIUS_TEST_BUSYBOX_ID"));
 }
