@@ -95,6 +95,13 @@ pub fn temp_sibling(path: &Path, tag: &str) -> PathBuf {
 
 /// Temp file, fsync, rename over `path`, fsync the directory.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), Error> {
+    write_atomic_nodirsync(path, data)?;
+    sync_dir(path.parent().unwrap_or(Path::new("/")))
+}
+
+/// Temp file, fsync, rename over `path`; the caller fsyncs the directory
+/// (once for several files).
+pub fn write_atomic_nodirsync(path: &Path, data: &[u8]) -> Result<(), Error> {
     let tmp = temp_sibling(path, "w");
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -106,8 +113,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), Error> {
             .map_err(|e| Error::io(&tmp, e))?;
         f.write_all(data).map_err(|e| Error::io(&tmp, e))?;
         f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-        sync_dir(path.parent().unwrap_or(Path::new("/")))
+        fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

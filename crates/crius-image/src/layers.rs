@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 
-use crate::index::{sync_dir, temp_sibling, write_atomic};
+use crate::index::{sync_dir, temp_sibling};
 use crate::Error;
 
 /// What layer.json records.
@@ -168,14 +168,16 @@ impl LayerStore {
     /// Flushes the content, records `meta` and renames the layer into place.
     pub fn commit(&self, mut layer: TempLayer, meta: &LayerMeta) -> Result<(), Error> {
         let final_dir = self.layer_dir(&meta.chain_id)?;
-        let start = std::time::Instant::now();
-        syncfs(&layer.dir)?;
-        debug!(dir = %layer.dir.display(), elapsed = ?start.elapsed(), "syncfs");
         let data = serde_json::to_vec_pretty(meta).map_err(|e| Error::CorruptStore {
             path: layer.dir.clone(),
             reason: e.to_string(),
         })?;
-        write_atomic(&layer.dir.join("layer.json"), &data)?;
+        // layer.json is inside the temp dir: the syncfs below flushes it with the content
+        let meta_path = layer.dir.join("layer.json");
+        fs::write(&meta_path, &data).map_err(|e| Error::io(&meta_path, e))?;
+        let start = std::time::Instant::now();
+        syncfs(&layer.dir)?;
+        debug!(dir = %layer.dir.display(), elapsed = ?start.elapsed(), "syncfs");
         match fs::rename(&layer.dir, &final_dir) {
             Ok(()) => {}
             // someone committed the same layer first (another process): keep theirs

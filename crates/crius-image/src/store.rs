@@ -128,12 +128,14 @@ impl Inner {
         Ok(self.root.join("blobs/sha256").join(hex))
     }
 
-    fn put_blob(&self, digest: &str, data: &[u8]) -> Result<(), Error> {
+    /// Writes a blob unless present; true when written (its dir needs an fsync).
+    fn put_blob(&self, digest: &str, data: &[u8]) -> Result<bool, Error> {
         let path = self.blob_path(digest)?;
         if path.exists() {
-            return Ok(());
+            return Ok(false);
         }
-        index::write_atomic(&path, data)
+        index::write_atomic_nodirsync(&path, data)?;
+        Ok(true)
     }
 
     /// Records that `name` now refers to an image already in the store with all
@@ -176,8 +178,12 @@ impl Inner {
         rec: ImageRecord,
         blobs: &[(&str, &[u8])],
     ) -> Result<Image, Error> {
+        let mut wrote = false;
         for (digest, data) in blobs {
-            self.put_blob(digest, data)?;
+            wrote |= self.put_blob(digest, data)?;
+        }
+        if wrote {
+            index::sync_dir(&self.root.join("blobs/sha256"))?;
         }
         let mut next = images.clone();
         for other in next.iter_mut().filter(|r| r.id != rec.id) {
