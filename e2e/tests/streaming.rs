@@ -289,6 +289,31 @@ async fn exec_feeds_stdin_until_the_client_closes_it() {
 }
 
 #[tokio::test]
+async fn exec_stdin_arrives_whole_however_large() {
+    let daemon = bridge_daemon().await;
+    let (mut rt, mut images) = clients(&daemon).await;
+    let (_pod, ctr) = pod_with_sleeper(&daemon, &mut rt, &mut images, "exec-big").await;
+
+    let mut req = exec_request(&ctr, &["wc", "-c"]);
+    req.stdin = true;
+    let url = exec_url(&mut rt, req).await.unwrap();
+    let (mut ws, _) = Ws::connect(&url, "v5.channel.k8s.io")
+        .await
+        .expect("upgrade");
+    // 4 MiB, far more than any pipe or socket buffer on the way; closed right after the
+    // last byte, so nothing may be dropped at the close.
+    let chunk: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+    for _ in 0..64 {
+        ws.send_channel(0, &chunk).await;
+    }
+    ws.send(OP_BINARY, &[255, 0]).await;
+    let out = ws.collect(Duration::from_secs(60)).await;
+    let stdout = text(&out, 1);
+    assert_eq!(stdout, "4194304\n");
+    assert_eq!(status_json(&out)["status"], "Success", "{stdout:?}");
+}
+
+#[tokio::test]
 async fn exec_on_a_terminal_takes_the_client_terminal_size() {
     let daemon = bridge_daemon().await;
     let (mut rt, mut images) = clients(&daemon).await;
