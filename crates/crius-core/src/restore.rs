@@ -82,8 +82,31 @@ impl Daemon {
                 self.record_exit(&ctr, read_exit_file(&run_dir).ok().flatten());
             }
         }
+        self.teardown_orphan_networks(&pod_ids).await;
         self.collect_orphans(&pod_ids, &ctr_ids);
         Ok(())
+    }
+
+    /// CNI networks cached for pods without a record are ADDs a crash cut short: DEL them
+    /// from the cache while their netns pins still exist, so their IPs and veths are freed.
+    async fn teardown_orphan_networks(&self, pods: &HashSet<String>) {
+        let cached = match self.cni.cached_pods() {
+            Ok(ids) => ids,
+            Err(e) => {
+                warn!(error = %e, "cached pod networks not listed; half-made ones may keep their IPs");
+                return;
+            }
+        };
+        for id in cached.into_iter().filter(|id| !pods.contains(id)) {
+            info!(pod_id = %id, "tearing down the network of a half-made pod");
+            let network = crius_net::PodNetwork {
+                id: id.clone(),
+                ..Default::default()
+            };
+            if let Err(e) = self.cni.teardown(&network).await {
+                warn!(pod_id = %id, error = %e, "network of a half-made pod not torn down");
+            }
+        }
     }
 
     fn collect_container_leftovers(&self, id: &str) {
