@@ -74,12 +74,15 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| Error::Internal(format!("{} has no parent dir", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("record")
-    ));
+    // Unique per writer: two writers of one record (an operation and an exit watcher) must
+    // not rename each other's temp file away.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("record");
+    let tmp = dir.join(format!(".{name}.{}-{seq}.tmp", std::process::id()));
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
@@ -97,6 +100,27 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_writers_of_one_record_do_not_collide() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = RecordDir::open(tmp.path()).unwrap();
+        std::thread::scope(|s| {
+            for n in 0..8 {
+                let dir = &dir;
+                s.spawn(move || {
+                    for _ in 0..50 {
+                        dir.write("same", &serde_json::json!({ "n": n })).unwrap();
+                    }
+                });
+            }
+        });
+        let (good, bad): (Vec<serde_json::Value>, _) = dir.load_all().unwrap();
+        assert_eq!(good.len(), 1);
+        assert!(bad.is_empty());
+        let leftovers = fs::read_dir(tmp.path()).unwrap().count();
+        assert_eq!(leftovers, 1, "no temp files are left behind");
+    }
 
     #[test]
     fn records_round_trip_and_bad_files_are_reported() {
