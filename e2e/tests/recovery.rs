@@ -102,7 +102,29 @@ async fn survives(signal: Signal) {
     );
 
     daemon.restart().await.unwrap();
-    let (mut rt, _) = clients(&daemon).await;
+    let (mut rt, mut images) = clients(&daemon).await;
+    // The image store and the pod names survive too.
+    assert!(
+        images
+            .image_status(cri::ImageStatusRequest {
+                image: Some(cri::ImageSpec {
+                    image: busybox(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .image
+            .is_some(),
+        "busybox forgotten across the restart"
+    );
+    assert_eq!(
+        run_pod(&mut rt, &config).await,
+        pod,
+        "a repeated RunPodSandbox after the restart made a new pod"
+    );
     let st = pod_status(&mut rt, &pod).await;
     assert_eq!(
         st.state,
@@ -187,4 +209,110 @@ async fn a_running_container_survives_a_daemon_restart() {
 #[tokio::test]
 async fn a_running_container_survives_a_daemon_sigkill() {
     survives(Signal::SIGKILL).await;
+}
+
+#[tokio::test]
+async fn a_pod_whose_pause_died_while_the_daemon_was_down_is_not_ready_and_removable() {
+    let mut daemon = bridge_daemon().await;
+    let (mut rt, _) = clients(&daemon).await;
+    let config = pod_config(&daemon, "orphaned");
+    let pod = run_pod(&mut rt, &config).await;
+    let reply = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&reply.info["info"]).unwrap();
+    let pause = info["pid"].as_u64().expect("pause pid") as i32;
+    drop(rt);
+    daemon.stop().await.unwrap();
+    // The pause process dies with nobody watching (as after an OOM kill or a crash).
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pause), Signal::SIGKILL).unwrap();
+    eventually(
+        "the pause process is gone",
+        Duration::from_secs(5),
+        || async move { (!std::path::Path::new(&format!("/proc/{pause}")).exists()).then_some(()) },
+    )
+    .await;
+    daemon.restart().await.unwrap();
+    let (mut rt, _) = clients(&daemon).await;
+    let st = pod_status(&mut rt, &pod).await;
+    assert_eq!(
+        st.state,
+        cri::PodSandboxState::SandboxNotready as i32,
+        "{st:?}"
+    );
+    remove_pod(&mut rt, &pod).await;
+    assert_nothing_left(&daemon, &mut rt).await;
+}
+
+#[tokio::test]
+async fn a_pod_half_made_when_the_daemon_is_killed_is_collected_at_restart() {
+    // A plugin after the bridge that hangs in ADD: the bridge has made a veth and taken an
+    // IP when the daemon is killed.
+    let plugins = tempfile::tempdir_in("/var/tmp").unwrap();
+    let pid_file = plugins.path().join("slow-add.pid");
+    let script = plugins.path().join("crius-e2e-slow");
+    std::fs::write(
+        &script,
+        format!(
+            r#"#!/bin/sh
+cat >/dev/null
+case "$CNI_COMMAND" in
+ADD)
+  echo $$ > {pid}
+  exec sleep 30 ;;
+VERSION)
+  echo '{{"cniVersion":"1.0.0","supportedVersions":["0.3.1","0.4.0","1.0.0"]}}' ;;
+esac
+exit 0
+"#,
+            pid = pid_file.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut daemon = daemon_with_chain(
+        plugins.path(),
+        serde_json::json!([{"type": "crius-e2e-slow"}]),
+    )
+    .await;
+    let (rt, _) = clients(&daemon).await;
+    let config = pod_config(&daemon, "half-made");
+    let run = {
+        let mut rt = rt.clone();
+        let config = config.clone();
+        tokio::spawn(async move {
+            rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: String::new(),
+            })
+            .await
+        })
+    };
+    let plugin_pid: i32 = eventually("the slow plugin runs", Duration::from_secs(15), || {
+        let pid_file = pid_file.clone();
+        async move { std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok() }
+    })
+    .await;
+    // The scenario is real: a netns pin and a reserved IP exist.
+    assert_eq!(netns_pins(&daemon).len(), 1);
+    assert_eq!(ipam_reserved(&daemon).len(), 1);
+
+    daemon.signal(Signal::SIGKILL).unwrap();
+    daemon.wait_exit(Duration::from_secs(10)).await.unwrap();
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(plugin_pid), Signal::SIGKILL);
+    let outcome = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("RunPodSandbox did not end with the daemon")
+        .unwrap();
+    assert!(outcome.is_err(), "{outcome:?}");
+    drop(rt);
+
+    daemon.restart().await.unwrap();
+    let (mut rt, _) = clients(&daemon).await;
+    assert_nothing_left(&daemon, &mut rt).await;
 }

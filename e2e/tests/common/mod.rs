@@ -503,3 +503,32 @@ pub fn is_rfc3339_nano(ts: &str) -> bool {
             && (rest.starts_with('+') || rest.starts_with('-'))
             && rest.as_bytes()[3] == b':')
 }
+
+/// A daemon whose only network is the harness bridge followed by `extra` plugins (JSON),
+/// with `plugin_dir` searched first for plugins.
+pub async fn daemon_with_chain(plugin_dir: &Path, extra: serde_json::Value) -> CriusDaemon {
+    let dropin = format!(
+        "[crius.network]\nplugin_dirs = [\"{}\", \"/usr/lib/cni\", \"/opt/cni/bin\"]\n",
+        plugin_dir.display()
+    );
+    let mut daemon = builder()
+        .bridge_network()
+        .config(&dropin)
+        .build()
+        .expect("daemon dirs");
+    let bridge = daemon.bridge.as_ref().unwrap();
+    let mut conflist: serde_json::Value = serde_json::from_str(&bridge.conflist).unwrap();
+    let plugins = conflist["plugins"].as_array_mut().unwrap();
+    // bridge first (it reserves an IP and makes a veth), then the extra plugins.
+    let tail = plugins.split_off(1);
+    plugins.extend(extra.as_array().unwrap().iter().cloned());
+    plugins.extend(tail);
+    std::fs::remove_file(daemon.cni_dir.join("10-test-bridge.conflist")).unwrap();
+    std::fs::write(
+        daemon.cni_dir.join("10-chain.conflist"),
+        conflist.to_string(),
+    )
+    .unwrap();
+    daemon.restart().await.expect("daemon start");
+    daemon
+}
