@@ -603,6 +603,93 @@ async fn exec_sync_that_ends_the_container_still_returns_its_result() {
     f.finish().await;
 }
 
+#[tokio::test]
+async fn ten_containers_started_in_parallel_in_one_pod_all_run_and_stop_with_the_pod() {
+    let mut f = pod_fixture("crowd").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let (mut rt, pod, config) = (f.rt.clone(), f.pod.clone(), f.config.clone());
+        tasks.spawn(async move {
+            run_container(
+                &mut rt,
+                &pod,
+                &config,
+                container_config(&format!("c{i}"), &["sleep", "3600"]),
+            )
+            .await
+        });
+    }
+    let mut ids = HashSet::new();
+    while let Some(r) = tasks.join_next().await {
+        assert!(ids.insert(r.unwrap()), "an id was handed out twice");
+    }
+    for id in &ids {
+        let st = container_status(&mut f.rt, id).await;
+        assert_eq!(
+            st.state,
+            state(cri::ContainerState::ContainerRunning),
+            "{st:?}"
+        );
+    }
+    // A created, never started container is stopped at once too.
+    let idle = f.create(container_config("idle", &["sleep", "3600"])).await;
+    let started = Instant::now();
+    f.rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: f.pod.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "StopPodSandbox took {:?}",
+        started.elapsed()
+    );
+    for id in ids.iter().chain([&idle]) {
+        let st = container_status(&mut f.rt, id).await;
+        assert_eq!(
+            st.state,
+            state(cri::ContainerState::ContainerExited),
+            "{st:?}"
+        );
+    }
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn stop_container_of_a_created_container_needs_no_grace_period() {
+    let mut f = pod_fixture("stop-created").await;
+    let id = f.create(container_config("idle", &["sleep", "3600"])).await;
+    let started = Instant::now();
+    f.rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 30,
+    })
+    .await
+    .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let st = container_status(&mut f.rt, &id).await;
+    assert_eq!(
+        st.state,
+        state(cri::ContainerState::ContainerExited),
+        "{st:?}"
+    );
+    let err =
+        f.rt.start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    f.rt.remove_container(cri::RemoveContainerRequest { container_id: id })
+        .await
+        .unwrap();
+    f.finish().await;
+}
+
 fn last_counter(text: &str) -> Option<u64> {
     parse_cri_log(text)
         .iter()

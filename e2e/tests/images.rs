@@ -374,3 +374,79 @@ async fn remove_image_used_by_a_container_is_failed_precondition() {
     assert!(status(&mut images, &name).await.is_none());
     remove_pod(&mut rt, &pod).await;
 }
+
+#[tokio::test]
+async fn concurrent_pulls_of_the_multilayer_image_give_one_image_whose_files_a_container_sees() {
+    let daemon = bridge_daemon().await;
+    let (mut rt, images) = clients(&daemon).await;
+    let name = format!("{}/crius-test/multilayer:latest", registry());
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (mut images, name) = (images.clone(), name.clone());
+        tasks.spawn(async move { pull(&mut images, &name).await });
+    }
+    let mut refs = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        refs.push(r.unwrap());
+    }
+    let id = fixture("CRIUS_TEST_MULTILAYER_ID").unwrap();
+    assert!(refs.iter().all(|r| *r == id), "{refs:?}");
+    let mut images = images;
+    let listed = list(&mut images).await;
+    assert_eq!(
+        listed.iter().filter(|i| i.id == id).count(),
+        1,
+        "{listed:?}"
+    );
+    // Stored once: the store's usage is about one copy of the 24 MiB layer.
+    let fs = images
+        .image_fs_info(cri::ImageFsInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let used = fs.image_filesystems[0].used_bytes.as_ref().unwrap().value;
+    assert!(
+        used < 90 * 1024 * 1024,
+        "{used} bytes used: layers stored more than once?"
+    );
+    // A name that is not there filters to nothing, not an error.
+    let none = images
+        .list_images(cri::ListImagesRequest {
+            filter: Some(cri::ImageFilter {
+                image: spec(&format!("{}/crius-test/not-here:latest", registry())),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert!(none.is_empty(), "{none:?}");
+
+    // The container sees the layers merged: whiteouts, opaque dir, links, the last layer.
+    let config = pod_config(&daemon, "layers");
+    let pod = run_pod(&mut rt, &config).await;
+    let mut ctr = container_config("layers", &["sleep", "3600"]);
+    ctr.image = spec(&name);
+    let ctr = run_container(&mut rt, &pod, &config, ctr).await;
+    let script = "cat /etc/crius-layer; cat /zstd/hello; ls /opaque; \
+                  test -e /data/remove-me || echo no-remove-me; \
+                  test -e /data/remove-dir || echo no-remove-dir; \
+                  readlink /data/symlink-rel; stat -c %h /data/hardlink; \
+                  sha256sum /data/big.bin";
+    let out = exec_ok(&mut rt, &ctr, &["sh", "-c", script]).await;
+    let big = fixture("CRIUS_TEST_MULTILAYER_BIG_SHA256").unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "zstd", "{out}");
+    assert_eq!(lines[1], "compressed with zstd", "{out}");
+    assert_eq!(lines[2], "upper", "{out}");
+    assert_eq!(lines[3], "no-remove-me", "{out}");
+    assert_eq!(lines[4], "no-remove-dir", "{out}");
+    assert_eq!(lines[5], "keep", "{out}");
+    assert_eq!(lines[6], "2", "{out}");
+    assert_eq!(
+        lines[7].split_whitespace().next(),
+        Some(big.trim_start_matches("sha256:")),
+        "{out}"
+    );
+    remove_pod(&mut rt, &pod).await;
+}
