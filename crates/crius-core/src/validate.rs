@@ -64,8 +64,60 @@ pub fn pod_config(config: &cri::PodSandboxConfig, cgroup_root: &str) -> Result<(
             )));
         }
     }
+    // HOST_NAME_MAX: sethostname(2) would refuse a longer name, late and with EINVAL.
+    if config.hostname.len() > 64 {
+        return Err(invalid(format!(
+            "hostname {:?} is {} bytes long; at most 64 are allowed",
+            config.hostname,
+            config.hostname.len()
+        )));
+    }
+    if let Some(dns) = &config.dns_config {
+        dns_config(dns)?;
+    }
+    for pm in &config.port_mappings {
+        port_mapping(pm)?;
+    }
     if let Some(linux) = &config.linux {
         cgroup_parent(&linux.cgroup_parent, cgroup_root)?;
+    }
+    Ok(())
+}
+
+/// Each DNS server, search domain and option becomes one word of resolv.conf: whitespace
+/// or a control character would split it or start a line of its own.
+fn dns_config(dns: &cri::DnsConfig) -> Result<()> {
+    for (field, values) in [
+        ("dns_config.servers", &dns.servers),
+        ("dns_config.searches", &dns.searches),
+        ("dns_config.options", &dns.options),
+    ] {
+        if let Some(bad) = values
+            .iter()
+            .find(|v| v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(invalid(format!(
+                "{field} entry {bad:?} must be one word, without whitespace or control characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A mapping with a host port must name real ports: clamping would forward a different
+/// port, and the portmap plugin would refuse a zero one late, after the pod's netns is up.
+fn port_mapping(pm: &cri::PortMapping) -> Result<()> {
+    if !(0..=65535).contains(&pm.host_port) {
+        return Err(invalid(format!(
+            "port mapping host_port {} is not in 0..65535 (0 maps no host port)",
+            pm.host_port
+        )));
+    }
+    if pm.host_port != 0 && !(1..=65535).contains(&pm.container_port) {
+        return Err(invalid(format!(
+            "port mapping container_port {} (for host_port {}) is not in 1..65535",
+            pm.container_port, pm.host_port
+        )));
     }
     Ok(())
 }
@@ -189,6 +241,52 @@ mod tests {
         let mut c = pod("p");
         c.log_directory = "relative/dir".into();
         assert!(pod_config(&c, "/").is_err());
+        let mut c = pod("p");
+        c.hostname = "h".repeat(64);
+        assert!(pod_config(&c, "/").is_ok());
+        c.hostname = "h".repeat(65);
+        assert!(pod_config(&c, "/").is_err());
+    }
+
+    #[test]
+    fn dns_entries_must_be_single_words() {
+        let with = |servers: &[&str], searches: &[&str], options: &[&str]| {
+            let mut c = pod("p");
+            let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
+            c.dns_config = Some(cri::DnsConfig {
+                servers: v(servers),
+                searches: v(searches),
+                options: v(options),
+            });
+            pod_config(&c, "/")
+        };
+        assert!(with(&["10.0.0.10"], &["svc.local"], &["ndots:5"]).is_ok());
+        assert!(with(&["10.0.0.10\nnameserver 6.6.6.6"], &[], &[]).is_err());
+        assert!(with(&["10.0.0.10"], &["a b"], &[]).is_err());
+        assert!(with(&[], &[], &["ndots:5\r"]).is_err());
+        assert!(with(&[""], &[], &[]).is_err());
+    }
+
+    #[test]
+    fn port_mappings_must_name_real_ports() {
+        let with = |container_port: i32, host_port: i32| {
+            let mut c = pod("p");
+            c.port_mappings.push(cri::PortMapping {
+                protocol: 0,
+                container_port,
+                host_port,
+                host_ip: String::new(),
+            });
+            pod_config(&c, "/")
+        };
+        assert!(with(80, 8080).is_ok());
+        assert!(with(80, 0).is_ok());
+        assert!(with(0, 0).is_ok(), "no host port: nothing is mapped");
+        assert!(with(80, 70000).is_err());
+        assert!(with(80, -1).is_err());
+        assert!(with(-1, 8080).is_err());
+        assert!(with(0, 8080).is_err());
+        assert!(with(65536, 8080).is_err());
     }
 
     #[test]
