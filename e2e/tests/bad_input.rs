@@ -198,9 +198,75 @@ async fn bad_pod_sandbox_requests_are_refused_and_leave_nothing() {
         Code::InvalidArgument,
         vec!["net.ipv4.ip_unprivileged_port_start", "host network"],
     ));
+    let mut c = good.clone();
+    c.port_mappings.push(cri::PortMapping {
+        protocol: cri::Protocol::Tcp as i32,
+        container_port: 80,
+        host_port: 70000,
+        host_ip: "127.0.0.1".into(),
+    });
+    cases.push((
+        "host_port out of range",
+        c,
+        "",
+        Code::InvalidArgument,
+        vec!["70000"],
+    ));
+    let mut c = good.clone();
+    c.port_mappings.push(cri::PortMapping {
+        protocol: cri::Protocol::Tcp as i32,
+        container_port: -1,
+        host_port: 18080,
+        host_ip: "127.0.0.1".into(),
+    });
+    cases.push((
+        "negative container_port",
+        c,
+        "",
+        Code::InvalidArgument,
+        vec!["-1"],
+    ));
+    let mut c = good.clone();
+    c.hostname = "h".repeat(100);
+    cases.push((
+        "hostname over 64 bytes",
+        c,
+        "",
+        Code::InvalidArgument,
+        vec!["hostname"],
+    ));
+    let mut c = good.clone();
+    c.dns_config = Some(cri::DnsConfig {
+        servers: vec!["10.0.0.10\nnameserver 6.6.6.6".into()],
+        ..Default::default()
+    });
+    cases.push((
+        "a DNS server with a newline",
+        c,
+        "",
+        Code::InvalidArgument,
+        vec!["10.0.0.10"],
+    ));
+    let mut c = good.clone();
+    c.dns_config = Some(cri::DnsConfig {
+        servers: vec!["10.0.0.10".into()],
+        searches: vec!["svc.local\noptions ndots:0".into()],
+        ..Default::default()
+    });
+    cases.push((
+        "a DNS search with a newline",
+        c,
+        "",
+        Code::InvalidArgument,
+        vec!["svc.local"],
+    ));
 
     let mut failures = Failures::default();
-    for (case, config, handler, code, words) in cases {
+    for (case, mut config, handler, code, words) in cases {
+        // A pod of its own per case, so a case that wrongly succeeds spoils no other.
+        if let Some(md) = config.metadata.as_mut() {
+            md.uid = crius_e2e::unique_name("uid-");
+        }
         let result = rt
             .run_pod_sandbox(cri::RunPodSandboxRequest {
                 config: Some(config),
@@ -208,8 +274,12 @@ async fn bad_pod_sandbox_requests_are_refused_and_leave_nothing() {
             })
             .await
             .map(|r| r.into_inner().pod_sandbox_id);
+        let made = result.as_ref().ok().cloned();
         failures.check(case, result, code, &words);
-        failures.note(case, pod_leftovers(&daemon, &mut rt).await);
+        match made {
+            Some(id) => remove_pod(&mut rt, &id).await,
+            None => failures.note(case, pod_leftovers(&daemon, &mut rt).await),
+        }
     }
     let result = rt
         .run_pod_sandbox(cri::RunPodSandboxRequest {
@@ -337,6 +407,58 @@ async fn bad_create_container_requests_are_refused_and_leave_nothing() {
         c,
         Code::InvalidArgument,
         vec!["nobody2"],
+    ));
+    let mut c = good.clone();
+    c.working_dir = "relative/dir".into();
+    cases.push((
+        "a relative working_dir",
+        pod.clone(),
+        c,
+        Code::InvalidArgument,
+        vec!["relative/dir"],
+    ));
+    let mut c = good.clone();
+    c.linux.as_mut().unwrap().security_context = Some(cri::LinuxContainerSecurityContext {
+        capabilities: Some(cri::Capability {
+            add_capabilities: vec!["CAP_NOT_A_CAP".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    cases.push((
+        "an unknown capability",
+        pod.clone(),
+        c,
+        Code::InvalidArgument,
+        vec!["CAP_NOT_A_CAP"],
+    ));
+    let mut c = good.clone();
+    c.linux.as_mut().unwrap().security_context = Some(cri::LinuxContainerSecurityContext {
+        seccomp: Some(cri::SecurityProfile {
+            profile_type: cri::security_profile::ProfileType::Localhost as i32,
+            localhost_ref: "/var/lib/kubelet/seccomp/crius-e2e-missing.json".into(),
+        }),
+        ..Default::default()
+    });
+    cases.push((
+        "a missing seccomp profile",
+        pod.clone(),
+        c,
+        Code::InvalidArgument,
+        vec!["crius-e2e-missing.json"],
+    ));
+    let mut c = good.clone();
+    c.devices.push(cri::Device {
+        container_path: "/dev/crius-e2e".into(),
+        host_path: "/dev/crius-e2e-no-such-device".into(),
+        permissions: "rwm".into(),
+    });
+    cases.push((
+        "a missing device",
+        pod.clone(),
+        c,
+        Code::InvalidArgument,
+        vec!["/dev/crius-e2e-no-such-device"],
     ));
     let no_pod = "0".repeat(64);
     cases.push((
