@@ -527,6 +527,24 @@ async fn exec_sync_returns_stdout_stderr_and_exit_code_and_times_out() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "to-stdout\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "to-stderr\n");
     assert_eq!(out.exit_code, 3);
+    // A megabyte of output arrives whole, stdout and stderr apart.
+    let out = try_exec(
+        &mut f.rt,
+        &id,
+        &[
+            "sh",
+            "-c",
+            "head -c 1048576 /dev/zero | tr '\\0' o; head -c 65536 /dev/zero | tr '\\0' e >&2",
+        ],
+        20,
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.exit_code, 0);
+    assert_eq!(out.stdout.len(), 1 << 20);
+    assert!(out.stdout.iter().all(|b| *b == b'o'));
+    assert_eq!(out.stderr.len(), 1 << 16);
+    assert!(out.stderr.iter().all(|b| *b == b'e'));
     // Runs in the container: its hostname and rootfs.
     assert_eq!(exec_ok(&mut f.rt, &id, &["hostname"]).await.trim(), "exec");
     // No timeout (0) is fine too.
