@@ -247,16 +247,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
     let outcome = remove_all_pods(&cri).await.map(|_| ());
     result.section("removal of every pod", outcome);
 
-    let outcome = pull_series(
-        &cri,
-        &args.multilayer,
-        "pull_multilayer",
-        "PullImage multilayer",
-        args.pulls,
-        &mut result,
-    )
-    .await;
-    result.section("pulls of the multilayer image", outcome);
+    // busybox first: its series ends with busybox removed, so the multilayer pulls
+    // share no layer with an image still present and download all of theirs, like the
+    // tar floor unpacks all of them.
     let outcome = pull_series(
         &cri,
         &args.busybox,
@@ -267,6 +260,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
     )
     .await;
     result.section("pulls of busybox", outcome);
+    let outcome = pull_series(
+        &cri,
+        &args.multilayer,
+        "pull_multilayer",
+        "PullImage multilayer",
+        args.pulls,
+        &mut result,
+    )
+    .await;
+    result.section("pulls of the multilayer image", outcome);
 
     let text = serde_json::to_string_pretty(&result)?;
     std::fs::write(&args.out, text)
