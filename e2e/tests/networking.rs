@@ -47,7 +47,8 @@ async fn two_pods_reach_each_other_by_pod_ip() {
         &mut rt,
         &server,
         &server_cfg,
-        shell("nc", "nc -l -p 9090 > /tmp/got; sleep 3600"),
+        // busybox nc -l quits when its stdin ends, maybe before the peer's data: keep it open.
+        shell("nc", "sleep 3600 | nc -l -p 9090 > /tmp/got"),
     )
     .await;
     let curl = run_container(
