@@ -163,6 +163,33 @@ async fn pulled_busybox_has_status_list_entry_and_image_fs_info() {
 }
 
 #[tokio::test]
+async fn a_pull_by_digest_records_the_digest_and_no_tag() {
+    let daemon = builder().start().await.unwrap();
+    let (_, mut images) = clients(&daemon).await;
+    let name = busybox();
+    let id = fixture("CRIUS_TEST_BUSYBOX_ID").unwrap();
+    let digest = fixture("CRIUS_TEST_BUSYBOX_DIGEST").unwrap();
+    let by_digest = format!("{}@{digest}", repo_of(&name));
+    assert_eq!(pull(&mut images, &by_digest).await, id);
+    let image = status(&mut images, &by_digest)
+        .await
+        .expect("pulled by digest");
+    assert_eq!(image.id, id);
+    assert!(image.repo_tags.is_empty(), "{image:?}");
+    assert_eq!(image.repo_digests, vec![by_digest.clone()]);
+    assert!(
+        status(&mut images, &name).await.is_none(),
+        "the tag was never pulled"
+    );
+    // The tag pulled later lands on the same image.
+    assert_eq!(pull(&mut images, &name).await, id);
+    let image = status(&mut images, &by_digest).await.unwrap();
+    assert_eq!(image.repo_tags, vec![name.clone()]);
+    assert_eq!(image.repo_digests, vec![by_digest]);
+    assert_eq!(list(&mut images).await.len(), 1);
+}
+
+#[tokio::test]
 async fn remove_image_by_tag_id_and_digest() {
     let daemon = builder().start().await.unwrap();
     let (_, mut images) = clients(&daemon).await;
