@@ -22,7 +22,9 @@ pub fn to_status(err: Error) -> Status {
 }
 
 fn image_code(e: &crius_image::Error) -> Code {
-    if e.is_not_found() {
+    // An image with no manifest for this platform is, for this node, an image that does
+    // not exist (containerd answers the same).
+    if e.is_not_found() || matches!(e, crius_image::Error::NoMatchingPlatform { .. }) {
         Code::NotFound
     } else if e.is_invalid_argument() {
         Code::InvalidArgument
