@@ -430,6 +430,14 @@ impl Monitor {
 
     /// Replies for every exec that has ended.
     pub(super) fn finish_execs(&mut self) {
+        let before = self.execs.len();
+        self.finish_ended_execs();
+        if self.execs.len() < before {
+            sys::trim_heap();
+        }
+    }
+
+    fn finish_ended_execs(&mut self) {
         let mut i = 0;
         while i < self.execs.len() {
             if self.execs[i].exit.is_none() {
