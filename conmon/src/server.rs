@@ -92,7 +92,6 @@ pub struct Monitor {
     clients: Vec<Client>,
     execs: Vec<ExecRun>,
     next_id: u64,
-    attached_once: bool,
     buf: Vec<u8>,
 }
 
@@ -139,7 +138,6 @@ impl Monitor {
             clients: Vec::new(),
             execs: Vec::new(),
             next_id: 1,
-            attached_once: false,
             buf: vec![0; CHUNK],
         }
     }
@@ -641,9 +639,6 @@ impl Monitor {
                 if a.stdin && !stdin {
                     self.reply(idx, error("container stdin is not open".into()));
                     return;
-                }
-                if stdin {
-                    self.attached_once = true;
                 }
                 let c = &mut self.clients[idx];
                 c.out.extend_from_slice(&proto::encode_frame(&ok()));
