@@ -57,11 +57,15 @@ impl ImageStoreConfig {
 /// Registry credentials, shaped like the CRI AuthConfig.
 #[derive(Clone, Debug, Default)]
 pub struct Credentials {
+    /// Basic auth user (also sent to a Bearer realm to obtain a token).
     pub username: String,
+    /// Basic auth password.
     pub password: String,
-    /// base64 of "user:pass".
+    /// base64 of "user:pass", used when username and password are empty.
     pub auth: String,
+    /// A refresh token, sent as the password of the user `<token>`.
     pub identity_token: String,
+    /// A Bearer token sent as is.
     pub registry_token: String,
 }
 
@@ -70,7 +74,9 @@ pub struct Credentials {
 pub struct Image {
     /// "sha256:<hex>" of the image config.
     pub id: String,
+    /// Fully qualified `registry/repo:tag` names, under the name pulled (never a mirror's).
     pub repo_tags: Vec<String>,
+    /// `registry/repo@sha256:...` of what the tag pointed to (the index for multi-platform images).
     pub repo_digests: Vec<String>,
     /// Bytes of the compressed layers and the config.
     pub size: u64,
@@ -81,7 +87,10 @@ pub struct Image {
 /// Disk use of the store, for ImageFsInfo.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FsUsage {
+    /// Mount point of the file system holding the store.
     pub mountpoint: PathBuf,
+    /// Bytes allocated by blobs, layers and the index.
     pub used_bytes: u64,
+    /// Inodes used by them (hard links counted once).
     pub inodes_used: u64,
 }

@@ -32,6 +32,7 @@ use crate::store::Inner;
 use crate::unpack::{disk_usage, unpack_layer};
 use crate::{Credentials, Error, Image};
 
+/// Media types of manifests, indexes, configs and layers crius reads or writes.
 pub const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MT_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";

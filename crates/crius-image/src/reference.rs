@@ -20,16 +20,22 @@ pub struct ParsedReference {
     pub domain: Option<String>,
     /// Repository path inside the registry, as written (`busybox`, `library/busybox`).
     pub path: String,
+    /// The tag as written.
     pub tag: Option<String>,
+    /// The digest as written.
     pub digest: Option<String>,
 }
 
 /// A fully qualified image name: registry, repository and tag and/or digest.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ImageName {
+    /// `host[:port]`, `docker.io` for Docker Hub.
     pub registry: String,
+    /// Path inside the registry (`library/busybox`).
     pub repository: String,
+    /// The tag, if any (`latest` when neither tag nor digest was given).
     pub tag: Option<String>,
+    /// `sha256:...` when pulled by digest.
     pub digest: Option<String>,
 }
 
