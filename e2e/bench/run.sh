@@ -103,6 +103,18 @@ done
 
 pid_alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
 
+# Long steps run in the background and are waited for, so SIGTERM/SIGINT reach the trap at
+# once (bash runs traps only between foreground commands) and cleanup can stop the step.
+CHILD=
+run_child() {
+    local rc=0
+    "$@" &
+    CHILD=$!
+    wait "$CHILD" || rc=$?
+    CHILD=
+    return "$rc"
+}
+
 stop_daemon() { # PID SOCKET
     local pid=$1 sock=$2
     pid_alive "$pid" || return 0
@@ -154,6 +166,10 @@ cleanup() {
     local status=$? i m
     set +e
     trap - EXIT INT TERM
+    if pid_alive "$CHILD"; then
+        kill -TERM "$CHILD" 2>/dev/null
+        wait "$CHILD" 2>/dev/null
+    fi
     for i in "${!DAEMON_PIDS[@]}"; do
         stop_daemon "${DAEMON_PIDS[$i]}" "${DAEMON_SOCKS[$i]}"
     done
@@ -238,7 +254,7 @@ run_critest() { # NAME SOCKET
     rm -rf "$RESULTS/critest-$1"
     mkdir -p "$RESULTS/critest-$1"
     log "critest -benchmark against $1"
-    timeout 600 "$CRITEST" -benchmark \
+    run_child timeout 600 "$CRITEST" -benchmark \
         --runtime-endpoint "unix://$2" --image-endpoint "unix://$2" \
         --benchmarking-params-file "$CRITEST_PARAMS" \
         --benchmarking-output-dir "$RESULTS/critest-$1" \
@@ -248,7 +264,7 @@ run_critest() { # NAME SOCKET
 
 # --- the floor: plain tar on the same layers, same disk --------------------------------
 log "timing the tar floor"
-"$BENCH" floor --work-dir "$WORK/floor" --out "$RESULTS/floor.json" --runs "$FLOOR_RUNS"
+run_child "$BENCH" floor --work-dir "$WORK/floor" --out "$RESULTS/floor.json" --runs "$FLOOR_RUNS"
 
 # --- crius -----------------------------------------------------------------------------
 if [ -z "$ONLY" ] || [ "$ONLY" = crius ]; then
@@ -277,7 +293,7 @@ DAEMON_PIDS+=("$CRIUS_PID")
 DAEMON_SOCKS+=("$CRIUS_SOCK")
 "$BENCH" wait --endpoint "unix://$CRIUS_SOCK" --timeout 30 ||
     { tail -30 "$C/crius.log" >&2; die "crius did not start"; }
-"$BENCH" run --name crius --endpoint "unix://$CRIUS_SOCK" --daemon-pid "$CRIUS_PID" \
+run_child "$BENCH" run --name crius --endpoint "unix://$CRIUS_SOCK" --daemon-pid "$CRIUS_PID" \
     --monitor-exe crius-conmon --process-match "$C/" --work-dir "$C/logs" \
     --cgroup-parent "$CGROUP_PARENT" --pause "$PAUSE_IMAGE" \
     --out "$RESULTS/crius.json" "${BENCH_SIZE[@]}" ||
@@ -360,7 +376,7 @@ DAEMON_PIDS+=("$CTRD_PID")
 DAEMON_SOCKS+=("$CTRD_SOCK")
 "$BENCH" wait --endpoint "unix://$CTRD_SOCK" --timeout 30 ||
     { tail -30 "$D/containerd.log" >&2; die "containerd did not start"; }
-"$BENCH" run --name containerd --endpoint "unix://$CTRD_SOCK" --daemon-pid "$CTRD_PID" \
+run_child "$BENCH" run --name containerd --endpoint "unix://$CTRD_SOCK" --daemon-pid "$CTRD_PID" \
     --monitor-exe containerd-shim-runc-v2 --process-match "$D/" --work-dir "$D/logs" \
     --cgroup-parent "$CGROUP_PARENT" --pause "$PAUSE_IMAGE" \
     --out "$RESULTS/containerd.json" "${BENCH_SIZE[@]}" ||
