@@ -65,6 +65,10 @@ fn main() {
         Ok(()) => {
             println!("cargo:rustc-link-arg-bins=-L{}", dir.display());
             println!("cargo:rustc-link-arg-bins=-static-pie");
+            // it becomes the only file of an image: no symbols in release builds
+            if std::env::var("PROFILE").as_deref() == Ok("release") {
+                println!("cargo:rustc-link-arg-bins=-Wl,--strip-all");
+            }
         }
         Err(e) => println!("cargo:warning=crius-pause will be dynamically linked: {e}"),
     }
