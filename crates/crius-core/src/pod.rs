@@ -16,7 +16,7 @@ use crate::daemon::{remove_dir_all, Daemon, Entry, RUNTIME_TIMEOUT};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
 use crate::filter;
-use crate::model::{new_id, now_ns, PodRecord, PodState};
+use crate::model::{new_id, now_ns, ContainerState, PodRecord, PodState};
 use crate::podfiles::{self, PodFiles};
 use crate::undo::Undo;
 use crate::validate;
@@ -426,7 +426,21 @@ impl Daemon {
         };
         let _op = entry.op.lock().await;
         let mut pod = entry.get();
-        for ctr in self.pod_containers(&pod.id) {
+        let containers = self.pod_containers(&pod.id);
+        let already_stopped = pod.state == PodState::NotReady
+            && pod.pause_pid.is_none()
+            && pod.netns.is_none()
+            && containers
+                .iter()
+                .all(|c| c.entry.get().state == ContainerState::Exited);
+        if already_stopped {
+            // A pause that died on its own leaves shm mounted; unmounting is idempotent.
+            if let Some(shm) = &pod.shm {
+                podfiles::unmount_shm(shm)?;
+            }
+            return Ok(());
+        }
+        for ctr in containers {
             self.stop_container_entry(&ctr, 0).await?;
         }
         let (runtime, _, _) = self.runtime_handler(&pod.runtime_handler)?;
