@@ -461,8 +461,8 @@ impl Daemon {
             .map_err(|e| Error::from(e).at_step("delete container"))?;
         let dir = self.container_dir(&rec.id);
         crius_image::ImageStore::unmount_rootfs(&dir)?;
-        remove_dir_all(&dir).map_err(Error::Internal)?;
-        remove_dir_all(&self.container_run_dir(&rec.id)).map_err(Error::Internal)?;
+        self.discard_dir(&dir)?;
+        self.discard_dir(&self.container_run_dir(&rec.id))?;
         self.container_records.remove(&rec.id)?;
         {
             let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());

@@ -396,6 +396,53 @@ fn find_by_id<'a, T>(
     }
 }
 
+impl Daemon {
+    /// Removes a dir tree off the request path: one rename into a trash dir on the same
+    /// filesystem, then the deletion on a blocking thread. Deleting a container's files
+    /// costs a few ms per entry on disks mounted with `discard`; the caller need not wait.
+    /// Trash left by a crash is emptied at start.
+    pub(crate) fn discard_dir(&self, path: &Path) -> Result<()> {
+        let config = self.config();
+        let base = if path.starts_with(&config.run_dir) {
+            &config.run_dir
+        } else {
+            &config.root_dir
+        };
+        let trash = base.join(TRASH_DIR);
+        std::fs::create_dir_all(&trash).map_err(|e| Error::io("create trash dir", &trash, e))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let target = trash.join(format!("{name}-{}", crate::model::new_id()));
+        match std::fs::rename(path, &target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("move to trash", path, e)),
+        }
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = remove_dir_all(&target) {
+                tracing::warn!(error = %e, "trash not emptied");
+            }
+        });
+        Ok(())
+    }
+
+    /// Empties the trash dirs (what a crash left mid-deletion).
+    pub(crate) fn empty_trash(&self) {
+        let config = self.config();
+        for base in [&config.root_dir, &config.run_dir] {
+            let trash = base.join(TRASH_DIR);
+            if let Err(e) = remove_dir_all(&trash) {
+                tracing::warn!(error = %e, "trash not emptied");
+            }
+        }
+    }
+}
+
+/// Where removed pod and container dirs wait to be deleted.
+const TRASH_DIR: &str = ".trash";
+
 /// Removes a dir tree; succeeds if it is gone already.
 pub(crate) fn remove_dir_all(path: &Path) -> Result<(), String> {
     match std::fs::remove_dir_all(path) {

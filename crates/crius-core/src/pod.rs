@@ -511,8 +511,8 @@ impl Daemon {
                 warn!(pod_id = %pod.id, error = %e, "pod cgroup not removed");
             }
         }
-        remove_dir_all(&dir).map_err(Error::Internal)?;
-        remove_dir_all(&self.pod_run_dir(&pod.id)).map_err(Error::Internal)?;
+        self.discard_dir(&dir)?;
+        self.discard_dir(&self.pod_run_dir(&pod.id))?;
         self.pod_records.remove(&pod.id)?;
         {
             let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());

@@ -14,6 +14,7 @@ use crate::model::{ContainerRecord, ContainerState, PodRecord, PodState};
 
 impl Daemon {
     pub(crate) async fn restore(self: &Arc<Self>) -> Result<()> {
+        self.empty_trash();
         let (pods, bad): (Vec<PodRecord>, _) = self.pod_records.load_all()?;
         for path in bad {
             warn!(path = %path.display(), "unreadable pod record ignored");
