@@ -1,7 +1,7 @@
 #!/bin/bash
 # Builds crius from this checkout, installs it, and runs it.
 #
-#   sudo ./deploy/install.sh
+#   sudo ./deploy/install.sh [--no-start]
 #
 # On a fresh Debian 12 machine this installs the build and runtime packages from apt
 # (and Rust through rustup when no cargo is found), builds the release binaries, installs
@@ -10,8 +10,16 @@
 # (config files only when absent, so local changes survive a reinstall), adds a FORWARD
 # rule that keeps pod traffic on the crius0 bridge, and (re)starts crius: as a systemd
 # service when systemd runs, else in the background with its log in /var/log/crius.log
-# and its pid in /run/crius/crius.pid.
+# and its pid in /run/crius/crius.pid. With --no-start it installs but neither stops nor
+# starts crius.
 set -euo pipefail
+
+START=1
+case "${1:-}" in
+  --no-start) START=0 ;;
+  "") ;;
+  *) echo "usage: $0 [--no-start]" >&2; exit 2 ;;
+esac
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 TOP=$(cd "$HERE/.." && pwd)
@@ -19,7 +27,6 @@ BIN_DIR=/usr/local/bin
 LIBEXEC_DIR=/usr/libexec/crius
 CONF_DIR=/etc/crius
 CNI_DIR=/etc/cni/net.d
-SOCKET=/run/crius/crius.sock
 PID_FILE=/run/crius/crius.pid
 LOG_FILE=/var/log/crius.log
 BRIDGE=crius0
@@ -76,7 +83,9 @@ running_pid() {
 }
 systemd_running() { [ -d /run/systemd/system ]; }
 
-if systemd_running && systemctl is-active --quiet crius 2>/dev/null; then
+if [ "$START" = 0 ]; then
+  :
+elif systemd_running && systemctl is-active --quiet crius 2>/dev/null; then
   say "stopping the crius service for the upgrade"
   systemctl stop crius
 elif pid=$(running_pid); then
@@ -88,9 +97,14 @@ fi
 
 # ---------------------------------------------------------------- install files
 say "installing binaries into $BIN_DIR and $LIBEXEC_DIR"
-install -D -m 0755 "$TARGET/crius" "$BIN_DIR/crius"
-install -D -m 0755 "$TARGET/crius-conmon" "$LIBEXEC_DIR/crius-conmon"
-install -D -m 0755 "$TARGET/crius-pause" "$LIBEXEC_DIR/crius-pause"
+# Through a temp name and a rename: a running monitor keeps its old binary.
+install_bin() {
+  install -D -m 0755 "$1" "$2.new"
+  mv -f "$2.new" "$2"
+}
+install_bin "$TARGET/crius" "$BIN_DIR/crius"
+install_bin "$TARGET/crius-conmon" "$LIBEXEC_DIR/crius-conmon"
+install_bin "$TARGET/crius-pause" "$LIBEXEC_DIR/crius-pause"
 
 install -d -m 0755 "$CONF_DIR" "$CONF_DIR/crius.conf.d" "$CNI_DIR"
 if [ ! -e "$CONF_DIR/crius.conf" ]; then
@@ -99,9 +113,16 @@ if [ ! -e "$CONF_DIR/crius.conf" ]; then
 elif ! cmp -s "$HERE/crius.conf" "$CONF_DIR/crius.conf"; then
   say "kept your $CONF_DIR/crius.conf (the shipped defaults are in $HERE/crius.conf)"
 fi
-"$BIN_DIR/crius" config >/dev/null || die "$CONF_DIR/crius.conf does not load (see above)"
+effective=$("$BIN_DIR/crius" config) || die "$CONF_DIR/crius.conf does not load (see above)"
+# The socket the config names (crius.api.listen), for the readiness check below.
+SOCKET=$(printf '%s\n' "$effective" | sed -n 's/^listen = "\(.*\)"$/\1/p')
+[ -n "$SOCKET" ] || die "cannot find crius.api.listen in the output of crius config"
 
-if ! ls "$CNI_DIR"/*.conflist "$CNI_DIR"/*.conf "$CNI_DIR"/*.json >/dev/null 2>&1; then
+have_network=
+for f in "$CNI_DIR"/*.conflist "$CNI_DIR"/*.conf "$CNI_DIR"/*.json; do
+  [ -e "$f" ] && have_network=1
+done
+if [ -z "$have_network" ]; then
   install -m 0644 "$HERE/10-crius-bridge.conflist" "$CNI_DIR/10-crius-bridge.conflist"
   say "installed $CNI_DIR/10-crius-bridge.conflist (bridge $BRIDGE, 10.85.0.0/16)"
 else
@@ -118,6 +139,10 @@ if ! iptables -C FORWARD -i "$BRIDGE" ! -o "$BRIDGE" -j DROP 2>/dev/null; then
 fi
 
 # ---------------------------------------------------------------- start
+if [ "$START" = 0 ]; then
+  say "installed; not started (--no-start)"
+  exit 0
+fi
 if systemd_running; then
   install -m 0644 "$HERE/crius.service" /etc/systemd/system/crius.service
   systemctl daemon-reload
@@ -125,21 +150,35 @@ if systemd_running; then
   say "crius runs as the systemd service crius (journalctl -u crius)"
 else
   install -d -m 0755 /run/crius
+  touch "$LOG_FILE"
+  log_offset=$(stat -c %s "$LOG_FILE")
   # setsid: its own session, so it outlives this shell; no stdin.
   nohup setsid "$BIN_DIR/crius" </dev/null >>"$LOG_FILE" 2>&1 &
   echo $! >"$PID_FILE"
   say "started crius in the background (pid $(cat "$PID_FILE"), log $LOG_FILE)"
+  # Ready once this very process listens on the socket (the file alone may be another
+  # daemon's).
+  pid=$(cat "$PID_FILE")
+  ready=
+  for _ in $(seq 1 300); do
+    if ss -xlpH 2>/dev/null | grep -F " $SOCKET " | grep -q "pid=$pid,"; then
+      ready=1
+      break
+    fi
+    if ! running_pid >/dev/null; then
+      rm -f "$PID_FILE"
+      tail -c +"$((log_offset + 1))" "$LOG_FILE" | tail -n 5 >&2
+      die "crius exited during start-up (the end of $LOG_FILE is above)"
+    fi
+    sleep 0.1
+  done
+  [ -n "$ready" ] || die "crius did not serve $SOCKET within 30 s (see $LOG_FILE)"
 fi
 
-for _ in $(seq 1 300); do
-  [ -S "$SOCKET" ] && break
-  if ! systemd_running && ! running_pid >/dev/null; then
-    tail -n 20 "$LOG_FILE" >&2 || true
-    die "crius exited during start-up (log above)"
-  fi
-  sleep 0.1
-done
-[ -S "$SOCKET" ] || die "crius did not open $SOCKET within 30 s"
+if systemd_running; then
+  # Type=notify: `systemctl enable --now` returned once crius sent READY=1.
+  systemctl is-active --quiet crius || die "the crius service is not active (journalctl -u crius)"
+fi
 say "crius is serving on unix://$SOCKET"
 if command -v crictl >/dev/null; then
   crictl version || true
