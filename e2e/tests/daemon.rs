@@ -32,6 +32,16 @@ async fn run_to_exit(mut cmd: std::process::Command) -> std::process::Output {
         .expect("cannot run crius")
 }
 
+type RuntimeClient = cri::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>;
+
+async fn status(client: &mut RuntimeClient, verbose: bool) -> cri::StatusResponse {
+    client
+        .status(cri::StatusRequest { verbose })
+        .await
+        .expect("Status")
+        .into_inner()
+}
+
 fn condition(status: &cri::StatusResponse, kind: &str) -> cri::RuntimeCondition {
     status
         .status
@@ -64,11 +74,7 @@ async fn version_names_crius_and_cri_v1() {
 async fn status_without_cni_config_is_runtime_ready_but_not_network_ready() {
     let daemon = CriusDaemon::start().await.unwrap();
     let mut client = daemon.runtime_client().await.unwrap();
-    let status = client
-        .status(cri::StatusRequest { verbose: true })
-        .await
-        .unwrap()
-        .into_inner();
+    let status = status(&mut client, true).await;
     let runtime = condition(&status, "RuntimeReady");
     assert!(runtime.status, "{runtime:?}");
     let network = condition(&status, "NetworkReady");
@@ -97,11 +103,7 @@ async fn status_with_a_conflist_is_network_ready() {
         .await
         .unwrap();
     let mut client = daemon.runtime_client().await.unwrap();
-    let status = client
-        .status(cri::StatusRequest { verbose: false })
-        .await
-        .unwrap()
-        .into_inner();
+    let status = status(&mut client, false).await;
     let network = condition(&status, "NetworkReady");
     assert!(network.status, "{network:?}");
     assert!(condition(&status, "RuntimeReady").status);
@@ -304,15 +306,8 @@ async fn sd_notify_ready_is_sent_when_serving() {
 }
 
 async fn network_ready(client: &mut RuntimeClient) -> bool {
-    let status = client
-        .status(cri::StatusRequest { verbose: false })
-        .await
-        .unwrap()
-        .into_inner();
-    condition(&status, "NetworkReady").status
+    condition(&status(client, false).await, "NetworkReady").status
 }
-
-type RuntimeClient = cri::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>;
 
 #[tokio::test]
 async fn sighup_applies_the_log_level_and_cni_dir_from_the_files() {
