@@ -586,3 +586,52 @@ async fn a_taken_metrics_port_stops_start_up() {
     assert!(!daemon.socket.exists(), "socket left behind");
     assert!(!daemon.root.exists(), "root made before the failure");
 }
+
+#[tokio::test]
+async fn crius_status_reports_readiness_through_the_socket() {
+    let daemon = CriusDaemon::builder()
+        .cni_config("10-e2e.conflist", CONFLIST)
+        .start()
+        .await
+        .unwrap();
+    let mut cmd = daemon.command();
+    cmd.arg("status");
+    let out = run_to_exit(cmd).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("runtime: crius "), "{stdout}");
+    assert!(stdout.contains("RuntimeReady: true"), "{stdout}");
+    assert!(stdout.contains("NetworkReady: true"), "{stdout}");
+
+    // Without a network the daemon is up but not ready: exit 1, and the reason.
+    std::fs::remove_file(daemon.cni_dir.join("10-e2e.conflist")).unwrap();
+    let mut cmd = daemon.command();
+    cmd.args(["status", "--verbose"]);
+    let out = run_to_exit(cmd).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("NetworkReady: false ("), "{stdout}");
+    assert!(
+        stdout.contains("config: {"),
+        "verbose info missing: {stdout}"
+    );
+}
+
+#[tokio::test]
+async fn crius_status_without_a_daemon_says_it_cannot_connect() {
+    let daemon = CriusDaemon::builder().build().unwrap();
+    let mut cmd = daemon.command();
+    cmd.arg("status");
+    let out = run_to_exit(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains(&format!("cannot connect to {}", daemon.socket.display())),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}

@@ -37,6 +37,12 @@ pub enum Command {
     },
     /// Print the version of crius and of the CRI API it serves.
     Version,
+    /// Ask the daemon on the configured socket whether it is ready (exit 0 only if it is).
+    Status {
+        /// Also print Status' verbose info (the effective config, host limits).
+        #[arg(long, short)]
+        verbose: bool,
+    },
     /// Remove all state under root and runroot (images, pods, containers). Stop every pod
     /// and the daemon first.
     Wipe {

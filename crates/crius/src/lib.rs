@@ -10,4 +10,5 @@ pub mod mounts;
 pub mod notify;
 pub mod server;
 pub mod socket;
+pub mod status;
 pub mod wipe;

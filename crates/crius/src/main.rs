@@ -1,13 +1,14 @@
 //! `crius`: the Kubernetes CRI daemon and its subcommands.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::bail;
 use clap::Parser;
 
 use crius::cli::{Cli, Command};
 use crius::config::Config;
-use crius::{logging, server, wipe};
+use crius::{logging, server, status, wipe};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -34,6 +35,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 cli.opts.effective_config()?
             };
             print!("{}", config.to_commented_toml());
+            Ok(())
+        }
+        Some(Command::Status { verbose }) => {
+            let config = cli.opts.effective_config()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let socket = &config.crius.api.listen;
+            let report =
+                runtime.block_on(status::query(socket, verbose, Duration::from_secs(10)))?;
+            print!("{}", report.text);
+            if !report.ready {
+                bail!("not ready");
+            }
             Ok(())
         }
         Some(Command::Wipe { force }) => {
