@@ -16,13 +16,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use crius::config::{Config, LogLevel};
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 pub use k8s_cri::v1 as cri;
 
@@ -95,22 +94,10 @@ pub fn fixture(key: &str) -> anyhow::Result<String> {
         })
 }
 
-/// Opens a gRPC channel over the Unix socket at `socket`.
+/// Opens a gRPC channel over the Unix socket at `socket` (calls time out after 5 minutes,
+/// long enough for any pull a test makes).
 pub async fn connect(socket: &Path) -> anyhow::Result<Channel> {
-    let path = socket.to_path_buf();
-    // The URI is required by tonic but unused: the connector dials the socket.
-    let channel = Endpoint::try_from("http://[::1]:50051")?
-        .connect_timeout(Duration::from_secs(5))
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(stream))
-            }
-        }))
-        .await
-        .with_context(|| format!("cannot connect to {}", socket.display()))?;
-    Ok(channel)
+    crius::status::connect(socket, Duration::from_secs(300)).await
 }
 
 /// Options for a test daemon; [`CriusDaemon::builder`] makes one.

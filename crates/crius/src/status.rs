@@ -9,7 +9,7 @@ use anyhow::Context;
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use tonic::transport::{Endpoint, Uri};
+use tonic::transport::{Channel, Endpoint, Uri};
 
 /// What `crius status` found: the text to print and whether every condition holds.
 #[derive(Debug)]
@@ -20,15 +20,11 @@ pub struct StatusReport {
     pub ready: bool,
 }
 
-/// Calls Version and Status on the daemon serving `socket`, within `timeout`.
-pub async fn query(
-    socket: &Path,
-    verbose: bool,
-    timeout: Duration,
-) -> anyhow::Result<StatusReport> {
+/// A gRPC channel to the CRI socket at `socket`; each call is bounded by `timeout`.
+pub async fn connect(socket: &Path, timeout: Duration) -> anyhow::Result<Channel> {
     let path = socket.to_path_buf();
     // The URI is required by tonic but unused: the connector dials the socket.
-    let channel = Endpoint::try_from("http://[::1]:50051")?
+    Endpoint::try_from("http://[::1]:50051")?
         .connect_timeout(timeout)
         .timeout(timeout)
         .connect_with_connector(tower::service_fn(move |_: Uri| {
@@ -39,7 +35,16 @@ pub async fn query(
             }
         }))
         .await
-        .with_context(|| format!("cannot connect to {}", socket.display()))?;
+        .with_context(|| format!("cannot connect to {}", socket.display()))
+}
+
+/// Calls Version and Status on the daemon serving `socket`, within `timeout`.
+pub async fn query(
+    socket: &Path,
+    verbose: bool,
+    timeout: Duration,
+) -> anyhow::Result<StatusReport> {
+    let channel = connect(socket, timeout).await?;
     let mut client = RuntimeServiceClient::new(channel);
     let version = client
         .version(cri::VersionRequest {
