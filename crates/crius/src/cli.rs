@@ -107,7 +107,7 @@ pub struct ConfigOpts {
         value_name = "NAME"
     )]
     pub default_runtime: Option<String>,
-    /// Registry host[:port] reached over plain HTTP; repeat for several
+    /// Registry (host or host:port) reached over plain HTTP; repeat for several
     /// (crius.image.insecure_registries).
     #[arg(
         long,

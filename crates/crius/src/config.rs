@@ -5,6 +5,9 @@
 //! environment variables, command-line flags (the last two through [`crate::cli`]).
 //! Each file is checked on its own first, so an unknown key or a bad value is reported
 //! with the file, the line and the key.
+//!
+//! The structs mirror the file's tables key by key; what each key means is written once,
+//! in `doc_for`, and printed above the key by `crius config`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -101,11 +104,16 @@ impl Default for CriusConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
+    /// Everything, including each step of every call.
     Trace,
+    /// Every external command and kernel call, with its arguments and duration.
     Debug,
+    /// Lifecycle changes: pods and containers made, started, stopped, removed.
     #[default]
     Info,
+    /// Things the operator should fix.
     Warn,
+    /// Failures only.
     Error,
 }
 
@@ -132,8 +140,10 @@ impl fmt::Display for LogLevel {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// One human-readable line per event.
     #[default]
     Text,
+    /// One JSON object per line, for log collectors.
     Json,
 }
 
@@ -141,8 +151,10 @@ pub enum LogFormat {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum CgroupManager {
+    /// Plain directories in the cgroup filesystem.
     #[default]
     Cgroupfs,
+    /// Slices and scopes made by systemd over D-Bus.
     Systemd,
 }
 
@@ -229,8 +241,10 @@ impl Default for RuntimeHandler {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RuntimeType {
+    /// A runc-compatible CLI, run through the monitor.
     #[default]
     Oci,
+    /// A containerd shim v2 binary (VM runtimes such as Kata).
     Vm,
 }
 
