@@ -8,7 +8,18 @@ use std::os::unix::net::UnixDatagram;
 /// Sends `state` (e.g. "READY=1") to `$NOTIFY_SOCKET`; Ok(false) when it is not set.
 pub fn notify(state: &str) -> std::io::Result<bool> {
     match std::env::var_os("NOTIFY_SOCKET") {
-        Some(socket) if !socket.is_empty() => notify_to(&socket, state).map(|()| true),
+        Some(socket) if !socket.is_empty() => {
+            let started = std::time::Instant::now();
+            let result = notify_to(&socket, state);
+            tracing::debug!(
+                socket = %socket.to_string_lossy(),
+                state,
+                ?result,
+                elapsed = ?started.elapsed(),
+                "sd_notify"
+            );
+            result.map(|()| true)
+        }
         _ => Ok(false),
     }
 }
