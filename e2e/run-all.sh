@@ -8,9 +8,10 @@
 #    reads the variables it writes to /var/tmp/crius-fixtures/env;
 # 3. builds every binary (the e2e tests start target/debug/crius, crius-conmon and
 #    crius-pause) and the tests;
-# 4. runs `cargo test --workspace --no-fail-fast` with at most CRIUS_TEST_THREADS (default 2)
+# 4. checks formatting and clippy with warnings as errors (CRIUS_LINT=0 skips this);
+# 5. runs `cargo test --workspace --no-fail-fast` with at most CRIUS_TEST_THREADS (default 2)
 #    tests at once per test binary;
-# 5. stops the registries again (e2e/fixtures/teardown.sh), also when a step fails, unless
+# 6. stops the registries again (e2e/fixtures/teardown.sh), also when a step fails, unless
 #    they were already running before (then someone else uses them) or
 #    CRIUS_KEEP_FIXTURES=1 is set.
 set -euo pipefail
@@ -73,6 +74,13 @@ export RUST_BACKTRACE=1
 # The runner keeps our stdin closed, as CI does.
 say "cargo build --workspace --bins"
 cargo build --workspace --bins </dev/null
+# The style gates every change must pass (CRIUS_LINT=0 skips them).
+if [ "${CRIUS_LINT:-1}" != 0 ]; then
+  say "cargo fmt --check"
+  cargo fmt --all -- --check </dev/null
+  say "cargo clippy --workspace --all-targets -- -D warnings"
+  cargo clippy --workspace --all-targets -- -D warnings </dev/null
+fi
 say "cargo test --workspace --no-run"
 cargo test --workspace --no-run </dev/null
 say "cargo test --workspace --no-fail-fast"
