@@ -22,7 +22,7 @@ use crate::validate;
 /// How long a container gets to die after SIGKILL before stop gives up.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn container_name_key(pod_id: &str, md: &cri::ContainerMetadata) -> String {
+pub(crate) fn container_name_key(pod_id: &str, md: &cri::ContainerMetadata) -> String {
     format!("{pod_id}/{}/{}", md.name, md.attempt)
 }
 

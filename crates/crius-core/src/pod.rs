@@ -24,7 +24,7 @@ use crate::validate;
 /// How long the pause container gets to exit after SIGKILL.
 const PAUSE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn pod_name_key(md: &cri::PodSandboxMetadata) -> String {
+pub(crate) fn pod_name_key(md: &cri::PodSandboxMetadata) -> String {
     format!("{}/{}/{}/{}", md.namespace, md.name, md.uid, md.attempt)
 }
 

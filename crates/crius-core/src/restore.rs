@@ -33,11 +33,7 @@ impl Daemon {
                 self.pod_records.write(&pod.id, &pod)?;
             }
             pod_ids.insert(pod.id.clone());
-            let key = pod
-                .config
-                .metadata
-                .as_ref()
-                .map(|md| format!("{}/{}/{}/{}", md.namespace, md.name, md.uid, md.attempt));
+            let key = pod.config.metadata.as_ref().map(crate::pod::pod_name_key);
             let ready = pod.state == PodState::Ready;
             let entry = Arc::new(Entry::new(pod, true));
             {
@@ -71,7 +67,7 @@ impl Daemon {
                 let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(md) = &rec.config.metadata {
                     index.container_names.insert(
-                        format!("{}/{}/{}", rec.pod_id, md.name, md.attempt),
+                        crate::container::container_name_key(&rec.pod_id, md),
                         rec.id.clone(),
                     );
                 }

@@ -126,7 +126,7 @@ pub fn remove(
 pub fn fs_info(daemon: &Daemon) -> Result<cri::ImageFsInfoResponse, Status> {
     let usage = daemon.image_fs_usage().map_err(to_status)?;
     let fs = cri::FilesystemUsage {
-        timestamp: crate::pod::now_ns(),
+        timestamp: crius_core::now_ns(),
         fs_id: Some(cri::FilesystemIdentifier {
             mountpoint: usage.mountpoint.display().to_string(),
         }),

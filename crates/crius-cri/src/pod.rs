@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crius_core::{pod_state_cri, Daemon, PodRecord};
+use crius_core::{now_ns, pod_state_cri, Daemon, PodRecord};
 use k8s_cri::v1 as cri;
 use tonic::Status;
 
@@ -146,11 +146,4 @@ pub fn list(daemon: &Daemon, req: cri::ListPodSandboxRequest) -> cri::ListPodSan
         })
         .collect();
     cri::ListPodSandboxResponse { items }
-}
-
-pub(crate) fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }

@@ -328,12 +328,10 @@ where
 
 /// Mount points at or below `dir`, from /proc/self/mountinfo.
 pub fn mounts_under(dir: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    let prefix = dir.to_string_lossy().into_owned();
-    text.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| m.replace("\\040", " "))
-        .filter(|m| m == &prefix || m.starts_with(&format!("{prefix}/")))
+    crius::mounts::mounts_under(dir)
+        .expect("mountinfo")
+        .iter()
+        .map(|p| p.display().to_string())
         .collect()
 }
 
