@@ -71,6 +71,12 @@ fi
 
 # ---------------------------------------------------------------- build and test
 export RUST_BACKTRACE=1
+# A one-shot build gains nothing from incremental state, which costs GBs of disk.
+[ -n "${CI:-}" ] && export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+target_dir="${CARGO_TARGET_DIR:-$TOP/target}"
+mkdir -p "$target_dir"
+disk_free() { df -h --output=avail "$target_dir" | tail -1 | tr -d ' '; }
+say "disk free for $target_dir: $(disk_free)"
 # The runner keeps our stdin closed, as CI does.
 say "cargo build --workspace --bins"
 cargo build --workspace --bins </dev/null
@@ -83,7 +89,9 @@ if [ "${CRIUS_LINT:-1}" != 0 ]; then
 fi
 say "cargo test --workspace --no-run"
 cargo test --workspace --no-run </dev/null
+say "disk free after the build: $(disk_free)"
 say "cargo test --workspace --no-fail-fast"
 cargo test --workspace --no-fail-fast "$@" -- --test-threads="${CRIUS_TEST_THREADS:-2}" </dev/null
 
+say "disk free for $target_dir: $(disk_free) (target: $(du -sh "$target_dir" | cut -f1))"
 say "all tests passed"
