@@ -80,6 +80,8 @@ pub struct Monitor {
     listener: OwnedFd,
     stdio: Stdio,
     stdin_buf: VecDeque<u8>,
+    /// Input has ended: the stdin pipe closes once `stdin_buf` is written out.
+    stdin_eof: bool,
     log: LogWriter,
     container_pid: libc::pid_t,
     oom: Option<OomCounter>,
@@ -128,6 +130,7 @@ impl Monitor {
             listener,
             stdio,
             stdin_buf: VecDeque::new(),
+            stdin_eof: false,
             log,
             container_pid,
             oom,
@@ -393,11 +396,25 @@ impl Monitor {
                 }
             }
         }
+        if self.stdin_eof {
+            self.stdin_eof = false;
+            if let Stdio::Pipes { stdin, .. } = &mut self.stdio {
+                *stdin = None;
+            }
+        }
     }
 
+    /// Ends the container's input after what is already held for it.
     fn close_stdin(&mut self) {
         match &mut self.stdio {
-            Stdio::Pipes { stdin, .. } => *stdin = None,
+            Stdio::Pipes { stdin, .. } => {
+                if self.stdin_buf.is_empty() {
+                    *stdin = None;
+                } else {
+                    // flush_stdin closes the pipe once the held bytes are written.
+                    self.stdin_eof = true;
+                }
+            }
             Stdio::Terminal { stdin_open, .. } => {
                 if *stdin_open {
                     *stdin_open = false;
@@ -531,6 +548,10 @@ impl Monitor {
                         Ok(None) => return,
                         Ok(Some((frame, used))) => {
                             c.inbuf.drain(..used);
+                            if frame.width > 0 && frame.height > 0 {
+                                // Best effort, as a terminal resize is.
+                                let _ = self.resize_terminal(frame.width, frame.height);
+                            }
                             if stdin && self.stdin_is_open() {
                                 self.stdin_buf.extend(frame.data);
                                 self.flush_stdin();
@@ -568,9 +589,21 @@ impl Monitor {
         }
     }
 
+    /// Sets the size of the container's terminal.
+    fn resize_terminal(&self, width: u32, height: u32) -> Result<(), String> {
+        match &self.stdio {
+            Stdio::Terminal { master, .. } => {
+                let w = u16::try_from(width).unwrap_or(u16::MAX);
+                let h = u16::try_from(height).unwrap_or(u16::MAX);
+                sys::set_winsize(master, w, h).map_err(|e| format!("resize terminal: {e}"))
+            }
+            Stdio::Pipes { .. } => Err("container has no terminal".into()),
+        }
+    }
+
     fn stdin_is_open(&self) -> bool {
         match &self.stdio {
-            Stdio::Pipes { stdin, .. } => stdin.is_some(),
+            Stdio::Pipes { stdin, .. } => stdin.is_some() && !self.stdin_eof,
             Stdio::Terminal { stdin_open, .. } => *stdin_open,
         }
     }
@@ -621,16 +654,9 @@ impl Monitor {
                 self.reply(idx, resp);
             }
             Some(request::Kind::Resize(r)) => {
-                let resp = match &self.stdio {
-                    Stdio::Terminal { master, .. } => {
-                        let w = u16::try_from(r.width).unwrap_or(u16::MAX);
-                        let h = u16::try_from(r.height).unwrap_or(u16::MAX);
-                        match sys::set_winsize(master, w, h) {
-                            Ok(()) => ok(),
-                            Err(e) => error(format!("resize terminal: {e}")),
-                        }
-                    }
-                    Stdio::Pipes { .. } => error("container has no terminal".into()),
+                let resp = match self.resize_terminal(r.width, r.height) {
+                    Ok(()) => ok(),
+                    Err(e) => error(e),
                 };
                 self.reply(idx, resp);
             }

@@ -46,6 +46,8 @@ pub(super) struct ExecRun {
     tty: bool,
     stdin: Option<OwnedFd>,
     pub(super) stdin_buf: Vec<u8>,
+    /// The client closed its stdin: the pipe closes once `stdin_buf` is written out.
+    stdin_eof: bool,
     console: Option<OwnedFd>,
     console_conn: Option<OwnedFd>,
     console_path: Option<PathBuf>,
@@ -122,6 +124,7 @@ impl Monitor {
             );
             cmd.arg("--detach")
                 .arg("--tty")
+                .args(["--env", "TERM=xterm"])
                 .arg("--console-socket")
                 .arg(format!("/proc/{}/cwd/{name}", sys::getpid()));
             console_path = Some(PathBuf::from(name));
@@ -171,6 +174,7 @@ impl Monitor {
             tty: ex.tty,
             stdin: stdin_w,
             stdin_buf: Vec::new(),
+            stdin_eof: false,
             console,
             console_conn: None,
             console_path,
@@ -303,6 +307,9 @@ impl Monitor {
                 }
             }
         }
+        if e.stdin_eof {
+            e.stdin = None;
+        }
     }
 
     /// Accepts the runtime's console connection and takes the pty master.
@@ -352,21 +359,17 @@ impl Monitor {
                 None => e.pending_size = Some((w, h)),
             }
         }
-        if !frame.data.is_empty() {
+        if !frame.data.is_empty() && !e.stdin_eof {
             e.stdin_buf.extend_from_slice(&frame.data);
-            self.flush_exec_stdin(i);
         }
-        if frame.close_stdin {
-            let e = &mut self.execs[i];
+        if frame.close_stdin && !e.stdin_eof {
+            e.stdin_eof = true;
             if e.tty {
                 // A terminal has no end of input of its own: send EOT.
                 e.stdin_buf.push(4);
-                self.flush_exec_stdin(i);
-            } else {
-                self.flush_exec_stdin(i);
-                self.execs[i].stdin = None;
             }
         }
+        self.flush_exec_stdin(i);
     }
 
     /// Whether a streaming exec's client may send more input now.

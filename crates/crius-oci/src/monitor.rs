@@ -85,6 +85,15 @@ impl From<proto::ExitStatus> for ExitStatus {
     }
 }
 
+/// The kind of stdio session a relay serves.
+#[derive(Clone, Copy, Debug)]
+enum Session {
+    /// Attached to the container's own stdio.
+    Attach { stdin_once: bool },
+    /// A streaming exec: runs to its end even when the client stops reading.
+    Exec,
+}
+
 /// What an exec in the container produced.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ExecOutput {
@@ -501,14 +510,18 @@ impl MonitorClient {
 
     /// Attaches `stdin`/`stdout`/`stderr` to the container through its
     /// monitor and relays until the container exits (the monitor closes the
-    /// session) or the caller drops the future (a detach; with `stdin_once`
-    /// the container's stdin is then closed). The end of `stdin` ends only the
-    /// input direction.
+    /// session), the client stops taking output, or the caller drops the
+    /// future: each a detach, after which a `stdin_once` container's stdin is
+    /// closed. The end of `stdin` closes the container's stdin when
+    /// `stdin_once`, else ends only the input direction. Sizes from `resize`
+    /// go to the container's terminal.
     pub async fn attach_stdio<I, O, E>(
         &self,
         stdin: Option<I>,
         stdout: Option<O>,
         stderr: Option<E>,
+        resize: Option<tokio::sync::mpsc::Receiver<(u16, u16)>>,
+        stdin_once: bool,
     ) -> Result<(), Error>
     where
         I: tokio::io::AsyncRead + Unpin,
@@ -518,7 +531,8 @@ impl MonitorClient {
         let s = self
             .attach(stdin.is_some(), stdout.is_some(), stderr.is_some())
             .await?;
-        self.relay(s, stdin, stdout, stderr, None, false)
+        let session = Session::Attach { stdin_once };
+        self.relay(s, stdin, stdout, stderr, resize, session)
             .await
             .map(drop)
     }
@@ -574,13 +588,14 @@ impl MonitorClient {
             other => return Err(self.protocol(format!("unexpected reply to exec: {other:?}"))),
         }
         debug!(dir = %self.dir.display(), ?cmd, tty, "exec stream started");
-        self.relay(s, stdin, stdout, stderr, resize, true)
+        self.relay(s, stdin, stdout, stderr, resize, Session::Exec)
             .await?
             .ok_or_else(|| self.protocol("exec stream ended without an exit code".into()))
     }
 
     /// Moves stdio between the caller and an attach or exec session; returns
     /// the exit code when the monitor sends one, `None` when it just closes.
+    /// The caller's outputs are shut down at the end, so its client sees EOF.
     async fn relay<I, O, E>(
         &self,
         s: UnixStream,
@@ -588,107 +603,121 @@ impl MonitorClient {
         mut stdout: Option<O>,
         mut stderr: Option<E>,
         mut resize: Option<tokio::sync::mpsc::Receiver<(u16, u16)>>,
-        close_stdin_at_eof: bool,
+        session: Session,
     ) -> Result<Option<i32>, Error>
     where
         I: tokio::io::AsyncRead + Unpin,
         O: tokio::io::AsyncWrite + Unpin,
         E: tokio::io::AsyncWrite + Unpin,
     {
-        let (mut rd, mut wr) = s.into_split();
-        let mut inbuf = vec![0u8; 16 * 1024];
-        let mut frames: Vec<u8> = Vec::new();
-        let mut chunk = vec![0u8; 16 * 1024];
-        let mut client_gone = false;
-        loop {
-            let mut to_send = None;
-            tokio::select! {
-                n = async {
-                    match stdin.as_mut() {
-                        Some(i) => i.read(&mut inbuf).await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    match n {
-                        Ok(0) | Err(_) => {
-                            stdin = None;
-                            if close_stdin_at_eof {
+        let result: Result<Option<i32>, Error> = async {
+            let close_stdin_at_eof = matches!(
+                session,
+                Session::Exec | Session::Attach { stdin_once: true }
+            );
+            let (mut rd, mut wr) = s.into_split();
+            let mut inbuf = vec![0u8; 16 * 1024];
+            let mut frames: Vec<u8> = Vec::new();
+            let mut chunk = vec![0u8; 16 * 1024];
+            let mut client_gone = false;
+            loop {
+                let mut to_send = None;
+                tokio::select! {
+                    n = async {
+                        match stdin.as_mut() {
+                            Some(i) => i.read(&mut inbuf).await,
+                            None => std::future::pending().await,
+                        }
+                    } => {
+                        match n {
+                            Ok(0) | Err(_) => {
+                                stdin = None;
+                                if close_stdin_at_eof {
+                                    to_send = Some(proto::AttachFrame {
+                                        close_stdin: true,
+                                        ..Default::default()
+                                    });
+                                }
+                            }
+                            Ok(n) => {
                                 to_send = Some(proto::AttachFrame {
-                                    close_stdin: true,
+                                    stream: proto::Stream::Stdin as i32,
+                                    data: inbuf[..n].to_vec(),
                                     ..Default::default()
                                 });
                             }
                         }
-                        Ok(n) => {
-                            to_send = Some(proto::AttachFrame {
-                                stream: proto::Stream::Stdin as i32,
-                                data: inbuf[..n].to_vec(),
-                                ..Default::default()
-                            });
+                    }
+                    size = async {
+                        match resize.as_mut() {
+                            Some(r) => r.recv().await,
+                            None => std::future::pending().await,
+                        }
+                    } => {
+                        match size {
+                            Some((w, h)) => {
+                                to_send = Some(proto::AttachFrame {
+                                    width: w.into(),
+                                    height: h.into(),
+                                    ..Default::default()
+                                });
+                            }
+                            None => resize = None,
+                        }
+                    }
+                    n = rd.read(&mut chunk) => {
+                        let n = n.map_err(|e| self.protocol(format!("reading stream: {e}")))?;
+                        if n == 0 {
+                            // The monitor closed the session: the container exited.
+                            return Ok(None);
+                        }
+                        frames.extend_from_slice(&chunk[..n]);
+                        while let Some((f, used)) = proto::decode_frame::<proto::AttachFrame>(&frames)
+                            .map_err(|e| self.protocol(format!("stream: {e}")))?
+                        {
+                            frames.drain(..used);
+                            if f.exited {
+                                return Ok(Some(f.exit_code));
+                            }
+                            if client_gone {
+                                continue;
+                            }
+                            let res = if f.stream == proto::Stream::Stderr as i32 {
+                                match stderr.as_mut() {
+                                    Some(w) => w.write_all(&f.data).await.and(w.flush().await),
+                                    None => Ok(()),
+                                }
+                            } else {
+                                match stdout.as_mut() {
+                                    Some(w) => w.write_all(&f.data).await.and(w.flush().await),
+                                    None => Ok(()),
+                                }
+                            };
+                            if res.is_err() {
+                                if let Session::Attach { .. } = session {
+                                    // An attach client that went away detaches.
+                                    return Ok(None);
+                                }
+                                // An exec keeps running to its end; drop its output.
+                                client_gone = true;
+                            }
                         }
                     }
                 }
-                size = async {
-                    match resize.as_mut() {
-                        Some(r) => r.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    match size {
-                        Some((w, h)) => {
-                            to_send = Some(proto::AttachFrame {
-                                width: w.into(),
-                                height: h.into(),
-                                ..Default::default()
-                            });
-                        }
-                        None => resize = None,
-                    }
+                if let Some(frame) = to_send {
+                    wr.write_all(&proto::encode_frame(&frame))
+                        .await
+                        .map_err(|e| self.protocol(format!("sending to the stream: {e}")))?;
                 }
-                n = rd.read(&mut chunk) => {
-                    let n = n.map_err(|e| self.protocol(format!("reading stream: {e}")))?;
-                    if n == 0 {
-                        // The monitor closed the session: the container exited.
-                        return Ok(None);
-                    }
-                    frames.extend_from_slice(&chunk[..n]);
-                    while let Some((f, used)) = proto::decode_frame::<proto::AttachFrame>(&frames)
-                        .map_err(|e| self.protocol(format!("stream: {e}")))?
-                    {
-                        frames.drain(..used);
-                        if f.exited {
-                            return Ok(Some(f.exit_code));
-                        }
-                        if client_gone {
-                            continue;
-                        }
-                        let res = if f.stream == proto::Stream::Stderr as i32 {
-                            match stderr.as_mut() {
-                                Some(w) => w.write_all(&f.data).await.and(w.flush().await),
-                                None => Ok(()),
-                            }
-                        } else {
-                            match stdout.as_mut() {
-                                Some(w) => w.write_all(&f.data).await.and(w.flush().await),
-                                None => Ok(()),
-                            }
-                        };
-                        if res.is_err() {
-                            if !close_stdin_at_eof {
-                                // An attach client that went away detaches.
-                                return Ok(None);
-                            }
-                            // An exec keeps running to its end; drop its output.
-                            client_gone = true;
-                        }
-                    }
-                }
-            }
-            if let Some(frame) = to_send {
-                wr.write_all(&proto::encode_frame(&frame))
-                    .await
-                    .map_err(|e| self.protocol(format!("sending to the stream: {e}")))?;
             }
         }
+        .await;
+        if let Some(w) = stdout.as_mut() {
+            let _ = w.shutdown().await;
+        }
+        if let Some(w) = stderr.as_mut() {
+            let _ = w.shutdown().await;
+        }
+        result
     }
 }

@@ -393,6 +393,41 @@ async fn attach_with_stdin_once_closes_stdin_on_detach() {
     assert!(c.log().contains("stdout F hello through stdin"));
 }
 
+/// Input larger than every buffer on the way (client socket, monitor, pipe) reaches the
+/// container whole before stdin_once closes it: the close waits for the held bytes.
+#[tokio::test]
+async fn stdin_once_close_keeps_the_tail_of_large_input() {
+    use crius_monitor_proto::{encode_frame, AttachFrame, Stream};
+    use tokio::io::AsyncWriteExt;
+    const TOTAL: usize = 1 << 20;
+    let opts = Opts {
+        stdin: true,
+        stdin_once: true,
+        ..Opts::default()
+    };
+    // The sleep lets the pipe fill up, so the monitor holds input when the client leaves.
+    let mut c = TestContainer::new("stdin-tail", &["sh", "-c", "sleep 1; wc -c"], opts);
+    c.run().await;
+    let client = MonitorClient::new(&c.dir);
+    let mut s = client.attach(true, false, false).await.unwrap();
+    for _ in 0..TOTAL / 16384 {
+        let frame = AttachFrame {
+            stream: Stream::Stdin as i32,
+            data: vec![b'x'; 16384],
+            ..Default::default()
+        };
+        s.write_all(&encode_frame(&frame)).await.unwrap();
+    }
+    drop(s);
+    let st = tokio::time::timeout(Duration::from_secs(20), client.wait_exit())
+        .await
+        .expect("wc exits once its input ends")
+        .unwrap();
+    assert_eq!(st.exit_code, 0);
+    let log = c.log();
+    assert!(log.contains(&format!("stdout F {TOTAL}")), "log: {log}");
+}
+
 /// Run by `monitor_outlives_the_process_that_started_it` in a child process:
 /// spawns the monitor, prints the handle, and exits.
 #[tokio::test]
@@ -624,7 +659,7 @@ async fn attach_stdio_relays_until_the_container_exits() {
     let client = MonitorClient::new(&c.dir);
     let relay = tokio::spawn(async move {
         client
-            .attach_stdio(Some(in_r), Some(out_w), Some(err_w))
+            .attach_stdio(Some(in_r), Some(out_w), Some(err_w), None, false)
             .await
     });
     in_w.write_all(b"hello\n").await.unwrap();
@@ -674,6 +709,42 @@ async fn exec_stream_relays_stdin_and_output() {
     err_r.read_to_string(&mut err).await.unwrap();
     assert_eq!(out, "line one\nline two\n");
     assert_eq!(err, "to-err\n");
+}
+
+/// Closing stdin right after a large write delivers all of it first.
+#[tokio::test]
+async fn exec_stream_close_keeps_the_tail_of_large_input() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const TOTAL: usize = 1 << 20;
+    let mut c = TestContainer::new("execstream-tail", &["sleep", "100"], Opts::default());
+    c.run().await;
+    let (mut in_w, in_r) = tokio::io::duplex(64 * 1024);
+    let (out_w, mut out_r) = tokio::io::duplex(64 * 1024);
+    let client = MonitorClient::new(&c.dir);
+    let cmd: Vec<String> = ["sh", "-c", "sleep 1; wc -c"].map(String::from).to_vec();
+    let run = tokio::spawn(async move {
+        client
+            .exec_stream(
+                &cmd,
+                false,
+                Some(in_r),
+                Some(out_w),
+                None::<tokio::io::DuplexStream>,
+                None,
+            )
+            .await
+    });
+    in_w.write_all(&vec![b'y'; TOTAL]).await.unwrap();
+    drop(in_w);
+    let code = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("exec ends after stdin closes")
+        .unwrap()
+        .unwrap();
+    assert_eq!(code, 0);
+    let mut out = String::new();
+    out_r.read_to_string(&mut out).await.unwrap();
+    assert_eq!(out.trim(), TOTAL.to_string());
 }
 
 #[tokio::test]
@@ -761,7 +832,7 @@ async fn terminal_stdin_once_ends_input_on_detach() {
         let client = client.clone();
         async move {
             client
-                .attach_stdio(Some(in_r), Some(out_w), None::<tokio::io::Sink>)
+                .attach_stdio(Some(in_r), Some(out_w), None::<tokio::io::Sink>, None, true)
                 .await
         }
     });
@@ -787,6 +858,38 @@ async fn terminal_stdin_once_ends_input_on_detach() {
         })
         .unwrap();
     assert_eq!(st.exit_code, 0);
+}
+
+/// Sizes sent on an attach session reach the container's terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_resizes_the_terminal() {
+    let opts = Opts {
+        terminal: true,
+        ..Opts::default()
+    };
+    let mut c = TestContainer::new("ttyresize", &["sh", "-c", "sleep 1; stty size"], opts);
+    c.run().await;
+    let client = MonitorClient::new(&c.dir);
+    let (sizes, rx) = tokio::sync::mpsc::channel(1);
+    let (out_w, _out_r) = tokio::io::duplex(64 * 1024);
+    let attach = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .attach_stdio(
+                    None::<tokio::io::Empty>,
+                    Some(out_w),
+                    None::<tokio::io::Sink>,
+                    Some(rx),
+                    false,
+                )
+                .await
+        }
+    });
+    sizes.send((123, 45)).await.unwrap();
+    let log = c.wait_log(Duration::from_secs(5), |t| t.contains("45 123"));
+    assert!(log.contains("stdout F 45 123"), "log: {log}");
+    let _ = tokio::time::timeout(Duration::from_secs(5), attach).await;
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@
 //!   as SPDY tunnelled through a WebSocket (`SPDY/3.1+portforward.k8s.io`).
 //!
 //! What runs behind a stream is up to a [`StreamRuntime`]: crius-cri gives one that calls
-//! the core (`RUNTIME exec`, the monitor's attach socket, a socket in the pod's netns).
+//! the core (exec and attach through the container's monitor, a socket in the pod's netns).
 
 mod error;
 mod portforward;
