@@ -1033,5 +1033,37 @@ async fn get_container_events_streams_created_started_stopped_deleted() {
             cri::ContainerEventType::ContainerDeletedEvent,
         ]
     );
+
+    // The pod's own events: one Stopped (the pause dies, and StopPodSandbox tells of it
+    // once), then Deleted.
+    f.rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: f.pod.clone(),
+    })
+    .await
+    .unwrap();
+    f.rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: f.pod.clone(),
+    })
+    .await
+    .unwrap();
+    let mut pod_events = Vec::new();
+    while pod_events.last() != Some(&cri::ContainerEventType::ContainerDeletedEvent) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ev = tokio::time::timeout(left, stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("pod events so far: {pod_events:?}"))
+            .unwrap()
+            .expect("stream ended");
+        if ev.container_id == f.pod {
+            pod_events.push(cri::ContainerEventType::try_from(ev.container_event_type).unwrap());
+        }
+    }
+    assert_eq!(
+        pod_events,
+        vec![
+            cri::ContainerEventType::ContainerStoppedEvent,
+            cri::ContainerEventType::ContainerDeletedEvent,
+        ]
+    );
     f.finish().await;
 }

@@ -296,14 +296,16 @@ impl Daemon {
     }
 
     /// Records an exit (or, with `None`, a container whose monitor died without saying).
+    /// The first record wins: a later call for an exited container changes nothing and
+    /// emits no second event.
     pub(crate) fn record_exit(
         &self,
         ctr: &ContainerEntry,
         status: Option<crius_oci::monitor::ExitStatus>,
     ) {
-        let result = self.save_container(ctr, |rec| {
+        let result = ctr.entry.update(|rec| -> Result<Option<ContainerRecord>> {
             if rec.state == ContainerState::Exited {
-                return;
+                return Ok(None);
             }
             match &status {
                 Some(s) => {
@@ -315,9 +317,11 @@ impl Daemon {
                         "the container's monitor exited without recording an exit code".into();
                 }
             }
+            self.container_records.write(&rec.id, rec)?;
+            Ok(Some(rec.clone()))
         });
         match result {
-            Ok(rec) => {
+            Ok(Some(rec)) => {
                 info!(container_id = %rec.id, exit_code = rec.exit_code, reason = %rec.reason, "container exited");
                 ctr.exited.send_replace(true);
                 self.emit(Event {
@@ -326,6 +330,9 @@ impl Daemon {
                     kind: EventKind::Stopped,
                     at: now_ns(),
                 });
+            }
+            Ok(None) => {
+                ctr.exited.send_replace(true);
             }
             Err(e) => warn!(error = %e, "container exit not recorded"),
         }

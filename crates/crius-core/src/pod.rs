@@ -389,6 +389,9 @@ impl Daemon {
             if let Err(e) = client.wait_exit().await {
                 warn!(pod_id = %id, error = %e, "lost the pause container's monitor");
             }
+            // After any operation on the pod in flight: a StopPodSandbox that killed the
+            // pause has recorded the pod NotReady and told of it by then.
+            let _op = entry.op.lock().await;
             let changed = entry.update(|pod| {
                 let was_ready = pod.state == PodState::Ready;
                 pod.state = PodState::NotReady;
