@@ -94,10 +94,25 @@ pub fn fixture(key: &str) -> anyhow::Result<String> {
         })
 }
 
+/// The pids of every live process, from /proc.
+pub fn pids() -> Vec<u32> {
+    let mut pids: Vec<u32> = fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    pids.sort_unstable();
+    pids
+}
+
 /// Opens a gRPC channel over the Unix socket at `socket` (calls time out after 5 minutes,
 /// long enough for any pull a test makes).
 pub async fn connect(socket: &Path) -> anyhow::Result<Channel> {
-    crius::status::connect(socket, Duration::from_secs(300)).await
+    let timeout = Duration::from_secs(300);
+    crius::status::connect(socket, timeout, Some(timeout)).await
 }
 
 /// Options for a test daemon; [`CriusDaemon::builder`] makes one.
@@ -632,24 +647,15 @@ impl CriusDaemon {
         let needle = self.dir.to_string_lossy().into_owned();
         for _ in 0..3 {
             let mut found = Vec::new();
-            let Ok(entries) = fs::read_dir("/proc") else {
-                break;
-            };
-            for entry in entries.flatten() {
-                let Some(pid) = entry
-                    .file_name()
-                    .to_str()
-                    .and_then(|s| s.parse::<u32>().ok())
-                else {
-                    continue;
-                };
+            for pid in pids() {
                 if pid == me {
                     continue;
                 }
-                let cmdline = fs::read(entry.path().join("cmdline"))
+                let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+                let cmdline = fs::read(proc_dir.join("cmdline"))
                     .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
                     .unwrap_or_default();
-                let cwd = fs::read_link(entry.path().join("cwd"))
+                let cwd = fs::read_link(proc_dir.join("cwd"))
                     .map(|p| p.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 if cmdline.contains(&needle) || cwd.starts_with(&needle) {

@@ -20,13 +20,21 @@ pub struct StatusReport {
     pub ready: bool,
 }
 
-/// A gRPC channel to the CRI socket at `socket`; each call is bounded by `timeout`.
-pub async fn connect(socket: &Path, timeout: Duration) -> anyhow::Result<Channel> {
+/// A gRPC channel (one HTTP/2 connection, as the kubelet keeps) to the CRI socket at
+/// `socket`. Connecting is bounded by `connect_timeout`; each call by `call_timeout` when
+/// given (callers that bound calls themselves, or stream, pass `None`).
+pub async fn connect(
+    socket: &Path,
+    connect_timeout: Duration,
+    call_timeout: Option<Duration>,
+) -> anyhow::Result<Channel> {
     let path = socket.to_path_buf();
     // The URI is required by tonic but unused: the connector dials the socket.
-    Endpoint::try_from("http://[::1]:50051")?
-        .connect_timeout(timeout)
-        .timeout(timeout)
+    let mut endpoint = Endpoint::try_from("http://[::1]:50051")?.connect_timeout(connect_timeout);
+    if let Some(t) = call_timeout {
+        endpoint = endpoint.timeout(t);
+    }
+    endpoint
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
             async move {
@@ -44,7 +52,7 @@ pub async fn query(
     verbose: bool,
     timeout: Duration,
 ) -> anyhow::Result<StatusReport> {
-    let channel = connect(socket, timeout).await?;
+    let channel = connect(socket, timeout, Some(timeout)).await?;
     let mut client = RuntimeServiceClient::new(channel);
     let version = client
         .version(cri::VersionRequest {

@@ -7,11 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 /// The label every benchmark pod carries, so leftovers can be found and removed.
 pub const BENCH_LABEL: &str = "crius-bench";
@@ -27,21 +26,10 @@ pub fn socket_path(endpoint: &str) -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(path))
 }
 
-/// Opens one gRPC channel (one HTTP/2 connection, as the kubelet uses) over the socket.
+/// Opens one gRPC channel over the socket; calls are bounded by the benchmark itself
+/// ([`CALL_TIMEOUT`]), not by the channel.
 pub async fn connect(socket: &Path) -> anyhow::Result<Channel> {
-    let path = socket.to_path_buf();
-    // tonic wants a URI; the connector ignores it and dials the socket.
-    Endpoint::try_from("http://[::1]:50051")?
-        .connect_timeout(Duration::from_secs(5))
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(stream))
-            }
-        }))
-        .await
-        .with_context(|| format!("cannot connect to {}", socket.display()))
+    crius::status::connect(socket, Duration::from_secs(5), None).await
 }
 
 /// Both CRI services over one channel; cheap to clone.

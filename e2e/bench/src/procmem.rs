@@ -71,27 +71,13 @@ pub fn cmdline_matches(args: &[String], exe: &str, needle: &str) -> bool {
 /// Pids of live processes whose argv[0] is `exe` and whose command line mentions `needle`
 /// (a path private to one daemon, so processes of other daemons are not counted).
 pub fn find_processes(exe: &str, needle: &str) -> Vec<u32> {
-    let mut pids = Vec::new();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return pids;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(raw) = fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        if cmdline_matches(&parse_cmdline(&raw), exe, needle) {
-            pids.push(pid);
-        }
-    }
-    pids.sort_unstable();
-    pids
+    crius_e2e::pids()
+        .into_iter()
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|raw| cmdline_matches(&parse_cmdline(&raw), exe, needle))
+        })
+        .collect()
 }
 
 /// Sum of the memory of `pids`; processes that vanished meanwhile are skipped.
