@@ -5,7 +5,8 @@
 mod common;
 
 use common::*;
-use crius_e2e::{cri, fixture};
+use crius_e2e::{cri, fixture, CriusDaemon};
+use nix::sys::signal::Signal;
 
 fn spec(name: &str) -> Option<cri::ImageSpec> {
     Some(cri::ImageSpec {
@@ -326,6 +327,73 @@ async fn basic_auth_pulls_with_auth_config_and_is_unauthenticated_without() {
     };
     try_pull(&mut images, &name, Some(encoded)).await.unwrap();
     assert!(status(&mut images, &name).await.is_some());
+}
+
+/// Retries `pull` until it succeeds (a SIGHUP reload is asynchronous) or 10 s pass.
+async fn pull_after_reload(
+    daemon: &CriusDaemon,
+    images: &mut Images,
+    name: &str,
+) -> Result<String, tonic::Status> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match try_pull(images, name, None).await {
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!(
+                "{name} not pulled after the reload: {e:?}\n{}",
+                daemon.log_tail(20)
+            ),
+            ok => return ok,
+        }
+    }
+}
+
+#[tokio::test]
+async fn sighup_applies_new_insecure_registries_and_credentials() {
+    let plain = registry();
+    let host = fixture("CRIUS_TEST_AUTH_REGISTRY").unwrap();
+    let user = fixture("CRIUS_TEST_AUTH_USER").unwrap();
+    let pass = fixture("CRIUS_TEST_AUTH_PASS").unwrap();
+    // Neither fixture registry is insecure yet: they speak plain HTTP only.
+    let daemon = CriusDaemon::builder()
+        .config(&format!(
+            "[crius.image]\npause_image = \"{}\"\n",
+            pause_image()
+        ))
+        .start()
+        .await
+        .unwrap();
+    let (_, mut images) = clients(&daemon).await;
+    let plain_image = busybox();
+    let auth_image = format!("{host}/crius-test/busybox:latest");
+    try_pull(&mut images, &plain_image, None)
+        .await
+        .expect_err("a plain-HTTP registry not configured insecure");
+
+    std::fs::write(
+        daemon.config_dir.join("90-insecure.conf"),
+        format!("[crius.image]\ninsecure_registries = [\"{plain}\", \"{host}\"]\n"),
+    )
+    .unwrap();
+    daemon.signal(Signal::SIGHUP).unwrap();
+    pull_after_reload(&daemon, &mut images, &plain_image)
+        .await
+        .unwrap();
+    let err = try_pull(&mut images, &auth_image, None).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+
+    std::fs::write(
+        daemon.config_dir.join("91-auths.conf"),
+        format!("[crius.image.auths.\"{host}\"]\nusername = \"{user}\"\npassword = \"{pass}\"\n"),
+    )
+    .unwrap();
+    daemon.signal(Signal::SIGHUP).unwrap();
+    let id = pull_after_reload(&daemon, &mut images, &auth_image)
+        .await
+        .unwrap();
+    assert_eq!(id, fixture("CRIUS_TEST_BUSYBOX_ID").unwrap());
 }
 
 #[tokio::test]

@@ -202,10 +202,11 @@ impl Daemon {
             .clone()
     }
 
-    /// Applies what can change without a restart (registries, CNI dirs, the shown config).
+    /// Applies what can change without a restart (registries.conf, insecure registries and
+    /// credentials, CNI dirs, the shown config).
     pub async fn reload(&self, config: CoreConfig) {
         self.cni.reload(cni_config(&config));
-        if let Err(e) = self.images.reload_registries() {
+        if let Err(e) = self.images.reload_registries(&image_store_config(&config)) {
             tracing::warn!(error = %e, "registries config not reloaded");
         }
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);

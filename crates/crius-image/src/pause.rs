@@ -37,7 +37,8 @@ impl ImageStore {
         let parsed = reference::parse(name)?;
         let image_name = self
             .inner
-            .registries_snapshot()
+            .access()
+            .registries
             .candidates(name)?
             .into_iter()
             .next()

@@ -617,9 +617,10 @@ impl Inner {
         explicit: Option<&Credentials>,
     ) -> Result<RegistryAuth, Error> {
         let host = canonical_registry(&endpoint.name.registry);
-        let from_config = self.auths.get(&host).or_else(|| {
+        let access = self.access();
+        let from_config = access.auths.get(&host).or_else(|| {
             (host == "docker.io")
-                .then(|| self.auths.get("index.docker.io"))
+                .then(|| access.auths.get("index.docker.io"))
                 .flatten()
         });
         registry_auth(explicit.or(from_config), &host)
@@ -632,7 +633,7 @@ impl Inner {
         auth: Option<&Credentials>,
     ) -> Result<Image, Error> {
         let start = Instant::now();
-        let candidates = self.registries_snapshot().candidates(reference)?;
+        let candidates = self.access().registries.candidates(reference)?;
         let mut errors = Vec::new();
         for name in &candidates {
             match self.pull_name(name, auth).await {
@@ -661,7 +662,7 @@ impl Inner {
         name: &ImageName,
         auth: Option<&Credentials>,
     ) -> Result<Image, Error> {
-        let endpoints = self.registries_snapshot().endpoints(name)?;
+        let endpoints = self.access().registries.endpoints(name)?;
         let mut errors = Vec::new();
         let mut resolved = None;
         for ep in endpoints {

@@ -30,8 +30,8 @@ pub struct Inner {
     pub(crate) config: ImageStoreConfig,
     pub(crate) root: PathBuf,
     pub(crate) layers: LayerStore,
-    pub(crate) auths: HashMap<String, Credentials>,
-    registries: RwLock<Arc<Registries>>,
+    /// Registries config and credentials: replaced as one on reload.
+    access: RwLock<Arc<Access>>,
     images: Mutex<Vec<ImageRecord>>,
     layer_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pins: Mutex<HashMap<String, usize>>,
@@ -92,10 +92,29 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Where registries are and how to log in to them: what a reload replaces.
+pub(crate) struct Access {
+    pub(crate) registries: Registries,
+    /// Credentials per canonical registry host.
+    pub(crate) auths: HashMap<String, Credentials>,
+}
+
+impl Access {
+    fn load(config: &ImageStoreConfig) -> Result<Access, Error> {
+        Ok(Access {
+            registries: Registries::load(
+                config.registries_conf.as_deref(),
+                &config.insecure_registries,
+            )?,
+            auths: normalize_auth_keys(&config.registry_auths),
+        })
+    }
+}
+
 impl Inner {
-    /// The registries config in force now.
-    pub(crate) fn registries_snapshot(&self) -> Arc<Registries> {
-        self.registries
+    /// The registries config and credentials in force now.
+    pub(crate) fn access(&self) -> Arc<Access> {
+        self.access
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -245,7 +264,7 @@ impl Inner {
                 .ok_or_else(not_found);
         }
         if !s.starts_with("sha256:") {
-            if let Ok(candidates) = self.registries_snapshot().candidates(s) {
+            if let Ok(candidates) = self.access().registries.candidates(s) {
                 for name in candidates {
                     if let Some(d) = &name.digest {
                         let want = name.with_digest(d);
@@ -351,23 +370,19 @@ impl ImageStore {
         }
         let layers = LayerStore::open(root.join("layers"))?;
         let images = index::load(&root.join("images.json"))?;
-        let registries = Registries::load(
-            config.registries_conf.as_deref(),
-            &config.insecure_registries,
-        )?;
+        let access = Access::load(&config)?;
         info!(
             root = %root.display(),
             images = images.len(),
-            registries_conf = ?registries.sources,
+            registries_conf = ?access.registries.sources,
             "image store open"
         );
         let inner = Inner {
-            auths: normalize_auth_keys(&config.registry_auths),
+            access: RwLock::new(Arc::new(access)),
             downloads: Semaphore::new(config.max_concurrent_downloads.max(1)),
             config,
             root,
             layers,
-            registries: RwLock::new(Arc::new(registries)),
             images: Mutex::new(images),
             layer_locks: Mutex::new(HashMap::new()),
             pins: Mutex::new(HashMap::new()),
@@ -527,16 +542,13 @@ impl ImageStore {
         mount::unmount_overlay(container_dir)
     }
 
-    /// Re-reads registries.conf (SIGHUP).
-    pub fn reload_registries(&self) -> Result<(), Error> {
-        let cfg = &self.inner.config;
-        let fresh = Registries::load(cfg.registries_conf.as_deref(), &cfg.insecure_registries)?;
-        info!(registries_conf = ?fresh.sources, "registries reloaded");
-        *self
-            .inner
-            .registries
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+    /// Applies the registry part of `config` (SIGHUP): registries.conf (re-read, also from a
+    /// new path), insecure registries and credentials; the root and download limit stay.
+    /// On error the config in force stays.
+    pub fn reload_registries(&self, config: &ImageStoreConfig) -> Result<(), Error> {
+        let fresh = Access::load(config)?;
+        info!(registries_conf = ?fresh.registries.sources, "registries reloaded");
+        *self.inner.access.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
         lock(&self.inner.clients).clear();
         lock(&self.inner.plain_http_hosts).clear();
         Ok(())

@@ -133,13 +133,13 @@ fn aliases_and_reload_pick_up_a_changed_file() {
         f.registry()
     );
     std::fs::write(t.dir.path().join("registries.conf"), conf).unwrap();
-    t.store.reload_registries().unwrap();
+    t.store.reload_registries(&t.config).unwrap();
     let img = block_on(t.store.pull("bb", None)).unwrap();
     assert_eq!(img.repo_tags, vec![f.image("busybox")]);
     assert_eq!(t.store.resolve("bb").unwrap().id, img.id);
     // a broken file is reported and the old config stays in force
     std::fs::write(t.dir.path().join("registries.conf"), "[[registry]\n").unwrap();
-    let err = t.store.reload_registries().unwrap_err();
+    let err = t.store.reload_registries(&t.config).unwrap_err();
     assert!(err.to_string().contains("registries.conf"), "{err}");
     assert_eq!(t.store.resolve("bb").unwrap().id, img.id);
 }

@@ -278,16 +278,6 @@ async fn reload(
         ("crius.runroot", o.runroot != n.runroot),
         ("crius.api", o.api != n.api),
         ("crius.log_format", o.log_format != n.log_format),
-        // The image store is opened once; SIGHUP only re-reads its registries.conf file.
-        (
-            "crius.image.registries_conf",
-            oi.registries_conf != ni.registries_conf,
-        ),
-        (
-            "crius.image.insecure_registries",
-            oi.insecure_registries != ni.insecure_registries,
-        ),
-        ("crius.image.auths", oi.auths != ni.auths),
         (
             "crius.image.max_concurrent_downloads",
             oi.max_concurrent_downloads != ni.max_concurrent_downloads,

@@ -68,6 +68,8 @@ impl Fixtures {
 /// A store in a temp dir on the real disk (overlayfs and trusted xattrs work there).
 pub struct TestStore {
     pub store: ImageStore,
+    /// What the store was opened with (a reload takes it again, changed or not).
+    pub config: ImageStoreConfig,
     pub dir: tempfile::TempDir,
 }
 
@@ -93,8 +95,8 @@ pub fn store_with(conf: &str, tweak: impl FnOnce(&mut ImageStoreConfig)) -> Test
     let mut config = ImageStoreConfig::new(dir.path().join("images"));
     config.registries_conf = Some(conf_path);
     tweak(&mut config);
-    let store = ImageStore::open(config).unwrap();
-    TestStore { store, dir }
+    let store = ImageStore::open(config.clone()).unwrap();
+    TestStore { store, config, dir }
 }
 
 /// A store that treats the fixture registries as insecure.
