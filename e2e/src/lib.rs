@@ -714,6 +714,31 @@ impl CriusDaemon {
         }
     }
 
+    /// Makes the machine look rebooted to this daemon, which must be stopped: every process
+    /// it started (monitors, containers, pause) is killed, every mount under its dirs
+    /// (netns pins, shm, rootfs) detached and its cgroups removed. With `tmpfs_run` its run
+    /// dir is emptied as a tmpfs /run would be; without, it stays as on these machines.
+    pub fn simulate_reboot(&mut self, tmpfs_run: bool) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            bail!("stop the daemon before simulating a reboot");
+        }
+        self.kill_leftover_processes();
+        let cgroups = self.cgroup_dirs();
+        self.kill_cgroup_processes(&cgroups);
+        crius::mounts::detach_all_under(&self.dir)
+            .map_err(|e| anyhow!("cannot detach mounts under {}: {e}", self.dir.display()))?;
+        for dir in &cgroups {
+            remove_cgroup_tree(dir)
+                .map_err(|e| anyhow!("cannot remove cgroup {}: {e}", dir.display()))?;
+        }
+        if tmpfs_run {
+            fs::remove_dir_all(&self.runroot)
+                .map_err(|e| anyhow!("cannot empty {}: {e}", self.runroot.display()))?;
+            fs::create_dir_all(&self.runroot)?;
+        }
+        Ok(())
+    }
+
     fn cleanup(&mut self) -> Vec<String> {
         let mut notes = self.delete_runtime_containers();
         notes.extend(self.kill_leftover_processes());

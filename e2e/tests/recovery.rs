@@ -316,3 +316,77 @@ exit 0
     let (mut rt, _) = clients(&daemon).await;
     assert_nothing_left(&daemon, &mut rt).await;
 }
+
+/// A pod with a running container, then a reboot of the machine while the daemon is down.
+/// After it the pod is NotReady, the container Exited (never Running with no process), a
+/// repeated RunPodSandbox makes a new pod, and the kubelet's stop and remove of the old one
+/// succeed and release everything, the IP included.
+async fn after_a_reboot(tmpfs_run: bool) {
+    let mut daemon = bridge_daemon().await;
+    let (mut rt, mut images) = clients(&daemon).await;
+    pull(&mut images, &busybox()).await;
+    let config = pod_config(&daemon, "rebooted");
+    let pod = run_pod(&mut rt, &config).await;
+    let ctr = run_container(&mut rt, &pod, &config, ticker("ticker")).await;
+    let created = create(
+        &mut rt,
+        &pod,
+        &config,
+        container_config("never-started", &["true"]),
+    )
+    .await;
+    drop((rt, images));
+    daemon.stop().await.unwrap();
+    daemon.simulate_reboot(tmpfs_run).unwrap();
+
+    daemon.restart().await.unwrap();
+    let (mut rt, _) = clients(&daemon).await;
+    let st = pod_status(&mut rt, &pod).await;
+    assert_eq!(
+        st.state,
+        cri::PodSandboxState::SandboxNotready as i32,
+        "{st:?}"
+    );
+    let gone = container_status(&mut rt, &ctr).await;
+    assert_eq!(
+        gone.state,
+        cri::ContainerState::ContainerExited as i32,
+        "{gone:?}"
+    );
+    assert!(gone.finished_at > 0, "{gone:?}");
+    assert_ne!(gone.exit_code, 0, "{gone:?}");
+    let never = container_status(&mut rt, &created).await;
+    assert_ne!(
+        never.state,
+        cri::ContainerState::ContainerRunning as i32,
+        "{never:?}"
+    );
+
+    // The kubelet makes a new sandbox (attempt 1) and removes the old one.
+    let mut again = config.clone();
+    again.metadata.as_mut().unwrap().attempt = 1;
+    let new_pod = run_pod(&mut rt, &again).await;
+    assert_ne!(new_pod, pod);
+    assert_eq!(
+        pod_status(&mut rt, &new_pod).await.state,
+        cri::PodSandboxState::SandboxReady as i32
+    );
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("StopPodSandbox after the reboot: {e:?}"));
+    remove_pod(&mut rt, &pod).await;
+    remove_pod(&mut rt, &new_pod).await;
+    assert_nothing_left(&daemon, &mut rt).await;
+}
+
+#[tokio::test]
+async fn after_a_reboot_with_a_lasting_run_dir_pods_are_not_ready_and_removable() {
+    after_a_reboot(false).await;
+}
+
+#[tokio::test]
+async fn after_a_reboot_with_a_tmpfs_run_dir_pods_are_not_ready_and_removable() {
+    after_a_reboot(true).await;
+}
