@@ -1,6 +1,7 @@
 //! The container flows: create, start, stop, remove, status, list, exec, update, reopen log.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use crius_oci::monitor::{read_exit_file, spawn_monitor, ExecOutput, MonitorClien
 use crius_oci::spec;
 use k8s_cri::v1 as cri;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::daemon::{remove_dir_all, ContainerEntry, Daemon, Entry, RUNTIME_TIMEOUT};
 use crate::error::{Error, Result};
@@ -137,6 +138,7 @@ impl Daemon {
         let ctr = Arc::new(ContainerEntry {
             entry: Entry::new(record, false),
             exited: watch::channel(false).0,
+            runtime_deleted: AtomicBool::new(false),
         });
         {
             let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
@@ -292,7 +294,29 @@ impl Daemon {
                 }
             };
             daemon.record_exit(&ctr, status);
+            daemon.delete_runtime_state(&ctr).await;
         });
+    }
+
+    /// Deletes an exited container's runtime state (and its cgroup) as soon as it exits,
+    /// off the request path: RemoveContainer then has nothing left to ask the runtime.
+    async fn delete_runtime_state(&self, ctr: &ContainerEntry) {
+        let _op = ctr.entry.op.lock().await;
+        let rec = ctr.entry.get();
+        if rec.state != ContainerState::Exited || ctr.runtime_deleted.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(pod) = self.pod_entry(&rec.pod_id) else {
+            return;
+        };
+        let Ok((runtime, _, _)) = self.runtime_handler(&pod.get().runtime_handler) else {
+            return;
+        };
+        match runtime.delete(&rec.id, false).await {
+            Ok(()) => ctr.runtime_deleted.store(true, Ordering::Release),
+            // RemoveContainer tries again, with --force.
+            Err(e) => debug!(container_id = %rec.id, error = %e, "runtime delete after exit"),
+        }
     }
 
     /// Records an exit (or, with `None`, a container whose monitor died without saying).
@@ -461,11 +485,13 @@ impl Daemon {
             .pod_entry(&rec.pod_id)
             .map(|p| p.get().runtime_handler)
             .unwrap_or_default();
-        let (runtime, _, _) = self.runtime_handler(&handler)?;
-        runtime
-            .delete(&rec.id, true)
-            .await
-            .map_err(|e| Error::from(e).at_step("delete container"))?;
+        if !ctr.runtime_deleted.load(Ordering::Acquire) {
+            let (runtime, _, _) = self.runtime_handler(&handler)?;
+            runtime
+                .delete(&rec.id, true)
+                .await
+                .map_err(|e| Error::from(e).at_step("delete container"))?;
+        }
         let dir = self.container_dir(&rec.id);
         crius_image::ImageStore::unmount_rootfs(&dir)?;
         self.discard_dir(&dir)?;

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -89,6 +90,9 @@ pub(crate) struct ContainerEntry {
     pub entry: Entry<ContainerRecord>,
     /// true once the container has exited.
     pub exited: watch::Sender<bool>,
+    /// The runtime holds no state for it any more (deleted after its exit), so removal
+    /// need not ask the runtime. In memory only: after a restart removal asks again.
+    pub runtime_deleted: AtomicBool,
 }
 
 /// Everything the daemon knows, by id and by name.

@@ -2,6 +2,7 @@
 //! and collect what a crash left half made.
 
 use std::collections::HashSet;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crius_oci::monitor::{monitor_alive, read_exit_file};
@@ -62,6 +63,7 @@ impl Daemon {
             let ctr = Arc::new(ContainerEntry {
                 entry: Entry::new(rec.clone(), true),
                 exited: watch::channel(rec.state == ContainerState::Exited).0,
+                runtime_deleted: AtomicBool::new(false),
             });
             {
                 let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
