@@ -546,6 +546,8 @@ async fn exec_sync(
     Ok(())
 }
 
+/// Tears the pods down in the kubelet's phases: every container stopped (pod deletion),
+/// then removed (garbage collection, later), then each pod stopped and removed.
 async fn teardown(cri: &Cri, running: &[RunningPod], result: &mut RunResult) -> anyhow::Result<()> {
     let mut rt = cri.rt.clone();
     let (mut stop_ctr, mut remove_ctr, mut stop_pod, mut remove_pod) =
@@ -561,6 +563,8 @@ async fn teardown(cri: &Cri, running: &[RunningPod], result: &mut RunResult) -> 
         .await
         .with_context(|| format!("container {}", pod.container_id))?;
         stop_ctr.push(ms);
+    }
+    for pod in running {
         let (_, ms) = timed(
             "RemoveContainer",
             rt.remove_container(cri::RemoveContainerRequest {
@@ -570,12 +574,18 @@ async fn teardown(cri: &Cri, running: &[RunningPod], result: &mut RunResult) -> 
         .await
         .with_context(|| format!("container {}", pod.container_id))?;
         remove_ctr.push(ms);
+    }
+    for pod in running {
         let (s, r) = stop_remove_pod(&mut rt, &pod.pod_id).await?;
         stop_pod.push(s);
         remove_pod.push(r);
     }
     result.median_only("ctr_stop", "StopContainer (timeout 0)", stop_ctr);
-    result.median_only("ctr_remove", "RemoveContainer", remove_ctr);
+    result.median_only(
+        "ctr_remove",
+        "RemoveContainer (after every container stopped)",
+        remove_ctr,
+    );
     result.median_only(
         "pod_ctr_stop",
         "StopPodSandbox (after its container)",
