@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crius_net::{NetNs, PodNetwork, PortMapping, Protocol};
-use crius_oci::monitor::{spawn_monitor, MonitorClient, MonitorSpec};
+use crius_oci::monitor::{spawn_monitor, MonitorClient, MonitorHandle, MonitorSpec};
 use crius_oci::spec;
 use k8s_cri::v1 as cri;
 use tracing::{info, warn};
@@ -258,8 +258,7 @@ impl Daemon {
     async fn create_pod_steps(&self, pod: &mut PodRecord, undo: &mut Undo) -> Result<()> {
         let id = pod.id.clone();
         let host_net = host_network(&pod.config);
-        let host_ipc = host_ipc(&pod.config);
-        let (runtime, monitor_path, handler) = self.runtime_handler(&pod.runtime_handler)?;
+        let (runtime, _, handler) = self.runtime_handler(&pod.runtime_handler)?;
         pod.runtime_handler = handler;
 
         let dir = self.pod_dir(&id);
@@ -288,32 +287,81 @@ impl Daemon {
             undo.push("remove netns", move || {
                 ns.remove().map_err(|e| e.to_string())
             });
-            pod.netns = Some(ns_path.clone());
-            let network = self.pod_network(pod, ns_path);
-            let status = self
-                .cni
-                .setup(&network)
-                .await
-                .map_err(|e| Error::from(e).at_step("set up pod network (CNI ADD)"))?;
-            let cni = self.cni_handle();
-            undo.push_async("cni del", async move {
-                cni.teardown(&network).await.map_err(|e| e.to_string())
-            });
-            pod.ips = status.ips.iter().map(|ip| ip.to_string()).collect();
+            pod.netns = Some(ns_path);
         }
 
+        // The pause container mounts these; /etc/hosts gets the pod's IPs once CNI gave them.
         let files = PodFiles::under(&run_dir);
-        podfiles::write_pod_files(&files, &pod.config, host_net, &pod.ips)
+        podfiles::write_pod_files(&files, &pod.config, host_net, &[])
             .map_err(|e| e.at_step("write hostname, resolv.conf and hosts"))?;
 
-        if !host_ipc {
-            let shm = run_dir.join("shm");
-            podfiles::mount_shm(&shm).map_err(|e| e.at_step("mount shm"))?;
-            let s = shm.clone();
+        // The network (CNI ADD) and the pause container (runc create) are made at once:
+        // neither needs the other, and each takes tens of milliseconds.
+        let mut net_undo = Undo::new();
+        let mut pause_undo = Undo::new();
+        let network = self.set_up_pod_network(pod, &mut net_undo);
+        let pause = self.create_pause(pod, &files, &pause_image, &mut pause_undo);
+        let (ips, pause) = tokio::join!(network, pause);
+        undo.append(net_undo);
+        undo.append(pause_undo);
+        pod.ips = ips?;
+        let (handle, shm) = pause?;
+        pod.shm = shm;
+        if !pod.ips.is_empty() {
+            podfiles::write_pod_files(&files, &pod.config, host_net, &pod.ips)
+                .map_err(|e| e.at_step("write hosts with the pod IPs"))?;
+        }
+
+        tokio::time::timeout(RUNTIME_TIMEOUT, runtime.start(&id))
+            .await
+            .map_err(|_| Error::DeadlineExceeded("start pause container timed out".into()))?
+            .map_err(|e| Error::from(e).at_step("start pause container"))?;
+        pod.pause_pid = Some(handle.container_pid);
+        pod.state = PodState::Ready;
+        self.pod_records.write(&id, pod)?;
+        Ok(())
+    }
+
+    /// CNI ADD for a pod with its own network namespace; the pod's IPs.
+    async fn set_up_pod_network(&self, pod: &PodRecord, undo: &mut Undo) -> Result<Vec<String>> {
+        let Some(ns_path) = pod.netns.clone() else {
+            return Ok(Vec::new());
+        };
+        let network = self.pod_network(pod, ns_path);
+        let status = self
+            .cni
+            .setup(&network)
+            .await
+            .map_err(|e| Error::from(e).at_step("set up pod network (CNI ADD)"))?;
+        let cni = self.cni_handle();
+        undo.push_async("cni del", async move {
+            cni.teardown(&network).await.map_err(|e| e.to_string())
+        });
+        Ok(status.ips.iter().map(|ip| ip.to_string()).collect())
+    }
+
+    /// Creates (not starts) the pause container under its monitor: shm, rootfs, spec,
+    /// bundle, `runc create`. Returns the monitor's handle and the shm mount, if any.
+    async fn create_pause(
+        &self,
+        pod: &PodRecord,
+        files: &PodFiles,
+        pause_image: &str,
+        undo: &mut Undo,
+    ) -> Result<(MonitorHandle, Option<PathBuf>)> {
+        let id = &pod.id;
+        let dir = self.pod_dir(id);
+        let run_dir = self.pod_run_dir(id);
+        let (runtime, monitor_path, _) = self.runtime_handler(&pod.runtime_handler)?;
+        let mut shm = None;
+        if !host_ipc(&pod.config) {
+            let path = run_dir.join("shm");
+            podfiles::mount_shm(&path).map_err(|e| e.at_step("mount shm"))?;
+            let p = path.clone();
             undo.push("unmount shm", move || {
-                podfiles::unmount_shm(&s).map_err(|e| e.to_string())
+                podfiles::unmount_shm(&p).map_err(|e| e.to_string())
             });
-            pod.shm = Some(shm);
+            shm = Some(path);
         }
 
         if pod.owns_cgroup && self.config().cgroup_driver == CgroupDriver::Cgroupfs {
@@ -323,7 +371,7 @@ impl Daemon {
 
         let rootfs = self
             .images
-            .mount_rootfs(&pause_image, &dir)
+            .mount_rootfs(pause_image, &dir)
             .map_err(|e| Error::from(e).at_step("mount pause rootfs"))?;
         {
             let dir = dir.clone();
@@ -331,30 +379,29 @@ impl Daemon {
                 crius_image::ImageStore::unmount_rootfs(&dir).map_err(|e| e.to_string())
             });
         }
-        let image_config = self.images.image_config(&pause_image)?;
+        let image_config = self.images.image_config(pause_image)?;
         let pause_args = image_args(&image_config);
         let ctx = spec::PodContext {
             config: &pod.config,
-            id: &id,
+            id,
             netns_path: pod.netns.as_deref(),
             pause_pid: None,
             hostname_path: &files.hostname,
             resolv_conf_path: &files.resolv_conf,
             hosts_path: &files.hosts,
-            shm_path: pod.shm.as_deref(),
+            shm_path: shm.as_deref(),
             cgroup_parent: &pod.cgroup_parent,
         };
         let oci = spec::pod_spec(&ctx, &rootfs, &pause_args, &self.spec_options())
             .map_err(|e| Error::from(e).at_step("generate pause spec"))?;
         spec::write_bundle(&dir, &oci)?;
 
-        let monitor_dir = run_dir.join("monitor");
         let handle = spawn_monitor(&MonitorSpec {
             id: id.clone(),
             bundle: dir.clone(),
             runtime: runtime.clone(),
             monitor_path,
-            dir: monitor_dir,
+            dir: run_dir.join("monitor"),
             log_path: None,
             terminal: false,
             stdin: false,
@@ -369,14 +416,7 @@ impl Daemon {
                 runtime.delete(&id, true).await.map_err(|e| e.to_string())
             });
         }
-        tokio::time::timeout(RUNTIME_TIMEOUT, runtime.start(&id))
-            .await
-            .map_err(|_| Error::DeadlineExceeded("start pause container timed out".into()))?
-            .map_err(|e| Error::from(e).at_step("start pause container"))?;
-        pod.pause_pid = Some(handle.container_pid);
-        pod.state = PodState::Ready;
-        self.pod_records.write(&id, pod)?;
-        Ok(())
+        Ok((handle, shm))
     }
 
     /// Follows a pod's pause container: when it dies (killed, OOM, or stopped), the pod is

@@ -40,6 +40,12 @@ impl Undo {
         self.steps.push((what, Box::pin(action)));
     }
 
+    /// Takes over the steps of `other` (steps taken on a concurrent branch), as newer than
+    /// every step here.
+    pub fn append(&mut self, mut other: Undo) {
+        self.steps.append(&mut other.steps);
+    }
+
     /// The operation is whole: forget the undo actions.
     pub fn commit(mut self) {
         self.steps.clear();
