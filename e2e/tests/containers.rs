@@ -130,16 +130,7 @@ async fn a_container_exiting_7_goes_created_running_exited_with_reason_error_and
     assert!(exited.finished_at <= now_ns());
     assert_eq!(exited.started_at, running.started_at);
     // The runtime's state of an exited container goes at once, not at RemoveContainer.
-    let runtime_state = f.daemon.runroot.join("runtimes/runc").join(&id);
-    eventually(
-        "the runtime state of the exited container is deleted",
-        Duration::from_secs(5),
-        || {
-            let dir = runtime_state.clone();
-            async move { (!dir.exists()).then_some(()) }
-        },
-    )
-    .await;
+    wait_runtime_state_gone(&f.daemon, &id).await;
 
     let log = eventually("all four lines in the log", Duration::from_secs(5), || {
         let path = log_path.clone();

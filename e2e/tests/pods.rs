@@ -249,6 +249,10 @@ async fn pod_ip_netns_mounts_and_cgroup_are_released_after_remove() {
         Vec::<String>::new(),
         "netns kept after stop"
     );
+    // The runtime's state of the pause and the container goes after their exit, before
+    // any removal.
+    wait_runtime_state_gone(&daemon, &id).await;
+    wait_runtime_state_gone(&daemon, &ctr).await;
 
     for _ in 0..2 {
         rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {

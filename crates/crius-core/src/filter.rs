@@ -78,6 +78,7 @@ mod tests {
             pause_pid: None,
             shm: None,
             pause_image: String::new(),
+            pause_deleted: false,
         }
     }
 

@@ -55,6 +55,11 @@ pub struct PodRecord {
     pub shm: Option<PathBuf>,
     /// The pause image id.
     pub pause_image: String,
+    /// The runtime holds no state for the pause container any more (deleted after it
+    /// exited), so removal need not ask the runtime. In memory only: after a restart
+    /// removal asks again.
+    #[serde(skip)]
+    pub pause_deleted: bool,
 }
 
 /// A container's lifecycle state.

@@ -8,7 +8,7 @@ use crius_net::{NetNs, PodNetwork, PortMapping, Protocol};
 use crius_oci::monitor::{spawn_monitor, MonitorClient, MonitorHandle, MonitorSpec};
 use crius_oci::spec;
 use k8s_cri::v1 as cri;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::cgroup;
 use crate::config::CgroupDriver;
@@ -188,6 +188,7 @@ impl Daemon {
             pause_pid: None,
             shm: None,
             pause_image: String::new(),
+            pause_deleted: false,
         };
         let entry = Arc::new(Entry::new(record, false));
         let op = entry.op.clone().lock_owned().await;
@@ -445,10 +446,24 @@ impl Daemon {
                 }
                 daemon.emit(Event {
                     container_id: id.clone(),
-                    pod_id: id,
+                    pod_id: id.clone(),
                     kind: EventKind::Stopped,
                     at: now_ns(),
                 });
+            }
+            // Off the request path, as for containers: RemovePodSandbox then has no
+            // runtime call left for the pause. A pod removed meanwhile has none either.
+            if daemon.pod_entry(&id).is_err() {
+                return;
+            }
+            let handler = entry.get().runtime_handler;
+            if let Ok((runtime, _, _)) = daemon.runtime_handler(&handler) {
+                match runtime.delete(&id, false).await {
+                    Ok(()) => entry.update(|pod| pod.pause_deleted = true),
+                    Err(e) => {
+                        debug!(pod_id = %id, error = %e, "runtime delete after the pause exited")
+                    }
+                }
             }
         });
     }
@@ -542,11 +557,13 @@ impl Daemon {
         for ctr in self.pod_containers(&pod.id) {
             self.remove_container_entry(&ctr).await?;
         }
-        let (runtime, _, _) = self.runtime_handler(&pod.runtime_handler)?;
-        runtime
-            .delete(&pod.id, true)
-            .await
-            .map_err(|e| Error::from(e).at_step("delete pause container"))?;
+        if !pod.pause_deleted {
+            let (runtime, _, _) = self.runtime_handler(&pod.runtime_handler)?;
+            runtime
+                .delete(&pod.id, true)
+                .await
+                .map_err(|e| Error::from(e).at_step("delete pause container"))?;
+        }
         let dir = self.pod_dir(&pod.id);
         crius_image::ImageStore::unmount_rootfs(&dir)?;
         if pod.owns_cgroup && self.config().cgroup_driver == CgroupDriver::Cgroupfs {

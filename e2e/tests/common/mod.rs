@@ -530,3 +530,17 @@ pub async fn daemon_with_chain(plugin_dir: &Path, extra: serde_json::Value) -> C
     daemon.restart().await.expect("daemon start");
     daemon
 }
+
+/// Waits (up to 5 s) until runc holds no state for the container or pause `id` of `daemon`.
+pub async fn wait_runtime_state_gone(daemon: &CriusDaemon, id: &str) {
+    let dir = daemon.runroot.join("runtimes/runc").join(id);
+    eventually(
+        &format!("runc's state of {id} is deleted"),
+        Duration::from_secs(5),
+        || {
+            let dir = dir.clone();
+            async move { (!dir.exists()).then_some(()) }
+        },
+    )
+    .await;
+}
