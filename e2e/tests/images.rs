@@ -397,6 +397,46 @@ async fn sighup_applies_new_insecure_registries_and_credentials() {
 }
 
 #[tokio::test]
+async fn credentials_from_the_global_auth_file_apply_at_the_next_pull() {
+    let host = fixture("CRIUS_TEST_AUTH_REGISTRY").unwrap();
+    let user = fixture("CRIUS_TEST_AUTH_USER").unwrap();
+    let pass = fixture("CRIUS_TEST_AUTH_PASS").unwrap();
+    let auth_dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let auth_file = auth_dir.path().join("auth.json");
+    let daemon = builder()
+        .config(&format!(
+            "[crius.image]\nglobal_auth_file = \"{}\"\n",
+            auth_file.display()
+        ))
+        .start()
+        .await
+        .unwrap();
+    let (_, mut images) = clients(&daemon).await;
+    let name = format!("{host}/crius-test/busybox:latest");
+
+    // No file yet: no credentials.
+    let err = try_pull(&mut images, &name, None).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+
+    // What `podman login --authfile` writes; no reload needed.
+    let auth = base64(format!("{user}:{pass}").as_bytes());
+    std::fs::write(
+        &auth_file,
+        format!("{{\"auths\": {{\"{host}\": {{\"auth\": \"{auth}\"}}}}}}"),
+    )
+    .unwrap();
+    let id = try_pull(&mut images, &name, None).await.unwrap();
+    assert_eq!(id, fixture("CRIUS_TEST_BUSYBOX_ID").unwrap());
+
+    // A broken file is the node's fault, and named.
+    remove(&mut images, &name).await;
+    std::fs::write(&auth_file, "{\"auths\": ").unwrap();
+    let err = try_pull(&mut images, &name, None).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("auth.json"), "{err:?}");
+}
+
+#[tokio::test]
 async fn an_index_image_pulls_the_amd64_image_and_an_arm64_only_image_fails_clearly() {
     let daemon = builder().start().await.unwrap();
     let (_, mut images) = clients(&daemon).await;

@@ -61,6 +61,8 @@ pub struct ImageSettings {
     pub insecure_registries: Vec<String>,
     /// Credentials per registry host[:port].
     pub auths: HashMap<String, RegistryAuth>,
+    /// containers-auth.json(5) file read at each pull, after `auths`.
+    pub auth_file: Option<PathBuf>,
     /// Layers downloaded at once, per pull.
     pub max_concurrent_downloads: usize,
 }

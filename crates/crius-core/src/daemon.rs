@@ -152,6 +152,7 @@ fn image_store_config(config: &CoreConfig) -> ImageStoreConfig {
                 )
             })
             .collect(),
+        auth_file: config.images.auth_file.clone(),
         max_concurrent_downloads: config.images.max_concurrent_downloads.max(1),
     }
 }

@@ -30,6 +30,9 @@ fn image_code(e: &crius_image::Error) -> Code {
         Code::InvalidArgument
     } else if e.is_unauthorized() {
         Code::Unauthenticated
+    } else if matches!(e, crius_image::Error::AuthFile { .. }) {
+        // The node's own configuration is broken, not the request.
+        Code::FailedPrecondition
     } else if e.is_blocked() {
         Code::PermissionDenied
     } else if e.is_unavailable() {

@@ -90,6 +90,10 @@ pub enum Error {
     #[error("invalid credentials for registry {registry}: {reason}")]
     InvalidCredentials { registry: String, reason: String },
 
+    /// The configured auth file (containers-auth.json) does not parse.
+    #[error("invalid auth file {path}: {reason}")]
+    AuthFile { path: PathBuf, reason: String },
+
     /// registries.conf (or a drop-in) does not parse.
     #[error("invalid registries config {path}: {reason}")]
     InvalidRegistriesConf { path: PathBuf, reason: String },

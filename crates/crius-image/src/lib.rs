@@ -5,6 +5,7 @@
 //! keeps blobs, unpacked layers and an image index under one root, and mounts
 //! container root file systems as overlayfs over the image's layers.
 
+mod authfile;
 mod error;
 mod index;
 mod layers;
@@ -37,6 +38,9 @@ pub struct ImageStoreConfig {
     pub insecure_registries: Vec<String>,
     /// Per registry host[:port], from the daemon config.
     pub registry_auths: HashMap<String, Credentials>,
+    /// A containers-auth.json(5) file (`podman login --authfile`), read at every pull;
+    /// its credentials come after the request's and `registry_auths`.
+    pub auth_file: Option<PathBuf>,
     /// Layer downloads in flight at once, over all pulls.
     pub max_concurrent_downloads: usize,
 }
@@ -49,6 +53,7 @@ impl ImageStoreConfig {
             registries_conf: None,
             insecure_registries: Vec::new(),
             registry_auths: HashMap::new(),
+            auth_file: None,
             max_concurrent_downloads: 3,
         }
     }

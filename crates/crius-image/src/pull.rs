@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::authfile::AuthFile;
 use crate::index::ImageRecord;
 use crate::layers::{chain_ids, digest_hex, sha256_digest, LayerMeta};
 use crate::reference::{canonical_registry, valid_digest, ImageName};
@@ -623,7 +624,14 @@ impl Inner {
                 .then(|| access.auths.get("index.docker.io"))
                 .flatten()
         });
-        registry_auth(explicit.or(from_config), &host)
+        if let Some(c) = explicit.or(from_config) {
+            return registry_auth(Some(c), &host);
+        }
+        let Some(path) = &access.auth_file else {
+            return registry_auth(None, &host);
+        };
+        let file = AuthFile::load(path)?;
+        registry_auth(file.lookup(&host, &endpoint.name.repository), &host)
     }
 
     /// Pulls `reference`, trying each name a short name may mean.

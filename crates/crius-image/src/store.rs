@@ -97,6 +97,8 @@ pub(crate) struct Access {
     pub(crate) registries: Registries,
     /// Credentials per canonical registry host.
     pub(crate) auths: HashMap<String, Credentials>,
+    /// containers-auth.json, read at each pull so a `podman login` takes effect at once.
+    pub(crate) auth_file: Option<PathBuf>,
 }
 
 impl Access {
@@ -107,6 +109,7 @@ impl Access {
                 &config.insecure_registries,
             )?,
             auths: normalize_auth_keys(&config.registry_auths),
+            auth_file: config.auth_file.clone(),
         })
     }
 }
@@ -543,7 +546,8 @@ impl ImageStore {
     }
 
     /// Applies the registry part of `config` (SIGHUP): registries.conf (re-read, also from a
-    /// new path), insecure registries and credentials; the root and download limit stay.
+    /// new path), insecure registries, credentials and the auth file's path; the root and
+    /// download limit stay.
     /// On error the config in force stays.
     pub fn reload_registries(&self, config: &ImageStoreConfig) -> Result<(), Error> {
         let fresh = Access::load(config)?;

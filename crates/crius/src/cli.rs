@@ -125,6 +125,15 @@ pub struct ConfigOpts {
         value_name = "FILE"
     )]
     pub registries_conf: Option<PathBuf>,
+    /// containers-auth.json(5) file with registry credentials, as `podman login
+    /// --authfile` writes it (crius.image.global_auth_file).
+    #[arg(
+        long,
+        global = true,
+        env = "CRIUS_GLOBAL_AUTH_FILE",
+        value_name = "FILE"
+    )]
+    pub global_auth_file: Option<PathBuf>,
     /// Streaming server address (crius.api.stream_address).
     #[arg(long, global = true, env = "CRIUS_STREAM_ADDRESS", value_name = "ADDR")]
     pub stream_address: Option<String>,
@@ -189,6 +198,9 @@ impl ConfigOpts {
         if let Some(v) = &self.registries_conf {
             c.image.registries_conf = v.clone();
         }
+        if let Some(v) = &self.global_auth_file {
+            c.image.global_auth_file = v.clone();
+        }
         if let Some(v) = &self.stream_address {
             c.api.stream_address = v.clone();
         }
@@ -249,6 +261,8 @@ mod tests {
             "127.0.0.1:5001",
             "--registries-conf",
             "/reg.conf",
+            "--global-auth-file",
+            "/auth.json",
             "--stream-address",
             "0.0.0.0",
             "--stream-port",
@@ -277,6 +291,7 @@ mod tests {
             vec!["127.0.0.1:5000", "127.0.0.1:5001"]
         );
         assert_eq!(c.image.registries_conf, Path::new("/reg.conf"));
+        assert_eq!(c.image.global_auth_file, Path::new("/auth.json"));
         assert_eq!(c.api.stream_address, "0.0.0.0");
         assert_eq!(c.api.stream_port, 10010);
         assert_eq!(c.metrics.metrics_port, 9090);

@@ -268,6 +268,7 @@ pub struct ImageConfig {
     pub insecure_registries: Vec<String>,
     pub max_concurrent_downloads: usize,
     pub auths: BTreeMap<String, RegistryAuth>,
+    pub global_auth_file: PathBuf,
 }
 
 impl Default for ImageConfig {
@@ -279,6 +280,7 @@ impl Default for ImageConfig {
             insecure_registries: Vec::new(),
             max_concurrent_downloads: 3,
             auths: BTreeMap::new(),
+            global_auth_file: PathBuf::new(),
         }
     }
 }
@@ -697,6 +699,7 @@ fn doc_for(path: &str) -> Option<&'static str> {
         "crius.image.auths.*.username" => "User name.",
         "crius.image.auths.*.password" => "Password.",
         "crius.image.auths.*.auth" => "base64 of username:password, instead of the two above.",
+        "crius.image.global_auth_file" => "containers-auth.json(5) file of registry credentials (what `podman login\n--authfile FILE` writes), read at every pull; a pull's own credentials and\n[crius.image.auths] come first. Empty: none.",
         "crius.network" => "CNI pod networking.",
         "crius.network.network_dir" => "Directory of CNI network configs; the first .conflist/.conf in name\norder is the pod network. Reloaded on SIGHUP.",
         "crius.network.plugin_dirs" => "Directories searched for CNI plugin binaries. Reloaded on SIGHUP.",

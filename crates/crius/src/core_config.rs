@@ -46,6 +46,7 @@ pub fn core_config(config: &Config, exe_dir: Option<&Path>) -> CoreConfig {
         },
         images: ImageSettings {
             registries_conf: non_empty(c.image.registries_conf),
+            auth_file: non_empty(c.image.global_auth_file),
             insecure_registries: c.image.insecure_registries,
             auths: c
                 .image
