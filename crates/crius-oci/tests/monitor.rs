@@ -867,7 +867,9 @@ async fn attach_resizes_the_terminal() {
         terminal: true,
         ..Opts::default()
     };
-    let mut c = TestContainer::new("ttyresize", &["sh", "-c", "sleep 1; stty size"], opts);
+    // Polls its terminal's size until it is the one sent, then prints it.
+    let script = "until [ \"$(stty size)\" = \"45 123\" ]; do sleep 0.05; done; stty size";
+    let mut c = TestContainer::new("ttyresize", &["sh", "-c", script], opts);
     c.run().await;
     let client = MonitorClient::new(&c.dir);
     let (sizes, rx) = tokio::sync::mpsc::channel(1);
@@ -887,7 +889,7 @@ async fn attach_resizes_the_terminal() {
         }
     });
     sizes.send((123, 45)).await.unwrap();
-    let log = c.wait_log(Duration::from_secs(5), |t| t.contains("45 123"));
+    let log = c.wait_log(Duration::from_secs(10), |t| t.contains("45 123"));
     assert!(log.contains("stdout F 45 123"), "log: {log}");
     let _ = tokio::time::timeout(Duration::from_secs(5), attach).await;
 }

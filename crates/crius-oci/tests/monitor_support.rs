@@ -20,7 +20,7 @@ pub const RUNC_ROOT: &str = "/run/crius-oci-test/runc";
 
 const APPLETS: &[&str] = &[
     "sh", "sleep", "echo", "cat", "true", "false", "printf", "head", "tr", "tail", "stty", "ps",
-    "yes", "ls", "wc",
+    "yes", "ls", "wc", "[", "test",
 ];
 
 /// The crius-conmon binary: $CRIUS_CONMON, else built by cargo next to this test.
