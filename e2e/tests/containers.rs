@@ -1069,3 +1069,82 @@ async fn get_container_events_streams_created_started_stopped_deleted() {
     );
     f.finish().await;
 }
+
+#[tokio::test]
+async fn recursive_read_only_mounts_cover_submounts_where_the_handler_can() {
+    let mut f = pod_fixture("rro").await;
+    let status =
+        f.rt.status(cri::StatusRequest { verbose: false })
+            .await
+            .unwrap()
+            .into_inner();
+    let rro = |name: &str| {
+        status
+            .runtime_handlers
+            .iter()
+            .find(|h| h.name == name)
+            .and_then(|h| h.features)
+            .map(|f| f.recursive_read_only_mounts)
+    };
+    // runc 1.1 lists "rro" in `runc features`; Debian's crun 1.8 has no `features`.
+    assert_eq!(rro("runc"), Some(true), "{status:?}");
+    assert_eq!(rro(""), Some(true), "the default handler, runc: {status:?}");
+    assert_eq!(rro("crun"), Some(false), "{status:?}");
+
+    // A host dir with a tmpfs mounted below it.
+    let host = f.daemon.dir.join("rro-volume");
+    let sub = host.join("tmpfs");
+    std::fs::create_dir_all(&sub).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &sub,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let volume = |recursive: bool| cri::Mount {
+        container_path: "/mnt".into(),
+        host_path: host.display().to_string(),
+        readonly: true,
+        recursive_read_only: recursive,
+        ..Default::default()
+    };
+    let write_sub = ["sh", "-c", "touch /mnt/tmpfs/probe 2>&1 || true"];
+
+    let mut plain = container_config("ro", &["sleep", "3600"]);
+    plain.mounts.push(volume(false));
+    let plain = f.run(plain).await;
+    // Read-only alone covers the bind mount, not what is mounted below it.
+    assert_eq!(exec_ok(&mut f.rt, &plain, &write_sub).await, "");
+
+    let mut rro_config = container_config("rro", &["sleep", "3600"]);
+    rro_config.mounts.push(volume(true));
+    let rro_ctr = f.run(rro_config).await;
+    let out = exec_ok(&mut f.rt, &rro_ctr, &write_sub).await;
+    assert!(out.contains("Read-only file system"), "{out:?}");
+
+    // rro with a propagation other than private, or without readonly, is refused.
+    for (readonly, propagation) in [
+        (true, cri::MountPropagation::PropagationHostToContainer),
+        (false, cri::MountPropagation::PropagationPrivate),
+    ] {
+        let mut bad = container_config("rro-bad", &["true"]);
+        bad.mounts.push(cri::Mount {
+            readonly,
+            propagation: propagation as i32,
+            ..volume(true)
+        });
+        let err =
+            f.rt.create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: f.pod.clone(),
+                config: Some(bad),
+                sandbox_config: Some(f.config.clone()),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    }
+    let _ = nix::mount::umount2(&sub, nix::mount::MntFlags::MNT_DETACH);
+    f.finish().await;
+}

@@ -95,6 +95,16 @@ impl Daemon {
                 pod.id
             )));
         }
+        if config.mounts.iter().any(|m| m.recursive_read_only)
+            && !self.supports_rro(&pod.runtime_handler)
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "runtime handler {:?} cannot make mounts read-only recursively (that needs a \
+                 runtime listing \"rro\" in `RUNTIME features`, such as runc 1.1+, and Linux \
+                 5.12+); Status reports this per handler",
+                pod.runtime_handler
+            )));
+        }
         let image_name = config
             .image
             .as_ref()

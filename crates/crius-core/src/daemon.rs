@@ -2,7 +2,7 @@
 //! operations crius-cri calls. The pod flows are in `pod.rs`, the container flows in
 //! `container.rs`, images in `image.rs`, restart recovery in `restore.rs`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
@@ -39,10 +39,19 @@ pub struct RuntimeStatus {
     pub runtime_ready: Result<(), String>,
     /// Whether pod networking is configured; with the reason when not.
     pub network_ready: Result<(), String>,
-    /// Runtime handler names, the default first.
-    pub handlers: Vec<String>,
+    /// Runtime handlers, the default first.
+    pub handlers: Vec<HandlerStatus>,
     /// Extra facts for `verbose`: the effective config and host limits.
     pub info: serde_json::Value,
+}
+
+/// What a runtime handler can do, for `Status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerStatus {
+    /// The handler's name.
+    pub name: String,
+    /// Its runtime (and the kernel) can make a mount read-only recursively.
+    pub recursive_read_only_mounts: bool,
 }
 
 /// One pod or container in memory: `op` serialises the operations that change it (so one
@@ -120,6 +129,9 @@ pub struct Daemon {
     pub(crate) pause_image_lock: tokio::sync::Mutex<Option<String>>,
     /// The last CPU sample (time ns, cpu ns) per container or pod, for usage_nano_cores.
     pub(crate) cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
+    /// Handlers whose runtime can make mounts read-only recursively (probed at start and
+    /// on reload).
+    pub(crate) rro_handlers: RwLock<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -175,6 +187,7 @@ impl Daemon {
         let oom_score_adj_min = host::oom_score_adj_min();
         let images = ImageStore::open(image_store_config(&config))?;
         let cni = Cni::new(cni_config(&config));
+        let rro_handlers = rro_handlers(&config).await;
         let records = config.root_dir.join("records");
         let daemon = Arc::new(Daemon {
             pod_records: RecordDir::open(records.join("pods"))?,
@@ -187,6 +200,7 @@ impl Daemon {
             events: broadcast::channel(1024).0,
             pause_image_lock: tokio::sync::Mutex::new(None),
             cpu_samples: Mutex::new(HashMap::new()),
+            rro_handlers: RwLock::new(rro_handlers),
         });
         daemon.restore().await?;
         let config = daemon.config();
@@ -211,6 +225,7 @@ impl Daemon {
     /// credentials, CNI dirs, the shown config).
     pub async fn reload(&self, config: CoreConfig) {
         self.cni.reload(cni_config(&config));
+        *self.rro_handlers.write().unwrap_or_else(|e| e.into_inner()) = rro_handlers(&config).await;
         if let Err(e) = self.images.reload_registries(&image_store_config(&config)) {
             tracing::warn!(error = %e, "registries config not reloaded");
         }
@@ -257,14 +272,21 @@ impl Daemon {
             .network_status()
             .map(|_| ())
             .map_err(|e| e.to_string());
-        let mut handlers = vec![config.default_runtime.clone()];
-        handlers.extend(
+        let mut names = vec![config.default_runtime.clone()];
+        names.extend(
             config
                 .runtimes
                 .keys()
                 .filter(|k| **k != config.default_runtime)
                 .cloned(),
         );
+        let handlers = names
+            .into_iter()
+            .map(|name| HandlerStatus {
+                recursive_read_only_mounts: self.supports_rro(&name),
+                name,
+            })
+            .collect();
         let info = serde_json::json!({
             "config": config.effective_config,
             "oomScoreAdjMin": self.oom_score_adj_min,
@@ -279,43 +301,81 @@ impl Daemon {
         }
     }
 
-    /// The runtime CLI and monitor binary of a handler ("" is the default).
-    pub(crate) fn runtime_handler(&self, name: &str) -> Result<(RuntimeCli, PathBuf, String)> {
+    /// Whether the handler `name` ("" is the default) can make mounts read-only recursively.
+    pub(crate) fn supports_rro(&self, name: &str) -> bool {
         let config = self.config();
         let name = if name.is_empty() {
             config.default_runtime.as_str()
         } else {
             name
         };
-        let handler = config.runtimes.get(name).ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "unknown runtime handler {name:?}; configured: {}",
-                config
-                    .runtimes
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })?;
-        if handler.runtime_type != "oci" {
-            return Err(Error::Unimplemented(format!(
-                "runtime type {:?} of handler {name:?}",
-                handler.runtime_type
-            )));
-        }
-        let root = handler
-            .runtime_root
-            .clone()
-            .unwrap_or_else(|| config.run_dir.join("runtimes").join(name));
-        let cli = RuntimeCli {
-            path: handler.runtime_path.clone(),
-            root: Some(root),
-            systemd_cgroup: config.cgroup_driver == CgroupDriver::Systemd,
-        };
-        Ok((cli, handler.monitor_path.clone(), name.to_string()))
+        self.rro_handlers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(name)
     }
 
+    /// The runtime CLI and monitor binary of a handler ("" is the default).
+    pub(crate) fn runtime_handler(&self, name: &str) -> Result<(RuntimeCli, PathBuf, String)> {
+        handler_cli(&self.config(), name)
+    }
+}
+
+/// The handlers of `config` whose runtime, on this kernel, can make mounts read-only
+/// recursively ("rro" among the mount options of `RUNTIME features`).
+async fn rro_handlers(config: &CoreConfig) -> HashSet<String> {
+    let mut out = HashSet::new();
+    if !host::kernel_has_mount_setattr() {
+        return out;
+    }
+    for name in config.runtimes.keys() {
+        if let Ok((cli, _, _)) = handler_cli(config, name) {
+            if cli.mount_options().await.iter().any(|o| o == "rro") {
+                out.insert(name.clone());
+            }
+        }
+    }
+    info!(handlers = ?out, "runtime handlers with recursive read-only mounts");
+    out
+}
+
+/// The runtime CLI and monitor binary of a handler of `config` ("" is the default).
+fn handler_cli(config: &CoreConfig, name: &str) -> Result<(RuntimeCli, PathBuf, String)> {
+    let name = if name.is_empty() {
+        config.default_runtime.as_str()
+    } else {
+        name
+    };
+    let handler = config.runtimes.get(name).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "unknown runtime handler {name:?}; configured: {}",
+            config
+                .runtimes
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    if handler.runtime_type != "oci" {
+        return Err(Error::Unimplemented(format!(
+            "runtime type {:?} of handler {name:?}",
+            handler.runtime_type
+        )));
+    }
+    let root = handler
+        .runtime_root
+        .clone()
+        .unwrap_or_else(|| config.run_dir.join("runtimes").join(name));
+    let cli = RuntimeCli {
+        path: handler.runtime_path.clone(),
+        root: Some(root),
+        systemd_cgroup: config.cgroup_driver == CgroupDriver::Systemd,
+    };
+    Ok((cli, handler.monitor_path.clone(), name.to_string()))
+}
+
+impl Daemon {
     /// The persistent dir of a pod (pause bundle and rootfs).
     pub(crate) fn pod_dir(&self, id: &str) -> PathBuf {
         self.config().root_dir.join("pods").join(id)

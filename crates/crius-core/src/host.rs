@@ -33,6 +33,21 @@ fn parse_cap_eff(status: &str) -> Option<u64> {
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
 }
 
+/// Whether the kernel has mount_setattr(2) (Linux 5.12), which a runtime needs to make a
+/// mount read-only recursively.
+pub fn kernel_has_mount_setattr() -> bool {
+    fs::read_to_string("/proc/sys/kernel/osrelease")
+        .ok()
+        .and_then(|r| parse_release(&r))
+        .is_some_and(|v| v >= (5, 12))
+}
+
+/// `6.1.0-18-amd64` -> (6, 1).
+fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
 /// Whether AppArmor is enabled on this host.
 pub fn apparmor_enabled() -> bool {
     fs::read_to_string("/sys/module/apparmor/parameters/enabled")
@@ -43,6 +58,14 @@ pub fn apparmor_enabled() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_releases_give_major_and_minor() {
+        assert_eq!(parse_release("6.1.0-18-amd64\n"), Some((6, 1)));
+        assert_eq!(parse_release("5.12.3"), Some((5, 12)));
+        assert_eq!(parse_release("6.18.44-fc-v657"), Some((6, 18)));
+        assert_eq!(parse_release("garbage"), None);
+    }
 
     #[test]
     fn cap_eff_is_parsed_from_proc_status() {

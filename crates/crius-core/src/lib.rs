@@ -26,7 +26,7 @@ mod validate;
 pub use config::{
     CgroupDriver, CoreConfig, ImageSettings, NetworkSettings, RegistryAuth, RuntimeHandlerConfig,
 };
-pub use daemon::{Daemon, RuntimeStatus, VersionInfo};
+pub use daemon::{Daemon, HandlerStatus, RuntimeStatus, VersionInfo};
 pub use error::{Error, Result};
 pub use events::{Event, EventKind};
 pub use filter::{container_state_cri, pod_state_cri};

@@ -43,25 +43,20 @@ pub fn status(daemon: &Daemon, req: cri::StatusRequest) -> cri::StatusResponse {
         info.insert("config".to_string(), st.info["config"].to_string());
         info.insert("info".to_string(), st.info.to_string());
     }
+    let handler = |name: &str, h: &crius_core::HandlerStatus| cri::RuntimeHandler {
+        name: name.to_string(),
+        features: Some(cri::RuntimeHandlerFeatures {
+            recursive_read_only_mounts: h.recursive_read_only_mounts,
+            user_namespaces: false,
+        }),
+    };
+    // The default handler (first) is also reported under the empty name, as the CRI asks.
     let runtime_handlers = st
         .handlers
-        .iter()
-        .enumerate()
-        .map(|(i, name)| cri::RuntimeHandler {
-            // The default handler is also reported under the empty name, as the CRI asks.
-            name: if i == 0 { String::new() } else { name.clone() },
-            features: Some(cri::RuntimeHandlerFeatures {
-                recursive_read_only_mounts: false,
-                user_namespaces: false,
-            }),
-        })
-        .chain(st.handlers.first().map(|name| cri::RuntimeHandler {
-            name: name.clone(),
-            features: Some(cri::RuntimeHandlerFeatures {
-                recursive_read_only_mounts: false,
-                user_namespaces: false,
-            }),
-        }))
+        .first()
+        .map(|h| handler("", h))
+        .into_iter()
+        .chain(st.handlers.iter().map(|h| handler(&h.name, h)))
         .collect();
     cri::StatusResponse {
         status: Some(cri::RuntimeStatus {

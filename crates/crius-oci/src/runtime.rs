@@ -186,6 +186,26 @@ impl RuntimeCli {
         })
     }
 
+    /// The mount options the runtime knows (`RUNTIME features`, runc 1.1+): the one fact
+    /// about it the daemon needs, whether it can make a mount read-only recursively
+    /// ("rro"). A runtime without the `features` command knows none.
+    pub async fn mount_options(&self) -> Vec<String> {
+        #[derive(serde::Deserialize)]
+        struct Features {
+            #[serde(default, rename = "mountOptions")]
+            mount_options: Vec<String>,
+        }
+        match self.run("features", &[], "", None).await {
+            Ok(out) => serde_json::from_slice::<Features>(&out.stdout)
+                .map(|f| f.mount_options)
+                .unwrap_or_default(),
+            Err(e) => {
+                debug!(runtime = %self.path.display(), error = %e, "runtime features unknown");
+                Vec::new()
+            }
+        }
+    }
+
     /// Deletes the container (`--force` kills it first); Ok when it is already gone.
     pub async fn delete(&self, id: &str, force: bool) -> Result<(), Error> {
         let mut args: Vec<OsString> = Vec::new();
