@@ -807,6 +807,28 @@ async fn user_env_workdir_readonly_rootfs_and_mounts_shape_the_process() {
         id.contains("2000(crius-extra)"),
         "supplementary group missing: {id}"
     );
+    // ContainerStatus tells the same identity, and Strict leaves out the image's groups.
+    let user = container_status(&mut f.rt, &by_name)
+        .await
+        .user
+        .and_then(|u| u.linux)
+        .expect("ContainerStatus.user");
+    assert_eq!((user.uid, user.gid), (1000, 1000), "{user:?}");
+    assert_eq!(user.supplemental_groups, vec![1000, 2000], "{user:?}");
+    let mut strict = container_config("strict", &["sleep", "3600"]);
+    strict.linux = sc(cri::LinuxContainerSecurityContext {
+        run_as_username: "crius-user".into(),
+        supplemental_groups: vec![3000],
+        supplemental_groups_policy: cri::SupplementalGroupsPolicy::Strict as i32,
+        ..Default::default()
+    });
+    let strict = f.run(strict).await;
+    assert_eq!(
+        exec_ok(&mut f.rt, &strict, &["id", "-G"]).await.trim(),
+        "1000 3000"
+    );
+    let user = container_status(&mut f.rt, &strict).await.user.unwrap();
+    assert_eq!(user.linux.unwrap().supplemental_groups, vec![1000, 3000]);
 
     let mut ro = container_config("ro", &["sleep", "3600"]);
     ro.linux = sc(cri::LinuxContainerSecurityContext {

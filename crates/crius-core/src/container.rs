@@ -15,7 +15,9 @@ use crate::daemon::{remove_dir_all, ContainerEntry, Daemon, Entry, RUNTIME_TIMEO
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
 use crate::filter;
-use crate::model::{new_id, now_ns, ContainerRecord, ContainerState, PodRecord, PodState};
+use crate::model::{
+    new_id, now_ns, ContainerRecord, ContainerState, PodRecord, PodState, ProcessUser,
+};
 use crate::podfiles::PodFiles;
 use crate::undo::Undo;
 use crate::validate;
@@ -144,6 +146,7 @@ impl Daemon {
             reason: String::new(),
             message: String::new(),
             pid: None,
+            user: None,
         };
         let ctr = Arc::new(ContainerEntry {
             entry: Entry::new(record, false),
@@ -250,6 +253,7 @@ impl Daemon {
             spec::container_spec(pod_ctx, &ctx, &self.spec_options())
         })?;
         spec::write_bundle(&dir, &oci)?;
+        rec.user = ProcessUser::of_spec(&oci);
         let handle = spawn_monitor(&MonitorSpec {
             id: id.clone(),
             bundle: dir.clone(),

@@ -130,6 +130,7 @@ mod tests {
             reason: String::new(),
             message: String::new(),
             pid: None,
+            user: None,
         };
         let f = cri::ContainerFilter {
             pod_sandbox_id: "p1".into(),

@@ -30,7 +30,7 @@ pub use daemon::{Daemon, HandlerStatus, RuntimeStatus, VersionInfo};
 pub use error::{Error, Result};
 pub use events::{Event, EventKind};
 pub use filter::{container_state_cri, pod_state_cri};
-pub use model::{now_ns, ContainerRecord, ContainerState, PodRecord, PodState};
+pub use model::{now_ns, ContainerRecord, ContainerState, PodRecord, PodState, ProcessUser};
 pub use stats::{CgroupUsage, InterfaceUsage};
 pub use stream::StreamIo;
 pub use undo::Undo;

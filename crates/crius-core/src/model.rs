@@ -108,6 +108,36 @@ pub struct ContainerRecord {
     pub message: String,
     /// The container's init pid while it runs.
     pub pid: Option<u32>,
+    /// The identity its first process got (from the spec), for ContainerStatus.
+    #[serde(default)]
+    pub user: Option<ProcessUser>,
+}
+
+/// A process identity: what `id` shows inside the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessUser {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Every group the process is in, the primary one included, sorted.
+    pub groups: Vec<u32>,
+}
+
+impl ProcessUser {
+    /// The identity an OCI spec gives its process.
+    pub fn of_spec(spec: &oci_spec::runtime::Spec) -> Option<ProcessUser> {
+        let user = spec.process().as_ref()?.user();
+        let mut groups = vec![user.gid()];
+        groups.extend(user.additional_gids().iter().flatten());
+        groups.sort_unstable();
+        groups.dedup();
+        Some(ProcessUser {
+            uid: user.uid(),
+            gid: user.gid(),
+            groups,
+        })
+    }
 }
 
 impl ContainerRecord {
@@ -125,5 +155,31 @@ impl ContainerRecord {
             "Error"
         }
         .to_string();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_process_user_lists_every_group_once_sorted() {
+        let user = oci_spec::runtime::UserBuilder::default()
+            .uid(1000u32)
+            .gid(1000u32)
+            .additional_gids(vec![50000u32, 1234, 1000])
+            .build()
+            .unwrap();
+        let process = oci_spec::runtime::ProcessBuilder::default()
+            .user(user)
+            .build()
+            .unwrap();
+        let spec = oci_spec::runtime::SpecBuilder::default()
+            .process(process)
+            .build()
+            .unwrap();
+        let u = ProcessUser::of_spec(&spec).unwrap();
+        assert_eq!((u.uid, u.gid), (1000, 1000));
+        assert_eq!(u.groups, vec![1000, 1234, 50000]);
     }
 }

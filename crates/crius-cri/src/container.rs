@@ -109,7 +109,13 @@ pub fn container_status(c: &ContainerRecord) -> cri::ContainerStatus {
                 windows: None,
             }),
         image_id: c.image_id.clone(),
-        user: None,
+        user: c.user.as_ref().map(|u| cri::ContainerUser {
+            linux: Some(cri::LinuxContainerUser {
+                uid: u.uid.into(),
+                gid: u.gid.into(),
+                supplemental_groups: u.groups.iter().map(|g| i64::from(*g)).collect(),
+            }),
+        }),
     }
 }
 

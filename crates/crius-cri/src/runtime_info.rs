@@ -67,8 +67,9 @@ pub fn status(daemon: &Daemon, req: cri::StatusRequest) -> cri::StatusResponse {
         }),
         info,
         runtime_handlers,
+        // Strict leaves out the groups the image's /etc/group gives the user.
         features: Some(cri::RuntimeFeatures {
-            supplemental_groups_policy: false,
+            supplemental_groups_policy: true,
         }),
     }
 }
