@@ -140,6 +140,9 @@ impl std::fmt::Debug for Daemon {
     }
 }
 
+/// How long `RUNTIME features` may take before the handler counts as having none.
+const FEATURES_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long runtime and monitor calls may take before the daemon gives up on them.
 pub(crate) const RUNTIME_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -329,10 +332,13 @@ async fn rro_handlers(config: &CoreConfig) -> HashSet<String> {
         return out;
     }
     for name in config.runtimes.keys() {
-        if let Ok((cli, _, _)) = handler_cli(config, name) {
-            if cli.mount_options().await.iter().any(|o| o == "rro") {
-                out.insert(name.clone());
-            }
+        let Ok((cli, _, _)) = handler_cli(config, name) else {
+            continue;
+        };
+        // Bounded, so a runtime that hangs cannot hold up start-up or a reload.
+        let options = tokio::time::timeout(FEATURES_TIMEOUT, cli.mount_options()).await;
+        if options.is_ok_and(|o| o.iter().any(|o| o == "rro")) {
+            out.insert(name.clone());
         }
     }
     info!(handlers = ?out, "runtime handlers with recursive read-only mounts");
