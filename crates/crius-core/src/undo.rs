@@ -118,6 +118,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn appended_branches_unwind_before_the_steps_they_followed() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let step = |n: u32| {
+            let log = log.clone();
+            move || {
+                log.lock().unwrap().push(n);
+                Ok(())
+            }
+        };
+        let mut undo = Undo::new();
+        undo.push("before the branches", step(1));
+        let (mut left, mut right) = (Undo::new(), Undo::new());
+        left.push("left", step(2));
+        right.push("right", step(3));
+        right.push("right, later", step(4));
+        undo.append(left);
+        undo.append(right);
+        undo.unwind().await;
+        assert_eq!(*log.lock().unwrap(), vec![4, 3, 2, 1]);
+    }
+
+    #[tokio::test]
     async fn commit_forgets_and_drop_unwinds_in_the_background() {
         let log = Arc::new(Mutex::new(0));
         let mut undo = Undo::new();
