@@ -339,6 +339,28 @@ impl MonitorClient {
         req: request::Kind,
         timeout: Option<Duration>,
     ) -> Result<response::Kind, Error> {
+        self.exchange(name, req, timeout)
+            .await
+            .map(|(_, kind)| kind)
+    }
+
+    /// Opens a session (attach, streamed exec): the request, an Ok reply, then the
+    /// connection carries `proto::AttachFrame`s both ways.
+    async fn open_session(&self, name: &str, req: request::Kind) -> Result<UnixStream, Error> {
+        match self.exchange(name, req, None).await? {
+            (s, response::Kind::Ok(_)) => Ok(s),
+            (_, other) => Err(self.protocol(format!("unexpected reply to {name}: {other:?}"))),
+        }
+    }
+
+    /// One request on a new connection and its reply (a refusal as an error); the
+    /// connection is handed back for a session that follows.
+    async fn exchange(
+        &self,
+        name: &str,
+        req: request::Kind,
+        timeout: Option<Duration>,
+    ) -> Result<(UnixStream, response::Kind), Error> {
         let started = Instant::now();
         let work = async {
             let mut s = self
@@ -348,9 +370,10 @@ impl MonitorClient {
             Self::send(&mut s, &Request { kind: Some(req) })
                 .await
                 .map_err(|e| self.protocol(format!("sending {name}: {e}")))?;
-            Self::recv::<Response>(&mut s)
+            let resp = Self::recv::<Response>(&mut s)
                 .await
-                .map_err(|e| self.protocol(e))
+                .map_err(|e| self.protocol(e))?;
+            Ok::<_, Error>((s, resp))
         };
         let resp = match timeout {
             Some(t) => tokio::time::timeout(t, work)
@@ -359,13 +382,14 @@ impl MonitorClient {
             None => work.await,
         };
         debug!(dir = %self.dir.display(), request = name, elapsed = ?started.elapsed(), ok = resp.is_ok(), "monitor request");
-        match resp?.kind {
+        let (s, resp) = resp?;
+        match resp.kind {
             Some(response::Kind::Error(e)) => Err(Error::MonitorRefused {
                 dir: self.dir.clone(),
                 request: name.to_string(),
                 msg: e.message,
             }),
-            Some(kind) => Ok(kind),
+            Some(kind) => Ok((s, kind)),
             None => Err(self.protocol(format!("empty reply to {name}"))),
         }
     }
@@ -479,33 +503,12 @@ impl MonitorClient {
         stdout: bool,
         stderr: bool,
     ) -> Result<UnixStream, Error> {
-        let mut s = self
-            .connect()
-            .await
-            .map_err(|e| self.protocol(format!("connect: {e}")))?;
-        let req = Request {
-            kind: Some(request::Kind::Attach(proto::Attach {
-                stdin,
-                stdout,
-                stderr,
-            })),
-        };
-        Self::send(&mut s, &req)
-            .await
-            .map_err(|e| self.protocol(format!("sending attach: {e}")))?;
-        match Self::recv::<Response>(&mut s)
-            .await
-            .map_err(|e| self.protocol(e))?
-            .kind
-        {
-            Some(response::Kind::Ok(_)) => Ok(s),
-            Some(response::Kind::Error(e)) => Err(Error::MonitorRefused {
-                dir: self.dir.clone(),
-                request: "attach".into(),
-                msg: e.message,
-            }),
-            other => Err(self.protocol(format!("unexpected reply to attach: {other:?}"))),
-        }
+        let req = request::Kind::Attach(proto::Attach {
+            stdin,
+            stdout,
+            stderr,
+        });
+        self.open_session("attach", req).await
     }
 
     /// Attaches `stdin`/`stdout`/`stderr` to the container through its
@@ -556,37 +559,14 @@ impl MonitorClient {
         O: tokio::io::AsyncWrite + Unpin,
         E: tokio::io::AsyncWrite + Unpin,
     {
-        let mut s = self
-            .connect()
-            .await
-            .map_err(|e| self.protocol(format!("connect: {e}")))?;
-        let req = Request {
-            kind: Some(request::Kind::Exec(proto::Exec {
-                cmd: cmd.to_vec(),
-                tty,
-                stream: true,
-                stdin: stdin.is_some(),
-                ..Default::default()
-            })),
-        };
-        Self::send(&mut s, &req)
-            .await
-            .map_err(|e| self.protocol(format!("sending exec: {e}")))?;
-        match Self::recv::<Response>(&mut s)
-            .await
-            .map_err(|e| self.protocol(e))?
-            .kind
-        {
-            Some(response::Kind::Ok(_)) => {}
-            Some(response::Kind::Error(e)) => {
-                return Err(Error::MonitorRefused {
-                    dir: self.dir.clone(),
-                    request: "exec".into(),
-                    msg: e.message,
-                })
-            }
-            other => return Err(self.protocol(format!("unexpected reply to exec: {other:?}"))),
-        }
+        let req = request::Kind::Exec(proto::Exec {
+            cmd: cmd.to_vec(),
+            tty,
+            stream: true,
+            stdin: stdin.is_some(),
+            ..Default::default()
+        });
+        let s = self.open_session("exec", req).await?;
         debug!(dir = %self.dir.display(), ?cmd, tty, "exec stream started");
         self.relay(s, stdin, stdout, stderr, resize, Session::Exec)
             .await?
