@@ -323,14 +323,25 @@ impl Daemon {
         let Ok(pod) = self.pod_entry(&rec.pod_id) else {
             return;
         };
-        let Ok((runtime, _, _)) = self.runtime_handler(&pod.get().runtime_handler) else {
-            return;
-        };
-        match runtime.delete(&rec.id, false).await {
-            Ok(()) => ctr.runtime_deleted.store(true, Ordering::Release),
-            // RemoveContainer tries again, with --force.
-            Err(e) => debug!(container_id = %rec.id, error = %e, "runtime delete after exit"),
+        if self
+            .delete_exited(&pod.get().runtime_handler, &rec.id)
+            .await
+        {
+            ctr.runtime_deleted.store(true, Ordering::Release);
         }
+    }
+
+    /// `RUNTIME delete` of a container (or pause) that has exited, off the request path.
+    /// False, logged, when the runtime could not: removal then tries again with --force.
+    pub(crate) async fn delete_exited(&self, handler: &str, id: &str) -> bool {
+        let result = match self.runtime_handler(handler) {
+            Ok((runtime, _, _)) => runtime.delete(id, false).await.map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            debug!(id, error = %e, "runtime delete after exit");
+        }
+        result.is_ok()
     }
 
     /// Records an exit (or, with `None`, a container whose monitor died without saying).

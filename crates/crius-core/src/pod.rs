@@ -8,7 +8,7 @@ use crius_net::{NetNs, PodNetwork, PortMapping, Protocol};
 use crius_oci::monitor::{spawn_monitor, MonitorClient, MonitorHandle, MonitorSpec};
 use crius_oci::spec;
 use k8s_cri::v1 as cri;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::cgroup;
 use crate::config::CgroupDriver;
@@ -309,7 +309,7 @@ impl Daemon {
         let (handle, shm) = pause?;
         pod.shm = shm;
         if !pod.ips.is_empty() {
-            podfiles::write_pod_files(&files, &pod.config, host_net, &pod.ips)
+            podfiles::write_hosts(&files, &pod.config, &pod.ips)
                 .map_err(|e| e.at_step("write hosts with the pod IPs"))?;
         }
 
@@ -456,14 +456,11 @@ impl Daemon {
             if daemon.pod_entry(&id).is_err() {
                 return;
             }
-            let handler = entry.get().runtime_handler;
-            if let Ok((runtime, _, _)) = daemon.runtime_handler(&handler) {
-                match runtime.delete(&id, false).await {
-                    Ok(()) => entry.update(|pod| pod.pause_deleted = true),
-                    Err(e) => {
-                        debug!(pod_id = %id, error = %e, "runtime delete after the pause exited")
-                    }
-                }
+            if daemon
+                .delete_exited(&entry.get().runtime_handler, &id)
+                .await
+            {
+                entry.update(|pod| pod.pause_deleted = true);
             }
         });
     }

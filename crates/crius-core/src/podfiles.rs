@@ -106,11 +106,16 @@ pub fn write_pod_files(
         _ => copy_host_file(HOST_RESOLV_CONF, &files.resolv_conf)?,
     }
     if host_network {
-        copy_host_file(HOST_HOSTS, &files.hosts)?;
+        copy_host_file(HOST_HOSTS, &files.hosts)
     } else {
-        write(&files.hosts, &hosts(&hostname, ips))?;
+        write_hosts(files, config, ips)
     }
-    Ok(())
+}
+
+/// Writes the hosts file of a pod with its own network: the pod's IPs map to its hostname.
+/// The file is rewritten in place, so a bind mount of it (the pause's) sees the new text.
+pub fn write_hosts(files: &PodFiles, config: &cri::PodSandboxConfig, ips: &[String]) -> Result<()> {
+    write(&files.hosts, &hosts(&pod_hostname(config, false), ips))
 }
 
 fn copy_host_file(src: &str, dst: &Path) -> Result<()> {
