@@ -6,6 +6,10 @@
 # 1. apt-installs what the tests use (packages below; e2e/fixtures/setup.sh adds its own);
 # 2. starts the test registries and pushes the test images (e2e/fixtures/setup.sh) and
 #    reads the variables it writes to /var/tmp/crius-fixtures/env;
+#    builds the peers (critest, crictl, kubelet, runc 1.5, containerd 2.4) from the Go
+#    module proxy, or takes them from their cache (e2e/peers/build.sh), and reads
+#    /var/cache/crius/peers/env; with CI=true a peer that cannot be built fails the run,
+#    elsewhere the tests that need it say they were skipped for it;
 # 3. builds every binary (the e2e tests start target/debug/crius, crius-conmon and
 #    crius-pause) and the tests;
 # 4. checks formatting and clippy with warnings as errors (CRIUS_LINT=0 skips this);
@@ -19,7 +23,7 @@ set -euo pipefail
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 cd "$TOP"
 PACKAGES="build-essential pkg-config protobuf-compiler ca-certificates runc crun
-  containernetworking-plugins iptables iproute2 util-linux procps kmod"
+  containernetworking-plugins iptables iproute2 util-linux procps kmod libseccomp-dev"
 FIXTURES=e2e/fixtures
 FIXTURES_ENV=/var/tmp/crius-fixtures/env
 
@@ -48,6 +52,9 @@ for dir in "${CARGO_HOME:-$HOME/.cargo}/bin" /root/.cargo/bin; do
 done
 export PATH
 command -v cargo >/dev/null || die "no cargo in PATH: install Rust (https://rustup.rs) first"
+for dir in /usr/local/go/bin "${GOPATH:-$HOME/go}/bin"; do
+  [ -x "$dir/go" ] && PATH="$PATH:$dir"
+done
 
 # ---------------------------------------------------------------- fixtures
 registry_up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -66,6 +73,20 @@ if [ -f "$FIXTURES_ENV" ]; then
   set -a
   # shellcheck disable=SC1090
   . "$FIXTURES_ENV"
+  set +a
+fi
+
+# ---------------------------------------------------------------- peers
+PEERS_ENV=${CRIUS_PEERS_DIR:-/var/cache/crius/peers}/env
+say "building the peers or taking them from the cache (e2e/peers/build.sh)"
+if ! e2e/peers/build.sh </dev/null; then
+  [ -n "${CI:-}" ] && die "a peer could not be built (see above); CI needs every peer"
+  say "warning: some peers are missing: the tests that need them will say they were skipped"
+fi
+if [ -f "$PEERS_ENV" ]; then
+  set -a
+  # shellcheck disable=SC1090
+  . "$PEERS_ENV"
   set +a
 fi
 
