@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod core_config;
+pub mod h2_authority;
 pub mod logging;
 pub mod metrics;
 pub mod mounts;

@@ -12,12 +12,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::StreamExt;
 use tonic::codegen::http;
 use tracing::{error, info, warn};
 
 use crate::cli::ConfigOpts;
 use crate::config::Config;
 use crate::core_config::core_config;
+use crate::h2_authority::AuthorityFix;
 use crate::logging::LogHandle;
 use crate::metrics::{code_name, CallMetrics};
 use crate::{metrics, notify, socket};
@@ -87,10 +89,13 @@ pub async fn serve(opts: ConfigOpts, config: Config, log: LogHandle) -> anyhow::
         }
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // Each connection goes through AuthorityFix, so clients that send the socket path as
+    // :authority (grpc-core, grpc-java, grpcurl) are served too.
+    let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new));
     let server = tonic::transport::Server::builder()
         .layer(in_flight.clone())
         .add_routes(crius_cri::routes_with_streaming(daemon.clone(), streaming))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+        .serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
         });
     tokio::pin!(server);

@@ -1,0 +1,632 @@
+//! Lets every gRPC client onto the CRI socket, whatever `:authority` it sends there.
+//!
+//! On a Unix socket, grpc-core clients (Python, C++, Ruby), grpc-java, grpc-swift and
+//! grpcurl send the socket path as the `:authority` pseudo-header, percent-encoded
+//! (`run%2Fcrius%2Fcrius.sock`) or not; Go's gRPC sends `localhost`. h2, the HTTP/2 layer
+//! under tonic, parses `:authority` as a URI authority and resets each such stream with
+//! PROTOCOL_ERROR ("malformed authority"); no version or option of h2, hyper or tonic
+//! turns that check off (h2 pull request 487 is still open). containerd answers these
+//! clients, and on a Unix socket the authority names nothing crius serves by.
+//!
+//! [`AuthorityFix`] therefore wraps each accepted connection, below tonic, and rewrites
+//! the header blocks the client sends: an `:authority` that is printable ASCII but not a
+//! URI authority becomes `localhost`. Everything else (the preface, SETTINGS, DATA,
+//! WINDOW_UPDATE, every other field and pseudo-header, frame sizes and flow control) goes
+//! to h2 as the client sent it, and h2 judges it as before. The server's side of the
+//! connection passes untouched.
+//!
+//! HPACK makes header blocks depend on each other through the client's dynamic table, so
+//! [`ClientFrames`] decodes every block with its own copy of that table. Blocks pass
+//! verbatim until the first rewrite; from then on every block is re-encoded as literals
+//! that never touch h2's table (h2's table keeps what it had, and nothing refers to it
+//! again), so h2's decoder and the client's encoder can never disagree. Memory is bounded
+//! per connection ([`MAX_FRAME_PAYLOAD`], [`MAX_HEADER_BLOCK`], [`MAX_HEADER_LIST`]);
+//! a malformed frame or HPACK block ends the connection with an I/O error.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use loona_hpack::Decoder;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tonic::codegen::http::uri::Authority;
+use tonic::transport::server::Connected;
+use tracing::debug;
+
+/// The client connection preface, `PRI * HTTP/2.0...`, passed on for h2 to check.
+const PREFACE_LEN: usize = 24;
+const FRAME_HEAD_LEN: usize = 9;
+/// The largest HEADERS or CONTINUATION payload accepted, and the largest this layer
+/// writes: SETTINGS_MAX_FRAME_SIZE, which crius leaves at the protocol's default (a
+/// larger frame is a connection error in h2 too).
+pub const MAX_FRAME_PAYLOAD: usize = 16_384;
+/// The most bytes of frames (heads and padding included) one header block may take.
+pub const MAX_HEADER_BLOCK: usize = 256 * 1024;
+/// The largest decoded header list (RFC 7541 sizes: name, value and 32 per field). hyper
+/// refuses a request over 16 KiB with a stream error; this bound only caps what a hostile
+/// client can make this layer hold, and ends the connection above it.
+pub const MAX_HEADER_LIST: usize = 256 * 1024;
+/// SETTINGS_HEADER_TABLE_SIZE as h2 advertises it (the protocol's default): the largest
+/// dynamic table a client may ask for in a table size update.
+const HEADER_TABLE_SIZE: usize = 4096;
+/// What Go's gRPC sends as the authority on a Unix socket.
+const LOCALHOST: &[u8] = b"localhost";
+
+const HEADERS: u8 = 0x1;
+const PUSH_PROMISE: u8 = 0x5;
+const CONTINUATION: u8 = 0x9;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+const PADDED: u8 = 0x8;
+const PRIORITY: u8 = 0x20;
+/// Stream dependency and weight, present with the PRIORITY flag.
+const PRIORITY_LEN: usize = 5;
+
+/// Why a client connection was ended by this layer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of type {kind:#x} on stream {stream} has {len} bytes, over the maximum frame size {MAX_FRAME_PAYLOAD}")]
+    FrameTooLarge { kind: u8, stream: u32, len: usize },
+    #[error("header block on stream {stream} takes over {MAX_HEADER_BLOCK} bytes of frames")]
+    BlockTooLarge { stream: u32 },
+    #[error("header list on stream {stream} decodes to over {MAX_HEADER_LIST} bytes")]
+    ListTooLarge { stream: u32 },
+    #[error("frame of type {kind:#x} on stream {stream} while the header block of stream {open} is open")]
+    ExpectedContinuation { kind: u8, stream: u32, open: u32 },
+    #[error("CONTINUATION on stream {stream} with no header block open")]
+    UnexpectedContinuation { stream: u32 },
+    #[error("PUSH_PROMISE from a client on stream {stream}")]
+    PushPromise { stream: u32 },
+    #[error("HEADERS on stream {stream}: padding or priority longer than the frame")]
+    BadPadding { stream: u32 },
+    #[error("header block on stream {stream}: {reason}")]
+    Compression { stream: u32, reason: String },
+}
+
+/// A client connection whose request header blocks pass through [`ClientFrames`]; writes
+/// go straight to the client.
+pub struct AuthorityFix<IO> {
+    io: IO,
+    frames: ClientFrames,
+    scratch: Box<[u8]>,
+    failed: Option<FrameError>,
+}
+
+impl<IO> AuthorityFix<IO> {
+    pub fn new(io: IO) -> Self {
+        AuthorityFix {
+            io,
+            frames: ClientFrames::new(),
+            scratch: vec![0; MAX_FRAME_PAYLOAD].into_boxed_slice(),
+            failed: None,
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for AuthorityFix<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if buf.remaining() == 0 || this.frames.drain_into(buf) {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(err) = &this.failed {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    err.clone(),
+                )));
+            }
+            // The payload of a frame that passes untouched (DATA above all) goes straight
+            // into h2's buffer.
+            if let Some(left) = this.frames.passthrough_left() {
+                let dst = buf.initialize_unfilled_to(left.min(buf.remaining()));
+                let mut direct = ReadBuf::new(dst);
+                ready!(Pin::new(&mut this.io).poll_read(cx, &mut direct))?;
+                let n = direct.filled().len();
+                buf.advance(n);
+                this.frames.passed_through(n);
+                return Poll::Ready(Ok(()));
+            }
+            let mut read = ReadBuf::new(&mut this.scratch);
+            ready!(Pin::new(&mut this.io).poll_read(cx, &mut read))?;
+            if read.filled().is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            if let Err(err) = this.frames.push(read.filled()) {
+                debug!(%err, "ending a CRI connection: bad HTTP/2 header frames");
+                this.failed = Some(err);
+            }
+        }
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for AuthorityFix<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+impl<IO: Connected> Connected for AuthorityFix<IO> {
+    type ConnectInfo = IO::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.io.connect_info()
+    }
+}
+
+/// The client-to-server byte stream of one HTTP/2 connection, with socket-path
+/// authorities rewritten: bytes go in with [`ClientFrames::push`] and come out, for h2,
+/// with [`ClientFrames::drain_into`].
+pub struct ClientFrames {
+    state: State,
+    /// Bytes from the client not yet handled (at most one header frame's worth).
+    input: BytesMut,
+    /// Bytes ready for h2.
+    out: BytesMut,
+    block: Option<OpenBlock>,
+    /// The client's dynamic table.
+    decoder: Decoder<'static>,
+    /// Set by the first rewrite: from then on every block is re-encoded.
+    reencode: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// This many bytes of the preface still to pass.
+    Preface(usize),
+    /// At a frame head.
+    Head,
+    /// This many payload bytes of a frame that passes untouched still to come.
+    Payload(usize),
+}
+
+/// A header block whose HEADERS frame came, and maybe CONTINUATIONs, but not END_HEADERS.
+struct OpenBlock {
+    stream: u32,
+    end_stream: bool,
+    priority: Option<[u8; PRIORITY_LEN]>,
+    /// The HPACK bytes, without padding or priority.
+    fragment: Vec<u8>,
+    /// The frames as received, to pass on when nothing changes.
+    raw: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FrameHead {
+    len: usize,
+    kind: u8,
+    flags: u8,
+    stream: u32,
+}
+
+impl FrameHead {
+    /// Reads a frame head from the first [`FRAME_HEAD_LEN`] bytes of `b`.
+    fn parse(b: &[u8]) -> FrameHead {
+        FrameHead {
+            len: usize::from(b[0]) << 16 | usize::from(b[1]) << 8 | usize::from(b[2]),
+            kind: b[3],
+            flags: b[4],
+            stream: u32::from_be_bytes([b[5], b[6], b[7], b[8]]) & 0x7fff_ffff,
+        }
+    }
+}
+
+impl Default for ClientFrames {
+    fn default() -> Self {
+        ClientFrames::new()
+    }
+}
+
+impl ClientFrames {
+    pub fn new() -> Self {
+        ClientFrames {
+            state: State::Preface(PREFACE_LEN),
+            input: BytesMut::new(),
+            out: BytesMut::new(),
+            block: None,
+            decoder: Decoder::new(),
+            reencode: false,
+        }
+    }
+
+    /// Takes bytes the client sent. After an error the connection must end: the state is
+    /// no longer the client's.
+    pub fn push(&mut self, data: &[u8]) -> Result<(), FrameError> {
+        self.input.extend_from_slice(data);
+        self.process()
+    }
+
+    /// Moves what is ready for h2 into `buf`; false when nothing was.
+    pub fn drain_into(&mut self, buf: &mut ReadBuf<'_>) -> bool {
+        let n = self.out.len().min(buf.remaining());
+        buf.put_slice(&self.out[..n]);
+        self.out.advance(n);
+        n > 0
+    }
+
+    /// Takes everything ready for h2.
+    pub fn take_out(&mut self) -> BytesMut {
+        self.out.split()
+    }
+
+    /// How many bytes of an untouched frame's payload may go straight to h2, when nothing
+    /// is buffered before them.
+    fn passthrough_left(&self) -> Option<usize> {
+        match self.state {
+            State::Payload(left) if self.input.is_empty() && self.out.is_empty() => Some(left),
+            _ => None,
+        }
+    }
+
+    /// Counts `n` payload bytes that went straight to h2.
+    fn passed_through(&mut self, n: usize) {
+        if let State::Payload(left) = self.state {
+            self.state = if n >= left {
+                State::Head
+            } else {
+                State::Payload(left - n)
+            };
+        }
+    }
+
+    fn process(&mut self) -> Result<(), FrameError> {
+        loop {
+            match self.state {
+                State::Preface(left) | State::Payload(left) => {
+                    let n = left.min(self.input.len());
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    self.out.extend_from_slice(&self.input.split_to(n));
+                    self.state = match self.state {
+                        _ if n == left => State::Head,
+                        State::Preface(_) => State::Preface(left - n),
+                        _ => State::Payload(left - n),
+                    };
+                }
+                State::Head => {
+                    if self.input.len() < FRAME_HEAD_LEN {
+                        return Ok(());
+                    }
+                    let head = FrameHead::parse(&self.input);
+                    match head.kind {
+                        HEADERS | CONTINUATION => {
+                            if head.len > MAX_FRAME_PAYLOAD {
+                                return Err(FrameError::FrameTooLarge {
+                                    kind: head.kind,
+                                    stream: head.stream,
+                                    len: head.len,
+                                });
+                            }
+                            let frame_len = FRAME_HEAD_LEN + head.len;
+                            if self.input.len() < frame_len {
+                                self.input.reserve(frame_len - self.input.len());
+                                return Ok(());
+                            }
+                            let frame = self.input.split_to(frame_len);
+                            self.header_frame(head, &frame)?;
+                        }
+                        PUSH_PROMISE => {
+                            return Err(FrameError::PushPromise {
+                                stream: head.stream,
+                            })
+                        }
+                        kind => {
+                            if let Some(open) = &self.block {
+                                return Err(FrameError::ExpectedContinuation {
+                                    kind,
+                                    stream: head.stream,
+                                    open: open.stream,
+                                });
+                            }
+                            self.out
+                                .extend_from_slice(&self.input.split_to(FRAME_HEAD_LEN));
+                            if head.len > 0 {
+                                self.state = State::Payload(head.len);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds a whole HEADERS or CONTINUATION frame to the open block, and finishes the
+    /// block at END_HEADERS.
+    fn header_frame(&mut self, head: FrameHead, frame: &[u8]) -> Result<(), FrameError> {
+        let payload = &frame[FRAME_HEAD_LEN..];
+        let block = match (head.kind == HEADERS, self.block.take()) {
+            (true, None) => {
+                let (priority, fragment) = split_headers_payload(head, payload)?;
+                OpenBlock {
+                    stream: head.stream,
+                    end_stream: head.flags & END_STREAM != 0,
+                    priority,
+                    fragment: fragment.to_vec(),
+                    raw: frame.to_vec(),
+                }
+            }
+            (false, Some(mut block)) if block.stream == head.stream => {
+                if block.raw.len() + frame.len() > MAX_HEADER_BLOCK {
+                    return Err(FrameError::BlockTooLarge {
+                        stream: block.stream,
+                    });
+                }
+                block.fragment.extend_from_slice(payload);
+                block.raw.extend_from_slice(frame);
+                block
+            }
+            (false, None) => {
+                return Err(FrameError::UnexpectedContinuation {
+                    stream: head.stream,
+                })
+            }
+            (_, Some(open)) => {
+                return Err(FrameError::ExpectedContinuation {
+                    kind: head.kind,
+                    stream: head.stream,
+                    open: open.stream,
+                })
+            }
+        };
+        if head.flags & END_HEADERS == 0 {
+            self.block = Some(block);
+            return Ok(());
+        }
+        self.finish(&block)
+    }
+
+    /// Decodes a whole block; passes it on as received, or re-encoded.
+    fn finish(&mut self, block: &OpenBlock) -> Result<(), FrameError> {
+        let stream = block.stream;
+        let mut encoded = Vec::with_capacity(block.fragment.len() + 64);
+        let mut list_size = 0usize;
+        let mut rewritten: Option<String> = None;
+        decode_block(&mut self.decoder, &block.fragment, |name, value, never| {
+            list_size += name.len() + value.len() + 32;
+            if list_size > MAX_HEADER_LIST {
+                return;
+            }
+            let value = if name == b":authority" && is_socket_path(value) {
+                rewritten.get_or_insert_with(|| String::from_utf8_lossy(value).into_owned());
+                LOCALHOST
+            } else {
+                value
+            };
+            put_literal(&mut encoded, name, value, never);
+        })
+        .map_err(|reason| FrameError::Compression { stream, reason })?;
+        if list_size > MAX_HEADER_LIST {
+            return Err(FrameError::ListTooLarge { stream });
+        }
+        if let Some(authority) = &rewritten {
+            if !self.reencode {
+                debug!(stream, %authority, "a client sent a socket path as :authority: serving it as localhost");
+                self.reencode = true;
+            }
+        }
+        if self.reencode {
+            write_block(&mut self.out, block, &encoded);
+        } else {
+            self.out.extend_from_slice(&block.raw);
+        }
+        Ok(())
+    }
+}
+
+/// Splits a HEADERS payload into its priority fields and its HPACK fragment, dropping
+/// the padding.
+fn split_headers_payload(
+    head: FrameHead,
+    payload: &[u8],
+) -> Result<(Option<[u8; PRIORITY_LEN]>, &[u8]), FrameError> {
+    let bad = FrameError::BadPadding {
+        stream: head.stream,
+    };
+    let (pad, mut rest) = if head.flags & PADDED != 0 {
+        match payload.split_first() {
+            Some((&pad, rest)) => (usize::from(pad), rest),
+            None => return Err(bad),
+        }
+    } else {
+        (0, payload)
+    };
+    let mut priority = None;
+    if head.flags & PRIORITY != 0 {
+        let Some((fields, after)) = rest.split_first_chunk::<PRIORITY_LEN>() else {
+            return Err(bad);
+        };
+        priority = Some(*fields);
+        rest = after;
+    }
+    if pad > rest.len() {
+        return Err(bad);
+    }
+    Ok((priority, &rest[..rest.len() - pad]))
+}
+
+/// Whether `value` is an `:authority` a client sends for a Unix socket that h2 would
+/// refuse: printable ASCII (`run%2Fcrius.sock`, `/run/crius.sock`) that is no URI
+/// authority. Anything else goes to h2 unchanged, to be judged there.
+fn is_socket_path(value: &[u8]) -> bool {
+    !value.is_empty()
+        && value.iter().all(u8::is_ascii_graphic)
+        && Authority::try_from(value).is_err()
+}
+
+/// Decodes one header block with the client's dynamic table, calling `field` with each
+/// field and whether it came never-indexed. Table size updates are applied, and refused
+/// after a field or above [`HEADER_TABLE_SIZE`], as h2's decoder refuses them.
+fn decode_block(
+    decoder: &mut Decoder<'static>,
+    block: &[u8],
+    mut field: impl FnMut(&[u8], &[u8], bool),
+) -> Result<(), String> {
+    let mut pos = 0;
+    let mut seen_field = false;
+    while let Some(&first) = block.get(pos) {
+        let rest = &block[pos..];
+        let (len, never_indexed) = if first & 0x80 != 0 {
+            // Indexed field.
+            (hpack_int(rest, 7)?.1, false)
+        } else if first & 0xe0 == 0x20 {
+            if seen_field {
+                return Err("dynamic table size update after a header field".into());
+            }
+            let (size, len) = hpack_int(rest, 5)?;
+            if size > HEADER_TABLE_SIZE {
+                return Err(format!(
+                    "dynamic table size update to {size}, over {HEADER_TABLE_SIZE}"
+                ));
+            }
+            decoder.set_max_table_size(size);
+            pos += len;
+            continue;
+        } else {
+            // Literal with incremental indexing (01), without indexing (0000) or never
+            // indexed (0001): a name index or a name string, then the value string.
+            let prefix = if first & 0x40 != 0 { 6 } else { 4 };
+            let (name_index, mut len) = hpack_int(rest, prefix)?;
+            if name_index == 0 {
+                len += string_len(&rest[len..])?;
+            }
+            len += string_len(&rest[len..])?;
+            (len, first & 0xf0 == 0x10)
+        };
+        seen_field = true;
+        let mut fields = 0;
+        decoder
+            .decode_with_cb(&rest[..len], |name, value| {
+                fields += 1;
+                field(&name, &value, never_indexed);
+            })
+            .map_err(|err| err.to_string())?;
+        if fields != 1 {
+            return Err(format!("a field representation decoded to {fields} fields"));
+        }
+        pos += len;
+    }
+    Ok(())
+}
+
+/// Reads an HPACK integer with a `prefix`-bit prefix: its value and its length. Like
+/// h2, refuses one longer than 5 bytes.
+fn hpack_int(buf: &[u8], prefix: u8) -> Result<(usize, usize), String> {
+    let max = (1usize << prefix) - 1;
+    let Some(&first) = buf.first() else {
+        return Err("truncated integer".into());
+    };
+    let mut value = usize::from(first) & max;
+    if value < max {
+        return Ok((value, 1));
+    }
+    for (i, &byte) in buf.iter().enumerate().skip(1).take(4) {
+        value += usize::from(byte & 0x7f) << (7 * (i - 1));
+        if byte & 0x80 == 0 {
+            return Ok((value, i + 1));
+        }
+    }
+    Err(if buf.len() > 5 {
+        "integer longer than 5 bytes".into()
+    } else {
+        "truncated integer".into()
+    })
+}
+
+/// The length of the HPACK string at the start of `buf`, length prefix included.
+fn string_len(buf: &[u8]) -> Result<usize, String> {
+    let (len, prefix_len) = hpack_int(buf, 7)?;
+    prefix_len
+        .checked_add(len)
+        .filter(|&end| end <= buf.len())
+        .ok_or_else(|| "truncated string".into())
+}
+
+/// Appends a literal field without indexing (or never indexed), name and value as plain
+/// strings: it leaves h2's dynamic table alone.
+fn put_literal(out: &mut Vec<u8>, name: &[u8], value: &[u8], never_indexed: bool) {
+    out.push(if never_indexed { 0x10 } else { 0x00 });
+    for s in [name, value] {
+        put_int(out, 7, s.len());
+        out.extend_from_slice(s);
+    }
+}
+
+fn put_int(out: &mut Vec<u8>, prefix: u8, mut value: usize) {
+    let max = (1usize << prefix) - 1;
+    if value < max {
+        out.push(value as u8);
+        return;
+    }
+    out.push(max as u8);
+    value -= max;
+    while value >= 0x80 {
+        out.push((value & 0x7f) as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn put_head(out: &mut BytesMut, len: usize, kind: u8, flags: u8, stream: u32) {
+    out.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
+    out.extend_from_slice(&[kind, flags]);
+    out.extend_from_slice(&stream.to_be_bytes());
+}
+
+/// Writes `encoded` as a HEADERS frame, with CONTINUATIONs when it does not fit, keeping
+/// END_STREAM and the priority fields of the block.
+fn write_block(out: &mut BytesMut, block: &OpenBlock, encoded: &[u8]) {
+    let priority_len = block.priority.map_or(0, |p| p.len());
+    let (first, mut rest) = encoded.split_at(encoded.len().min(MAX_FRAME_PAYLOAD - priority_len));
+    let mut flags = 0;
+    if block.end_stream {
+        flags |= END_STREAM;
+    }
+    if block.priority.is_some() {
+        flags |= PRIORITY;
+    }
+    if rest.is_empty() {
+        flags |= END_HEADERS;
+    }
+    put_head(out, priority_len + first.len(), HEADERS, flags, block.stream);
+    if let Some(priority) = &block.priority {
+        out.extend_from_slice(priority);
+    }
+    out.extend_from_slice(first);
+    while !rest.is_empty() {
+        let (chunk, tail) = rest.split_at(rest.len().min(MAX_FRAME_PAYLOAD));
+        let flags = if tail.is_empty() { END_HEADERS } else { 0 };
+        put_head(out, chunk.len(), CONTINUATION, flags, block.stream);
+        out.extend_from_slice(chunk);
+        rest = tail;
+    }
+}
