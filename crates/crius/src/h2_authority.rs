@@ -116,10 +116,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for AuthorityFix<IO> {
                 return Poll::Ready(Ok(()));
             }
             if let Some(err) = &this.failed {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    err.clone(),
-                )));
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, err.clone())));
             }
             // The payload of a frame that passes untouched (DATA above all) goes straight
             // into h2's buffer.
@@ -617,7 +614,13 @@ fn write_block(out: &mut BytesMut, block: &OpenBlock, encoded: &[u8]) {
     if rest.is_empty() {
         flags |= END_HEADERS;
     }
-    put_head(out, priority_len + first.len(), HEADERS, flags, block.stream);
+    put_head(
+        out,
+        priority_len + first.len(),
+        HEADERS,
+        flags,
+        block.stream,
+    );
     if let Some(priority) = &block.priority {
         out.extend_from_slice(priority);
     }
@@ -628,5 +631,584 @@ fn write_block(out: &mut BytesMut, block: &OpenBlock, encoded: &[u8]) {
         put_head(out, chunk.len(), CONTINUATION, flags, block.stream);
         out.extend_from_slice(chunk);
         rest = tail;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tonic::codegen::http;
+
+    use super::*;
+
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    const SETTINGS: u8 = 0x4;
+    const DATA: u8 = 0x0;
+    const RST_STREAM: u8 = 0x3;
+
+    /// grpcio 1.85.4 (Python, default options) calling Version twice on
+    /// unix:///var/tmp/auth-repro/run/crius.sock, as read off the socket: first a block
+    /// of literals with incremental indexing (the socket path among them), then a block
+    /// of indexed references to them.
+    const GRPC_CORE_FIRST: &str = "40053a70617468222f72756e74696d652e76312e52756e74696d6553\
+        6572766963652f56657273696f6e400a3a617574686f7269747929766172253246746d70253246617574\
+        682d726570726f25324672756e25324663726975732e736f636b8386400c636f6e74656e742d747970651\
+        06170706c69636174696f6e2f677270634002746508747261696c6572734014677270632d616363657074\
+        2d656e636f64696e67176964656e746974792c206465666c6174652c20677a6970400c677270632d74696d\
+        656f7574023553400a757365722d6167656e7430677270632d707974686f6e2f312e38352e3420677270\
+        632d632f35382e302e3020286c696e75783b2063687474703229";
+    const GRPC_CORE_SECOND: &str = "c4c38386c2c1c0400c677270632d74696d656f757405353031306dbf";
+    /// "run%2Fcrius%2Fcrius.sock" and "/runtime.v1.RuntimeService/Version", Huffman-coded.
+    const HUFFMAN_SOCKET: &str = "b2da951612586b50a8b092c35a85d07275";
+    const HUFFMAN_PATH: &str = "62cb6a49a92afdc2bedb6a49a92ee2d9dcc42b1c4b620c7abf";
+
+    fn unhex(s: &str) -> Vec<u8> {
+        let digits: Vec<u8> = s
+            .bytes()
+            .filter(|b| !b.is_ascii_whitespace())
+            .map(|b| match b {
+                b'0'..=b'9' => b - b'0',
+                b'a'..=b'f' => b - b'a' + 10,
+                _ => panic!("bad hex digit {}", b as char),
+            })
+            .collect();
+        digits.chunks(2).map(|p| p[0] << 4 | p[1]).collect()
+    }
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        put_head(&mut out, payload.len(), kind, flags, stream);
+        out.extend_from_slice(payload);
+        out.to_vec()
+    }
+
+    fn conn(frames: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = PREFACE.to_vec();
+        out.extend(frame(SETTINGS, 0, 0, &[]));
+        for f in frames {
+            out.extend_from_slice(f);
+        }
+        out
+    }
+
+    /// A plain string literal: length, then the bytes.
+    fn lit(s: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_int(&mut out, 7, s.len());
+        out.extend_from_slice(s);
+        out
+    }
+
+    /// A Huffman-coded string literal.
+    fn huff(hex: &str) -> Vec<u8> {
+        let bytes = unhex(hex);
+        let mut out = Vec::new();
+        put_int(&mut out, 7, bytes.len());
+        out[0] |= 0x80;
+        out.extend(bytes);
+        out
+    }
+
+    fn cat(parts: &[&[u8]]) -> Vec<u8> {
+        parts.concat()
+    }
+
+    fn get_request(stream: u32, block: &[u8]) -> Vec<u8> {
+        frame(HEADERS, END_HEADERS | END_STREAM, stream, block)
+    }
+
+    /// A header block as h2 sees it.
+    #[derive(Debug, PartialEq)]
+    struct Seen {
+        stream: u32,
+        flags: u8,
+        priority: Option<[u8; PRIORITY_LEN]>,
+        fields: Vec<(String, String)>,
+    }
+
+    impl Seen {
+        fn authority(&self) -> Option<&str> {
+            self.fields
+                .iter()
+                .find(|(n, _)| n == ":authority")
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    /// Decodes the header blocks of a client byte stream in order, with one dynamic table,
+    /// as h2 does; other frames are skipped.
+    fn h2_view(bytes: &[u8]) -> Vec<Seen> {
+        assert!(bytes.starts_with(PREFACE), "no preface");
+        let mut decoder = Decoder::new();
+        let mut pos = PREFACE.len();
+        let mut blocks = Vec::new();
+        let mut open: Option<(FrameHead, Option<[u8; PRIORITY_LEN]>, Vec<u8>)> = None;
+        while pos < bytes.len() {
+            let head = FrameHead::parse(&bytes[pos..]);
+            let payload = &bytes[pos + FRAME_HEAD_LEN..pos + FRAME_HEAD_LEN + head.len];
+            pos += FRAME_HEAD_LEN + head.len;
+            match head.kind {
+                HEADERS => {
+                    assert!(head.len <= MAX_FRAME_PAYLOAD);
+                    let (priority, fragment) = split_headers_payload(head, payload).unwrap();
+                    open = Some((head, priority, fragment.to_vec()));
+                }
+                CONTINUATION => {
+                    assert!(head.len <= MAX_FRAME_PAYLOAD);
+                    open.as_mut().unwrap().2.extend_from_slice(payload);
+                }
+                _ => continue,
+            }
+            if head.flags & END_HEADERS != 0 {
+                let (first, priority, fragment) = open.take().unwrap();
+                let fields = decoder
+                    .decode(&fragment)
+                    .unwrap()
+                    .into_iter()
+                    .map(|(n, v)| {
+                        (
+                            String::from_utf8(n).unwrap(),
+                            String::from_utf8_lossy(&v).into_owned(),
+                        )
+                    })
+                    .collect();
+                blocks.push(Seen {
+                    stream: first.stream,
+                    flags: first.flags & (END_STREAM | PRIORITY),
+                    priority,
+                    fields,
+                });
+            }
+        }
+        blocks
+    }
+
+    /// Runs `input` through the layer whole and one byte at a time; both must agree.
+    fn rewrite(input: &[u8]) -> Result<Vec<u8>, FrameError> {
+        let mut whole = ClientFrames::new();
+        let whole_result = whole.push(input).map(|()| whole.take_out().to_vec());
+        let mut bytewise = ClientFrames::new();
+        let mut bytewise_result = Ok(());
+        for b in input {
+            bytewise_result = bytewise.push(&[*b]);
+            if bytewise_result.is_err() {
+                break;
+            }
+        }
+        let bytewise_result = bytewise_result.map(|()| bytewise.take_out().to_vec());
+        assert_eq!(whole_result, bytewise_result, "fed whole vs byte by byte");
+        whole_result
+    }
+
+    enum Expect {
+        /// The blocks' authorities after the layer; the rest must be as the client sent.
+        Authorities(&'static [&'static str]),
+        /// The bytes pass unchanged.
+        Verbatim,
+        Fails(fn(&FrameError) -> bool),
+    }
+
+    fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
+        use Expect::*;
+        let core_first = unhex(GRPC_CORE_FIRST);
+        let core_second = unhex(GRPC_CORE_SECOND);
+        let socket = b"/run/crius/crius.sock";
+        let authority_by_index = cat(&[&[0x01], &lit(socket)]); // name: static 1
+        let bomb_entry = cat(&[&[0x40], &lit(b"x-big"), &lit(&[b'a'; 4000])]);
+        let bomb = cat(&[&[0x82, 0x86, 0x84], &bomb_entry, &[0xbe; 80]]);
+        let mut padded = vec![3];
+        padded.extend([0x80, 0, 0, 0, 7]); // exclusive dependency on stream 0, weight 8
+        padded.extend(cat(&[&[0x82, 0x86, 0x84], &authority_by_index]));
+        padded.extend([0, 0, 0]);
+        vec![
+            (
+                "grpc-core: literals with indexing, then references across requests",
+                conn(&[
+                    frame(HEADERS, END_HEADERS, 1, &core_first),
+                    frame(DATA, END_STREAM, 1, &[0, 0, 0, 0, 0]),
+                    frame(HEADERS, END_HEADERS, 3, &core_second),
+                    frame(DATA, END_STREAM, 3, &[0, 0, 0, 0, 0]),
+                ]),
+                Authorities(&["localhost", "localhost"]),
+            ),
+            (
+                "Huffman-coded socket path, new name, without indexing",
+                conn(&[get_request(
+                    1,
+                    &cat(&[
+                        &[0x83, 0x86, 0x44],
+                        &huff(HUFFMAN_PATH),
+                        &[0x00],
+                        &lit(b":authority"),
+                        &huff(HUFFMAN_SOCKET),
+                    ]),
+                )]),
+                Authorities(&["localhost"]),
+            ),
+            (
+                "plain socket path, indexed name",
+                conn(&[get_request(
+                    1,
+                    &cat(&[&[0x82, 0x86, 0x84], &authority_by_index]),
+                )]),
+                Authorities(&["localhost"]),
+            ),
+            (
+                "never-indexed socket path",
+                conn(&[get_request(
+                    1,
+                    &cat(&[&[0x82, 0x86, 0x84, 0x11], &lit(socket)]),
+                )]),
+                Authorities(&["localhost"]),
+            ),
+            (
+                "socket path split over HEADERS and two CONTINUATIONs",
+                conn(&[
+                    frame(HEADERS, 0, 1, &core_first[..100]),
+                    frame(CONTINUATION, 0, 1, &core_first[100..200]),
+                    frame(CONTINUATION, END_HEADERS, 1, &core_first[200..]),
+                    frame(HEADERS, END_HEADERS | END_STREAM, 3, &core_second),
+                ]),
+                Authorities(&["localhost", "localhost"]),
+            ),
+            (
+                "padded HEADERS with priority: priority and END_STREAM kept",
+                conn(&[frame(
+                    HEADERS,
+                    END_HEADERS | END_STREAM | PADDED | PRIORITY,
+                    1,
+                    &padded,
+                )]),
+                Authorities(&["localhost"]),
+            ),
+            (
+                "after a rewrite, later blocks are re-encoded, dynamic references and all",
+                conn(&[
+                    get_request(1, &cat(&[&[0x82, 0x86, 0x84], &authority_by_index])),
+                    get_request(3, &cat(&[&[0x82, 0x86, 0x84, 0x41], &lit(b"localhost")])),
+                    get_request(5, &[0x82, 0x86, 0x84, 0xbe]),
+                    get_request(7, &cat(&[&[0x20, 0x82, 0x86, 0x84], &authority_by_index])),
+                ]),
+                Authorities(&["localhost", "localhost", "localhost", "localhost"]),
+            ),
+            (
+                "after a rewrite, a block with a valid authority still refers to the table",
+                conn(&[
+                    get_request(
+                        1,
+                        &cat(&[
+                            &[0x82, 0x86, 0x84, 0x41],
+                            &lit(socket),
+                            &[0x40],
+                            &lit(b"x-a"),
+                            &lit(b"1"),
+                        ]),
+                    ),
+                    get_request(
+                        3,
+                        &cat(&[&[0x82, 0x86, 0x84, 0x01], &lit(b"localhost"), &[0xbe]]),
+                    ),
+                ]),
+                Authorities(&["localhost", "localhost"]),
+            ),
+            (
+                "a Go client's localhost passes verbatim",
+                conn(&[
+                    get_request(1, &cat(&[&[0x82, 0x86, 0x84, 0x41], &lit(b"localhost")])),
+                    get_request(3, &[0x82, 0x86, 0x84, 0xbe]),
+                ]),
+                Verbatim,
+            ),
+            (
+                "an authority that is not printable goes to h2 unchanged",
+                conn(&[get_request(
+                    1,
+                    &cat(&[&[0x82, 0x86, 0x84, 0x01], &lit(b"a b")]),
+                )]),
+                Verbatim,
+            ),
+            (
+                "HEADERS over the maximum frame size",
+                conn(&[get_request(1, &vec![0x82; MAX_FRAME_PAYLOAD + 1])]),
+                Fails(|e| matches!(e, FrameError::FrameTooLarge { .. })),
+            ),
+            (
+                "a CONTINUATION flood",
+                conn(
+                    &std::iter::once(frame(HEADERS, 0, 1, &[0x82]))
+                        .chain(
+                            (0..20).map(|_| frame(CONTINUATION, 0, 1, &[0x82; MAX_FRAME_PAYLOAD])),
+                        )
+                        .collect::<Vec<_>>(),
+                ),
+                Fails(|e| matches!(e, FrameError::BlockTooLarge { stream: 1 })),
+            ),
+            (
+                "an HPACK bomb: one big entry referenced many times",
+                conn(&[get_request(1, &bomb)]),
+                Fails(|e| matches!(e, FrameError::ListTooLarge { stream: 1 })),
+            ),
+            (
+                "a DATA frame inside a header block",
+                conn(&[
+                    frame(HEADERS, 0, 1, &[0x82]),
+                    frame(DATA, 0, 1, &[0]),
+                    frame(CONTINUATION, END_HEADERS, 1, &[0x86]),
+                ]),
+                Fails(|e| matches!(e, FrameError::ExpectedContinuation { kind: 0, .. })),
+            ),
+            (
+                "a CONTINUATION of another stream",
+                conn(&[
+                    frame(HEADERS, 0, 1, &[0x82]),
+                    frame(CONTINUATION, END_HEADERS, 3, &[0x86]),
+                ]),
+                Fails(|e| matches!(e, FrameError::ExpectedContinuation { open: 1, .. })),
+            ),
+            (
+                "a CONTINUATION with no block open",
+                conn(&[frame(CONTINUATION, END_HEADERS, 1, &[0x82])]),
+                Fails(|e| matches!(e, FrameError::UnexpectedContinuation { stream: 1 })),
+            ),
+            (
+                "a PUSH_PROMISE from the client",
+                conn(&[frame(PUSH_PROMISE, END_HEADERS, 1, &[0, 0, 0, 2, 0x82])]),
+                Fails(|e| matches!(e, FrameError::PushPromise { stream: 1 })),
+            ),
+            (
+                "padding longer than the frame",
+                conn(&[frame(HEADERS, END_HEADERS | PADDED, 1, &[5, 0x82, 0])]),
+                Fails(|e| matches!(e, FrameError::BadPadding { stream: 1 })),
+            ),
+            (
+                "a table size update after a field",
+                conn(&[get_request(1, &[0x82, 0x20, 0x86])]),
+                Fails(|e| matches!(e, FrameError::Compression { .. })),
+            ),
+            (
+                "a table size update over SETTINGS_HEADER_TABLE_SIZE",
+                conn(&[get_request(1, &[0x3f, 0xe2, 0x1f, 0x82])]), // 31 + 4066 = 4097
+                Fails(|e| matches!(e, FrameError::Compression { .. })),
+            ),
+            (
+                "an index past the tables",
+                conn(&[get_request(1, &[0xbe])]),
+                Fails(|e| matches!(e, FrameError::Compression { .. })),
+            ),
+            (
+                "a truncated string",
+                conn(&[get_request(1, &[0x01, 0x10, b'a'])]),
+                Fails(|e| matches!(e, FrameError::Compression { .. })),
+            ),
+            (
+                "a Huffman string holding EOS",
+                conn(&[get_request(1, &[0x01, 0x84, 0xff, 0xff, 0xff, 0xff])]),
+                Fails(|e| matches!(e, FrameError::Compression { .. })),
+            ),
+            (
+                "an integer longer than 5 bytes",
+                conn(&[get_request(1, &[0xff, 0xff, 0xff, 0xff, 0xff, 0x01])]),
+                Fails(|e| matches!(e, FrameError::Compression { .. })),
+            ),
+        ]
+    }
+
+    #[test]
+    fn client_frames_table() {
+        for (name, input, expect) in cases() {
+            let result = rewrite(&input);
+            match expect {
+                Expect::Verbatim => assert_eq!(result.as_deref(), Ok(&input[..]), "{name}"),
+                Expect::Fails(check) => match result {
+                    Err(err) => assert!(check(&err), "{name}: wrong error {err:?}"),
+                    Ok(_) => panic!("{name}: passed"),
+                },
+                Expect::Authorities(want) => {
+                    let out = result.unwrap_or_else(|err| panic!("{name}: {err}"));
+                    let sent = h2_view(&input);
+                    let seen = h2_view(&out);
+                    let authorities: Vec<_> = seen.iter().map(Seen::authority).collect();
+                    let want: Vec<_> = want.iter().map(|a| Some(*a)).collect();
+                    assert_eq!(authorities, want, "{name}");
+                    for (sent, seen) in sent.iter().zip(&seen) {
+                        let mut expected = sent.fields.clone();
+                        for (n, v) in &mut expected {
+                            if n == ":authority" {
+                                *v = "localhost".into();
+                            }
+                        }
+                        assert_eq!(seen.fields, expected, "{name}: fields");
+                        assert_eq!(
+                            (seen.stream, seen.flags, seen.priority),
+                            (sent.stream, sent.flags, sent.priority),
+                            "{name}: stream, flags, priority"
+                        );
+                    }
+                    assert_eq!(seen.len(), sent.len(), "{name}: blocks");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn frames_other_than_headers_pass_unchanged() {
+        let input = conn(&[
+            get_request(1, &cat(&[&[0x82, 0x86, 0x84, 0x01], &lit(b"/run/x.sock")])),
+            frame(DATA, 0, 1, b"hello"),
+            frame(0x8, 0, 0, &[0, 0, 0x10, 0]),
+            frame(0x6, 0, 0, &[1, 2, 3, 4, 5, 6, 7, 8]),
+        ]);
+        let out = rewrite(&input).unwrap();
+        let tail = &input[input.len() - (9 + 5 + 9 + 4 + 9 + 8)..];
+        assert!(out.ends_with(tail), "DATA, WINDOW_UPDATE and PING changed");
+        assert!(
+            out.starts_with(&input[..PREFACE.len() + 9]),
+            "preface or SETTINGS changed"
+        );
+    }
+
+    #[test]
+    fn never_indexed_stays_never_indexed() {
+        let input = conn(&[get_request(
+            1,
+            &cat(&[&[0x82, 0x86, 0x84, 0x11], &lit(b"/run/x.sock")]),
+        )]);
+        let out = rewrite(&input).unwrap();
+        let field = cat(&[&[0x10], &lit(b":authority"), &lit(b"localhost")]);
+        assert!(out.windows(field.len()).any(|w| w == field));
+    }
+
+    #[test]
+    fn a_big_rewritten_block_is_split_into_continuations() {
+        let value = vec![b'v'; 20_000];
+        let block = cat(&[
+            &[0x82, 0x86, 0x84, 0x00],
+            &lit(b"x-long"),
+            &lit(&value),
+            &[0x01],
+            &lit(b"/run/x.sock"),
+        ]);
+        let input = conn(&[
+            frame(HEADERS, 0, 1, &block[..10_000]),
+            frame(CONTINUATION, END_HEADERS, 1, &block[10_000..]),
+        ]);
+        let out = rewrite(&input).unwrap();
+        let seen = h2_view(&out);
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].authority(), Some("localhost"));
+        assert_eq!(seen[0].fields[3].1.len(), 20_000);
+        assert_eq!(count_frames(&out, HEADERS), 1);
+        assert_eq!(
+            count_frames(&out, CONTINUATION),
+            1,
+            "20 kB of fields take two frames"
+        );
+    }
+
+    fn count_frames(bytes: &[u8], kind: u8) -> usize {
+        let mut pos = PREFACE.len();
+        let mut n = 0;
+        while pos < bytes.len() {
+            let head = FrameHead::parse(&bytes[pos..]);
+            n += usize::from(head.kind == kind);
+            pos += FRAME_HEAD_LEN + head.len;
+        }
+        n
+    }
+
+    /// Random frames never make the layer panic: it passes them or refuses them.
+    #[test]
+    fn random_frames_never_panic() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..3000 {
+            let mut frames = ClientFrames::new();
+            let mut bytes = PREFACE.to_vec();
+            for _ in 0..(next() % 6) {
+                let kind = [DATA, HEADERS, CONTINUATION, SETTINGS, 0x8][next() as usize % 5];
+                let len = (next() % 40) as usize;
+                let payload: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                bytes.extend(frame(kind, next() as u8, (next() % 4) as u32, &payload));
+            }
+            let _ = frames.push(&bytes);
+        }
+    }
+
+    /// h2 itself, behind the layer, serves what a grpc-core client sends; without the
+    /// layer it resets the stream, which is why the layer exists.
+    #[tokio::test]
+    async fn h2_serves_grpc_core_requests_only_through_the_layer() {
+        let input = conn(&[
+            frame(HEADERS, END_HEADERS, 1, &unhex(GRPC_CORE_FIRST)),
+            frame(DATA, END_STREAM, 1, &[0, 0, 0, 0, 0]),
+            frame(HEADERS, END_HEADERS, 3, &unhex(GRPC_CORE_SECOND)),
+            frame(DATA, END_STREAM, 3, &[0, 0, 0, 0, 0]),
+        ]);
+
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let serve = tokio::spawn(async move {
+            let mut conn = h2::server::handshake(AuthorityFix::new(server)).await?;
+            let mut uris = Vec::new();
+            while let Some(request) = conn.accept().await {
+                let (request, mut respond) = request?;
+                uris.push(request.uri().to_string());
+                respond.send_response(http::Response::new(()), true)?;
+                if uris.len() == 2 {
+                    break;
+                }
+            }
+            Ok::<_, h2::Error>(uris)
+        });
+        client.write_all(&input).await.unwrap();
+        let uris = tokio::time::timeout(Duration::from_secs(5), serve)
+            .await
+            .expect("h2 did not accept both requests")
+            .unwrap()
+            .unwrap();
+        let uri = "http://localhost/runtime.v1.RuntimeService/Version";
+        assert_eq!(uris, [uri, uri]);
+
+        // The same bytes straight to h2: stream 1 is reset with PROTOCOL_ERROR.
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let serve = tokio::spawn(async move {
+            let mut conn = h2::server::handshake(server).await?;
+            while let Some(request) = conn.accept().await {
+                request?;
+            }
+            Ok::<_, h2::Error>(())
+        });
+        client.write_all(&input).await.unwrap();
+        let mut reply = Vec::new();
+        let reset = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = client.read(&mut buf).await.unwrap();
+                assert!(n > 0, "h2 closed without a reset");
+                reply.extend_from_slice(&buf[..n]);
+                let mut pos = 0;
+                while pos + FRAME_HEAD_LEN <= reply.len() {
+                    let head = FrameHead::parse(&reply[pos..]);
+                    let end = pos + FRAME_HEAD_LEN + head.len;
+                    if end > reply.len() {
+                        break;
+                    }
+                    if head.kind == RST_STREAM && head.stream == 1 {
+                        return reply[end - 4..end].to_vec();
+                    }
+                    pos = end;
+                }
+            }
+        })
+        .await
+        .expect("h2 did not reset stream 1");
+        assert_eq!(reset, [0, 0, 0, 1], "RST_STREAM PROTOCOL_ERROR");
+        serve.abort();
     }
 }
