@@ -10,6 +10,8 @@
 #    module proxy, or takes them from their cache (e2e/peers/build.sh), and reads
 #    /var/cache/crius/peers/env; with CI=true a peer that cannot be built fails the run,
 #    elsewhere the tests that need it say they were skipped for it;
+#    installs Python's grpcio (a non-Go gRPC client) into a venv, /var/tmp/crius-grpcio
+#    (CRIUS_GRPCIO_VENV), and names its python in CRIUS_GRPCIO_PYTHON;
 # 3. builds every binary (the e2e tests start target/debug/crius, crius-conmon and
 #    crius-pause) and the tests;
 # 4. checks formatting and clippy with warnings as errors (CRIUS_LINT=0 skips this);
@@ -89,6 +91,21 @@ if [ -f "$PEERS_ENV" ]; then
   . "$PEERS_ENV"
   set +a
 fi
+
+# ---------------------------------------------------------------- a non-Go gRPC client
+# e2e/tests/grpc_clients.rs drives the socket with Python's grpcio, from PyPI, in a venv.
+GRPCIO_VENV=${CRIUS_GRPCIO_VENV:-/var/tmp/crius-grpcio}
+if ! "$GRPCIO_VENV/bin/python" -c 'import grpc' 2>/dev/null; then
+  say "installing grpcio into $GRPCIO_VENV"
+  python3 -m venv --help >/dev/null 2>&1 ||
+    apt-get install -y -q python3 python3-venv </dev/null >/dev/null || true
+  if ! { python3 -m venv --clear "$GRPCIO_VENV" &&
+         "$GRPCIO_VENV/bin/pip" install -q 'grpcio==1.85.4' </dev/null; }; then
+    [ -n "${CI:-}" ] && die "cannot install grpcio into $GRPCIO_VENV; CI needs it"
+    say "warning: no grpcio: the tests that need it will say they were skipped"
+  fi
+fi
+export CRIUS_GRPCIO_PYTHON="$GRPCIO_VENV/bin/python"
 
 # ---------------------------------------------------------------- build and test
 export RUST_BACKTRACE=1
