@@ -255,7 +255,12 @@ async fn other_authority_forms_are_served() {
         "localhost",
         "crius.example:1234",
     ] {
-        let replies = python_calls(&python, &daemon, Some(authority), &[version.clone()]);
+        let replies = python_calls(
+            &python,
+            &daemon,
+            Some(authority),
+            std::slice::from_ref(&version),
+        );
         let reply: cri::VersionResponse = ok(&replies[0], authority);
         assert_eq!(reply.runtime_name, "crius", "{authority}");
     }
