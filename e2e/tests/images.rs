@@ -585,3 +585,28 @@ async fn concurrent_pulls_of_the_multilayer_image_give_one_image_whose_files_a_c
     );
     remove_pod(&mut rt, &pod).await;
 }
+
+#[tokio::test]
+async fn the_configured_pause_image_is_reported_pinned_however_it_came() {
+    // The fixture pause image is the daemon's pause image; pulled like any other, it must
+    // still be pinned so that the kubelet's image GC never removes it.
+    let daemon = builder().start().await.unwrap();
+    let (_, mut images) = clients(&daemon).await;
+    let pause_id = pull(&mut images, &pause_image()).await;
+    let busybox_id = pull(&mut images, &busybox()).await;
+
+    let pause = status(&mut images, &pause_image()).await.expect("pause");
+    assert!(pause.pinned, "ImageStatus of the pause image: {pause:?}");
+    assert!(status(&mut images, &pause_id).await.unwrap().pinned);
+    let busybox = status(&mut images, &busybox()).await.expect("busybox");
+    assert!(!busybox.pinned, "{busybox:?}");
+
+    let listed = list(&mut images).await;
+    let pinned: Vec<&str> = listed
+        .iter()
+        .filter(|i| i.pinned)
+        .map(|i| i.id.as_str())
+        .collect();
+    assert_eq!(pinned, vec![pause_id.as_str()], "{listed:?}");
+    assert!(listed.iter().any(|i| i.id == busybox_id && !i.pinned));
+}

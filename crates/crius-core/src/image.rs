@@ -6,6 +6,16 @@ use crius_image::{Credentials, FsUsage, Image};
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 
+/// The pause image is reported pinned however it came into the store (pulled, or
+/// installed from the built-in binary), as CRI-O does, so that the kubelet's image
+/// garbage collection never removes it.
+fn pin_pause(mut image: Image, pause_id: Option<&str>) -> Image {
+    if pause_id == Some(image.id.as_str()) {
+        image.pinned = true;
+    }
+    image
+}
+
 impl Daemon {
     /// PullImage.
     pub async fn pull_image(&self, name: &str, auth: Option<Credentials>) -> Result<Image> {
@@ -14,14 +24,27 @@ impl Daemon {
 
     /// ListImages.
     pub fn list_images(&self) -> Vec<Image> {
-        self.images.list()
+        let pause = self.pause_image_id();
+        self.images
+            .list()
+            .into_iter()
+            .map(|image| pin_pause(image, pause.as_deref()))
+            .collect()
+    }
+
+    /// The id of the configured pause image, when it is in the store.
+    fn pause_image_id(&self) -> Option<String> {
+        self.images
+            .resolve(&self.config().pause_image)
+            .ok()
+            .map(|image| image.id)
     }
 
     /// ImageStatus: `None` when the image is not here (the CRI answers that with an empty
     /// status, not an error).
     pub fn image_status(&self, name: &str) -> Result<Option<Image>> {
         match self.images.resolve(name) {
-            Ok(image) => Ok(Some(image)),
+            Ok(image) => Ok(Some(pin_pause(image, self.pause_image_id().as_deref()))),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -75,5 +98,29 @@ impl Daemon {
     /// ImageFsInfo.
     pub fn image_fs_usage(&self) -> Result<FsUsage> {
         Ok(self.images.fs_usage()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(id: &str, pinned: bool) -> Image {
+        Image {
+            id: id.to_string(),
+            repo_tags: Vec::new(),
+            repo_digests: Vec::new(),
+            size: 1,
+            pinned,
+        }
+    }
+
+    #[test]
+    fn only_the_pause_image_gets_pinned() {
+        assert!(pin_pause(image("sha256:p", false), Some("sha256:p")).pinned);
+        assert!(!pin_pause(image("sha256:b", false), Some("sha256:p")).pinned);
+        assert!(!pin_pause(image("sha256:b", false), None).pinned);
+        // An image pinned in the store stays pinned.
+        assert!(pin_pause(image("sha256:b", true), None).pinned);
     }
 }
