@@ -608,8 +608,7 @@ impl Daemon {
         }
         let pod = self.pod_entry(&rec.pod_id)?.get();
         let (runtime, _, _) = self.runtime_handler(&pod.runtime_handler)?;
-        let cgroup_v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-        let oci = spec::linux_resources(&resources, cgroup_v2)
+        let oci = spec::linux_resources(&resources, spec::CgroupHost::probe())
             .map_err(|e| Error::from(e).at_step("convert resources"))?;
         runtime
             .update(&rec.id, &oci)

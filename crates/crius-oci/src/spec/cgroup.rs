@@ -2,6 +2,7 @@
 //! with the cgroup v2 (unified) forms of the same limits.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 
 use k8s_cri::v1::LinuxContainerResources;
 use oci_spec::runtime::{LinuxCpu, LinuxHugepageLimit, LinuxMemory, LinuxResources};
@@ -62,12 +63,43 @@ pub fn systemd_scope_name(id: &str) -> String {
     format!("{CGROUP_PREFIX}-{id}.scope")
 }
 
+/// What the host's cgroups offer the runtime; read from /sys/fs/cgroup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupHost {
+    /// /sys/fs/cgroup is a cgroup v2 (unified) hierarchy.
+    pub v2: bool,
+    /// The hugetlb controller is where runc looks for it: a v1 hierarchy on a v1 or
+    /// hybrid host (a hybrid host may hold hugetlb in its v2 part only, where runc's v1
+    /// driver cannot reach it), `cgroup.controllers` on a v2 host.
+    pub hugetlb: bool,
+}
+
+impl CgroupHost {
+    /// Reads the host's layout (cheap: two small files).
+    pub fn probe() -> CgroupHost {
+        let root = Path::new("/sys/fs/cgroup");
+        match std::fs::read_to_string(root.join("cgroup.controllers")) {
+            Ok(controllers) => CgroupHost {
+                v2: true,
+                hugetlb: controllers.split_whitespace().any(|c| c == "hugetlb"),
+            },
+            Err(_) => CgroupHost {
+                v2: false,
+                hugetlb: root.join("hugetlb").join("cgroup.procs").exists(),
+            },
+        }
+    }
+}
+
 /// CRI `LinuxContainerResources` -> OCI `LinuxResources` (cpu, memory,
 /// hugepages, unified). `oom_score_adj` is a process field, handled elsewhere.
 /// `unified` is only accepted on a cgroup v2 host: runc refuses it on v1.
+/// Hugepage limits are validated, then dropped when the host has no hugetlb controller
+/// runc can use, as CRI-O does: the kubelet sends them for every page size the kernel
+/// knows, and runc would refuse the container.
 pub fn linux_resources(
     res: &LinuxContainerResources,
-    cgroup_v2: bool,
+    host: CgroupHost,
 ) -> Result<LinuxResources, Error> {
     let mut out = LinuxResources::default();
 
@@ -159,11 +191,18 @@ pub fn linux_resources(
             l.set_limit(limit);
             limits.push(l);
         }
-        out.set_hugepage_limits(Some(limits));
+        if host.hugetlb {
+            out.set_hugepage_limits(Some(limits));
+        } else {
+            tracing::debug!(
+                limits = limits.len(),
+                "no hugetlb controller for the runtime: hugepage limits left out"
+            );
+        }
     }
 
     if !res.unified.is_empty() {
-        if !cgroup_v2 {
+        if !host.v2 {
             let key = res.unified.keys().min().cloned().unwrap_or_default();
             return Err(invalid(
                 "unified",
@@ -352,6 +391,15 @@ mod tests {
         assert_eq!(systemd_scope_name("abc"), "crius-abc.scope");
     }
 
+    const V1: CgroupHost = CgroupHost {
+        v2: false,
+        hugetlb: true,
+    };
+    const V2: CgroupHost = CgroupHost {
+        v2: true,
+        hugetlb: true,
+    };
+
     fn res() -> LinuxContainerResources {
         LinuxContainerResources {
             cpu_period: 100_000,
@@ -371,7 +419,7 @@ mod tests {
 
     #[test]
     fn v1_resources_map_field_by_field() {
-        let r = linux_resources(&res(), false).unwrap();
+        let r = linux_resources(&res(), V1).unwrap();
         let cpu = r.cpu().as_ref().unwrap();
         assert_eq!(cpu.shares(), Some(512));
         assert_eq!(cpu.quota(), Some(50_000));
@@ -389,8 +437,24 @@ mod tests {
     }
 
     #[test]
+    fn hugepage_limits_are_left_out_without_a_usable_hugetlb_controller() {
+        // A hybrid host whose hugetlb lives only in the v2 part, as on the test machines.
+        let hybrid = CgroupHost {
+            v2: false,
+            hugetlb: false,
+        };
+        let r = linux_resources(&res(), hybrid).unwrap();
+        assert!(r.hugepage_limits().is_none());
+        assert_eq!(r.memory().as_ref().unwrap().limit(), Some(64 << 20));
+        // Still validated.
+        let mut bad = res();
+        bad.hugepage_limits[0].page_size = "2XB".into();
+        assert!(linux_resources(&bad, hybrid).is_err());
+    }
+
+    #[test]
     fn empty_resources_set_nothing() {
-        let r = linux_resources(&LinuxContainerResources::default(), false).unwrap();
+        let r = linux_resources(&LinuxContainerResources::default(), V1).unwrap();
         assert!(r.cpu().is_none());
         assert!(r.memory().is_none());
         assert!(r.hugepage_limits().is_none());
@@ -401,15 +465,15 @@ mod tests {
     fn unified_needs_cgroup_v2() {
         let mut r = LinuxContainerResources::default();
         r.unified.insert("memory.high".into(), "1000000".into());
-        let err = linux_resources(&r, false).unwrap_err().to_string();
+        let err = linux_resources(&r, V1).unwrap_err().to_string();
         assert!(err.contains("memory.high"), "{err}");
-        let ok = linux_resources(&r, true).unwrap();
+        let ok = linux_resources(&r, V2).unwrap();
         assert_eq!(
             ok.unified().as_ref().unwrap().get("memory.high").unwrap(),
             "1000000"
         );
         r.unified.insert("../etc".into(), "x".into());
-        assert!(linux_resources(&r, true).is_err());
+        assert!(linux_resources(&r, V2).is_err());
     }
 
     #[test]
@@ -449,7 +513,7 @@ mod tests {
             ),
         ];
         for (r, field) in rows {
-            let err = linux_resources(&r, false).unwrap_err().to_string();
+            let err = linux_resources(&r, V1).unwrap_err().to_string();
             assert!(err.contains(field), "{err} should name {field}");
         }
     }

@@ -38,7 +38,7 @@ pub use bundle::write_bundle;
 pub use caps::DEFAULT_CAPABILITIES;
 pub use cgroup::{
     cgroup_v2_unified, cgroups_path, cpu_shares_to_weight, linux_resources, systemd_scope_name,
-    CgroupDriver, CGROUP_PREFIX,
+    CgroupDriver, CgroupHost, CGROUP_PREFIX,
 };
 pub use seccomp::DEFAULT_PROFILE_JSON as DEFAULT_SECCOMP_PROFILE_JSON;
 pub use sysctl::validate_sysctls;
@@ -173,8 +173,8 @@ pub struct ContainerContext<'a> {
 struct Host {
     /// Capability names this process may hand on (its bounding set).
     bounding: Vec<String>,
-    /// /sys/fs/cgroup is a cgroup v2 (unified) hierarchy.
-    cgroup_v2: bool,
+    /// The cgroup layout.
+    cgroups: CgroupHost,
     /// This process's hard RLIMIT_NOFILE.
     nofile_hard: Option<u64>,
     seccomp: seccomp::SeccompHost,
@@ -192,7 +192,7 @@ impl Host {
         static STATIC: std::sync::OnceLock<Host> = std::sync::OnceLock::new();
         let base = STATIC.get_or_init(|| Host {
             bounding: caps::current_bounding_set(),
-            cgroup_v2: Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
+            cgroups: CgroupHost::probe(),
             nofile_hard: nofile_hard_limit(),
             seccomp: seccomp::SeccompHost::current(),
             mountinfo: String::new(),
@@ -424,7 +424,7 @@ fn pod_spec_with(
             Some(netns.to_path_buf()),
         ));
     }
-    if host.cgroup_v2 {
+    if host.cgroups.v2 {
         namespaces.push(namespace(LinuxNamespaceType::Cgroup, None));
     }
 
@@ -749,7 +749,7 @@ fn container_spec_with(
 
     // Resources.
     let mut resources = match res {
-        Some(r) => cgroup::linux_resources(r, host.cgroup_v2)?,
+        Some(r) => cgroup::linux_resources(r, host.cgroups)?,
         None => LinuxResources::default(),
     };
     resources.set_devices(Some(rules));
@@ -799,7 +799,7 @@ fn container_spec_with(
             })
         }
     }
-    if host.cgroup_v2 {
+    if host.cgroups.v2 {
         namespaces.push(namespace(LinuxNamespaceType::Cgroup, None));
     }
 

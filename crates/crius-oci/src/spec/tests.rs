@@ -71,7 +71,10 @@ fn host() -> Host {
     bounding.retain(|c| c != "SYS_RESOURCE");
     Host {
         bounding,
-        cgroup_v2: false,
+        cgroups: CgroupHost {
+            v2: false,
+            hugetlb: true,
+        },
         nofile_hard: Some(20_000),
         seccomp: seccomp::SeccompHost {
             goarch: "amd64",
@@ -1363,7 +1366,10 @@ fn resources_and_rlimits() {
     assert!(matches!(build(&c), Err(Error::InvalidResource { .. })));
     let fx = Fixture::new();
     let v2 = Host {
-        cgroup_v2: true,
+        cgroups: CgroupHost {
+            v2: true,
+            hugetlb: true,
+        },
         ..host()
     };
     let s = build_in(&fx, &pod_config(), &c, &default_image(), &opts(), &v2).unwrap();
