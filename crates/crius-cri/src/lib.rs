@@ -339,8 +339,10 @@ impl RuntimeService for Runtime {
         &self,
         _req: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Reply<cri::ListMetricDescriptorsResponse> {
+        // crius offers no metrics beyond the CRI stats (CRI-O's answer with no
+        // `included_pod_metrics`); an empty answer keeps the kubelet's collector quiet.
         traced("ListMetricDescriptors", Ids::none(), async {
-            Err(unimplemented("ListMetricDescriptors"))
+            Ok(cri::ListMetricDescriptorsResponse::default())
         })
         .await
     }
@@ -350,7 +352,7 @@ impl RuntimeService for Runtime {
         _req: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Reply<cri::ListPodSandboxMetricsResponse> {
         traced("ListPodSandboxMetrics", Ids::none(), async {
-            Err(unimplemented("ListPodSandboxMetrics"))
+            Ok(cri::ListPodSandboxMetricsResponse::default())
         })
         .await
     }

@@ -10,11 +10,13 @@ fn value(v: Option<u64>) -> Option<cri::UInt64Value> {
     v.map(|value| cri::UInt64Value { value })
 }
 
+/// CPU figures; `usage_nano_cores` only once there are two samples to rate, so that the
+/// kubelet computes the rate itself rather than take a zero.
 fn cpu(at: i64, usage: &CgroupUsage, nano_cores: Option<u64>) -> cri::CpuUsage {
     cri::CpuUsage {
         timestamp: at,
         usage_core_nano_seconds: value(usage.cpu_ns.or(Some(0))),
-        usage_nano_cores: value(nano_cores.or(Some(0))),
+        usage_nano_cores: value(nano_cores),
     }
 }
 
