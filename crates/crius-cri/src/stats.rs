@@ -1,6 +1,6 @@
 //! ContainerStats, ListContainerStats, PodSandboxStats, ListPodSandboxStats.
 
-use crius_core::{CgroupUsage, ContainerUsage, Daemon, PodUsage};
+use crius_core::{CgroupUsage, ContainerUsage, Daemon, InterfaceUsage, PodUsage};
 use k8s_cri::v1 as cri;
 use tonic::Status;
 
@@ -58,9 +58,10 @@ fn container_stats(u: &ContainerUsage) -> cri::ContainerStats {
     }
 }
 
-fn pod_stats(u: &PodUsage) -> cri::PodSandboxStats {
-    let interfaces: Vec<cri::NetworkInterfaceUsage> = u
-        .interfaces
+/// The pod network's figures; none for a pod without interfaces of its own (host network),
+/// as the kubelet reads the default interface of any network it is given.
+fn network(at: i64, interfaces: &[InterfaceUsage]) -> Option<cri::NetworkUsage> {
+    let interfaces: Vec<cri::NetworkInterfaceUsage> = interfaces
         .iter()
         .map(|i| cri::NetworkInterfaceUsage {
             name: i.name.clone(),
@@ -70,6 +71,19 @@ fn pod_stats(u: &PodUsage) -> cri::PodSandboxStats {
             tx_errors: value(Some(i.tx_errors)),
         })
         .collect();
+    let default_interface = interfaces
+        .iter()
+        .find(|i| i.name == "eth0")
+        .or(interfaces.first())
+        .cloned()?;
+    Some(cri::NetworkUsage {
+        timestamp: at,
+        default_interface: Some(default_interface),
+        interfaces,
+    })
+}
+
+fn pod_stats(u: &PodUsage) -> cri::PodSandboxStats {
     cri::PodSandboxStats {
         attributes: Some(cri::PodSandboxAttributes {
             id: u.record.id.clone(),
@@ -80,15 +94,7 @@ fn pod_stats(u: &PodUsage) -> cri::PodSandboxStats {
         linux: Some(cri::LinuxPodSandboxStats {
             cpu: Some(cpu(u.at, &u.cgroup, u.nano_cores)),
             memory: Some(memory(u.at, &u.cgroup)),
-            network: Some(cri::NetworkUsage {
-                timestamp: u.at,
-                default_interface: interfaces
-                    .iter()
-                    .find(|i| i.name == "eth0")
-                    .or(interfaces.first())
-                    .cloned(),
-                interfaces: interfaces.clone(),
-            }),
+            network: network(u.at, &u.interfaces),
             process: Some(cri::ProcessUsage {
                 timestamp: u.at,
                 process_count: value(u.cgroup.pids.or(Some(0))),
@@ -154,5 +160,38 @@ pub fn list_pods(
             .iter()
             .map(pod_stats)
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iface(name: &str, rx: u64) -> InterfaceUsage {
+        InterfaceUsage {
+            name: name.to_string(),
+            rx_bytes: rx,
+            tx_bytes: rx * 2,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_pod_without_interfaces_has_no_network_stats() {
+        // The kubelet dereferences the default interface of any network it gets.
+        assert_eq!(network(1, &[]), None);
+    }
+
+    #[test]
+    fn eth0_is_the_default_interface_else_the_first() {
+        let n = network(7, &[iface("net1", 1), iface("eth0", 5)]).unwrap();
+        let d = n.default_interface.unwrap();
+        assert_eq!(d.name, "eth0");
+        assert_eq!(d.rx_bytes.map(|v| v.value), Some(5));
+        assert_eq!(d.tx_bytes.map(|v| v.value), Some(10));
+        assert_eq!(n.interfaces.len(), 2);
+        assert_eq!(n.timestamp, 7);
+        let n = network(7, &[iface("net1", 1)]).unwrap();
+        assert_eq!(n.default_interface.unwrap().name, "net1");
     }
 }
