@@ -25,6 +25,9 @@ use tonic::transport::Channel;
 
 pub use k8s_cri::v1 as cri;
 
+pub mod kubelet;
+pub mod peers;
+
 /// How long a daemon may take to answer `Version` after it was started.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a daemon may take to exit after SIGTERM before it is killed.
