@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use crius_cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::Deserialize;

@@ -16,14 +16,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use crius::config::{Config, LogLevel};
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use crius_cri_api::v1::image_service_client::ImageServiceClient;
+use crius_cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tonic::transport::Channel;
 
-pub use k8s_cri::v1 as cri;
+pub use crius_cri_api::v1 as cri;
 
 pub mod kubelet;
 pub mod peers;

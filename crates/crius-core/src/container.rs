@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crius_cri_api::v1 as cri;
 use crius_oci::monitor::{read_exit_file, spawn_monitor, ExecOutput, MonitorClient, MonitorSpec};
 use crius_oci::spec;
-use k8s_cri::v1 as cri;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 

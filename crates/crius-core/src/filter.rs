@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use k8s_cri::v1 as cri;
+use crius_cri_api::v1 as cri;
 
 use crate::model::{ContainerRecord, ContainerState, PodRecord, PodState};
 

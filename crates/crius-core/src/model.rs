@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use k8s_cri::v1 as cri;
+use crius_cri_api::v1 as cri;
 use serde::{Deserialize, Serialize};
 
 /// Nanoseconds since the Unix epoch, the CRI's unit for times.

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crius_cri_api::v1 as cri;
 use crius_net::{NetNs, PodNetwork, PortMapping, Protocol};
 use crius_oci::monitor::{spawn_monitor, MonitorClient, MonitorHandle, MonitorSpec};
 use crius_oci::spec;
-use k8s_cri::v1 as cri;
 use tracing::{info, warn};
 
 use crate::cgroup;

@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use k8s_cri::v1 as cri;
+use crius_cri_api::v1 as cri;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use tracing::debug;
 

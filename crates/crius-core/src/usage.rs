@@ -1,6 +1,6 @@
 //! ContainerStats, ListContainerStats, PodSandboxStats and ListPodSandboxStats.
 
-use k8s_cri::v1 as cri;
+use crius_cri_api::v1 as cri;
 
 use crate::daemon::Daemon;
 use crate::error::Result;

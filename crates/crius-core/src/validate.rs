@@ -3,7 +3,7 @@
 
 use std::path::{Component, Path};
 
-use k8s_cri::v1 as cri;
+use crius_cri_api::v1 as cri;
 
 use crate::error::{Error, Result};
 
@@ -182,6 +182,9 @@ pub fn container_config(config: &cri::ContainerConfig) -> Result<()> {
             )));
         }
     }
+    for kv in &config.envs {
+        env_var(&md.name, kv)?;
+    }
     no_nul("log_path", &config.log_path)?;
     if config.log_path.starts_with('/') || has_dotdot(&config.log_path) {
         return Err(invalid(format!(
@@ -206,6 +209,23 @@ pub fn container_config(config: &cri::ContainerConfig) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// An env value is bytes on the CRI wire, but the OCI spec holds env as JSON strings and
+/// execve ends each entry at a NUL: the value must be UTF-8 without NUL.
+fn env_var(container: &str, kv: &cri::KeyValue) -> Result<()> {
+    no_nul("env name", &kv.key)?;
+    match std::str::from_utf8(&kv.value) {
+        Ok(v) if !v.contains('\0') => Ok(()),
+        Ok(_) => Err(invalid(format!(
+            "container {container:?}: env {:?} has a NUL byte in its value",
+            kv.key
+        ))),
+        Err(e) => Err(invalid(format!(
+            "container {container:?}: env {:?} is not UTF-8 ({e})",
+            kv.key
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -332,6 +352,18 @@ mod tests {
         let mut c = good.clone();
         c.image = None;
         assert!(container_config(&c).is_err());
+        let env = |value: &[u8]| {
+            let mut c = good.clone();
+            c.envs.push(cri::KeyValue {
+                key: "K".into(),
+                value: value.to_vec(),
+            });
+            container_config(&c)
+        };
+        assert!(env("grüß=1".as_bytes()).is_ok());
+        let err = env(b"\xff\xfe").unwrap_err().to_string();
+        assert!(err.contains("\"K\" is not UTF-8"), "{err}");
+        assert!(env(b"a\0b").is_err());
         let mut c = good.clone();
         c.linux = Some(cri::LinuxContainerConfig {
             security_context: Some(cri::LinuxContainerSecurityContext {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crius_core::{container_state_cri, ContainerRecord, Daemon};
-use k8s_cri::v1 as cri;
+use crius_cri_api::v1 as cri;
 use tonic::Status;
 
 use crate::status::{invalid, to_status};
@@ -116,6 +116,7 @@ pub fn container_status(c: &ContainerRecord) -> cri::ContainerStatus {
                 supplemental_groups: u.groups.iter().map(|g| i64::from(*g)).collect(),
             }),
         }),
+        stop_signal: cri::Signal::RuntimeDefault as i32,
     }
 }
 

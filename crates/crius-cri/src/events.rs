@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use crius_core::{Daemon, EventKind};
+use crius_cri_api::v1 as cri;
 use futures::Stream;
-use k8s_cri::v1 as cri;
 use tokio::sync::broadcast::error::RecvError;
 use tonic::Status;
 

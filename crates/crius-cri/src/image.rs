@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use crius_core::Daemon;
-use k8s_cri::v1 as cri;
+use crius_cri_api::v1 as cri;
 use tonic::Status;
 
 use crate::status::{invalid, to_status};

@@ -15,9 +15,9 @@ mod trace;
 use std::sync::Arc;
 
 use crius_core::Daemon;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_server::{ImageService, ImageServiceServer};
-use k8s_cri::v1::runtime_service_server::{RuntimeService, RuntimeServiceServer};
+use crius_cri_api::v1 as cri;
+use crius_cri_api::v1::image_service_server::{ImageService, ImageServiceServer};
+use crius_cri_api::v1::runtime_service_server::{RuntimeService, RuntimeServiceServer};
 use tonic::{Request, Response, Status};
 
 use status::unimplemented;
@@ -60,6 +60,10 @@ struct Images {
 }
 
 type Reply<T> = Result<Response<T>, Status>;
+
+/// The body of a server-streaming reply.
+type ReplyStream<T> =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl RuntimeService for Runtime {
@@ -317,13 +321,7 @@ impl RuntimeService for Runtime {
         .await
     }
 
-    type GetContainerEventsStream = std::pin::Pin<
-        Box<
-            dyn futures::Stream<Item = Result<cri::ContainerEventResponse, Status>>
-                + Send
-                + 'static,
-        >,
-    >;
+    type GetContainerEventsStream = ReplyStream<cri::ContainerEventResponse>;
 
     async fn get_container_events(
         &self,
@@ -353,6 +351,98 @@ impl RuntimeService for Runtime {
     ) -> Reply<cri::ListPodSandboxMetricsResponse> {
         traced("ListPodSandboxMetrics", Ids::none(), async {
             Ok(cri::ListPodSandboxMetricsResponse::default())
+        })
+        .await
+    }
+
+    type StreamPodSandboxesStream = ReplyStream<cri::StreamPodSandboxesResponse>;
+
+    async fn stream_pod_sandboxes(
+        &self,
+        _req: Request<cri::StreamPodSandboxesRequest>,
+    ) -> Reply<Self::StreamPodSandboxesStream> {
+        traced("StreamPodSandboxes", Ids::none(), async {
+            Err(unimplemented("StreamPodSandboxes"))
+        })
+        .await
+    }
+
+    type StreamContainersStream = ReplyStream<cri::StreamContainersResponse>;
+
+    async fn stream_containers(
+        &self,
+        _req: Request<cri::StreamContainersRequest>,
+    ) -> Reply<Self::StreamContainersStream> {
+        traced("StreamContainers", Ids::none(), async {
+            Err(unimplemented("StreamContainers"))
+        })
+        .await
+    }
+
+    type StreamContainerStatsStream = ReplyStream<cri::StreamContainerStatsResponse>;
+
+    async fn stream_container_stats(
+        &self,
+        _req: Request<cri::StreamContainerStatsRequest>,
+    ) -> Reply<Self::StreamContainerStatsStream> {
+        traced("StreamContainerStats", Ids::none(), async {
+            Err(unimplemented("StreamContainerStats"))
+        })
+        .await
+    }
+
+    type StreamPodSandboxStatsStream = ReplyStream<cri::StreamPodSandboxStatsResponse>;
+
+    async fn stream_pod_sandbox_stats(
+        &self,
+        _req: Request<cri::StreamPodSandboxStatsRequest>,
+    ) -> Reply<Self::StreamPodSandboxStatsStream> {
+        traced("StreamPodSandboxStats", Ids::none(), async {
+            Err(unimplemented("StreamPodSandboxStats"))
+        })
+        .await
+    }
+
+    type StreamPodSandboxMetricsStream = ReplyStream<cri::StreamPodSandboxMetricsResponse>;
+
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _req: Request<cri::StreamPodSandboxMetricsRequest>,
+    ) -> Reply<Self::StreamPodSandboxMetricsStream> {
+        traced("StreamPodSandboxMetrics", Ids::none(), async {
+            Err(unimplemented("StreamPodSandboxMetrics"))
+        })
+        .await
+    }
+
+    async fn checkpoint_pod(
+        &self,
+        req: Request<cri::CheckpointPodRequest>,
+    ) -> Reply<cri::CheckpointPodResponse> {
+        let id = req.get_ref().pod_sandbox_id.clone();
+        traced("CheckpointPod", Ids::pod(&id), async {
+            Err(unimplemented("CheckpointPod"))
+        })
+        .await
+    }
+
+    async fn restore_pod(
+        &self,
+        _req: Request<cri::RestorePodRequest>,
+    ) -> Reply<cri::RestorePodResponse> {
+        traced("RestorePod", Ids::none(), async {
+            Err(unimplemented("RestorePod"))
+        })
+        .await
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        req: Request<cri::UpdatePodSandboxResourcesRequest>,
+    ) -> Reply<cri::UpdatePodSandboxResourcesResponse> {
+        let id = req.get_ref().pod_sandbox_id.clone();
+        traced("UpdatePodSandboxResources", Ids::pod(&id), async {
+            Err(unimplemented("UpdatePodSandboxResources"))
         })
         .await
     }
@@ -406,6 +496,18 @@ impl ImageService for Images {
     ) -> Reply<cri::RemoveImageResponse> {
         traced("RemoveImage", Ids::none(), async {
             image::remove(&self.daemon, req.into_inner())
+        })
+        .await
+    }
+
+    type StreamImagesStream = ReplyStream<cri::StreamImagesResponse>;
+
+    async fn stream_images(
+        &self,
+        _req: Request<cri::StreamImagesRequest>,
+    ) -> Reply<Self::StreamImagesStream> {
+        traced("StreamImages", Ids::none(), async {
+            Err(unimplemented("StreamImages"))
         })
         .await
     }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crius_core::{now_ns, pod_state_cri, Daemon, PodRecord};
-use k8s_cri::v1 as cri;
+use crius_cri_api::v1 as cri;
 use tonic::Status;
 
 use crate::container::container_status;

@@ -1,7 +1,7 @@
 //! Version, Status and RuntimeConfig: what the runtime is and whether it is ready.
 
 use crius_core::{CgroupDriver, Daemon};
-use k8s_cri::v1 as cri;
+use crius_cri_api::v1 as cri;
 
 /// `Version`: the kubelet checks the API version; `version` is the CRI's own field.
 pub fn version(daemon: &Daemon, _req: cri::VersionRequest) -> cri::VersionResponse {
@@ -70,6 +70,8 @@ pub fn status(daemon: &Daemon, req: cri::StatusRequest) -> cri::StatusResponse {
         // Strict leaves out the groups the image's /etc/group gives the user.
         features: Some(cri::RuntimeFeatures {
             supplemental_groups_policy: true,
+            user_namespaces_host_network: false,
+            mount_options: false,
         }),
     }
 }

@@ -1,7 +1,7 @@
 //! ContainerStats, ListContainerStats, PodSandboxStats, ListPodSandboxStats.
 
 use crius_core::{CgroupUsage, ContainerUsage, Daemon, InterfaceUsage, PodUsage};
-use k8s_cri::v1 as cri;
+use crius_cri_api::v1 as cri;
 use tonic::Status;
 
 use crate::status::{invalid, to_status};
@@ -17,6 +17,7 @@ fn cpu(at: i64, usage: &CgroupUsage, nano_cores: Option<u64>) -> cri::CpuUsage {
         timestamp: at,
         usage_core_nano_seconds: value(usage.cpu_ns.or(Some(0))),
         usage_nano_cores: value(nano_cores),
+        psi: None,
     }
 }
 
@@ -33,6 +34,7 @@ fn memory(at: i64, usage: &CgroupUsage) -> cri::MemoryUsage {
         rss_bytes: value(usage.rss_bytes.or(Some(0))),
         page_faults: value(usage.page_faults.or(Some(0))),
         major_page_faults: value(usage.major_page_faults.or(Some(0))),
+        psi: None,
     }
 }
 
@@ -55,6 +57,7 @@ fn container_stats(u: &ContainerUsage) -> cri::ContainerStats {
             inodes_used: value(Some(u.writable_layer.1)),
         }),
         swap: None,
+        io: None,
     }
 }
 
@@ -100,6 +103,7 @@ fn pod_stats(u: &PodUsage) -> cri::PodSandboxStats {
                 process_count: value(u.cgroup.pids.or(Some(0))),
             }),
             containers: u.containers.iter().map(container_stats).collect(),
+            io: None,
         }),
         windows: None,
     }

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use crius_core::{Daemon, StreamIo};
+use crius_cri_api::v1 as cri;
 use crius_stream::{
     AttachRequest, BoxError, BoxFuture, ExecRequest, PortForwardRequest, Stdio, StreamConfig,
     StreamRuntime, StreamServer,
 };
-use k8s_cri::v1 as cri;
 use tokio::sync::{mpsc, OnceCell};
 use tonic::Status;
 

@@ -6,13 +6,13 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crius_oci::spec::{
-    container_spec, pod_spec, write_bundle, ContainerContext, PodContext, SpecOptions,
-};
-use k8s_cri::v1::{
+use crius_cri_api::v1::{
     security_profile::ProfileType, ContainerConfig, ContainerMetadata, KeyValue,
     LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext, PodSandboxConfig,
     PodSandboxMetadata, SecurityProfile,
+};
+use crius_oci::spec::{
+    container_spec, pod_spec, write_bundle, ContainerContext, PodContext, SpecOptions,
 };
 
 fn stats(name: &str, mut v: Vec<Duration>) {

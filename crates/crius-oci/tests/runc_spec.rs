@@ -15,14 +15,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crius_oci::spec::{
-    container_spec, pod_spec, write_bundle, CgroupDriver, ContainerContext, PodContext, SpecOptions,
-};
-use k8s_cri::v1::{
+use crius_cri_api::v1::{
     security_profile::ProfileType, ContainerConfig, ContainerMetadata, Device, KeyValue,
     LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
     LinuxPodSandboxConfig, LinuxSandboxSecurityContext, Mount, NamespaceOption, PodSandboxConfig,
     PodSandboxMetadata, SecurityProfile,
+};
+use crius_oci::spec::{
+    container_spec, pod_spec, write_bundle, CgroupDriver, ContainerContext, PodContext, SpecOptions,
 };
 
 const RUNC: &str = "runc";
@@ -527,7 +527,7 @@ fn runc_runs_privileged_host_namespace_specs() {
     let ctr_root = t.join("ctr-rootfs");
     make_busybox_rootfs(&ctr_root);
 
-    let node = k8s_cri::v1::NamespaceMode::Node as i32;
+    let node = crius_cri_api::v1::NamespaceMode::Node as i32;
     let pod_config = PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
             name: "host-pod".into(),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use k8s_cri::v1 as cri;
+use crius_cri_api::v1 as cri;
 use serde::{Deserialize, Serialize};
 
 use crate::cri::{

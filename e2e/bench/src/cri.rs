@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use crius_cri_api::v1 as cri;
+use crius_cri_api::v1::image_service_client::ImageServiceClient;
+use crius_cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 
 /// The label every benchmark pod carries, so leftovers can be found and removed.

@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crius_cri_api::v1::image_service_client::ImageServiceClient;
+use crius_cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use crius_e2e::{cri, fixture, unique_name, CriusDaemon, CriusDaemonBuilder};
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 
 /// The runtime client type the tests use.

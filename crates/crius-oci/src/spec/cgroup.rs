@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use k8s_cri::v1::LinuxContainerResources;
+use crius_cri_api::v1::LinuxContainerResources;
 use oci_spec::runtime::{LinuxCpu, LinuxHugepageLimit, LinuxMemory, LinuxResources};
 
 use crate::Error;
@@ -350,7 +350,7 @@ fn check_unified_entry(k: &str, v: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::HugepageLimit;
+    use crius_cri_api::v1::HugepageLimit;
 
     #[test]
     fn cgroups_path_per_driver() {

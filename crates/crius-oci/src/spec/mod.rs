@@ -22,7 +22,7 @@ mod tests;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use k8s_cri::v1::{
+use crius_cri_api::v1::{
     ContainerConfig, LinuxContainerSecurityContext, LinuxSandboxSecurityContext, NamespaceMode,
     NamespaceOption, PodSandboxConfig, SecurityProfile,
 };
@@ -536,9 +536,11 @@ fn merge_env(image_env: &[String], config: &ContainerConfig) -> Vec<String> {
         if kv.key.is_empty() {
             continue;
         }
+        // The core refuses values that are not UTF-8 before a spec is made.
+        let value = String::from_utf8_lossy(&kv.value).into_owned();
         match env.iter_mut().find(|(k, _)| *k == kv.key) {
-            Some(slot) => slot.1 = Some(kv.value.clone()),
-            None => env.push((kv.key.clone(), Some(kv.value.clone()))),
+            Some(slot) => slot.1 = Some(value),
+            None => env.push((kv.key.clone(), Some(value))),
         }
     }
     env.into_iter()
@@ -888,7 +890,7 @@ fn container_spec_with(
 /// The AppArmor profile name for an unprivileged container, if any
 /// (only called when AppArmor is enabled on the host).
 fn apparmor_profile(sc: &LinuxContainerSecurityContext) -> Option<String> {
-    use k8s_cri::v1::security_profile::ProfileType;
+    use crius_cri_api::v1::security_profile::ProfileType;
     let from_profile = |p: &SecurityProfile| match ProfileType::try_from(p.profile_type) {
         Ok(ProfileType::Localhost) if !p.localhost_ref.is_empty() => Some(p.localhost_ref.clone()),
         _ => None,

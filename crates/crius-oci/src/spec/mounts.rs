@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use k8s_cri::v1::{Mount as CriMount, MountPropagation};
+use crius_cri_api::v1::{Mount as CriMount, MountPropagation};
 use oci_spec::runtime::Mount;
 use tracing::debug;
 

@@ -6,7 +6,7 @@
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
-use k8s_cri::v1::{security_profile::ProfileType, SecurityProfile};
+use crius_cri_api::v1::{security_profile::ProfileType, SecurityProfile};
 use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag, LinuxSyscall,
 };

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use k8s_cri::v1::{
+use crius_cri_api::v1::{
     security_profile::ProfileType, Capability as CriCapability, ContainerConfig, ContainerMetadata,
     Device, Int64Value, KeyValue, LinuxContainerConfig, LinuxContainerResources,
     LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,

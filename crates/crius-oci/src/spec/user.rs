@@ -7,7 +7,7 @@ use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use k8s_cri::v1::{LinuxContainerSecurityContext, SupplementalGroupsPolicy};
+use crius_cri_api::v1::{LinuxContainerSecurityContext, SupplementalGroupsPolicy};
 use tracing::debug;
 
 use crate::Error;
@@ -373,7 +373,7 @@ pub(crate) fn resolve_user(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::Int64Value;
+    use crius_cri_api::v1::Int64Value;
     use std::os::unix::fs::symlink;
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
