@@ -33,9 +33,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
+use crius_cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use crius_cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::Deserialize;
