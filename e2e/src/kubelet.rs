@@ -860,8 +860,18 @@ fn remove_new_kube_chains(before: &BTreeSet<String>) -> Vec<String> {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct PodList {
-    /// The pods.
+    /// The pods (the kubelet writes `null` when it runs none).
+    #[serde(deserialize_with = "null_as_default")]
     pub items: Vec<Pod>,
+}
+
+/// A JSON `null` as the type's default.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// A pod as the kubelet reports it (the fields tests read).
@@ -1027,5 +1037,19 @@ impl Pod {
             .iter()
             .find(|c| c.kind == kind)
             .map(|c| c.status == "True")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pod_list_of_null_items_is_empty() {
+        let list: PodList = serde_json::from_str(
+            r#"{"kind":"PodList","apiVersion":"v1","metadata":{},"items":null}"#,
+        )
+        .unwrap();
+        assert!(list.items.is_empty());
     }
 }
