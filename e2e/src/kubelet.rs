@@ -895,6 +895,7 @@ pub struct ObjectMeta {
     /// The uid (a hash of the manifest for a static pod).
     pub uid: String,
     /// Annotations.
+    #[serde(deserialize_with = "null_as_default")]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -905,10 +906,13 @@ pub struct PodStatus {
     /// `Pending`, `Running`, `Succeeded`, `Failed`, `Unknown`.
     pub phase: String,
     /// `Ready`, `ContainersReady`, `Initialized`, `PodScheduled`, ...
+    #[serde(deserialize_with = "null_as_default")]
     pub conditions: Vec<PodCondition>,
     /// The app containers.
+    #[serde(deserialize_with = "null_as_default")]
     pub container_statuses: Vec<ContainerStatus>,
     /// The init containers.
+    #[serde(deserialize_with = "null_as_default")]
     pub init_container_statuses: Vec<ContainerStatus>,
     /// The pod's IP.
     #[serde(rename = "podIP")]
@@ -1045,11 +1049,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_pod_list_of_null_items_is_empty() {
-        let list: PodList = serde_json::from_str(
+    fn pod_lists_parse_with_go_nulls_and_missing_fields() {
+        let empty: PodList = serde_json::from_str(
             r#"{"kind":"PodList","apiVersion":"v1","metadata":{},"items":null}"#,
         )
         .unwrap();
-        assert!(list.items.is_empty());
+        assert!(empty.items.is_empty());
+        let list: PodList = serde_json::from_str(
+            r#"{"items":[{"metadata":{"name":"p-node","namespace":"e2e","uid":"u1","annotations":null},
+                "status":{"phase":"Running","podIP":"10.0.0.2","conditions":[{"type":"Ready","status":"True"}],
+                "initContainerStatuses":null,
+                "containerStatuses":[{"name":"c","ready":true,"restartCount":2,"containerID":"crius://abc",
+                  "state":{"running":{"startedAt":"2026-12-06T03:00:00Z"}},
+                  "lastState":{"terminated":{"exitCode":137,"reason":"Error","containerID":"crius://old"}}}]}}]}"#,
+        )
+        .unwrap();
+        let pod = &list.items[0];
+        assert_eq!(pod.condition("Ready"), Some(true));
+        assert_eq!(pod.condition("Initialized"), None);
+        assert_eq!(pod.status.pod_ip, "10.0.0.2");
+        let c = pod.container("c").unwrap();
+        assert_eq!((c.restart_count, c.cri_id()), (2, "abc"));
+        assert_eq!(c.last_state.terminated.as_ref().unwrap().exit_code, 137);
+        assert!(pod.init_container("c").is_none());
     }
 }

@@ -29,12 +29,18 @@ async fn wait_for_log_line(path: &Path, needle: &str, timeout: Duration) -> Stri
     .await
 }
 
-/// The message part of each CRI log line (`<time> <stream> <P|F> <message>`).
+/// The messages of a CRI log (`<time> <stream> <P|F> <message>` lines), partial lines
+/// joined with the lines that complete them.
 fn log_messages(text: &str) -> Vec<String> {
-    text.lines()
-        .filter_map(|l| l.splitn(4, ' ').nth(3))
-        .map(str::to_string)
-        .collect()
+    let mut out = Vec::new();
+    let mut partial = String::new();
+    for (_, _, tag, msg) in common::parse_cri_log(text) {
+        partial.push_str(&msg);
+        if tag != "P" {
+            out.push(std::mem::take(&mut partial));
+        }
+    }
+    out
 }
 
 fn container_id(pod: &Pod, name: &str) -> String {
@@ -173,4 +179,519 @@ spec:
     }
 
     kubelet.assert_no_unexplained_cri_errors(&[]);
+}
+
+/// A pod manifest: `name` in namespace `e2e`, a 1 s grace period, an emptyDir `state` at
+/// /state in every container, and `containers` (YAML list items, indented by two).
+fn manifest(name: &str, restart_policy: &str, containers: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: e2e
+spec:
+  restartPolicy: {restart_policy}
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: state
+    emptyDir: {{}}
+  containers:
+{containers}"#
+    )
+}
+
+/// A busybox container item for [`manifest`] running `script`, with extra YAML `more`
+/// (indented by four).
+fn container(name: &str, script: &str, more: &str) -> String {
+    format!(
+        r#"  - name: {name}
+    image: {image}
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", {script:?}]
+    volumeMounts: [{{name: state, mountPath: /state}}]
+{more}"#,
+        image = busybox()
+    )
+}
+
+/// Shell that counts this container's runs in the emptyDir and prints `<label> run <n>`.
+fn count_runs(label: &str) -> String {
+    format!(
+        "n=$(( $(cat /state/runs 2>/dev/null || echo 0) + 1 )); echo $n > /state/runs; echo {label} run $n"
+    )
+}
+
+#[tokio::test]
+async fn failing_liveness_probe_restarts_the_container_and_the_previous_log_stays_readable() {
+    let test = "failing_liveness_probe_restarts_the_container_and_the_previous_log_stays_readable";
+    // A 1 s back-off cap keeps the second restart quick.
+    let Some(kubelet) = Kubelet::builder()
+        .config(
+            "crashLoopBackOff",
+            serde_json::json!({"maxContainerRestartPeriod": "1s"}),
+        )
+        .start_or_skip(test)
+        .await
+    else {
+        return;
+    };
+    // Healthy for 2 s, then the probe's file goes and the probe fails.
+    let script = format!(
+        "{}; touch /tmp/healthy; sleep 2; rm /tmp/healthy; echo unhealthy now; exec sleep 3600",
+        count_runs("live")
+    );
+    let probe = r#"    livenessProbe:
+      exec: {command: ["cat", "/tmp/healthy"]}
+      periodSeconds: 1
+      failureThreshold: 1
+"#;
+    let yaml = manifest("liveness", "Always", &container("live", &script, probe));
+    kubelet.write_manifest("liveness", &yaml).unwrap();
+
+    let pod = kubelet
+        .wait_for_pod(
+            "liveness",
+            "restarted twice by its liveness probe",
+            Duration::from_secs(45),
+            |p| {
+                p.container("live")
+                    .is_some_and(|c| c.restart_count >= 2 && c.state.running.is_some())
+            },
+        )
+        .await
+        .unwrap();
+    let live = pod.container("live").unwrap();
+    let attempt = live.restart_count;
+    // The previous run was killed by the kubelet (SIGKILL after the 1 s grace: `sleep` as
+    // PID 1 ignores SIGTERM), not ended on its own.
+    let last = live
+        .last_state
+        .terminated
+        .as_ref()
+        .unwrap_or_else(|| panic!("no last state: {live:?}"));
+    assert_eq!(last.exit_code, 137, "{live:?}");
+
+    // This run's log and the previous run's, at <restart>.log, each with its own run.
+    let current = wait_for_log_line(
+        &kubelet.container_log_path(&pod, "live", attempt),
+        "live run",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        log_messages(&current)[0],
+        format!("live run {}", attempt + 1)
+    );
+    let previous_path = kubelet.container_log_path(&pod, "live", attempt - 1);
+    let previous = fs::read_to_string(&previous_path)
+        .unwrap_or_else(|e| panic!("previous log {}: {e}", previous_path.display()));
+    assert_eq!(
+        log_messages(&previous),
+        [format!("live run {attempt}"), "unhealthy now".to_string()],
+        "{previous}"
+    );
+    if let Some(out) = kubelet.crictl(&["logs", "--previous", live.cri_id()]) {
+        assert!(out.status.success(), "crictl logs --previous: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("live run {attempt}\nunhealthy now\n")
+        );
+    } else {
+        assert!(!crius_e2e::peers::in_ci(), "CI needs the crictl peer");
+    }
+
+    // The probe's own failures are exec results, never CRI errors.
+    kubelet.assert_no_unexplained_cri_errors(&[]);
+}
+
+#[tokio::test]
+async fn readiness_probe_flips_the_ready_condition_both_ways() {
+    let test = "readiness_probe_flips_the_ready_condition_both_ways";
+    let Some(kubelet) = Kubelet::builder().start_or_skip(test).await else {
+        return;
+    };
+    let probe = r#"    readinessProbe:
+      exec: {command: ["cat", "/tmp/ready"]}
+      periodSeconds: 1
+      failureThreshold: 1
+      successThreshold: 1
+"#;
+    let yaml = manifest(
+        "readiness",
+        "Always",
+        &container("server", "exec sleep 3600", probe),
+    );
+    kubelet.write_manifest("readiness", &yaml).unwrap();
+    let timeout = Duration::from_secs(30);
+    let ready_is = |want: bool| {
+        move |p: &Pod| {
+            p.container("server")
+                .is_some_and(|c| c.state.running.is_some() && c.ready == want)
+                && p.condition("Ready") == Some(want)
+                && p.condition("ContainersReady") == Some(want)
+        }
+    };
+    // Running but not ready: the probe's file is not there yet.
+    let pod = kubelet
+        .wait_for_pod(
+            "readiness",
+            "running, not ready",
+            POD_START,
+            ready_is(false),
+        )
+        .await
+        .unwrap();
+    let id = container_id(&pod, "server");
+    let mut rt = kubelet.crius.runtime_client().await.unwrap();
+
+    common::exec_ok(&mut rt, &id, &["touch", "/tmp/ready"]).await;
+    kubelet
+        .wait_for_pod(
+            "readiness",
+            "ready once the file is there",
+            timeout,
+            ready_is(true),
+        )
+        .await
+        .unwrap();
+    common::exec_ok(&mut rt, &id, &["rm", "/tmp/ready"]).await;
+    let pod = kubelet
+        .wait_for_pod(
+            "readiness",
+            "not ready once it is gone",
+            timeout,
+            ready_is(false),
+        )
+        .await
+        .unwrap();
+    // Readiness never restarts anything.
+    assert_eq!(pod.container("server").unwrap().restart_count, 0);
+    kubelet.assert_no_unexplained_cri_errors(&[]);
+}
+
+/// Seconds since the epoch of an RFC 3339 time, as Kubernetes writes them.
+fn epoch_seconds(time: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(time)
+        .unwrap_or_else(|e| panic!("not an RFC 3339 time: {time:?}: {e}"))
+        .timestamp()
+}
+
+#[tokio::test]
+async fn crashing_container_goes_through_the_kubelets_back_off() {
+    let test = "crashing_container_goes_through_the_kubelets_back_off";
+    // Back-off capped at 2 s (from 10 s): restarts are spaced out, yet a few fit in seconds.
+    let Some(kubelet) = Kubelet::builder()
+        .config(
+            "crashLoopBackOff",
+            serde_json::json!({"maxContainerRestartPeriod": "2s"}),
+        )
+        .start_or_skip(test)
+        .await
+    else {
+        return;
+    };
+    let script = format!("{}; exit 3", count_runs("crash"));
+    let yaml = manifest("crasher", "Always", &container("crasher", &script, ""));
+    kubelet.write_manifest("crasher", &yaml).unwrap();
+
+    // Watch every /pods answer: the waiting reasons seen, and for each restart the gap
+    // between the end of one run and the start of the next.
+    let mut reasons = std::collections::BTreeSet::new();
+    let mut gaps = std::collections::BTreeMap::new();
+    let full = kubelet.static_pod_name("crasher");
+    let pod = kubelet
+        .wait_for(
+            "the crasher restarted 3 times",
+            Duration::from_secs(45),
+            |list| {
+                let pod = list.items.iter().find(|p| p.metadata.name == full)?;
+                let c = pod.container("crasher")?;
+                if let Some(w) = &c.state.waiting {
+                    reasons.insert(w.reason.clone());
+                }
+                if let (Some(prev), Some(now)) = (&c.last_state.terminated, &c.state.terminated) {
+                    if prev.container_id != now.container_id {
+                        let gap = epoch_seconds(&now.started_at) - epoch_seconds(&prev.finished_at);
+                        gaps.insert(c.restart_count, gap);
+                    }
+                }
+                (c.restart_count >= 3 && reasons.contains("CrashLoopBackOff")).then(|| pod.clone())
+            },
+        )
+        .await
+        .unwrap();
+    let c = pod.container("crasher").unwrap();
+    let last = c.last_state.terminated.as_ref().expect("a last state");
+    assert_eq!(
+        (last.exit_code, last.reason.as_str()),
+        (3, "Error"),
+        "{c:?}"
+    );
+    assert_eq!(pod.status.phase, "Running", "{pod:?}");
+    // Each run ends at once. The kubelet restarts it right away the first time, then only
+    // after the back-off (2 s here, 10 s by default).
+    let backed_off: Vec<_> = gaps.iter().filter(|(restart, _)| **restart >= 2).collect();
+    assert!(
+        !backed_off.is_empty(),
+        "no restart after the first seen between two /pods answers ({gaps:?})"
+    );
+    for (restart, gap) in backed_off {
+        assert!(
+            *gap >= 2,
+            "restart {restart} came {gap} s after the run before: no back-off ({gaps:?})"
+        );
+    }
+    // The runs counted themselves in the emptyDir; the log of the current run says which.
+    let log = fs::read_to_string(kubelet.container_log_path(&pod, "crasher", c.restart_count))
+        .unwrap_or_default();
+    if !log.is_empty() {
+        assert_eq!(
+            log_messages(&log),
+            [format!("crash run {}", c.restart_count + 1)]
+        );
+    }
+    kubelet.assert_no_unexplained_cri_errors(&[]);
+}
+
+/// Every file of a container's log, oldest first: the rotated ones
+/// (`0.log.<time>[.gz]`, gunzipped) and then the current one; with their names.
+fn read_rotated_logs(current: &Path) -> Vec<(String, String)> {
+    let dir = current.parent().expect("a log dir");
+    let base = current.file_name().unwrap().to_string_lossy().into_owned();
+    let mut rotated: Vec<String> = common::dir_entries(dir)
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("{base}.")) && !n.ends_with(".tmp"))
+        .collect();
+    // `0.log.20261206-031500` sorts by its time, with or without `.gz`.
+    rotated.sort_by_key(|n| n.trim_end_matches(".gz").to_string());
+    let mut out = Vec::new();
+    for name in rotated.into_iter().chain(std::iter::once(base)) {
+        let path = dir.join(&name);
+        let Ok(bytes) = fs::read(&path) else {
+            continue; // rotated or compressed away meanwhile
+        };
+        let text = if name.ends_with(".gz") {
+            let mut text = String::new();
+            let mut gz = flate2::read::GzDecoder::new(&bytes[..]);
+            if std::io::Read::read_to_string(&mut gz, &mut text).is_err() {
+                continue;
+            }
+            text
+        } else {
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        out.push((name, text));
+    }
+    out
+}
+
+#[tokio::test]
+async fn kubelet_rotates_container_logs_through_reopen_without_losing_or_repeating_a_line() {
+    let test = "kubelet_rotates_container_logs_through_reopen_without_losing_or_repeating_a_line";
+    // 1 KiB logs checked every 3 s (the kubelet's minimum interval); 10 files kept, so
+    // every rotated file of the run is still there at the end.
+    let Some(kubelet) = Kubelet::builder()
+        .container_log_max("1Ki", 10)
+        .config("containerLogMonitorInterval", serde_json::json!("3s"))
+        .start_or_skip(test)
+        .await
+    else {
+        return;
+    };
+    const LINES: u32 = 600;
+    // ~50 lines a second for ~12 s: ~2.5 KiB of log a second, rotated at each check.
+    let script = format!(
+        "i=0; while [ $i -lt {LINES} ]; do i=$((i+1)); echo line $i; sleep 0.02; done; echo done; exec sleep 3600"
+    );
+    let yaml = manifest("logger", "Always", &container("counter", &script, ""));
+    kubelet.write_manifest("logger", &yaml).unwrap();
+    let pod = kubelet.wait_running("logger", POD_START).await.unwrap();
+    let current = kubelet.container_log_path(&pod, "counter", 0);
+
+    // Once the counter is done and the files settle, the lines of all files, oldest first,
+    // are 1..=LINES, each once. A read that races a rotation or a compression is retried.
+    let want: Vec<String> = (1..=LINES)
+        .map(|i| format!("line {i}"))
+        .chain(std::iter::once("done".to_string()))
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let files = loop {
+        let files = read_rotated_logs(&current);
+        let got: Vec<String> = files.iter().flat_map(|(_, t)| log_messages(t)).collect();
+        if got == want {
+            break files;
+        }
+        if std::time::Instant::now() >= deadline {
+            let mut seen = std::collections::BTreeMap::<&str, u32>::new();
+            for line in &got {
+                *seen.entry(line.as_str()).or_default() += 1;
+            }
+            let missing: Vec<&String> = want
+                .iter()
+                .filter(|w| !seen.contains_key(w.as_str()))
+                .collect();
+            let repeated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+            let names: Vec<&String> = files.iter().map(|(n, _)| n).collect();
+            panic!(
+                "the log files {names:?} hold {} lines; missing {missing:?}; repeated {repeated:?}; out of order: {}\n{}",
+                got.len(),
+                missing.is_empty() && repeated.is_empty(),
+                kubelet.log_tail(40)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    let rotated = names.len() - 1;
+    assert!(
+        rotated >= 2,
+        "the kubelet rotated the log {rotated} times: {names:?}"
+    );
+    // Each rotation renamed the file and had crius reopen it.
+    let crius_log = kubelet.crius.log();
+    let reopens = crius_log
+        .lines()
+        .filter(|l| l.contains("method=\"ReopenContainerLog\"") && l.contains(" ok "))
+        .count();
+    assert!(
+        reopens >= rotated,
+        "{rotated} rotations but {reopens} ReopenContainerLog calls answered ok"
+    );
+    kubelet.assert_no_unexplained_cri_errors(&[]);
+}
+
+/// Every cgroup below `root` (in every hierarchy) whose name holds `needle`.
+fn cgroups_named(root: &str, needle: &str) -> Vec<String> {
+    fn walk(dir: &Path, needle: &str, out: &mut Vec<String>) {
+        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                if entry.file_name().to_string_lossy().contains(needle) {
+                    out.push(entry.path().display().to_string());
+                }
+                walk(&entry.path(), needle, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for dir in common::cgroup_dirs(root) {
+        walk(&dir, needle, &mut out);
+    }
+    out
+}
+
+#[tokio::test]
+async fn removing_the_manifest_stops_and_removes_the_pod_leaving_nothing() {
+    let test = "removing_the_manifest_stops_and_removes_the_pod_leaving_nothing";
+    let Some(kubelet) = Kubelet::builder().start_or_skip(test).await else {
+        return;
+    };
+    let yaml = manifest(
+        "doomed",
+        "Always",
+        &format!(
+            "{}{}",
+            container("first", "exec sleep 3600", ""),
+            container("second", "exec sleep 3600", "")
+        ),
+    );
+    kubelet.write_manifest("doomed", &yaml).unwrap();
+    let pod = kubelet.wait_running("doomed", POD_START).await.unwrap();
+    let uid = pod.metadata.uid.clone();
+    let crius = &kubelet.crius;
+    let mut rt = crius.runtime_client().await.unwrap();
+
+    // What the pod holds while it runs: a sandbox, its netns, a veth on the bridge, an IP,
+    // mounts (rootfs, shm), the kubelet's pod cgroup and crius's cgroups below it.
+    let pods = common::list_pods(&mut rt, None).await;
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    assert_eq!(pods[0].metadata.as_ref().unwrap().uid, uid);
+    assert_eq!(common::netns_pins(crius).len(), 1);
+    let bridge = crius.bridge.as_ref().unwrap();
+    let brif = Path::new("/sys/class/net").join(&bridge.name).join("brif");
+    assert_eq!(
+        common::dir_entries(&brif).len(),
+        1,
+        "one veth on {}",
+        bridge.name
+    );
+    assert_eq!(
+        common::ipam_reserved(crius),
+        vec![pod.status.pod_ip.clone()]
+    );
+    assert!(!common::mounts_under(&crius.dir).is_empty());
+    let pod_cgroup = format!("pod{uid}");
+    assert!(
+        !cgroups_named(&kubelet.cgroup_root, &pod_cgroup).is_empty(),
+        "no kubelet pod cgroup {pod_cgroup} under {}",
+        kubelet.cgroup_root
+    );
+    assert_eq!(
+        cgroups_named(&kubelet.cgroup_root, "crius-").len() % 3,
+        0,
+        "crius's cgroups: the pause and two containers, in each hierarchy"
+    );
+
+    kubelet.remove_manifest("doomed").unwrap();
+    kubelet
+        .wait_gone("doomed", Duration::from_secs(30))
+        .await
+        .unwrap();
+    // The kubelet stops the pod at once and removes its sandbox at its next container
+    // garbage collection (once a minute, counted from its start).
+    common::eventually(
+        "crius holds no pod and no container",
+        Duration::from_secs(75),
+        || {
+            let mut rt = rt.clone();
+            async move {
+                let pods = common::list_pods(&mut rt, None).await;
+                let ctrs = rt
+                    .list_containers(crius_e2e::cri::ListContainersRequest { filter: None })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .containers;
+                (pods.is_empty() && ctrs.is_empty()).then_some(())
+            }
+        },
+    )
+    .await;
+    // No pod record, netns, mount (under crius's root and run dir and the kubelet's root,
+    // all inside the test dir), veth or IP is left ...
+    common::assert_nothing_left(crius, &mut rt).await;
+    // ... nor any cgroup of the pod, the kubelet's or crius's, in any hierarchy.
+    common::eventually(
+        "the pod's cgroups are gone",
+        Duration::from_secs(10),
+        || {
+            let left: Vec<String> = cgroups_named(&kubelet.cgroup_root, &pod_cgroup)
+                .into_iter()
+                .chain(cgroups_named(&kubelet.cgroup_root, "crius-"))
+                .collect();
+            async move { left.is_empty().then_some(()) }
+        },
+    )
+    .await;
+    // The kubelet's own record of the pod goes too.
+    let pod_dir = kubelet.root_dir.join("pods").join(&uid);
+    common::eventually(
+        "the kubelet removed its pod dir",
+        Duration::from_secs(10),
+        || {
+            let gone = !pod_dir.exists();
+            async move { gone.then_some(()) }
+        },
+    )
+    .await;
+    kubelet.assert_no_unexplained_cri_errors(&[
+        // The kubelet's container deletor runs at every ContainerDied event over the pod
+        // status it cached, so a later pass asks for containers an earlier one removed:
+        // NotFound is the answer it needs (it logs the same with containerd).
+        r#"DeleteContainer returned error"#,
+        r#""ContainerStatus from runtime service failed" err="rpc error: code = NotFound desc = container"#,
+        // The kubelet cancels the sync of a pod whose manifest went, calls in flight
+        // included: its own context ended the call (Canceled comes from the client).
+        r#""Version from runtime service failed" err="rpc error: code = Canceled desc = context canceled""#,
+    ]);
 }
