@@ -5,68 +5,11 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use crius_e2e::{cri, CriusDaemon};
-
-/// A daemon with busybox pulled and one pod running.
-struct PodFixture {
-    daemon: CriusDaemon,
-    rt: Runtime,
-    pod: String,
-    config: cri::PodSandboxConfig,
-}
-
-async fn pod_fixture(name: &str) -> PodFixture {
-    let daemon = bridge_daemon().await;
-    let (mut rt, mut images) = clients(&daemon).await;
-    pull(&mut images, &busybox()).await;
-    let config = pod_config(&daemon, name);
-    let pod = run_pod(&mut rt, &config).await;
-    PodFixture {
-        daemon,
-        rt,
-        pod,
-        config,
-    }
-}
-
-impl PodFixture {
-    async fn run(&mut self, config: cri::ContainerConfig) -> String {
-        run_container(&mut self.rt, &self.pod, &self.config, config).await
-    }
-
-    async fn create(&mut self, config: cri::ContainerConfig) -> String {
-        create(&mut self.rt, &self.pod, &self.config, config).await
-    }
-
-    fn log_dir(&self) -> PathBuf {
-        PathBuf::from(&self.config.log_directory)
-    }
-
-    /// The pid of a running container's init process, from verbose ContainerStatus.
-    async fn pid(&mut self, id: &str) -> u32 {
-        let reply = self
-            .rt
-            .container_status(cri::ContainerStatusRequest {
-                container_id: id.to_string(),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let info: serde_json::Value =
-            serde_json::from_str(reply.info.get("info").expect("verbose info")).unwrap();
-        info["pid"].as_u64().expect("pid") as u32
-    }
-
-    async fn finish(mut self) {
-        remove_pod(&mut self.rt, &self.pod).await;
-        assert_nothing_left(&self.daemon, &mut self.rt).await;
-    }
-}
+use crius_e2e::cri;
 
 fn state(s: cri::ContainerState) -> i32 {
     s as i32

@@ -19,6 +19,7 @@ use crate::model::{
     new_id, now_ns, ContainerRecord, ContainerState, PodRecord, PodState, ProcessUser,
 };
 use crate::podfiles::PodFiles;
+use crate::signal::{self, parse_signal};
 use crate::undo::Undo;
 use crate::validate;
 
@@ -27,26 +28,6 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) fn container_name_key(pod_id: &str, md: &cri::ContainerMetadata) -> String {
     format!("{pod_id}/{}/{}", md.name, md.attempt)
-}
-
-/// The signal number of an image's StopSignal ("SIGTERM", "TERM", "15").
-pub(crate) fn parse_signal(name: &str) -> Option<i32> {
-    let name = name.trim();
-    if name.is_empty() {
-        return None;
-    }
-    if let Ok(n) = name.parse::<i32>() {
-        return (1..=64).contains(&n).then_some(n);
-    }
-    let upper = name.to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    full.parse::<nix::sys::signal::Signal>()
-        .ok()
-        .map(|s| s as i32)
 }
 
 impl Daemon {
@@ -233,14 +214,16 @@ impl Daemon {
             });
         }
         let image_config = self.images.image_config(&rec.image_id)?;
-        if let Some(sig) = image_config
+        // The kubelet's stop signal (lifecycle.stopSignal), else the image's, else
+        // SIGTERM. Kept in the record, so StopContainer uses it after a restart too.
+        let image_signal = image_config
             .config()
             .as_ref()
             .and_then(|c| c.stop_signal().clone())
-            .and_then(|s| parse_signal(&s))
-        {
-            rec.stop_signal = sig;
-        }
+            .and_then(|s| parse_signal(&s));
+        rec.stop_signal = signal::cri_to_number(rec.config.stop_signal())
+            .or(image_signal)
+            .unwrap_or(libc::SIGTERM);
         rec.log_path = self.log_path(pod, &rec.config)?;
         let oci = self.with_pod_context(pod, |pod_ctx| {
             let ctx = spec::ContainerContext {
@@ -646,20 +629,4 @@ impl Daemon {
 
 fn exit_time_ns(s: &crius_oci::monitor::ExitStatus) -> i64 {
     s.exited_at.timestamp_nanos_opt().unwrap_or_else(now_ns)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stop_signals_parse_in_every_spelling() {
-        assert_eq!(parse_signal("SIGTERM"), Some(15));
-        assert_eq!(parse_signal("term"), Some(15));
-        assert_eq!(parse_signal("SIGQUIT"), Some(3));
-        assert_eq!(parse_signal("9"), Some(9));
-        assert_eq!(parse_signal(""), None);
-        assert_eq!(parse_signal("SIGNOPE"), None);
-        assert_eq!(parse_signal("99"), None);
-    }
 }

@@ -88,7 +88,8 @@ pub struct ContainerRecord {
     pub image_name: String,
     /// A repo digest of the image, if known, for `image_ref`.
     pub image_ref: String,
-    /// The signal that asks the process to stop (from the image's StopSignal).
+    /// The kernel number of the signal StopContainer sends first: the config's
+    /// stop_signal, else the image's StopSignal, else SIGTERM.
     pub stop_signal: i32,
     /// Where the monitor writes the log; `None` when the pod has no log dir.
     pub log_path: Option<PathBuf>,

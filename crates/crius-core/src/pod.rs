@@ -588,6 +588,39 @@ impl Daemon {
         Ok(())
     }
 
+    /// UpdatePodSandboxResources: the kubelet's new pod-level resources after an in-place
+    /// resize. The kubelet itself writes the pod cgroup's limits (it owns that cgroup, and
+    /// calls this after doing so), so crius checks the values and keeps them in the pod's
+    /// record, as CRI-O and containerd do; the containers' own limits come through
+    /// UpdateContainerResources.
+    pub async fn update_pod_resources(
+        &self,
+        id: &str,
+        overhead: Option<cri::LinuxContainerResources>,
+        resources: Option<cri::LinuxContainerResources>,
+    ) -> Result<()> {
+        let entry = self.pod_entry(id)?;
+        for (what, res) in [("overhead", &overhead), ("resources", &resources)] {
+            if let Some(res) = res {
+                spec::linux_resources(res, spec::CgroupHost::probe())
+                    .map_err(|e| Error::from(e).at_step(format!("check pod {id} {what}")))?;
+            }
+        }
+        let _op = entry.op.lock().await;
+        let mut pod = entry.get();
+        let linux = pod.config.linux.get_or_insert_with(Default::default);
+        if overhead.is_some() {
+            linux.overhead = overhead;
+        }
+        if resources.is_some() {
+            linux.resources = resources;
+        }
+        self.pod_records.write(&pod.id, &pod)?;
+        entry.update(|r| *r = pod);
+        info!(pod_id = %id, "pod sandbox resources updated");
+        Ok(())
+    }
+
     /// A pod's record, for PodSandboxStatus.
     pub fn pod_status(&self, id: &str) -> Result<PodRecord> {
         Ok(self.pod_entry(id)?.get())

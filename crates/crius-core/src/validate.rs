@@ -185,6 +185,12 @@ pub fn container_config(config: &cri::ContainerConfig) -> Result<()> {
     for kv in &config.envs {
         env_var(&md.name, kv)?;
     }
+    if cri::Signal::try_from(config.stop_signal).is_err() {
+        return Err(invalid(format!(
+            "container {:?}: stop_signal {} is not a CRI signal",
+            md.name, config.stop_signal
+        )));
+    }
     no_nul("log_path", &config.log_path)?;
     if config.log_path.starts_with('/') || has_dotdot(&config.log_path) {
         return Err(invalid(format!(
@@ -364,6 +370,12 @@ mod tests {
         let err = env(b"\xff\xfe").unwrap_err().to_string();
         assert!(err.contains("\"K\" is not UTF-8"), "{err}");
         assert!(env(b"a\0b").is_err());
+        let mut c = good.clone();
+        c.stop_signal = cri::Signal::Sigrtmax as i32;
+        assert!(container_config(&c).is_ok());
+        c.stop_signal = 66;
+        let err = container_config(&c).unwrap_err().to_string();
+        assert!(err.contains("stop_signal 66"), "{err}");
         let mut c = good.clone();
         c.linux = Some(cri::LinuxContainerConfig {
             security_context: Some(cri::LinuxContainerSecurityContext {

@@ -116,7 +116,7 @@ pub fn container_status(c: &ContainerRecord) -> cri::ContainerStatus {
                 supplemental_groups: u.groups.iter().map(|g| i64::from(*g)).collect(),
             }),
         }),
-        stop_signal: cri::Signal::RuntimeDefault as i32,
+        stop_signal: crius_core::cri_signal(c.stop_signal) as i32,
     }
 }
 

@@ -5,6 +5,7 @@
 mod container;
 mod events;
 mod image;
+mod list_stream;
 mod pod;
 mod runtime_info;
 mod stats;
@@ -359,10 +360,14 @@ impl RuntimeService for Runtime {
 
     async fn stream_pod_sandboxes(
         &self,
-        _req: Request<cri::StreamPodSandboxesRequest>,
+        req: Request<cri::StreamPodSandboxesRequest>,
     ) -> Reply<Self::StreamPodSandboxesStream> {
+        let filter = req.into_inner().filter;
         traced("StreamPodSandboxes", Ids::none(), async {
-            Err(unimplemented("StreamPodSandboxes"))
+            let items = pod::list(&self.daemon, cri::ListPodSandboxRequest { filter }).items;
+            Ok(Box::pin(list_stream::chunked(items, |pod_sandboxes| {
+                cri::StreamPodSandboxesResponse { pod_sandboxes }
+            })) as Self::StreamPodSandboxesStream)
         })
         .await
     }
@@ -371,10 +376,16 @@ impl RuntimeService for Runtime {
 
     async fn stream_containers(
         &self,
-        _req: Request<cri::StreamContainersRequest>,
+        req: Request<cri::StreamContainersRequest>,
     ) -> Reply<Self::StreamContainersStream> {
+        let filter = req.into_inner().filter;
         traced("StreamContainers", Ids::none(), async {
-            Err(unimplemented("StreamContainers"))
+            let items = container::list(&self.daemon, cri::ListContainersRequest { filter });
+            Ok(
+                Box::pin(list_stream::chunked(items.containers, |containers| {
+                    cri::StreamContainersResponse { containers }
+                })) as Self::StreamContainersStream,
+            )
         })
         .await
     }
@@ -383,10 +394,17 @@ impl RuntimeService for Runtime {
 
     async fn stream_container_stats(
         &self,
-        _req: Request<cri::StreamContainerStatsRequest>,
+        req: Request<cri::StreamContainerStatsRequest>,
     ) -> Reply<Self::StreamContainerStatsStream> {
+        let filter = req.into_inner().filter;
         traced("StreamContainerStats", Ids::none(), async {
-            Err(unimplemented("StreamContainerStats"))
+            let items =
+                stats::list_containers(&self.daemon, cri::ListContainerStatsRequest { filter });
+            Ok(
+                Box::pin(list_stream::chunked(items.stats, |container_stats| {
+                    cri::StreamContainerStatsResponse { container_stats }
+                })) as Self::StreamContainerStatsStream,
+            )
         })
         .await
     }
@@ -395,10 +413,16 @@ impl RuntimeService for Runtime {
 
     async fn stream_pod_sandbox_stats(
         &self,
-        _req: Request<cri::StreamPodSandboxStatsRequest>,
+        req: Request<cri::StreamPodSandboxStatsRequest>,
     ) -> Reply<Self::StreamPodSandboxStatsStream> {
+        let filter = req.into_inner().filter;
         traced("StreamPodSandboxStats", Ids::none(), async {
-            Err(unimplemented("StreamPodSandboxStats"))
+            let items = stats::list_pods(&self.daemon, cri::ListPodSandboxStatsRequest { filter });
+            Ok(
+                Box::pin(list_stream::chunked(items.stats, |pod_sandbox_stats| {
+                    cri::StreamPodSandboxStatsResponse { pod_sandbox_stats }
+                })) as Self::StreamPodSandboxStatsStream,
+            )
         })
         .await
     }
@@ -410,7 +434,14 @@ impl RuntimeService for Runtime {
         _req: Request<cri::StreamPodSandboxMetricsRequest>,
     ) -> Reply<Self::StreamPodSandboxMetricsStream> {
         traced("StreamPodSandboxMetrics", Ids::none(), async {
-            Err(unimplemented("StreamPodSandboxMetrics"))
+            // As ListPodSandboxMetrics: no metrics beyond the CRI stats.
+            Ok(
+                Box::pin(list_stream::chunked(Vec::new(), |pod_sandbox_metrics| {
+                    cri::StreamPodSandboxMetricsResponse {
+                        pod_sandbox_metrics,
+                    }
+                })) as Self::StreamPodSandboxMetricsStream,
+            )
         })
         .await
     }
@@ -442,7 +473,7 @@ impl RuntimeService for Runtime {
     ) -> Reply<cri::UpdatePodSandboxResourcesResponse> {
         let id = req.get_ref().pod_sandbox_id.clone();
         traced("UpdatePodSandboxResources", Ids::pod(&id), async {
-            Err(unimplemented("UpdatePodSandboxResources"))
+            pod::update_resources(&self.daemon, req.into_inner()).await
         })
         .await
     }
@@ -504,10 +535,14 @@ impl ImageService for Images {
 
     async fn stream_images(
         &self,
-        _req: Request<cri::StreamImagesRequest>,
+        req: Request<cri::StreamImagesRequest>,
     ) -> Reply<Self::StreamImagesStream> {
+        let filter = req.into_inner().filter;
         traced("StreamImages", Ids::none(), async {
-            Err(unimplemented("StreamImages"))
+            let items = image::list(&self.daemon, cri::ListImagesRequest { filter })?;
+            Ok(Box::pin(list_stream::chunked(items.images, |images| {
+                cri::StreamImagesResponse { images }
+            })) as Self::StreamImagesStream)
         })
         .await
     }

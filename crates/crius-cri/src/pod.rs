@@ -1,5 +1,5 @@
 //! Pod sandbox RPCs: RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus,
-//! ListPodSandbox.
+//! ListPodSandbox, UpdatePodSandboxResources.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -54,6 +54,21 @@ pub async fn remove(
         .await
         .map_err(to_status)?;
     Ok(cri::RemovePodSandboxResponse {})
+}
+
+/// UpdatePodSandboxResources.
+pub async fn update_resources(
+    daemon: &Daemon,
+    req: cri::UpdatePodSandboxResourcesRequest,
+) -> Result<cri::UpdatePodSandboxResourcesResponse, Status> {
+    if req.pod_sandbox_id.is_empty() {
+        return Err(invalid("UpdatePodSandboxResources needs a pod_sandbox_id"));
+    }
+    daemon
+        .update_pod_resources(&req.pod_sandbox_id, req.overhead, req.resources)
+        .await
+        .map_err(to_status)?;
+    Ok(cri::UpdatePodSandboxResourcesResponse {})
 }
 
 /// The CRI view of a pod record.

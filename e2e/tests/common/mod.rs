@@ -544,3 +544,89 @@ pub async fn wait_runtime_state_gone(daemon: &CriusDaemon, id: &str) {
     )
     .await;
 }
+
+/// A daemon with busybox pulled and one pod running.
+pub struct PodFixture {
+    pub daemon: CriusDaemon,
+    pub rt: Runtime,
+    pub images: Images,
+    pub pod: String,
+    pub config: cri::PodSandboxConfig,
+}
+
+/// A bridge-network daemon, busybox pulled, and a pod named `name` running in it.
+pub async fn pod_fixture(name: &str) -> PodFixture {
+    let daemon = bridge_daemon().await;
+    let (mut rt, mut images) = clients(&daemon).await;
+    pull(&mut images, &busybox()).await;
+    let config = pod_config(&daemon, name);
+    let pod = run_pod(&mut rt, &config).await;
+    PodFixture {
+        daemon,
+        rt,
+        images,
+        pod,
+        config,
+    }
+}
+
+impl PodFixture {
+    /// CreateContainer and StartContainer in the pod.
+    pub async fn run(&mut self, config: cri::ContainerConfig) -> String {
+        run_container(&mut self.rt, &self.pod, &self.config, config).await
+    }
+
+    /// CreateContainer in the pod; panics on failure.
+    pub async fn create(&mut self, config: cri::ContainerConfig) -> String {
+        create(&mut self.rt, &self.pod, &self.config, config).await
+    }
+
+    /// CreateContainer in the pod; the status on failure goes to the caller.
+    pub async fn try_create(
+        &mut self,
+        config: cri::ContainerConfig,
+    ) -> Result<String, tonic::Status> {
+        self.rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: self.pod.clone(),
+                config: Some(config),
+                sandbox_config: Some(self.config.clone()),
+            })
+            .await
+            .map(|r| r.into_inner().container_id)
+    }
+
+    /// The pod's log directory.
+    pub fn log_dir(&self) -> PathBuf {
+        PathBuf::from(&self.config.log_directory)
+    }
+
+    /// The pid of a running container's init process, from verbose ContainerStatus.
+    pub async fn pid(&mut self, id: &str) -> u32 {
+        let reply = self
+            .rt
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.to_string(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let info: serde_json::Value =
+            serde_json::from_str(reply.info.get("info").expect("verbose info")).unwrap();
+        info["pid"].as_u64().expect("pid") as u32
+    }
+
+    /// Restarts the daemon (SIGTERM, then the same dirs and config) and reconnects.
+    pub async fn restart_daemon(&mut self) {
+        self.daemon.stop().await.expect("stop daemon");
+        self.daemon.restart().await.expect("restart daemon");
+        (self.rt, self.images) = clients(&self.daemon).await;
+    }
+
+    /// Removes the pod and checks that nothing of it is left.
+    pub async fn finish(mut self) {
+        remove_pod(&mut self.rt, &self.pod).await;
+        assert_nothing_left(&self.daemon, &mut self.rt).await;
+    }
+}

@@ -1,0 +1,285 @@
+//! What the CRI of Kubernetes 1.37 added beyond the older API crius spoke, through the
+//! socket: the container stop signal, UpdatePodSandboxResources, the Stream* list RPCs,
+//! env values as bytes, and image volumes.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+use crius_e2e::{cri, parse_info};
+use tonic::Code;
+
+async fn stop(rt: &mut Runtime, id: &str, timeout: i64) -> Duration {
+    let started = Instant::now();
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.to_string(),
+        timeout,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("StopContainer {id}: {e:?}"));
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn the_configured_stop_signal_is_sent_kept_across_a_restart_and_reported() {
+    let mut f = pod_fixture("stopsignal").await;
+    // As PID 1, sh ignores SIGTERM unless it traps it: only the USR1 trap ends it early,
+    // with 42; SIGTERM would leave it to the SIGKILL (137) after the grace period.
+    let script = "trap 'exit 42' USR1; while true; do sleep 0.05; done";
+    let mut usr1 = shell("usr1", script);
+    usr1.stop_signal = cri::Signal::Sigusr1 as i32;
+    let a = f.run(usr1.clone()).await;
+    let mut again = usr1.clone();
+    again.metadata.as_mut().unwrap().name = "usr1-restart".into();
+    let b = f.run(again).await;
+    let plain = f.run(shell("plain", script)).await;
+
+    let st = container_status(&mut f.rt, &a).await;
+    assert_eq!(st.stop_signal(), cri::Signal::Sigusr1, "{st:?}");
+    // No signal asked for and none in the image: SIGTERM, and it says so.
+    let st = container_status(&mut f.rt, &plain).await;
+    assert_eq!(st.stop_signal(), cri::Signal::Sigterm, "{st:?}");
+
+    let took = stop(&mut f.rt, &a, 20).await;
+    let st = container_status(&mut f.rt, &a).await;
+    assert_eq!(st.exit_code, 42, "USR1 was not what stopped it: {st:?}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+
+    // The record keeps the signal: a restarted daemon sends the same one.
+    f.restart_daemon().await;
+    let st = container_status(&mut f.rt, &b).await;
+    assert_eq!(st.state(), cri::ContainerState::ContainerRunning, "{st:?}");
+    assert_eq!(st.stop_signal(), cri::Signal::Sigusr1, "{st:?}");
+    stop(&mut f.rt, &b, 20).await;
+    assert_eq!(container_status(&mut f.rt, &b).await.exit_code, 42);
+
+    // SIGTERM is ignored by the plain one: it is killed after its 1 s.
+    let took = stop(&mut f.rt, &plain, 1).await;
+    assert!(took >= Duration::from_secs(1), "took {took:?}");
+    assert_eq!(container_status(&mut f.rt, &plain).await.exit_code, 137);
+
+    // A number that is no CRI signal is refused, naming the field.
+    let mut bad = shell("bad-signal", "true");
+    bad.stop_signal = 99;
+    let err = f.try_create(bad).await.expect_err("signal 99 accepted");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("stop_signal 99"), "{err:?}");
+    f.finish().await;
+}
+
+async fn pod_config_json(rt: &mut Runtime, pod: &str) -> serde_json::Value {
+    let reply = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.to_string(),
+            verbose: true,
+        })
+        .await
+        .expect("PodSandboxStatus")
+        .into_inner();
+    parse_info(&reply.info, "info").expect("verbose info")["config"].clone()
+}
+
+#[tokio::test]
+async fn update_pod_sandbox_resources_is_kept_for_a_known_pod_and_refused_otherwise() {
+    let mut f = pod_fixture("podresize").await;
+    let resources = cri::LinuxContainerResources {
+        cpu_shares: 512,
+        cpu_quota: 50_000,
+        cpu_period: 100_000,
+        memory_limit_in_bytes: 256 << 20,
+        ..Default::default()
+    };
+    let overhead = cri::LinuxContainerResources {
+        cpu_shares: 8,
+        memory_limit_in_bytes: 16 << 20,
+        ..Default::default()
+    };
+    f.rt.update_pod_sandbox_resources(cri::UpdatePodSandboxResourcesRequest {
+        pod_sandbox_id: f.pod.clone(),
+        overhead: Some(overhead),
+        resources: Some(resources),
+    })
+    .await
+    .expect("UpdatePodSandboxResources");
+    let check = |config: serde_json::Value| {
+        let linux = &config["linux"];
+        assert_eq!(linux["resources"]["cpu_shares"], 512, "{config}");
+        assert_eq!(linux["resources"]["memory_limit_in_bytes"], 256 << 20);
+        assert_eq!(linux["overhead"]["memory_limit_in_bytes"], 16 << 20);
+    };
+    check(pod_config_json(&mut f.rt, &f.pod).await);
+    f.restart_daemon().await;
+    check(pod_config_json(&mut f.rt, &f.pod).await);
+
+    let call = |pod: &str, shares: i64| cri::UpdatePodSandboxResourcesRequest {
+        pod_sandbox_id: pod.to_string(),
+        overhead: None,
+        resources: Some(cri::LinuxContainerResources {
+            cpu_shares: shares,
+            ..Default::default()
+        }),
+    };
+    let unknown = "0".repeat(64);
+    let err =
+        f.rt.update_pod_sandbox_resources(call(&unknown, 2))
+            .await
+            .expect_err("unknown pod accepted");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err =
+        f.rt.update_pod_sandbox_resources(call("", 2))
+            .await
+            .expect_err("empty id accepted");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let err =
+        f.rt.update_pod_sandbox_resources(call(&f.pod, -5))
+            .await
+            .expect_err("negative shares accepted");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains(&f.pod), "{err:?}");
+    // The refused update changed nothing.
+    check(pod_config_json(&mut f.rt, &f.pod).await);
+    f.finish().await;
+}
+
+/// Collects a server stream; each message's items through `items`.
+async fn collect<M, T>(
+    reply: Result<tonic::Response<tonic::Streaming<M>>, tonic::Status>,
+    items: impl Fn(M) -> Vec<T>,
+) -> Vec<T> {
+    let mut stream = reply.expect("stream call").into_inner();
+    let mut out = Vec::new();
+    while let Some(msg) = stream.message().await.expect("stream message") {
+        out.extend(items(msg));
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_stream_rpcs_answer_what_the_list_rpcs_answer() {
+    let mut f = pod_fixture("streams").await;
+    let one = f.run(shell("one", "sleep 3600")).await;
+    let two = f.run(shell("two", "sleep 3600")).await;
+    let other_config = pod_config(&f.daemon, "streams-other");
+    let other = run_pod(&mut f.rt, &other_config).await;
+
+    let pods: BTreeSet<String> = collect(
+        f.rt.stream_pod_sandboxes(cri::StreamPodSandboxesRequest { filter: None })
+            .await,
+        |m| m.pod_sandboxes.into_iter().map(|p| p.id).collect(),
+    )
+    .await
+    .into_iter()
+    .collect();
+    assert_eq!(pods, BTreeSet::from([f.pod.clone(), other.clone()]));
+
+    let filter = cri::ContainerFilter {
+        pod_sandbox_id: f.pod.clone(),
+        ..Default::default()
+    };
+    let ctrs: BTreeSet<String> = collect(
+        f.rt.stream_containers(cri::StreamContainersRequest {
+            filter: Some(filter.clone()),
+        })
+        .await,
+        |m| m.containers.into_iter().map(|c| c.id).collect(),
+    )
+    .await
+    .into_iter()
+    .collect();
+    assert_eq!(ctrs, BTreeSet::from([one.clone(), two.clone()]));
+
+    let stats: Vec<cri::ContainerStats> = collect(
+        f.rt.stream_container_stats(cri::StreamContainerStatsRequest {
+            filter: Some(cri::ContainerStatsFilter {
+                id: one.clone(),
+                ..Default::default()
+            }),
+        })
+        .await,
+        |m| m.container_stats,
+    )
+    .await;
+    assert_eq!(stats.len(), 1, "{stats:?}");
+    assert_eq!(stats[0].attributes.as_ref().unwrap().id, one);
+    assert!(stats[0]
+        .memory
+        .as_ref()
+        .unwrap()
+        .working_set_bytes
+        .is_some());
+
+    let pod_stats: BTreeSet<String> = collect(
+        f.rt.stream_pod_sandbox_stats(cri::StreamPodSandboxStatsRequest { filter: None })
+            .await,
+        |m| {
+            m.pod_sandbox_stats
+                .into_iter()
+                .map(|s| s.attributes.unwrap().id)
+                .collect()
+        },
+    )
+    .await
+    .into_iter()
+    .collect();
+    assert_eq!(pod_stats, BTreeSet::from([f.pod.clone(), other.clone()]));
+
+    let listed: BTreeSet<String> = f
+        .images
+        .list_images(cri::ListImagesRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .images
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    let streamed: BTreeSet<String> = collect(
+        f.images
+            .stream_images(cri::StreamImagesRequest { filter: None })
+            .await,
+        |m| m.images.into_iter().map(|i| i.id).collect(),
+    )
+    .await
+    .into_iter()
+    .collect();
+    assert_eq!(streamed, listed);
+    assert!(!streamed.is_empty());
+
+    // As ListPodSandboxMetrics: a clean, empty answer.
+    let metrics = collect(
+        f.rt.stream_pod_sandbox_metrics(cri::StreamPodSandboxMetricsRequest {})
+            .await,
+        |m| m.pod_sandbox_metrics,
+    )
+    .await;
+    assert!(metrics.is_empty(), "{metrics:?}");
+
+    remove_pod(&mut f.rt, &other).await;
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn env_values_are_bytes_on_the_wire_and_must_be_utf8() {
+    let mut f = pod_fixture("envbytes").await;
+    let mut ok = shell("utf8", "printf %s \"$GREETING\"; sleep 3600");
+    ok.envs.push(cri::KeyValue {
+        key: "GREETING".into(),
+        value: "grüß dich".as_bytes().to_vec(),
+    });
+    let id = f.run(ok).await;
+    assert_eq!(
+        exec_ok(&mut f.rt, &id, &["sh", "-c", "printf %s \"$GREETING\""]).await,
+        "grüß dich"
+    );
+    let mut bad = shell("latin1", "true");
+    bad.envs.push(cri::KeyValue {
+        key: "LATIN1".into(),
+        value: vec![b'g', 0xfc, b'n'],
+    });
+    let err = f.try_create(bad).await.expect_err("non-UTF-8 env accepted");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("\"LATIN1\""), "{err:?}");
+    f.finish().await;
+}
