@@ -696,6 +696,18 @@ impl Drop for Kubelet {
             );
         }
         self.stop();
+        // CRIUS_E2E_KEEP_LOGS=DIR keeps both logs of every test (to read all the kubelet
+        // said, not only what a failure prints).
+        if let Some(keep) = std::env::var_os("CRIUS_E2E_KEEP_LOGS").filter(|d| !d.is_empty()) {
+            let keep = PathBuf::from(keep);
+            let _ = fs::create_dir_all(&keep);
+            for (from, suffix) in [
+                (&self.log_path, "kubelet.log"),
+                (&self.crius.log_path, "crius.log"),
+            ] {
+                let _ = fs::copy(from, keep.join(format!("{}-{suffix}", self.node_name)));
+            }
+        }
         let mut notes = self.remove_pods_through_cri();
         if let Some(before) = &self.kube_chains_before {
             notes.extend(remove_new_kube_chains(before));
