@@ -313,8 +313,10 @@ impl Kubelet {
             );
         }
         script.push_str("shift\nexec \"$@\"\n");
-        let mut cmd = Command::new("unshare");
-        cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        // Should the test process die without its Drop, the kubelet dies with it.
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--pdeathsig", "KILL", "--", "unshare", "--mount"])
+            .args(["--propagation", "private", "--", "sh", "-c"])
             .arg(script)
             .arg("kubelet-ns")
             .arg(&self.namespace_dir)
