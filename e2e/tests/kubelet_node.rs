@@ -130,9 +130,8 @@ async fn let_the_kubelet_resync(kubelet: &Kubelet) {
 
 /// When the kubelet removes a dead container, two of its loops may each do it (the pod
 /// worker and the container deletor); the second asks for the status of a container the
-/// first just removed and logs crius's (right) NotFound.
-const REMOVED_TWICE: &str =
-    "ContainerStatus from runtime service failed\" err=\"rpc error: code = NotFound";
+/// first just removed, and logs crius's (right) NotFound for the call and for the deletion.
+const REMOVED_TWICE: &str = "rpc error: code = NotFound desc = container \"";
 
 /// When a static pod's manifest goes, the kubelet cancels the work in flight for it, its
 /// own Version calls included: the cancel is the kubelet's, not crius's.
