@@ -797,7 +797,10 @@ async fn a_host_network_pod_and_a_host_port_pod_answer_on_loopback() {
     else {
         return;
     };
-    let (host_port, host_net_port) = (free_port(), free_port());
+    let host_port = free_port();
+    let host_net_port = std::iter::repeat_with(free_port)
+        .find(|p| *p != host_port)
+        .expect("a second free port");
     let serve = |text: &str, listen: &str| {
         format!(
             "mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p {listen} -h /www"
