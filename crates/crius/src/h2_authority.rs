@@ -1141,6 +1141,47 @@ mod tests {
         }
     }
 
+    /// The layer's cost per request: `cargo test --release -p crius --lib -- --ignored
+    /// --nocapture h2_authority_cost`.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn h2_authority_cost() {
+        let data = frame(DATA, END_STREAM, 0, &[0, 0, 0, 0, 0]);
+        // grpc-core: its first block, then blocks of indexed references (re-encoded).
+        let core_first = unhex(GRPC_CORE_FIRST);
+        let core_next = unhex(GRPC_CORE_SECOND);
+        // A client that sends localhost, Huffman-coded path and all (passed verbatim).
+        let go_like = cat(&[
+            &[0x83, 0x86, 0x04],
+            &huff(HUFFMAN_PATH),
+            &[0x01],
+            &lit(b"localhost"),
+            &[0x0f, 0x10],
+            &lit(b"application/grpc"),
+            &[0x00],
+            &lit(b"te"),
+            &lit(b"trailers"),
+        ]);
+        for (name, first, next) in [
+            ("grpc-core, socket path (re-encoded)", &core_first, &core_next),
+            ("localhost, Huffman :path (verbatim)", &go_like, &go_like),
+        ] {
+            let mut frames = ClientFrames::new();
+            frames.push(&conn(&[])).unwrap();
+            frames.push(&frame(HEADERS, END_HEADERS, 1, first)).unwrap();
+            let n = 200_000u32;
+            let started = std::time::Instant::now();
+            for i in 1..=n {
+                let stream = 2 * i + 1;
+                frames.push(&frame(HEADERS, END_HEADERS, stream, next)).unwrap();
+                frames.push(&data).unwrap();
+                std::hint::black_box(frames.take_out());
+            }
+            let per = started.elapsed() / n;
+            println!("{name}: {per:?} per request");
+        }
+    }
+
     /// h2 itself, behind the layer, serves what a grpc-core client sends; without the
     /// layer it resets the stream, which is why the layer exists.
     #[tokio::test]
