@@ -25,6 +25,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BytesMut};
@@ -490,6 +491,7 @@ fn decode_block(
 ) -> Result<(), String> {
     let mut pos = 0;
     let mut seen_field = false;
+    let mut plain = Vec::new();
     while let Some(&first) = block.get(pos) {
         let rest = &block[pos..];
         let (len, never_indexed) = if first & 0x80 != 0 {
@@ -512,17 +514,43 @@ fn decode_block(
             // Literal with incremental indexing (01), without indexing (0000) or never
             // indexed (0001): a name index or a name string, then the value string.
             let prefix = if first & 0x40 != 0 { 6 } else { 4 };
-            let (name_index, mut len) = hpack_int(rest, prefix)?;
-            if name_index == 0 {
-                len += string_len(&rest[len..])?;
+            let (name_index, int_len) = hpack_int(rest, prefix)?;
+            let mut len = int_len;
+            let name = if name_index == 0 {
+                let name = hpack_str(&rest[len..])?;
+                len += name.len;
+                Some(name)
+            } else {
+                None
+            };
+            let value = hpack_str(&rest[len..])?;
+            len += value.len;
+            // loona-hpack decodes Huffman strings slowly (a table built per string), so
+            // it gets this field with its strings decoded here.
+            if name.is_some_and(|n| n.huffman) || value.huffman {
+                plain.clear();
+                plain.extend_from_slice(&rest[..int_len]);
+                for s in name.iter().chain([&value]) {
+                    let decoded = if s.huffman {
+                        huffman_decode(s.data)?
+                    } else {
+                        s.data.to_vec()
+                    };
+                    put_int(&mut plain, 7, decoded.len());
+                    plain.extend_from_slice(&decoded);
+                }
             }
-            len += string_len(&rest[len..])?;
             (len, first & 0xf0 == 0x10)
         };
         seen_field = true;
         let mut fields = 0;
+        let representation = if plain.is_empty() {
+            &rest[..len]
+        } else {
+            &plain[..]
+        };
         decoder
-            .decode_with_cb(&rest[..len], |name, value| {
+            .decode_with_cb(representation, |name, value| {
                 fields += 1;
                 field(&name, &value, never_indexed);
             })
@@ -531,6 +559,7 @@ fn decode_block(
             return Err(format!("a field representation decoded to {fields} fields"));
         }
         pos += len;
+        plain.clear();
     }
     Ok(())
 }
@@ -559,13 +588,99 @@ fn hpack_int(buf: &[u8], prefix: u8) -> Result<(usize, usize), String> {
     })
 }
 
-/// The length of the HPACK string at the start of `buf`, length prefix included.
-fn string_len(buf: &[u8]) -> Result<usize, String> {
+/// An HPACK string as sent.
+#[derive(Debug, Clone, Copy)]
+struct HpackStr<'a> {
+    huffman: bool,
+    data: &'a [u8],
+    /// Its length in the block, length prefix included.
+    len: usize,
+}
+
+/// Reads the HPACK string at the start of `buf`.
+fn hpack_str(buf: &[u8]) -> Result<HpackStr<'_>, String> {
     let (len, prefix_len) = hpack_int(buf, 7)?;
-    prefix_len
+    let end = prefix_len
         .checked_add(len)
         .filter(|&end| end <= buf.len())
-        .ok_or_else(|| "truncated string".into())
+        .ok_or("truncated string")?;
+    Ok(HpackStr {
+        huffman: buf[0] & 0x80 != 0,
+        data: &buf[prefix_len..end],
+        len: end,
+    })
+}
+
+/// HPACK's Huffman code (RFC 7541 appendix B) as a binary tree: `nodes[n][bit]` is the
+/// next node, or `LEAF | symbol`.
+struct HuffmanTree {
+    nodes: Vec<[u16; 2]>,
+}
+
+const LEAF: u16 = 0x8000;
+const EOS: u16 = 256;
+
+fn huffman_tree() -> &'static HuffmanTree {
+    static TREE: OnceLock<HuffmanTree> = OnceLock::new();
+    TREE.get_or_init(|| {
+        // Node 0 is the root, so 0 never names a child: it marks "none yet".
+        let mut nodes = vec![[0u16; 2]];
+        for (symbol, &(len, code)) in httlib_huffman::encoder::table::ENCODE_TABLE
+            .iter()
+            .enumerate()
+        {
+            let mut node = 0;
+            for i in (0..len).rev() {
+                let bit = ((code >> i) & 1) as usize;
+                if i == 0 {
+                    nodes[node][bit] = LEAF | symbol as u16;
+                } else if nodes[node][bit] == 0 {
+                    nodes.push([0; 2]);
+                    nodes[node][bit] = (nodes.len() - 1) as u16;
+                    node = nodes.len() - 1;
+                } else {
+                    node = usize::from(nodes[node][bit]);
+                }
+            }
+        }
+        HuffmanTree { nodes }
+    })
+}
+
+/// Decodes a Huffman-coded HPACK string, refusing what h2 refuses: EOS inside, padding
+/// longer than 7 bits or not all ones.
+fn huffman_decode(data: &[u8]) -> Result<Vec<u8>, String> {
+    let tree = huffman_tree();
+    let mut out = Vec::with_capacity(data.len() * 8 / 5);
+    let mut node = 0usize;
+    let mut pending = 0u32;
+    let mut all_ones = true;
+    for byte in data {
+        for shift in (0..8).rev() {
+            let bit = (byte >> shift) & 1;
+            pending += 1;
+            all_ones &= bit == 1;
+            let next = tree.nodes[node][usize::from(bit)];
+            if next & LEAF != 0 {
+                let symbol = next & !LEAF;
+                if symbol == EOS {
+                    return Err("EOS in a Huffman string".into());
+                }
+                out.push(symbol as u8);
+                node = 0;
+                pending = 0;
+                all_ones = true;
+            } else if next == 0 {
+                return Err("not a Huffman code".into());
+            } else {
+                node = usize::from(next);
+            }
+        }
+    }
+    if pending > 7 || !all_ones {
+        return Err("bad padding in a Huffman string".into());
+    }
+    Ok(out)
 }
 
 /// Appends a literal field without indexing (or never indexed), name and value as plain
@@ -1141,6 +1256,37 @@ mod tests {
         }
     }
 
+    /// The Huffman decoder agrees with loona-hpack's (a second implementation) on every
+    /// string, valid or not.
+    #[test]
+    fn huffman_decoder_agrees_with_loona() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..3_000 {
+            let len = (next() % 24) as usize;
+            let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            // Half the rounds a valid coding of random bytes, half random bytes.
+            let data = if round % 2 == 0 {
+                let mut coded = Vec::new();
+                httlib_huffman::encode(&bytes, &mut coded).unwrap();
+                assert_eq!(huffman_decode(&coded).as_deref(), Ok(&bytes[..]));
+                coded
+            } else {
+                bytes
+            };
+            let ours = huffman_decode(&data).ok();
+            let theirs = loona_hpack::huffman::HuffmanDecoder::new()
+                .decode(&data)
+                .ok();
+            assert_eq!(ours, theirs, "{data:02x?}");
+        }
+    }
+
     /// The layer's cost per request: `cargo test --release -p crius --lib -- --ignored
     /// --nocapture h2_authority_cost`.
     #[test]
@@ -1163,7 +1309,11 @@ mod tests {
             &lit(b"trailers"),
         ]);
         for (name, first, next) in [
-            ("grpc-core, socket path (re-encoded)", &core_first, &core_next),
+            (
+                "grpc-core, socket path (re-encoded)",
+                &core_first,
+                &core_next,
+            ),
             ("localhost, Huffman :path (verbatim)", &go_like, &go_like),
         ] {
             let mut frames = ClientFrames::new();
@@ -1173,7 +1323,9 @@ mod tests {
             let started = std::time::Instant::now();
             for i in 1..=n {
                 let stream = 2 * i + 1;
-                frames.push(&frame(HEADERS, END_HEADERS, stream, next)).unwrap();
+                frames
+                    .push(&frame(HEADERS, END_HEADERS, stream, next))
+                    .unwrap();
                 frames.push(&data).unwrap();
                 std::hint::black_box(frames.take_out());
             }
