@@ -196,6 +196,80 @@ async fn crius_restarted_under_running_pods_by_sigterm_and_sigkill_restarts_no_c
 }
 
 #[tokio::test]
+async fn a_container_that_exits_while_crius_is_down_is_reported_with_its_exit_and_restarted_once() {
+    let test =
+        "a_container_that_exits_while_crius_is_down_is_reported_with_its_exit_and_restarted_once";
+    let Some(mut kubelet) = Kubelet::builder().start_or_skip(test).await else {
+        return;
+    };
+    let mut spec = String::from("  containers:\n");
+    spec.push_str(&sleeper("brief", "sleep 4; exit 3"));
+    kubelet
+        .write_manifest("brief", &manifest("brief", &spec))
+        .unwrap();
+    let first = kubelet.wait_running("brief", POD_START).await.unwrap();
+    let first_id = first.container("brief").unwrap().cri_id().to_string();
+
+    // crius dies; the container exits while it is away (its monitor records the exit).
+    kubelet.crius.signal(Signal::SIGKILL).unwrap();
+    kubelet
+        .crius
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let down = std::time::SystemTime::now();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let up = std::time::SystemTime::now();
+    kubelet.crius.restart().await.unwrap();
+
+    // The kubelet learns the exit from the restarted crius and starts the container again,
+    // once.
+    let pod = kubelet
+        .wait_for_pod("brief", "restarted after the exit", POD_START, |p| {
+            p.container("brief").is_some_and(|c| c.restart_count >= 1)
+        })
+        .await
+        .unwrap();
+    let status = pod.container("brief").unwrap();
+    let last = status
+        .last_state
+        .terminated
+        .as_ref()
+        .unwrap_or_else(|| panic!("no terminated last state: {status:?}"));
+    assert_eq!(last.exit_code, 3, "{status:?}");
+    assert_eq!(
+        last.container_id.split("://").nth(1),
+        Some(first_id.as_str())
+    );
+    // The exit time is the real one, while crius was down, not when it came back.
+    let (mut rt, _) = clients(&kubelet).await;
+    let finished_ns = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: first_id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .finished_at;
+    let ns = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64
+    };
+    assert!(
+        (ns(down) - 1_000_000_000..ns(up)).contains(&finished_ns),
+        "finished at {finished_ns}, crius was down from {} to {}",
+        ns(down),
+        ns(up)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pod = kubelet.pod("brief").await.unwrap().unwrap();
+    assert_eq!(pod.container("brief").unwrap().restart_count, 1, "{pod:?}");
+    kubelet.assert_no_unexplained_cri_errors(&CRIUS_DOWN);
+}
+
+#[tokio::test]
 async fn the_kubelet_restarted_under_running_pods_adopts_them_without_restarting_any() {
     let test = "the_kubelet_restarted_under_running_pods_adopts_them_without_restarting_any";
     let Some(mut kubelet) = Kubelet::builder().start_or_skip(test).await else {
