@@ -51,7 +51,7 @@ pub const KUBELET_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The kernel tunables the kubelet checks at start (`setupKernelTunables`), with the values
 /// it wants; they are files of the test inside its mount namespace.
-const KERNEL_TUNABLES: [(&str, &str); 6] = [
+pub const KERNEL_TUNABLES: [(&str, &str); 6] = [
     ("vm/overcommit_memory", "1"),
     ("vm/panic_on_oom", "0"),
     ("kernel/panic", "10"),
@@ -344,6 +344,11 @@ impl Kubelet {
             .with_context(|| format!("cannot start {}", self.binary.display()))?;
         self.child = Some(child);
         Ok(())
+    }
+
+    /// The dir the kubelet sees as `/var/log` (its `containers` links are made there).
+    pub fn var_log_dir(&self) -> PathBuf {
+        self.namespace_dir.join("var-log")
     }
 
     /// The kubelet's pid, while it runs (the namespace wrapper execs it, so this is its own).
@@ -734,7 +739,7 @@ fn pretty(body: &str) -> String {
 }
 
 /// GET `http://127.0.0.1:port/path`; the body when the status is 200 (5 s timeout).
-async fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
+pub async fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
     let work = async {
         let stream = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
         let (mut sender, connection) =

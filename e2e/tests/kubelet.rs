@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::busybox;
-use crius_e2e::kubelet::{Kubelet, Pod};
+use crius_e2e::kubelet::{Kubelet, Pod, KERNEL_TUNABLES};
 
 /// How long a pod may take to come up under the kubelet (image pull included).
 const POD_START: Duration = Duration::from_secs(60);
@@ -55,6 +55,13 @@ fn container_id(pod: &Pod, name: &str) -> String {
 async fn init_container_then_two_containers_sharing_an_empty_dir_run_with_logs_at_the_kubelet_paths(
 ) {
     let test = "init_container_then_two_containers_sharing_an_empty_dir_run_with_logs_at_the_kubelet_paths";
+    let host_tunables = || -> Vec<String> {
+        KERNEL_TUNABLES
+            .iter()
+            .map(|(name, _)| fs::read_to_string(Path::new("/proc/sys").join(name)).unwrap())
+            .collect()
+    };
+    let tunables_before = host_tunables();
     let Some(kubelet) = Kubelet::builder().start_or_skip(test).await else {
         return;
     };
@@ -159,6 +166,28 @@ spec:
     assert_eq!(
         fs::read_to_string(&shared).unwrap_or_else(|e| panic!("{}: {e}", shared.display())),
         "written-by-writer\n"
+    );
+
+    // The kubelet checked its kernel tunables and made its /var/log/containers links in
+    // the test's files, not the host's.
+    assert_eq!(
+        host_tunables(),
+        tunables_before,
+        "the host's kernel tunables changed"
+    );
+    let links = common::dir_entries(&kubelet.var_log_dir().join("containers"));
+    assert_eq!(links.len(), 3, "one link per container: {links:?}");
+    let static_name = kubelet.static_pod_name("share");
+    assert!(
+        links
+            .iter()
+            .all(|l| l.starts_with(&format!("{static_name}_e2e_"))),
+        "{links:?}"
+    );
+    let host_links = common::dir_entries(Path::new("/var/log/containers"));
+    assert!(
+        !host_links.iter().any(|l| l.contains(&kubelet.node_name)),
+        "links on the host: {host_links:?}"
     );
 
     // crictl reads the same logs through crius.
