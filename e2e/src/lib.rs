@@ -36,7 +36,8 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 pub const TEST_BASE_DIR: &str = "/var/tmp";
 /// Where the fixtures write the variables tests read.
 pub const FIXTURES_ENV_FILE: &str = "/var/tmp/crius-fixtures/env";
-/// The crictl built from cri-tools, if someone built it; never installed by CI.
+/// Where crictl was looked for before the peers were built; tests now take the crictl peer
+/// ([`peers::peer`]`("CRICTL")`).
 pub const CRICTL: &str = "/opt/cri-tools/bin/crictl";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -2,10 +2,10 @@
 //! readiness, the socket, signals, bad input, and crictl when it is available.
 
 use std::os::unix::net::UnixDatagram;
-use std::path::Path;
 use std::time::Duration;
 
-use crius_e2e::{cri, describe_exit, parse_info, CriusDaemon, CRICTL};
+use crius_e2e::peers::peer_or_skip;
+use crius_e2e::{cri, describe_exit, parse_info, CriusDaemon};
 use nix::sys::signal::Signal;
 
 /// A conflist the daemon can find; nothing runs it in these tests.
@@ -407,13 +407,11 @@ async fn crius_config_prints_the_effective_config() {
     assert!(text.contains("# Unix socket serving the CRI"), "{text}");
 }
 
+/// Runs the crictl peer against `daemon`; `None` (the test skipped) when it is not built.
 fn crictl(daemon: &CriusDaemon, args: &[&str]) -> Option<std::process::Output> {
-    if !Path::new(CRICTL).exists() {
-        println!("skipped: {CRICTL} is not there (build cri-tools v1.32.0 into /opt/cri-tools to run this)");
-        return None;
-    }
+    let crictl = peer_or_skip("CRICTL", "crictl_version_and_info_talk_to_crius")?;
     let endpoint = format!("unix://{}", daemon.socket.display());
-    let out = std::process::Command::new(CRICTL)
+    let out = std::process::Command::new(crictl)
         .args([
             "--runtime-endpoint",
             &endpoint,
