@@ -283,3 +283,147 @@ async fn env_values_are_bytes_on_the_wire_and_must_be_utf8() {
     assert!(err.message().contains("\"LATIN1\""), "{err:?}");
     f.finish().await;
 }
+
+/// The fixture image with four layers, whiteouts, an opaque dir and symlinks.
+fn multilayer() -> String {
+    format!("{}/crius-test/multilayer:latest", registry())
+}
+
+fn image_mount(container_path: &str, image: &str, sub_path: &str) -> cri::Mount {
+    cri::Mount {
+        container_path: container_path.into(),
+        image: Some(cri::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        image_sub_path: sub_path.into(),
+        ..Default::default()
+    }
+}
+
+/// Image volume mounts (their dirs) under the daemon's dir.
+fn image_volume_mounts(f: &PodFixture) -> Vec<String> {
+    mounts_under(&f.daemon.dir)
+        .into_iter()
+        .filter(|m| m.contains("image-volumes"))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_image_volume_is_the_image_read_only_whole_or_a_sub_path_inside_it() {
+    let mut f = pod_fixture("imagevol").await;
+    let image_id = pull(&mut f.images, &multilayer()).await;
+    let mut config = shell("reader", "sleep 3600");
+    config.mounts = vec![
+        image_mount("/vol", &multilayer(), ""),
+        image_mount("/vol-opaque", &multilayer(), "opaque"),
+        // An absolute link in the image: it must resolve inside the image, to
+        // /data/keep of the image, not of the host.
+        image_mount("/vol-keep", &multilayer(), "data/symlink-abs"),
+    ];
+    let id = f.run(config).await;
+
+    // The merged layers: the top layer's file, whiteouts applied, the opaque dir.
+    assert_eq!(
+        exec_ok(&mut f.rt, &id, &["cat", "/vol/etc/crius-layer"]).await,
+        "zstd\n"
+    );
+    exec_ok(&mut f.rt, &id, &["test", "!", "-e", "/vol/data/remove-me"]).await;
+    assert_eq!(
+        exec_ok(&mut f.rt, &id, &["ls", "/vol-opaque"]).await,
+        "upper\n"
+    );
+    exec_ok(&mut f.rt, &id, &["cmp", "/vol-keep", "/vol/data/keep"]).await;
+    // Read-only, whatever the mount asked.
+    for target in ["/vol/new-file", "/vol-opaque/new-file"] {
+        let out = try_exec(&mut f.rt, &id, &["touch", target], 10)
+            .await
+            .unwrap();
+        assert_ne!(out.exit_code, 0, "{target} was writable");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Read-only"),
+            "{out:?}"
+        );
+    }
+    // The host sees the volumes under the container's dir, read-only.
+    assert_eq!(
+        image_volume_mounts(&f).len(),
+        3,
+        "{:?}",
+        image_volume_mounts(&f)
+    );
+
+    // The image is in use: removing it is refused until the container goes.
+    let err = f
+        .images
+        .remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image_id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_err("image in use removed");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains(&id), "{err:?}");
+
+    // Bad image volumes are refused, naming the mount, and leave nothing mounted.
+    let cases = [
+        (
+            image_mount(
+                "/missing",
+                &format!("{}/crius-test/absent:1", registry()),
+                "",
+            ),
+            Code::NotFound,
+            "/missing",
+        ),
+        (
+            image_mount("/sub", &multilayer(), "no/such/dir"),
+            Code::NotFound,
+            "no/such/dir",
+        ),
+        (
+            image_mount("/up", &multilayer(), "../etc"),
+            Code::InvalidArgument,
+            "../etc",
+        ),
+        (
+            image_mount("/abs", &multilayer(), "/etc"),
+            Code::InvalidArgument,
+            "/etc",
+        ),
+    ];
+    for (n, (mount, code, named)) in cases.into_iter().enumerate() {
+        let mut bad = shell(&format!("bad-{n}"), "true");
+        bad.mounts.push(mount);
+        let err = f
+            .try_create(bad)
+            .await
+            .expect_err("bad image volume accepted");
+        assert_eq!(err.code(), code, "{err:?}");
+        assert!(err.message().contains(named), "{err:?}");
+        assert_eq!(
+            image_volume_mounts(&f).len(),
+            3,
+            "a refused one stayed mounted"
+        );
+    }
+
+    f.rt.remove_container(cri::RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("RemoveContainer");
+    assert_eq!(image_volume_mounts(&f), Vec::<String>::new());
+    f.images
+        .remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image_id,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("RemoveImage once unused");
+    f.finish().await;
+}

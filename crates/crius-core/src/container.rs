@@ -15,6 +15,7 @@ use crate::daemon::{remove_dir_all, ContainerEntry, Daemon, Entry, RUNTIME_TIMEO
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
 use crate::filter;
+use crate::image_volume;
 use crate::model::{
     new_id, now_ns, ContainerRecord, ContainerState, PodRecord, PodState, ProcessUser,
 };
@@ -128,6 +129,7 @@ impl Daemon {
             message: String::new(),
             pid: None,
             user: None,
+            image_volumes: Vec::new(),
         };
         let ctr = Arc::new(ContainerEntry {
             entry: Entry::new(record, false),
@@ -225,10 +227,11 @@ impl Daemon {
             .or(image_signal)
             .unwrap_or(libc::SIGTERM);
         rec.log_path = self.log_path(pod, &rec.config)?;
+        let with_volumes = self.mount_image_volumes(&mut rec, &dir, undo)?;
         let oci = self.with_pod_context(pod, |pod_ctx| {
             let ctx = spec::ContainerContext {
                 id: &id,
-                config: &rec.config,
+                config: with_volumes.as_ref().unwrap_or(&rec.config),
                 image_config: &image_config,
                 rootfs: &rootfs,
                 image_name: &rec.image_name,
@@ -501,6 +504,7 @@ impl Daemon {
                 .map_err(|e| Error::from(e).at_step("delete container"))?;
         }
         let dir = self.container_dir(&rec.id);
+        image_volume::unmount_image_volumes(&dir)?;
         crius_image::ImageStore::unmount_rootfs(&dir)?;
         self.discard_dir(&dir)?;
         self.discard_dir(&self.container_run_dir(&rec.id))?;

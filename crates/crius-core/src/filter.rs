@@ -131,6 +131,7 @@ mod tests {
             message: String::new(),
             pid: None,
             user: None,
+            image_volumes: Vec::new(),
         };
         let f = cri::ContainerFilter {
             pod_sandbox_id: "p1".into(),

@@ -70,7 +70,7 @@ impl Daemon {
             let users: Vec<String> = self
                 .list_containers(None)
                 .into_iter()
-                .filter(|c| c.image_id == image.id)
+                .filter(|c| c.image_id == image.id || c.image_volumes.contains(&image.id))
                 .map(|c| c.id)
                 .collect();
             if !users.is_empty() {

@@ -12,6 +12,7 @@ mod events;
 mod filter;
 mod host;
 mod image;
+mod image_volume;
 mod model;
 mod pod;
 mod podfiles;

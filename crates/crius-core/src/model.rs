@@ -112,6 +112,9 @@ pub struct ContainerRecord {
     /// The identity its first process got (from the spec), for ContainerStatus.
     #[serde(default)]
     pub user: Option<ProcessUser>,
+    /// The ids of the images mounted as image volumes (kept while the container is).
+    #[serde(default)]
+    pub image_volumes: Vec<String>,
 }
 
 /// A process identity: what `id` shows inside the container.

@@ -110,6 +110,9 @@ impl Daemon {
 
     fn collect_container_leftovers(&self, id: &str) {
         let dir = self.container_dir(id);
+        if let Err(e) = crate::image_volume::unmount_image_volumes(&dir) {
+            warn!(container_id = id, error = %e, "image volumes of a half-made container not unmounted");
+        }
         if let Err(e) = crius_image::ImageStore::unmount_rootfs(&dir) {
             warn!(container_id = id, error = %e, "rootfs of a half-made container not unmounted");
         }

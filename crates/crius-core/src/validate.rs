@@ -213,6 +213,39 @@ pub fn container_config(config: &cri::ContainerConfig) -> Result<()> {
                 m.host_path
             )));
         }
+        image_mount(m)?;
+        // Status does not advertise mount_options, so none may come.
+        if !m.mount_options.is_empty() {
+            return Err(invalid(format!(
+                "mount {:?}: mount_options {:?} are not supported by crius (Status reports \
+                 features.mount_options false)",
+                m.container_path, m.mount_options
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A sub path only comes with an image volume and stays relative,
+/// with no `..` (links inside the image are resolved within it when it is mounted).
+fn image_mount(m: &cri::Mount) -> Result<()> {
+    // An empty ImageSpec is no image volume (as the kubelet's nil).
+    let image = m.image.as_ref().map(|i| i.image.as_str()).unwrap_or("");
+    if m.image_sub_path.is_empty() {
+        return Ok(());
+    }
+    if image.is_empty() {
+        return Err(invalid(format!(
+            "mount {:?}: image_sub_path {:?} without an image",
+            m.container_path, m.image_sub_path
+        )));
+    }
+    no_nul("mount image_sub_path", &m.image_sub_path)?;
+    if m.image_sub_path.starts_with('/') || has_dotdot(&m.image_sub_path) {
+        return Err(invalid(format!(
+            "mount {:?}: image_sub_path {:?} must be relative and must not contain '..'",
+            m.container_path, m.image_sub_path
+        )));
     }
     Ok(())
 }
@@ -370,6 +403,29 @@ mod tests {
         let err = env(b"\xff\xfe").unwrap_err().to_string();
         assert!(err.contains("\"K\" is not UTF-8"), "{err}");
         assert!(env(b"a\0b").is_err());
+        let mount = |image: &str, sub: &str, options: &[&str]| {
+            let mut c = good.clone();
+            c.mounts.push(cri::Mount {
+                container_path: "/vol".into(),
+                image: Some(cri::ImageSpec {
+                    image: image.into(),
+                    ..Default::default()
+                }),
+                image_sub_path: sub.into(),
+                mount_options: options.iter().map(|o| o.to_string()).collect(),
+                ..Default::default()
+            });
+            container_config(&c)
+        };
+        assert!(mount("img", "", &[]).is_ok());
+        assert!(mount("img", "srv/www", &[]).is_ok());
+        assert!(mount("img", "/srv", &[]).is_err());
+        assert!(mount("img", "srv/../../etc", &[]).is_err());
+        assert!(mount("img", "a\0b", &[]).is_err());
+        let err = mount("", "srv", &[]).unwrap_err().to_string();
+        assert!(err.contains("without an image"), "{err}");
+        let err = mount("img", "", &["noexec"]).unwrap_err().to_string();
+        assert!(err.contains("mount_options"), "{err}");
         let mut c = good.clone();
         c.stop_signal = cri::Signal::Sigrtmax as i32;
         assert!(container_config(&c).is_ok());

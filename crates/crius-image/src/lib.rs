@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use error::Error;
+pub use mount::resolve_in_root;
 pub use pull::host_platform;
 pub use reference::normalize_reference;
 pub use store::ImageStore;

@@ -1,7 +1,8 @@
 //! Container root file systems: one overlayfs mount per container.
 //!
 //! lowerdir = the image's layers (top first), upperdir and workdir inside the
-//! container dir, mounted at `container_dir/rootfs`.
+//! container dir, mounted at `container_dir/rootfs`. An image volume is the same
+//! overlay with no upper dir, mounted read-only.
 //!
 //! mount(2) takes the options as one string of at most a page. When the
 //! absolute lowerdir list does not fit, the mount is made with the new mount
@@ -74,37 +75,70 @@ pub fn mount_overlay(
     let rootfs = container_dir.join(ROOTFS);
     let upper = container_dir.join(UPPER);
     let work = container_dir.join(WORK);
-    for d in [&rootfs, &upper, &work] {
+    for d in [&upper, &work] {
         fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
         check_option_path(d)?;
     }
-    if is_mountpoint(&rootfs) {
-        debug!(rootfs = %rootfs.display(), "rootfs already mounted");
-        return Ok(rootfs);
+    mount_layers(layers_dir, lowers, Some((&upper, &work)), &rootfs)?;
+    Ok(rootfs)
+}
+
+/// Mounts an image's layers alone at `target`, read-only: no upper dir, so nothing can be
+/// written through it (an image volume). `lowers` as for [`mount_overlay`].
+pub fn mount_read_only(layers_dir: &Path, lowers: &[PathBuf], target: &Path) -> Result<(), Error> {
+    mount_layers(layers_dir, lowers, None, target)
+}
+
+/// The overlay of `lowers` at `target`, with `upper` (upper dir, work dir) writable, or
+/// read-only without.
+fn mount_layers(
+    layers_dir: &Path,
+    lowers: &[PathBuf],
+    upper: Option<(&Path, &Path)>,
+    target: &Path,
+) -> Result<(), Error> {
+    fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
+    check_option_path(target)?;
+    if is_mountpoint(target) {
+        debug!(target = %target.display(), "overlay already mounted");
+        return Ok(());
     }
     check_option_path(layers_dir)?;
+    let mut lowers = lowers.to_vec();
+    // Without an upper dir overlayfs wants two lower dirs at least.
+    if upper.is_none() && lowers.len() < 2 {
+        lowers.push(PathBuf::from("../empty"));
+    }
+    let lowers = &lowers[..];
     let abs: Vec<PathBuf> = lowers.iter().map(|l| layers_dir.join(l)).collect();
     // volatile: a container's upper dir needs no durability (after a crash or reboot the
     // container is Exited and never mounted again), and without it every unmount syncs
     // the whole filesystem under the store, 10-20 ms per RemoveContainer.
-    let tail = format!(
-        ",upperdir={},workdir={},volatile",
-        upper.display(),
-        work.display()
-    );
+    let (tail, flags) = match upper {
+        Some((upper, work)) => (
+            format!(
+                ",upperdir={},workdir={},volatile",
+                upper.display(),
+                work.display()
+            ),
+            MsFlags::empty(),
+        ),
+        None => (String::new(), MsFlags::MS_RDONLY),
+    };
+    let rootfs = target;
     let options = format!("lowerdir={}{tail}", join_paths(&abs));
     let start = Instant::now();
     let result = if options.len() < page_size() {
         mount(
             Some("overlay"),
-            &rootfs,
+            rootfs,
             Some("overlay"),
-            MsFlags::empty(),
+            flags,
             Some(options.as_str()),
         )
-        .map_err(|e| mount_err("mount overlay", &rootfs, e))
+        .map_err(|e| mount_err("mount overlay", rootfs, e))
     } else {
-        match mount_with_fsconfig(&abs, &upper, &work, &rootfs) {
+        match mount_with_fsconfig(&abs, upper, rootfs) {
             Ok(()) => Ok(()),
             Err(e) => {
                 debug!(error = %e, "new mount API failed, using relative paths from layers/");
@@ -112,7 +146,7 @@ pub fn mount_overlay(
                 if rel_options.len() >= page_size() {
                     return Err(mount_err(
                         "mount overlay",
-                        &rootfs,
+                        rootfs,
                         io::Error::new(
                             io::ErrorKind::InvalidInput,
                             format!(
@@ -122,18 +156,19 @@ pub fn mount_overlay(
                         ),
                     ));
                 }
-                mount_from_dir(layers_dir, &rel_options, &rootfs)
+                mount_from_dir(layers_dir, &rel_options, flags, rootfs)
             }
         }
     };
     debug!(
-        rootfs = %rootfs.display(),
+        target = %rootfs.display(),
         layers = lowers.len(),
+        read_only = upper.is_none(),
         elapsed = ?start.elapsed(),
         ok = result.is_ok(),
         "mount overlay"
     );
-    result.map(|()| rootfs)
+    result
 }
 
 fn join_paths(paths: &[PathBuf]) -> String {
@@ -153,6 +188,7 @@ const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 const FSMOUNT_CLOEXEC: libc::c_uint = 1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+const MOUNT_ATTR_RDONLY: libc::c_uint = 1;
 
 struct Fd(libc::c_int);
 impl Drop for Fd {
@@ -187,11 +223,11 @@ fn fsconfig_string(fs_fd: &Fd, key: &str, value: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// fsopen/fsconfig/fsmount/move_mount with one `lowerdir+` per layer.
+/// fsopen/fsconfig/fsmount/move_mount with one `lowerdir+` per layer; read-only without
+/// `upper` (upper dir, work dir).
 fn mount_with_fsconfig(
     lowers: &[PathBuf],
-    upper: &Path,
-    work: &Path,
+    upper: Option<(&Path, &Path)>,
     target: &Path,
 ) -> io::Result<()> {
     let name = cstr(b"overlay")?;
@@ -204,8 +240,15 @@ fn mount_with_fsconfig(
     for l in lowers {
         fsconfig_string(&fs_fd, "lowerdir+", l.as_os_str().as_bytes())?;
     }
-    fsconfig_string(&fs_fd, "upperdir", upper.as_os_str().as_bytes())?;
-    fsconfig_string(&fs_fd, "workdir", work.as_os_str().as_bytes())?;
+    if let Some((upper, work)) = upper {
+        fsconfig_string(&fs_fd, "upperdir", upper.as_os_str().as_bytes())?;
+        fsconfig_string(&fs_fd, "workdir", work.as_os_str().as_bytes())?;
+    }
+    let attrs = if upper.is_some() {
+        0
+    } else {
+        MOUNT_ATTR_RDONLY
+    };
     // SAFETY: fs_fd is an open fs context; null key/value are what CMD_CREATE takes.
     check(unsafe {
         libc::syscall(
@@ -218,10 +261,11 @@ fn mount_with_fsconfig(
         )
     })?;
     // SAFETY: fs_fd is a created fs context.
-    let mnt_fd = Fd(
-        check(unsafe { libc::syscall(libc::SYS_fsmount, fs_fd.0, FSMOUNT_CLOEXEC, 0) })?
-            as libc::c_int,
-    );
+    let mnt_fd =
+        Fd(
+            check(unsafe { libc::syscall(libc::SYS_fsmount, fs_fd.0, FSMOUNT_CLOEXEC, attrs) })?
+                as libc::c_int,
+        );
     let empty = cstr(b"")?;
     let to = cstr(target.as_os_str().as_bytes())?;
     // SAFETY: mnt_fd is a detached mount; both paths are NUL-terminated.
@@ -240,7 +284,7 @@ fn mount_with_fsconfig(
 
 /// mount(2) from a forked child whose cwd is `dir`, so relative lowerdirs are
 /// short. The daemon's own cwd (shared by all its threads) never changes.
-fn mount_from_dir(dir: &Path, options: &str, target: &Path) -> Result<(), Error> {
+fn mount_from_dir(dir: &Path, options: &str, flags: MsFlags, target: &Path) -> Result<(), Error> {
     let err = |e: io::Error| mount_err("mount overlay", target, e);
     let c_dir = cstr(dir.as_os_str().as_bytes()).map_err(err)?;
     let c_target = cstr(target.as_os_str().as_bytes()).map_err(err)?;
@@ -262,7 +306,7 @@ fn mount_from_dir(dir: &Path, options: &str, target: &Path) -> Result<(), Error>
                 c_type.as_ptr(),
                 c_target.as_ptr(),
                 c_type.as_ptr(),
-                0,
+                flags.bits(),
                 c_opts.as_ptr().cast(),
             );
             libc::_exit(if rc == 0 {
@@ -297,19 +341,7 @@ fn mount_from_dir(dir: &Path, options: &str, target: &Path) -> Result<(), Error>
 /// Succeeds when they are already gone.
 pub fn unmount_overlay(container_dir: &Path) -> Result<(), Error> {
     let rootfs = container_dir.join(ROOTFS);
-    let start = Instant::now();
-    loop {
-        match umount2(&rootfs, MntFlags::empty()) {
-            Ok(()) => continue, // stacked mounts: repeat until nothing is mounted
-            Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => break,
-            Err(nix::errno::Errno::EBUSY) => {
-                umount2(&rootfs, MntFlags::MNT_DETACH)
-                    .map_err(|e| mount_err("unmount", &rootfs, e))?;
-            }
-            Err(e) => return Err(mount_err("unmount", &rootfs, e)),
-        }
-    }
-    debug!(rootfs = %rootfs.display(), elapsed = ?start.elapsed(), "unmount overlay");
+    unmount_all(&rootfs)?;
     for name in [ROOTFS, UPPER, WORK] {
         let p = container_dir.join(name);
         match fs::remove_dir_all(&p) {
@@ -319,6 +351,86 @@ pub fn unmount_overlay(container_dir: &Path) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Unmounts a read-only overlay made by [`mount_read_only`] and removes its mount point.
+/// Succeeds when it is already gone.
+pub fn unmount_read_only(target: &Path) -> Result<(), Error> {
+    unmount_all(target)?;
+    match fs::remove_dir(target) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(target, e)),
+    }
+}
+
+/// Unmounts whatever is mounted at `target`, stacked mounts included.
+fn unmount_all(target: &Path) -> Result<(), Error> {
+    let rootfs = target;
+    let start = Instant::now();
+    loop {
+        match umount2(rootfs, MntFlags::empty()) {
+            Ok(()) => continue, // stacked mounts: repeat until nothing is mounted
+            Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => break,
+            Err(nix::errno::Errno::EBUSY) => {
+                umount2(rootfs, MntFlags::MNT_DETACH)
+                    .map_err(|e| mount_err("unmount", rootfs, e))?;
+            }
+            Err(e) => return Err(mount_err("unmount", rootfs, e)),
+        }
+    }
+    debug!(target = %rootfs.display(), elapsed = ?start.elapsed(), "unmount overlay");
+    Ok(())
+}
+
+/// `struct open_how` of openat2(2).
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// The real path of `sub` inside `root`, resolved by the kernel as if `root` were `/`
+/// (openat2 with RESOLVE_IN_ROOT): `..` and symlinks, absolute ones included, never lead
+/// out of it, and no other mount is entered. Meant for a read-only tree crius owns (an
+/// image volume), so the answer cannot change after it is given.
+pub fn resolve_in_root(root: &Path, sub: &Path) -> io::Result<PathBuf> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let root_dir = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(root)?;
+    let c_sub = cstr(sub.as_os_str().as_bytes())?;
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS | libc::RESOLVE_NO_XDEV,
+    };
+    // SAFETY: root_dir is an open directory, c_sub is NUL-terminated and `how` is a
+    // live open_how of the size passed; the result is checked.
+    let fd = check(unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root_dir.as_raw_fd(),
+            c_sub.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    })?;
+    // SAFETY: openat2 returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
+    let real = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    let root_real = fs::canonicalize(root)?;
+    if !real.starts_with(&root_real) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} resolves outside {}", sub.display(), root.display()),
+        ));
+    }
+    Ok(real)
 }
 
 #[cfg(test)]
@@ -378,7 +490,7 @@ mod tests {
             ctr.join(UPPER).display(),
             ctr.join(WORK).display()
         );
-        mount_from_dir(&layers, &opts, &ctr.join(ROOTFS)).unwrap();
+        mount_from_dir(&layers, &opts, MsFlags::empty(), &ctr.join(ROOTFS)).unwrap();
         check_and_unmount(&ctr);
         for d in [ROOTFS, UPPER, WORK] {
             fs::create_dir_all(ctr.join(d)).unwrap();
@@ -386,7 +498,13 @@ mod tests {
         // the daemon's own working directory did not move
         assert_ne!(std::env::current_dir().unwrap(), layers);
         // a failing mount reports the errno from the child
-        let err = mount_from_dir(&layers, "lowerdir=nope/diff", &ctr.join(ROOTFS)).unwrap_err();
+        let err = mount_from_dir(
+            &layers,
+            "lowerdir=nope/diff",
+            MsFlags::empty(),
+            &ctr.join(ROOTFS),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("mount overlay"), "{err}");
     }
 
@@ -400,8 +518,7 @@ mod tests {
         let lowers = [layers.join("b/diff"), layers.join("a/diff")];
         match mount_with_fsconfig(
             &lowers,
-            &ctr.join(UPPER),
-            &ctr.join(WORK),
+            Some((&ctr.join(UPPER), &ctr.join(WORK))),
             &ctr.join(ROOTFS),
         ) {
             Ok(()) => check_and_unmount(&ctr),
@@ -414,5 +531,61 @@ mod tests {
             }
             Err(e) => panic!("fsconfig mount failed: {e}"),
         }
+    }
+
+    #[test]
+    fn a_read_only_overlay_shows_the_layers_and_takes_no_writes() {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let (dir, layers, _ctr) = setup();
+        fs::create_dir_all(dir.path().join("empty")).unwrap();
+        let target = dir.path().join("vol");
+        struct Gone<'a>(&'a Path);
+        impl Drop for Gone<'_> {
+            fn drop(&mut self) {
+                let _ = unmount_read_only(self.0);
+            }
+        }
+        let guard = Gone(&target);
+        // One layer: the store's empty dir makes the second lower overlayfs needs.
+        mount_read_only(&layers, &[PathBuf::from("a/diff")], &target).unwrap();
+        assert_eq!(fs::read_to_string(target.join("f")).unwrap(), "lower-a");
+        let err = fs::write(target.join("new"), "x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+        unmount_read_only(&target).unwrap();
+        assert!(!target.exists());
+        // Two layers, the top one winning.
+        let lowers = [PathBuf::from("b/diff"), PathBuf::from("a/diff")];
+        mount_read_only(&layers, &lowers, &target).unwrap();
+        assert_eq!(fs::read_to_string(target.join("f")).unwrap(), "lower-b");
+        assert!(fs::remove_file(target.join("a")).is_err());
+        drop(guard);
+        assert!(!target.exists());
+    }
+
+    #[test]
+    fn sub_paths_resolve_inside_the_root_whatever_their_links_say() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir_all(root.join("srv/www")).unwrap();
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::write(root.join("etc/passwd"), "inside").unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../../..", root.join("srv/up")).unwrap();
+        std::os::unix::fs::symlink("www", root.join("srv/rel")).unwrap();
+        let real = fs::canonicalize(&root).unwrap();
+        let r = |p: &str| resolve_in_root(&root, Path::new(p));
+        assert_eq!(r("srv/www").unwrap(), real.join("srv/www"));
+        assert_eq!(r("srv/rel").unwrap(), real.join("srv/www"));
+        // An absolute link and a climb past the top both stay in the root.
+        assert_eq!(r("abs/passwd").unwrap(), real.join("etc/passwd"));
+        assert_eq!(r("srv/up/etc").unwrap(), real.join("etc"));
+        assert_eq!(r("../../etc").unwrap(), real.join("etc"));
+        assert_eq!(
+            r("srv/missing").unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
     }
 }

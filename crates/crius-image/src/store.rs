@@ -525,6 +525,24 @@ impl ImageStore {
     /// overlayfs: lowerdirs = the image's layers, upper/work inside
     /// container_dir; mounted at container_dir/rootfs, which is returned.
     pub fn mount_rootfs(&self, image_id: &str, container_dir: &Path) -> Result<PathBuf, Error> {
+        let lowers = self.lowers(image_id)?;
+        mount::mount_overlay(self.inner.layers.dir(), &lowers, container_dir)
+    }
+
+    /// Mounts an image's layers alone, read-only, at `target` (an image volume).
+    pub fn mount_image_volume(&self, image_id: &str, target: &Path) -> Result<(), Error> {
+        let lowers = self.lowers(image_id)?;
+        mount::mount_read_only(self.inner.layers.dir(), &lowers, target)
+    }
+
+    /// Unmounts an image volume and removes its mount point; succeeds if already gone.
+    pub fn unmount_image_volume(target: &Path) -> Result<(), Error> {
+        mount::unmount_read_only(target)
+    }
+
+    /// An image's layer dirs relative to the layer store, top first (the empty dir for
+    /// an image without layers).
+    fn lowers(&self, image_id: &str) -> Result<Vec<PathBuf>, Error> {
         let layers = {
             let images = lock(&self.inner.images);
             let (i, _) = self.inner.find(&images, image_id)?;
@@ -537,7 +555,7 @@ impl ImageStore {
         if lowers.is_empty() {
             lowers.push(PathBuf::from("../empty"));
         }
-        mount::mount_overlay(self.inner.layers.dir(), &lowers, container_dir)
+        Ok(lowers)
     }
 
     /// Unmounts and removes rootfs/upper/work under container_dir; succeeds if already gone.
