@@ -427,3 +427,88 @@ async fn an_image_volume_is_the_image_read_only_whole_or_a_sub_path_inside_it() 
         .expect("RemoveImage once unused");
     f.finish().await;
 }
+
+/// The `some` total (µs) of a cgroup v2 pressure file.
+fn pressure_total(file: &std::path::Path) -> u64 {
+    let text = std::fs::read_to_string(file).unwrap();
+    let some = text.lines().find(|l| l.starts_with("some ")).unwrap();
+    some.rsplit_once("total=")
+        .unwrap()
+        .1
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn container_and_pod_stats_carry_the_cgroup_pressure_figures() {
+    let mut f = pod_fixture("psi").await;
+    // Some CPU and IO work, then idle.
+    let id = f
+        .run(shell(
+            "worker",
+            "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 3600",
+        ))
+        .await;
+    let pid = f.pid(&id).await;
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let v2 = cgroups
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("a cgroup v2 line");
+    let root = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "/sys/fs/cgroup"
+    } else {
+        "/sys/fs/cgroup/unified"
+    };
+    let dir = std::path::Path::new(root).join(v2.trim_start_matches('/'));
+    if !dir.join("cpu.pressure").exists() {
+        eprintln!(
+            "skipped: {} has no pressure files (kernel without PSI)",
+            dir.display()
+        );
+        f.finish().await;
+        return;
+    }
+    let before = pressure_total(&dir.join("cpu.pressure"));
+    let stats =
+        f.rt.container_stats(cri::ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("ContainerStats")
+        .into_inner()
+        .stats
+        .expect("stats");
+    let after = pressure_total(&dir.join("cpu.pressure"));
+    let cpu = stats.cpu.unwrap().psi.expect("cpu psi");
+    let some = cpu.some.unwrap();
+    // The kernel's microseconds, as nanoseconds.
+    assert!(
+        before * 1000 <= some.total && some.total <= after * 1000,
+        "{before} µs <= {} ns <= {after} µs",
+        some.total
+    );
+    for avg in [some.avg10, some.avg60, some.avg300] {
+        assert!((0.0..=100.0).contains(&avg), "{cpu:?}");
+    }
+    assert!(stats.memory.unwrap().psi.is_some());
+    let io = stats.io.expect("io usage");
+    assert!(io.timestamp > 0);
+    assert!(io.psi.and_then(|p| p.some).is_some());
+
+    let pod =
+        f.rt.pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: f.pod.clone(),
+        })
+        .await
+        .expect("PodSandboxStats")
+        .into_inner()
+        .stats
+        .unwrap()
+        .linux
+        .unwrap();
+    assert!(pod.cpu.unwrap().psi.is_some(), "no pod cpu psi");
+    assert!(pod.io.is_some(), "no pod io usage");
+    f.finish().await;
+}

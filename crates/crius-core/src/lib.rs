@@ -34,7 +34,7 @@ pub use events::{Event, EventKind};
 pub use filter::{container_state_cri, pod_state_cri};
 pub use model::{now_ns, ContainerRecord, ContainerState, PodRecord, PodState, ProcessUser};
 pub use signal::number_to_cri as cri_signal;
-pub use stats::{CgroupUsage, InterfaceUsage};
+pub use stats::{CgroupUsage, InterfaceUsage, Pressure, PressureLine};
 pub use stream::StreamIo;
 pub use undo::Undo;
 pub use usage::{ContainerUsage, PodUsage};

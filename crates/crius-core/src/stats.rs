@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 const CGROUP_MOUNT: &str = "/sys/fs/cgroup";
 
 /// Usage figures of one cgroup; `None` where the kernel gave nothing.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CgroupUsage {
     /// Total CPU time used, in ns.
     pub cpu_ns: Option<u64>,
@@ -28,6 +28,64 @@ pub struct CgroupUsage {
     pub major_page_faults: Option<u64>,
     /// Processes (tasks) in the cgroup.
     pub pids: Option<u64>,
+    /// CPU pressure (the cgroup v2 part of the hierarchy; also on hybrid hosts).
+    pub cpu_pressure: Option<Pressure>,
+    /// Memory pressure.
+    pub memory_pressure: Option<Pressure>,
+    /// IO pressure.
+    pub io_pressure: Option<Pressure>,
+}
+
+/// One `*.pressure` file: how long tasks stalled on the resource.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Pressure {
+    /// At least one task stalled.
+    pub some: PressureLine,
+    /// All non-idle tasks stalled at once (older kernels give no `full` for CPU).
+    pub full: Option<PressureLine>,
+}
+
+/// One line of a pressure file.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PressureLine {
+    /// Percent of the last 10 s, 60 s and 300 s stalled.
+    pub avg10: f64,
+    /// Over 60 s.
+    pub avg60: f64,
+    /// Over 300 s.
+    pub avg300: f64,
+    /// Total stall time in microseconds, as the kernel counts it.
+    pub total_us: u64,
+}
+
+/// A pressure file: `some avg10=0.00 avg60=0.00 avg300=0.00 total=123` and a `full`
+/// line. `None` without a valid `some` line.
+pub fn parse_pressure(text: &str) -> Option<Pressure> {
+    let line = |l: &str| -> Option<PressureLine> {
+        let mut out = PressureLine::default();
+        let mut seen = 0;
+        for kv in l.split_whitespace().skip(1) {
+            let (k, v) = kv.split_once('=')?;
+            match k {
+                "avg10" => out.avg10 = v.parse().ok()?,
+                "avg60" => out.avg60 = v.parse().ok()?,
+                "avg300" => out.avg300 = v.parse().ok()?,
+                "total" => out.total_us = v.parse().ok()?,
+                _ => continue,
+            }
+            seen += 1;
+        }
+        (seen == 4).then_some(out)
+    };
+    let find = |kind: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(kind))
+            .and_then(line)
+    };
+    Some(Pressure {
+        some: find("some")?,
+        full: find("full"),
+    })
 }
 
 /// Traffic through one network interface.
@@ -199,6 +257,18 @@ pub fn read_usage(paths: &HashMap<String, String>) -> CgroupUsage {
     } else if let Some(dir) = &v2 {
         u.pids = read_u64(&dir.join("pids.current"));
     }
+    // Pressure files exist only in the v2 hierarchy, for every cgroup there whatever its
+    // controllers: on a hybrid host too, where runc makes the container's v2 cgroup.
+    if let Some(dir) = &v2 {
+        let pressure = |file: &str| {
+            fs::read_to_string(dir.join(file))
+                .ok()
+                .and_then(|t| parse_pressure(&t))
+        };
+        u.cpu_pressure = pressure("cpu.pressure");
+        u.memory_pressure = pressure("memory.pressure");
+        u.io_pressure = pressure("io.pressure");
+    }
     u
 }
 
@@ -261,6 +331,25 @@ mod tests {
         assert_eq!(m["cpu"], "/crius/pod-a/crius-c");
         assert_eq!(m["systemd"], "/init.scope");
         assert_eq!(m[""], "/crius/pod-a/crius-c");
+    }
+
+    #[test]
+    fn pressure_files_parse_with_and_without_full() {
+        let text = "some avg10=1.50 avg60=0.25 avg300=0.00 total=4439386\n\
+                    full avg10=0.10 avg60=0.00 avg300=0.00 total=12\n";
+        let p = parse_pressure(text).unwrap();
+        assert_eq!(p.some.avg10, 1.5);
+        assert_eq!(p.some.avg60, 0.25);
+        assert_eq!(p.some.total_us, 4439386);
+        assert_eq!(p.full.unwrap().total_us, 12);
+        let cpu_only_some = parse_pressure("some avg10=0.00 avg60=0.00 avg300=0.00 total=7\n");
+        assert_eq!(cpu_only_some.unwrap().full, None);
+        assert_eq!(parse_pressure(""), None);
+        assert_eq!(
+            parse_pressure("some avg10=x avg60=0 avg300=0 total=1"),
+            None
+        );
+        assert_eq!(parse_pressure("some avg10=0.00 total=1"), None);
     }
 
     #[test]

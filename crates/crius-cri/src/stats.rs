@@ -1,6 +1,6 @@
 //! ContainerStats, ListContainerStats, PodSandboxStats, ListPodSandboxStats.
 
-use crius_core::{CgroupUsage, ContainerUsage, Daemon, InterfaceUsage, PodUsage};
+use crius_core::{CgroupUsage, ContainerUsage, Daemon, InterfaceUsage, PodUsage, Pressure};
 use crius_cri_api::v1 as cri;
 use tonic::Status;
 
@@ -12,12 +12,35 @@ fn value(v: Option<u64>) -> Option<cri::UInt64Value> {
 
 /// CPU figures; `usage_nano_cores` only once there are two samples to rate, so that the
 /// kubelet computes the rate itself rather than take a zero.
+/// The kernel's pressure figures; the CRI wants the total in nanoseconds (the kernel
+/// counts microseconds).
+fn psi(p: Option<Pressure>) -> Option<cri::PsiStats> {
+    let data = |l: crius_core::PressureLine| cri::PsiData {
+        total: l.total_us.saturating_mul(1000),
+        avg10: l.avg10,
+        avg60: l.avg60,
+        avg300: l.avg300,
+    };
+    p.map(|p| cri::PsiStats {
+        full: p.full.map(data),
+        some: Some(data(p.some)),
+    })
+}
+
+/// IO usage: only pressure, when the kernel reports it.
+fn io(at: i64, usage: &CgroupUsage) -> Option<cri::IoUsage> {
+    usage.io_pressure.map(|p| cri::IoUsage {
+        timestamp: at,
+        psi: psi(Some(p)),
+    })
+}
+
 fn cpu(at: i64, usage: &CgroupUsage, nano_cores: Option<u64>) -> cri::CpuUsage {
     cri::CpuUsage {
         timestamp: at,
         usage_core_nano_seconds: value(usage.cpu_ns.or(Some(0))),
         usage_nano_cores: value(nano_cores),
-        psi: None,
+        psi: psi(usage.cpu_pressure),
     }
 }
 
@@ -34,7 +57,7 @@ fn memory(at: i64, usage: &CgroupUsage) -> cri::MemoryUsage {
         rss_bytes: value(usage.rss_bytes.or(Some(0))),
         page_faults: value(usage.page_faults.or(Some(0))),
         major_page_faults: value(usage.major_page_faults.or(Some(0))),
-        psi: None,
+        psi: psi(usage.memory_pressure),
     }
 }
 
@@ -57,7 +80,7 @@ fn container_stats(u: &ContainerUsage) -> cri::ContainerStats {
             inodes_used: value(Some(u.writable_layer.1)),
         }),
         swap: None,
-        io: None,
+        io: io(u.at, &u.cgroup),
     }
 }
 
@@ -103,7 +126,7 @@ fn pod_stats(u: &PodUsage) -> cri::PodSandboxStats {
                 process_count: value(u.cgroup.pids.or(Some(0))),
             }),
             containers: u.containers.iter().map(container_stats).collect(),
-            io: None,
+            io: io(u.at, &u.cgroup),
         }),
         windows: None,
     }
