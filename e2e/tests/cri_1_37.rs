@@ -309,6 +309,23 @@ fn image_volume_mounts(f: &PodFixture) -> Vec<String> {
         .collect()
 }
 
+async fn image_id_of(images: &mut Images, name: &str) -> String {
+    images
+        .image_status(cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: name.into(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .expect("ImageStatus")
+        .into_inner()
+        .image
+        .expect("image present")
+        .id
+}
+
 #[tokio::test]
 async fn an_image_volume_is_the_image_read_only_whole_or_a_sub_path_inside_it() {
     let mut f = pod_fixture("imagevol").await;
@@ -343,6 +360,15 @@ async fn an_image_volume_is_the_image_read_only_whole_or_a_sub_path_inside_it() 
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("Read-only"),
             "{out:?}"
+        );
+    }
+    // ContainerStatus names the image each volume was made of.
+    let st = container_status(&mut f.rt, &id).await;
+    for m in &st.mounts {
+        assert_eq!(
+            m.image.as_ref().unwrap().image_ref,
+            image_id_of(&mut f.images, &multilayer()).await,
+            "{m:?}"
         );
     }
     // The host sees the volumes under the container's dir, read-only.

@@ -74,6 +74,28 @@ pub async fn remove(
     Ok(cri::RemoveContainerResponse {})
 }
 
+/// The container's mounts as the kubelet sent them, each image volume's ImageSpec with
+/// the id of the image crius mounted as its `image_ref` (the kubelet shows it as the
+/// volume's image digest).
+fn mounts_with_image_refs(c: &ContainerRecord) -> Vec<cri::Mount> {
+    let mut ids = c.image_volumes.iter();
+    c.config
+        .mounts
+        .iter()
+        .cloned()
+        .map(|mut m| {
+            if let Some(spec) = m.image.as_mut().filter(|s| !s.image.is_empty()) {
+                if let Some(id) = ids.next() {
+                    if spec.image_ref.is_empty() {
+                        spec.image_ref = id.clone();
+                    }
+                }
+            }
+            m
+        })
+        .collect()
+}
+
 /// The CRI view of a container record.
 pub fn container_status(c: &ContainerRecord) -> cri::ContainerStatus {
     cri::ContainerStatus {
@@ -93,7 +115,7 @@ pub fn container_status(c: &ContainerRecord) -> cri::ContainerStatus {
         message: c.message.clone(),
         labels: c.config.labels.clone(),
         annotations: c.config.annotations.clone(),
-        mounts: c.config.mounts.clone(),
+        mounts: mounts_with_image_refs(c),
         log_path: c
             .log_path
             .as_ref()
