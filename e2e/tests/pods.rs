@@ -197,11 +197,12 @@ async fn list_pod_sandbox_filters_by_id_prefix_state_and_labels() {
 async fn pod_ip_netns_mounts_and_cgroup_are_released_after_remove() {
     let daemon = bridge_daemon().await;
     let (mut rt, mut images) = clients(&daemon).await;
-    // No cgroup parent: crius makes /crius/pod-<id> itself and must remove it.
+    // No cgroup parent: crius makes <cgroup_root>/crius/pod-<id> itself (under the test's
+    // cgroup parent, which the harness removes should the test fail) and must remove it.
     let mut config = pod_config(&daemon, "cleanup");
     config.linux.as_mut().unwrap().cgroup_parent = String::new();
     let id = run_pod(&mut rt, &config).await;
-    let _guard = PodCgroupGuard(format!("/crius/pod-{id}"));
+    let pod_cgroup = format!("{}/crius/pod-{id}", daemon.cgroup_parent);
     let ip = pod_status(&mut rt, &id).await.network.unwrap().ip;
     assert_eq!(ipam_reserved(&daemon), vec![ip.clone()]);
     assert_eq!(netns_pins(&daemon), vec![id.clone()]);
@@ -219,7 +220,7 @@ async fn pod_ip_netns_mounts_and_cgroup_are_released_after_remove() {
         container_config("sleeper", &["sleep", "3600"]),
     )
     .await;
-    let memory_cgroup = format!("/sys/fs/cgroup/memory/crius/pod-{id}");
+    let memory_cgroup = format!("/sys/fs/cgroup/memory{pod_cgroup}");
     assert!(
         Path::new(&memory_cgroup).is_dir(),
         "pod cgroup {memory_cgroup} missing while the pod runs"
@@ -276,7 +277,7 @@ async fn pod_ip_netns_mounts_and_cgroup_are_released_after_remove() {
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
 
     assert_nothing_left(&daemon, &mut rt).await;
-    let left = cgroup_dirs(&format!("/crius/pod-{id}"));
+    let left = cgroup_dirs(&pod_cgroup);
     assert!(left.is_empty(), "pod cgroup left: {left:?}");
 }
 

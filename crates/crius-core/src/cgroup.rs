@@ -10,14 +10,23 @@ use crate::config::CgroupDriver;
 /// Where the cgroup hierarchies are mounted.
 const CGROUP_MOUNT: &str = "/sys/fs/cgroup";
 
-/// The pod's cgroup: the parent the kubelet gives, or one crius makes for the pod. Returns
-/// the path (or slice) and whether crius owns it.
-pub fn pod_cgroup(driver: CgroupDriver, requested: &str, pod_id: &str) -> (String, bool) {
+/// The pod's cgroup: the parent the kubelet gives, or one crius makes for the pod under
+/// `root` (`crius.runtime.cgroup_root`, which bounds every pod's cgroup). Returns the path
+/// (or slice) and whether crius owns it.
+pub fn pod_cgroup(
+    driver: CgroupDriver,
+    root: &str,
+    requested: &str,
+    pod_id: &str,
+) -> (String, bool) {
     if !requested.is_empty() {
         return (requested.to_string(), false);
     }
     match driver {
-        CgroupDriver::Cgroupfs => (format!("/crius/pod-{pod_id}"), true),
+        CgroupDriver::Cgroupfs => (
+            format!("{}/crius/pod-{pod_id}", root.trim_end_matches('/')),
+            true,
+        ),
         // systemd: containers become scopes in this slice; the slice is systemd's to remove.
         CgroupDriver::Systemd => ("system.slice".to_string(), false),
     }
@@ -61,19 +70,28 @@ mod tests {
     #[test]
     fn pod_cgroup_uses_the_kubelet_parent_or_makes_one() {
         assert_eq!(
-            pod_cgroup(CgroupDriver::Cgroupfs, "/kubepods/pod1", "abc"),
+            pod_cgroup(CgroupDriver::Cgroupfs, "/", "/kubepods/pod1", "abc"),
             ("/kubepods/pod1".to_string(), false)
         );
         assert_eq!(
-            pod_cgroup(CgroupDriver::Cgroupfs, "", "abc"),
+            pod_cgroup(CgroupDriver::Cgroupfs, "/", "", "abc"),
             ("/crius/pod-abc".to_string(), true)
         );
         assert_eq!(
-            pod_cgroup(CgroupDriver::Systemd, "", "abc"),
+            pod_cgroup(CgroupDriver::Cgroupfs, "/e2e-1/", "", "abc"),
+            ("/e2e-1/crius/pod-abc".to_string(), true)
+        );
+        assert_eq!(
+            pod_cgroup(CgroupDriver::Systemd, "/", "", "abc"),
             ("system.slice".to_string(), false)
         );
         assert_eq!(
-            pod_cgroup(CgroupDriver::Systemd, "kubepods-besteffort.slice", "abc"),
+            pod_cgroup(
+                CgroupDriver::Systemd,
+                "/",
+                "kubepods-besteffort.slice",
+                "abc"
+            ),
             ("kubepods-besteffort.slice".to_string(), false)
         );
     }

@@ -168,6 +168,7 @@ impl Daemon {
         let id = new_id();
         let (cgroup_parent, owns_cgroup) = cgroup::pod_cgroup(
             self.config().cgroup_driver,
+            &self.config().cgroup_root,
             config
                 .linux
                 .as_ref()

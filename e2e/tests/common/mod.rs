@@ -414,36 +414,6 @@ pub fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Removes the cgroup dirs of `path` in every hierarchy, children first (for Drop guards).
-pub fn remove_cgroup(path: &str) {
-    fn rm(dir: &Path) {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                rm(&e.path());
-            }
-        }
-        for _ in 0..50 {
-            if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    for dir in cgroup_dirs(path) {
-        rm(&dir);
-    }
-}
-
-/// Removes a crius-made pod cgroup (`/crius/pod-<id>`) on drop, should the test fail
-/// before crius removed it; the daemon's own cleanup only covers the test cgroup parent.
-pub struct PodCgroupGuard(pub String);
-
-impl Drop for PodCgroupGuard {
-    fn drop(&mut self) {
-        remove_cgroup(&self.0);
-    }
-}
-
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
