@@ -17,7 +17,11 @@
 # 4. checks formatting and clippy with warnings as errors (CRIUS_LINT=0 skips this);
 # 5. runs `cargo test --workspace --no-fail-fast` with at most CRIUS_TEST_THREADS (default 2)
 #    tests at once per test binary;
-# 6. stops the registries again (e2e/fixtures/teardown.sh), also when a step fails, unless
+# 6. runs critest twice against the real daemon, with Debian's runc and with the pinned runc
+#    as handler (e2e/tests/critest.rs, ignored by plain `cargo test`), and compares each run
+#    with its expected results (e2e/critest/expected-*.txt); prints `N passed, N failed,
+#    N skipped` per run and fails on a spec that passed before (CRIUS_CRITEST=0 skips this);
+# 7. stops the registries again (e2e/fixtures/teardown.sh), also when a step fails, unless
 #    they were already running before (then someone else uses them) or
 #    CRIUS_KEEP_FIXTURES=1 is set.
 set -euo pipefail
@@ -130,6 +134,11 @@ cargo test --workspace --no-run </dev/null
 say "disk free after the build: $(disk_free)"
 say "cargo test --workspace --no-fail-fast"
 cargo test --workspace --no-fail-fast "$@" -- --test-threads="${CRIUS_TEST_THREADS:-2}" </dev/null
+if [ "${CRIUS_CRITEST:-1}" != 0 ]; then
+  # One run at a time: critest binds host ports, and its timing specs want the CPUs.
+  say "critest against crius, with Debian's runc and with runc-upstream (e2e/tests/critest.rs)"
+  cargo test -p crius-e2e --test critest -- --ignored --test-threads=1 --nocapture </dev/null
+fi
 
 say "disk free for $target_dir: $(disk_free) (target: $(du -sh "$target_dir" | cut -f1))"
 say "all tests passed"

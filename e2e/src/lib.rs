@@ -28,6 +28,8 @@ pub use crius_cri_api::v1 as cri;
 pub mod kubelet;
 pub mod peers;
 
+pub mod critest;
+
 /// How long a daemon may take to answer `Version` after it was started.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a daemon may take to exit after SIGTERM before it is killed.
@@ -126,6 +128,7 @@ pub struct CriusDaemonBuilder {
     conflists: Vec<(String, String)>,
     bridge_network: bool,
     registries_conf: Option<String>,
+    runtimes: Vec<(String, PathBuf, bool)>,
     args: Vec<String>,
     env: Vec<(String, String)>,
 }
@@ -154,6 +157,15 @@ impl CriusDaemonBuilder {
     /// Writes a containers-registries.conf and points `crius.image.registries_conf` at it.
     pub fn registries_conf(mut self, text: &str) -> Self {
         self.registries_conf = Some(text.to_string());
+        self
+    }
+
+    /// Adds the OCI runtime handler `name` running the runc-compatible binary `path`, made
+    /// the default handler with `default`. The cleanup after the test also deletes what
+    /// this runtime left behind.
+    pub fn runtime_handler(mut self, name: &str, path: &Path, default: bool) -> Self {
+        self.runtimes
+            .push((name.to_string(), path.to_path_buf(), default));
         self
     }
 
@@ -206,6 +218,7 @@ impl CriusDaemonBuilder {
             log_path: dir.join("crius.log"),
             cgroup_parent: format!("/{}", unique_name("crius-e2e-")),
             bridge: None,
+            runtimes: default_runtimes(),
             dir,
             exit: None,
         };
@@ -225,6 +238,17 @@ impl CriusDaemonBuilder {
         c.network.cache_dir = daemon.dir.join("cni-cache");
         c.network.plugin_dirs = vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")];
         c.runtime.cgroup_root = daemon.cgroup_parent.clone();
+        for (name, path, default) in &self.runtimes {
+            let handler = crius::config::RuntimeHandler {
+                runtime_path: path.clone(),
+                ..Default::default()
+            };
+            c.runtime.runtimes.insert(name.clone(), handler);
+            if *default {
+                c.runtime.default_runtime = name.clone();
+            }
+            daemon.runtimes.insert(name.clone(), path.clone());
+        }
         if let Some(text) = &self.registries_conf {
             let path = daemon.dir.join("registries.conf");
             fs::write(&path, text)?;
@@ -279,11 +303,17 @@ pub struct Bridge {
     _claim: Flock<fs::File>,
 }
 
-/// Locks the first free subnet claim; returns the octet and the held lock.
+/// Locks the first free subnet claim; returns the octet and the held lock. A subnet whose
+/// gateway address is still on some interface (a bridge left by a test that was killed
+/// before its cleanup) is passed over: two routes to one subnet make pods unreachable.
 fn claim_subnet() -> anyhow::Result<(u8, Flock<fs::File>)> {
     fs::create_dir_all(SUBNET_CLAIMS_DIR)
         .with_context(|| format!("cannot make {SUBNET_CLAIMS_DIR}"))?;
+    let addresses = run_quiet("ip", &["-o", "-4", "addr", "show"])?;
     for octet in 1..=250u8 {
+        if addresses.contains(&format!(" 10.203.{octet}.1/")) {
+            continue;
+        }
         let path = Path::new(SUBNET_CLAIMS_DIR).join(octet.to_string());
         let file = fs::OpenOptions::new()
             .create(true)
@@ -402,6 +432,19 @@ pub struct CriusDaemon {
     pub cgroup_parent: String,
     /// The bridge network, when [`CriusDaemonBuilder::bridge_network`] asked for one.
     pub bridge: Option<Bridge>,
+    /// The runtime binary of each handler (by its name), for the cleanup.
+    runtimes: HashMap<String, PathBuf>,
+}
+
+/// The handlers every daemon has (crius's defaults) and their binaries.
+fn default_runtimes() -> HashMap<String, PathBuf> {
+    crius::config::Config::default()
+        .crius
+        .runtime
+        .runtimes
+        .into_iter()
+        .map(|(name, h)| (name, h.runtime_path))
+        .collect()
 }
 
 impl CriusDaemon {
@@ -621,18 +664,21 @@ impl CriusDaemon {
             return notes;
         };
         for entry in entries.flatten() {
-            let binary = match entry.file_name().to_str() {
-                Some("runc") => "/usr/sbin/runc",
-                Some("crun") => "/usr/bin/crun",
-                _ => continue,
+            let Some(binary) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| self.runtimes.get(name))
+            else {
+                continue;
             };
+            let binary = binary.to_string_lossy();
             let root = entry.path();
             let root = root.to_string_lossy();
-            let Ok(list) = run_quiet(binary, &["--root", &root, "list", "-q"]) else {
+            let Ok(list) = run_quiet(&binary, &["--root", &root, "list", "-q"]) else {
                 continue;
             };
             for id in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
-                match run_quiet(binary, &["--root", &root, "delete", "--force", id]) {
+                match run_quiet(&binary, &["--root", &root, "delete", "--force", id]) {
                     Ok(_) => notes.push(format!("deleted leftover container {id}")),
                     Err(err) => {
                         notes.push(format!("cannot delete leftover container {id}: {err:#}"))

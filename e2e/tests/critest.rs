@@ -1,0 +1,245 @@
+//! critest, the CRI conformance suite of cri-tools (pinned in `e2e/peers/versions`), against
+//! the real daemon, once per runtime: Debian's runc (the default handler) and the pinned
+//! upstream runc (`CRIUS_PEER_RUNC`) as handler `runc-upstream`, made the default and named
+//! to critest with `--runtime-handler`. Each run compares its results with its
+//! expected-results file (`e2e/critest/expected-*.txt`, format in `crius_e2e::critest`):
+//! a spec expected to pass that fails fails the test; a spec that newly passes is reported.
+//!
+//! Ignored by `cargo test`: each run takes about two minutes. `e2e/run-all.sh` runs them
+//! after the other tests, one at a time (critest binds host ports 12000 and 12001):
+//!
+//!     cargo test -p crius-e2e --test critest -- --ignored --test-threads=1 --nocapture
+//!
+//! Each daemon has its own root, run dir, socket, cgroup parent and bridge network (with
+//! portmap and the FORWARD drop rule); the images come from the fixture registry through
+//! `e2e/critest/registries.conf` (`e2e/fixtures/setup.sh` pushes them). Pods critest left
+//! behind are removed through the CRI, then the harness stops the daemon and removes the
+//! rest. The two HostNetwork specs are skipped: they listen on every interface.
+//!
+//! Environment: `CRIUS_CRITEST_ARGS` adds arguments (e.g. `-ginkgo.focus=Image`; a focused
+//! run does not miss the specs it left out); `CRIUS_CRITEST_WRITE_EXPECTED=1` writes the
+//! observed results next to the expected file (`.new`, reasons kept) for review.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crius_e2e::critest::{compare, parse_expected, parse_junit, render_expected};
+use crius_e2e::peers::peer_or_skip;
+use crius_e2e::{cri, CriusDaemon};
+
+/// Where the expected-results files and the registries.conf live.
+const CRITEST_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/critest");
+/// Specs never run here: they make critest listen on all interfaces.
+const SKIP: &str = "HostNetwork is (true|false)";
+/// A run that takes longer has hung (a normal run takes 70 to 130 s).
+const RUN_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// One critest run: which handler, which expected file.
+struct Suite {
+    /// What runs, in messages.
+    label: &'static str,
+    /// A handler to add and make the default: (name, runtime binary).
+    handler: Option<(&'static str, PathBuf)>,
+    expected: &'static str,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs critest (about 2 min); e2e/run-all.sh runs it after the other tests"]
+async fn critest_with_debian_runc() {
+    let Some(critest) = peer_or_skip("CRITEST", "critest_with_debian_runc") else {
+        return;
+    };
+    run(
+        &critest,
+        Suite {
+            label: "handler runc (Debian's runc)",
+            handler: None,
+            expected: "expected-runc.txt",
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs critest (about 2 min); e2e/run-all.sh runs it after the other tests"]
+async fn critest_with_upstream_runc_handler() {
+    let test = "critest_with_upstream_runc_handler";
+    let (Some(critest), Some(runc)) = (peer_or_skip("CRITEST", test), peer_or_skip("RUNC", test))
+    else {
+        return;
+    };
+    run(
+        &critest,
+        Suite {
+            label: "handler runc-upstream (CRIUS_PEER_RUNC)",
+            handler: Some(("runc-upstream", runc)),
+            expected: "expected-runc-upstream.txt",
+        },
+    )
+    .await;
+}
+
+async fn run(critest: &Path, suite: Suite) {
+    let expected_path = Path::new(CRITEST_DIR).join(suite.expected);
+    let expected_text = std::fs::read_to_string(&expected_path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", expected_path.display()));
+    let expected = parse_expected(&expected_text)
+        .unwrap_or_else(|e| panic!("{}: {e:#}", expected_path.display()));
+    let registries = std::fs::read_to_string(Path::new(CRITEST_DIR).join("registries.conf"))
+        .expect("e2e/critest/registries.conf");
+
+    let mut builder = CriusDaemon::builder()
+        .bridge_network()
+        .registries_conf(&registries);
+    if let Some((name, runtime)) = &suite.handler {
+        builder = builder.runtime_handler(name, runtime, true);
+    }
+    let daemon = builder.start().await.expect("start crius");
+    let report_path = daemon.dir.join("junit.xml");
+    let log_path = daemon.dir.join("critest.log");
+    let endpoint = format!("unix://{}", daemon.socket.display());
+
+    let mut cmd = tokio::process::Command::new(critest);
+    cmd.arg(format!("--runtime-endpoint={endpoint}"))
+        .arg(format!("--image-endpoint={endpoint}"))
+        .arg(format!("-ginkgo.skip={SKIP}"))
+        .arg(format!("-ginkgo.junit-report={}", report_path.display()))
+        .arg("-ginkgo.no-color");
+    if let Some((name, _)) = &suite.handler {
+        cmd.arg(format!("--runtime-handler={name}"));
+    }
+    let extra = std::env::var("CRIUS_CRITEST_ARGS").unwrap_or_default();
+    let extra: Vec<&str> = extra.split_whitespace().collect();
+    cmd.args(&extra);
+    let log = std::fs::File::create(&log_path).expect("critest log");
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log fd"))
+        .stderr(log)
+        .current_dir(&daemon.dir)
+        .kill_on_drop(true);
+    eprintln!(
+        "{}: running {} against {} (log {})",
+        suite.label,
+        critest.display(),
+        daemon.socket.display(),
+        log_path.display()
+    );
+    let started = Instant::now();
+    let mut child = cmd.spawn().expect("start critest");
+    let status = match tokio::time::timeout(RUN_TIMEOUT, child.wait()).await {
+        Ok(status) => Some(status.expect("wait for critest")),
+        Err(_) => {
+            let _ = child.kill().await;
+            None
+        }
+    };
+    let took = started.elapsed();
+    let leftovers = remove_pods(&daemon).await;
+
+    let log_text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let tail = tail(&log_text, 40);
+    let Some(status) = status else {
+        panic!(
+            "{}: critest did not finish within {RUN_TIMEOUT:?}; its log ends:\n{tail}",
+            suite.label
+        );
+    };
+    let xml = std::fs::read_to_string(&report_path).unwrap_or_else(|e| {
+        panic!(
+            "{}: critest ({status}) wrote no report {}: {e}; its log ends:\n{tail}",
+            suite.label,
+            report_path.display()
+        )
+    });
+    let report = parse_junit(&xml).unwrap_or_else(|e| panic!("{}: {e:#}", suite.label));
+    let partial = extra.iter().any(|a| a.contains("focus"));
+    let result = compare(&expected, &report, partial);
+
+    // The summary line alone, as CI greps it; then what ran.
+    println!("{}", result.summary("critest"));
+    println!(
+        "  {}: critest {status} after {:.0} s, compared with e2e/critest/{}",
+        suite.label,
+        took.as_secs_f64(),
+        suite.expected
+    );
+    for line in &result.improvements {
+        println!(
+            "  newly passing, update e2e/critest/{}: {line}",
+            suite.expected
+        );
+    }
+    for line in &result.notes {
+        println!("  note: {line}");
+    }
+    for line in &leftovers {
+        println!("  cleanup: {line}");
+    }
+    if std::env::var_os("CRIUS_CRITEST_WRITE_EXPECTED").is_some() {
+        let header: String = expected_text
+            .lines()
+            .take_while(|l| l.starts_with('#') || l.trim().is_empty())
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let new_path = expected_path.with_extension("txt.new");
+        std::fs::write(&new_path, render_expected(&header, &report, &expected))
+            .expect("write the new expected file");
+        println!("  wrote {}", new_path.display());
+    }
+    if !result.regressions.is_empty() {
+        panic!(
+            "{}: {} spec(s) regressed against e2e/critest/{}:\n  {}\ncritest's log ({}) ends:\n{tail}",
+            suite.label,
+            result.regressions.len(),
+            suite.expected,
+            result.regressions.join("\n  "),
+            log_path.display(),
+        );
+    }
+}
+
+/// Stops and removes, through the CRI, every pod critest left behind (a failed spec may
+/// skip its cleanup); says what it removed and what it could not.
+async fn remove_pods(daemon: &CriusDaemon) -> Vec<String> {
+    let mut notes = Vec::new();
+    let mut rt = match daemon.runtime_client().await {
+        Ok(rt) => rt,
+        Err(e) => return vec![format!("cannot connect to remove pods: {e:#}")],
+    };
+    let pods = match rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+    {
+        Ok(reply) => reply.into_inner().items,
+        Err(e) => return vec![format!("ListPodSandbox failed: {e}")],
+    };
+    for pod in pods {
+        let id = pod.id.clone();
+        let name = pod.metadata.map(|m| m.name).unwrap_or_default();
+        let stop = rt
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            })
+            .await;
+        let remove = rt
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            })
+            .await;
+        match (stop, remove) {
+            (Ok(_), Ok(_)) => notes.push(format!("removed pod {name} ({id}) critest left")),
+            (stop, remove) => notes.push(format!(
+                "cannot remove pod {name} ({id}): stop {:?}, remove {:?}",
+                stop.err().map(|e| e.message().to_string()),
+                remove.err().map(|e| e.message().to_string())
+            )),
+        }
+    }
+    notes
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
