@@ -19,7 +19,9 @@
 //! [`ClientFrames`] decodes every block with its own copy of that table. Blocks pass
 //! verbatim until the first rewrite; from then on every block is re-encoded as literals
 //! that never touch h2's table (h2's table keeps what it had, and nothing refers to it
-//! again), so h2's decoder and the client's encoder can never disagree. Memory is bounded
+//! again), so h2's decoder and the client's encoder can never disagree. The tables are
+//! loona-hpack's; Huffman strings are decoded here, with a tree built once from
+//! httlib-huffman's code table, and refused where h2 refuses them. Memory is bounded
 //! per connection ([`MAX_FRAME_PAYLOAD`], [`MAX_HEADER_BLOCK`], [`MAX_HEADER_LIST`]);
 //! a malformed frame or HPACK block ends the connection with an I/O error.
 
@@ -1288,7 +1290,8 @@ mod tests {
     }
 
     /// The layer's cost per request: `cargo test --release -p crius --lib -- --ignored
-    /// --nocapture h2_authority_cost`.
+    /// --nocapture h2_authority_cost` (2.0 µs re-encoding grpc-core's requests, 2.6 µs
+    /// passing a Huffman-coded one verbatim, on the 2-core CI machine under load).
     #[test]
     #[ignore = "a measurement, not a check"]
     fn h2_authority_cost() {
