@@ -297,6 +297,8 @@ fn image_mount(container_path: &str, image: &str, sub_path: &str) -> cri::Mount 
             ..Default::default()
         }),
         image_sub_path: sub_path.into(),
+        // As the kubelet always sends it.
+        readonly: true,
         ..Default::default()
     }
 }
@@ -351,7 +353,8 @@ async fn an_image_volume_is_the_image_read_only_whole_or_a_sub_path_inside_it() 
         "upper\n"
     );
     exec_ok(&mut f.rt, &id, &["cmp", "/vol-keep", "/vol/data/keep"]).await;
-    // Read-only, whatever the mount asked.
+    // Read-only, and its programs run (no noexec).
+    exec_ok(&mut f.rt, &id, &["/vol/bin/ls", "/vol/data"]).await;
     for target in ["/vol/new-file", "/vol-opaque/new-file"] {
         let out = try_exec(&mut f.rt, &id, &["touch", target], 10)
             .await
@@ -418,6 +421,14 @@ async fn an_image_volume_is_the_image_read_only_whole_or_a_sub_path_inside_it() 
             image_mount("/abs", &multilayer(), "/etc"),
             Code::InvalidArgument,
             "/etc",
+        ),
+        (
+            cri::Mount {
+                readonly: false,
+                ..image_mount("/writable", &multilayer(), "")
+            },
+            Code::InvalidArgument,
+            "/writable",
         ),
     ];
     for (n, (mount, code, named)) in cases.into_iter().enumerate() {

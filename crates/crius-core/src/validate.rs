@@ -226,11 +226,19 @@ pub fn container_config(config: &cri::ContainerConfig) -> Result<()> {
     Ok(())
 }
 
-/// A sub path only comes with an image volume and stays relative,
+/// An image volume is read-only. A sub path only comes with one and stays relative,
 /// with no `..` (links inside the image are resolved within it when it is mounted).
 fn image_mount(m: &cri::Mount) -> Result<()> {
     // An empty ImageSpec is no image volume (as the kubelet's nil).
     let image = m.image.as_ref().map(|i| i.image.as_str()).unwrap_or("");
+    // The kubelet always asks for image volumes read-only; the CRI says a writable one
+    // is refused rather than quietly made read-only.
+    if !image.is_empty() && !m.readonly {
+        return Err(invalid(format!(
+            "mount {:?}: image volume of {image} must be readonly",
+            m.container_path
+        )));
+    }
     if m.image_sub_path.is_empty() {
         return Ok(());
     }
@@ -413,11 +421,23 @@ mod tests {
                 }),
                 image_sub_path: sub.into(),
                 mount_options: options.iter().map(|o| o.to_string()).collect(),
+                readonly: true,
                 ..Default::default()
             });
             container_config(&c)
         };
         assert!(mount("img", "", &[]).is_ok());
+        let mut c = good.clone();
+        c.mounts.push(cri::Mount {
+            container_path: "/vol".into(),
+            image: Some(cri::ImageSpec {
+                image: "img".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let err = container_config(&c).unwrap_err().to_string();
+        assert!(err.contains("must be readonly"), "{err}");
         assert!(mount("img", "srv/www", &[]).is_ok());
         assert!(mount("img", "/srv", &[]).is_err());
         assert!(mount("img", "srv/../../etc", &[]).is_err());
