@@ -1,26 +1,37 @@
 #!/bin/bash
-# Benchmarks crius and containerd side by side on this machine: the same runc, CNI
-# plugins, images (from the local test registry) and benchmark client (crius-bench, which
-# speaks CRI over each daemon's Unix socket). One daemon runs at a time, each with private
-# state under a temp dir, its own bridge network and a FORWARD drop rule so no pod traffic
-# leaves the host. Prints the table (metric, crius, containerd, ratio) and writes
-# crius.json, containerd.json, floor.json, summary.json, table.txt (and bench.png when
-# python3-matplotlib is installed) into the results dir. Everything it made is removed at
-# the end, also on failure: processes by PID, mounts, cgroups, bridges, rules, the temp dir.
+# Benchmarks crius beside containerd on this machine, one daemon at a time, with the same
+# CNI plugins, images (from the local test registry) and benchmark client (crius-bench,
+# which speaks CRI over each daemon's Unix socket). Four runs compare at equal runc:
+#   crius           crius, runc 1.1.5 (Debian's)          } crius/containerd-1.6
+#   containerd-1.6  Debian's containerd 1.6, runc 1.1.5   }
+#   crius-runc15    crius, runc 1.5 (the peer) as handler runc15 } crius-runc15/containerd-2.4
+#   containerd-2.4  containerd 2.4 (the peer) with its own shim, runc 1.5 }
+# and the kubelet's view (the peer kubelet, standalone, one config): static pods written
+# until the kubelet reports them running, kubelet-crius (crius, runc 1.5) against
+# kubelet-containerd-2.4. Each daemon has private state under a temp dir, its own bridge and
+# a FORWARD drop rule so no pod traffic leaves the host. Prints the tables (metric, each run,
+# ratios) and writes NAME.json per run, floor.json, summary.json, table.txt (and bench.png
+# when python3-matplotlib is installed) into the results dir. Everything it made is removed
+# at the end, also on failure: processes by PID, mounts, cgroups, bridges, rules, the
+# kubelet's iptables chains and sysctls, the temp dir.
 #
-# Usage (as root, from anywhere; e2e/fixtures/setup.sh must have run):
+# Usage (as root, from anywhere; e2e/fixtures/setup.sh and the critest kit's
+# build-images.py (busybox, pause) must have run):
 #   e2e/bench/run.sh [--results DIR] [--no-build] [--no-critest] [--quick] [--keep]
-#                    [--only crius|containerd]
+#                    [--only NAME[,NAME...]]
 #     --results DIR  where the results go (default /var/tmp/crius-bench-results/DATE)
 #     --no-build     use the release binaries already in target/release
-#     --no-critest   skip `critest -benchmark` even when $CRITEST exists
-#     --quick        small series (5 pods, 10 execs, 2 pulls) to check the setup
+#     --no-critest   skip `critest -benchmark` even when critest exists
+#     --quick        small series (5 pods, 10 execs, 2 pulls, 3 kubelet pods) to check the setup
 #     --keep         keep the temp dir (daemon logs, state) for a look afterwards
-#     --only NAME    measure one runtime, no comparison (e.g. with CRIUS_BENCH_LOG_LEVEL=debug)
-# Environment: CRITEST (default /opt/cri-tools/bin/critest), CRITEST_PARAMS (default
-# ../shared/critest/benchmark-params.yaml next to the repository), CONTAINERD
-# (default /usr/bin/containerd), RUNC (default /usr/sbin/runc), CARGO_TARGET_DIR,
-# CRIUS_BENCH_LOG_LEVEL (crius's --log-level, default info, as containerd's).
+#     --only NAMES   measure these runs only: crius containerd-1.6 crius-runc15
+#                    containerd-2.4 kubelet-crius kubelet-containerd-2.4 (comma-separated)
+# Environment: CRITEST (default the peer's), CRITEST_PARAMS (default
+# ../shared/critest/benchmark-params.yaml next to the repository), CONTAINERD (default
+# /usr/bin/containerd, 1.6), RUNC (default /usr/sbin/runc, 1.1.5), CARGO_TARGET_DIR,
+# CRIUS_BENCH_LOG_LEVEL (crius's --log-level, default info, as containerd's). The peers
+# (runc 1.5, containerd 2.4, the kubelet, critest) come from e2e/peers/build.sh, which this
+# script runs (cached: cheap after the first time); a run whose peer is missing is skipped.
 
 set -euo pipefail
 
@@ -28,13 +39,13 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 RELEASE=$TARGET/release
-CRITEST=${CRITEST:-/opt/cri-tools/bin/critest}
 CRITEST_PARAMS=${CRITEST_PARAMS:-$REPO/../shared/critest/benchmark-params.yaml}
 CONTAINERD=${CONTAINERD:-/usr/bin/containerd}
 RUNC=${RUNC:-/usr/sbin/runc}
 CNI_BIN=/usr/lib/cni
 REGISTRY=127.0.0.1:5000
 PAUSE_IMAGE=registry.k8s.io/pause:3.10
+ALL_RUNS="crius containerd-1.6 crius-runc15 containerd-2.4 kubelet-crius kubelet-containerd-2.4"
 
 RESULTS=/var/tmp/crius-bench-results/$(date +%Y%m%d-%H%M%S)
 BUILD=1
@@ -43,16 +54,18 @@ KEEP=0
 ONLY=
 CRIUS_LOG_LEVEL=${CRIUS_BENCH_LOG_LEVEL:-info}
 BENCH_SIZE=()
+KUBELET_PODS=10
 FLOOR_RUNS=5
 while [ $# -gt 0 ]; do
     case "$1" in
         --results) RESULTS=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --no-critest) CRITEST_ON=0; shift ;;
-        --quick) BENCH_SIZE=(--pods 5 --parallel 5 --execs 10 --pulls 2); FLOOR_RUNS=2; shift ;;
+        --quick) BENCH_SIZE=(--pods 5 --parallel 5 --execs 10 --pulls 2); FLOOR_RUNS=2
+                 KUBELET_PODS=3; shift ;;
         --keep) KEEP=1; shift ;;
         --only) ONLY=$2; shift 2 ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -60,16 +73,43 @@ done
 log() { echo "run.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
 
-case "$ONLY" in ""|crius|containerd) ;; *) die "--only takes crius or containerd" ;; esac
+for name in ${ONLY//,/ }; do
+    case " $ALL_RUNS " in *" $name "*) ;; *) die "--only: unknown run $name (runs: $ALL_RUNS)" ;; esac
+done
+wanted() { [ -z "$ONLY" ] || case ",$ONLY," in *",$1,"*) true ;; *) false ;; esac; }
+
 [ "$(id -u)" = 0 ] || die "must run as root"
-for tool in "$RUNC" "$CONTAINERD" /usr/bin/containerd-shim-runc-v2 iptables ip tar zstd; do
-    command -v "$tool" >/dev/null || die "$tool is missing"
+for tool in "$RUNC" "$CONTAINERD" /usr/bin/containerd-shim-runc-v2 iptables ip tar zstd curl python3; do
+    command -v "$tool" >/dev/null || die "$tool is missing (Debian's containerd 1.6: apt install containerd)"
 done
 [ -x "$CNI_BIN/bridge" ] || die "CNI plugins missing in $CNI_BIN (apt install containernetworking-plugins)"
 curl -sf "http://$REGISTRY/v2/" >/dev/null ||
     die "no registry on $REGISTRY: run e2e/fixtures/setup.sh first"
 curl -sf "http://$REGISTRY/v2/crius-test/multilayer/tags/list" >/dev/null ||
     die "$REGISTRY lacks crius-test/multilayer: run e2e/fixtures/setup.sh first"
+curl -sf "http://$REGISTRY/v2/pause/tags/list" | grep -q '"3.10"' ||
+    die "$REGISTRY lacks pause:3.10 (registry.k8s.io/pause:3.10 through the mirror): run ../shared/critest/build-images.py busybox pause"
+
+# The peers: runc 1.5, containerd 2.4, the kubelet, critest (built once, then cached).
+PEERS_ENV=${CRIUS_PEERS_DIR:-/var/cache/crius/peers}/env
+"$REPO/e2e/peers/build.sh" >&2 || log "some peers did not build (see above); their runs are skipped"
+# shellcheck disable=SC1090
+[ -f "$PEERS_ENV" ] && . "$PEERS_ENV"
+RUNC15=${CRIUS_PEER_RUNC:-}
+CONTAINERD24=${CRIUS_PEER_CONTAINERD:-}
+CONTAINERD24_SHIM=${CRIUS_PEER_CONTAINERD_SHIM:-}
+KUBELET=${CRIUS_PEER_KUBELET:-}
+CRITEST=${CRITEST:-${CRIUS_PEER_CRITEST:-}}
+peer_ok() { # RUN BINARY...
+    local run=$1 bin
+    shift
+    for bin in "$@"; do
+        if [ -z "$bin" ] || [ ! -x "$bin" ]; then
+            log "skipping $run: peer binary ${bin:-(not built)} missing (e2e/peers/build.sh)"
+            return 1
+        fi
+    done
+}
 
 if [ "$BUILD" = 1 ]; then
     log "building release binaries"
@@ -84,20 +124,43 @@ BENCH=$RELEASE/crius-bench
 WORK=$(mktemp -d /var/tmp/crius-bench.XXXXXX)
 TAG=$$
 CGROUP_PARENT=/crius-bench-$TAG
-CRIUS_BRIDGE=crbc$TAG
-CTRD_BRIDGE=crbd$TAG
-CRIUS_SUBNET=10.99.0.0/16
-CTRD_SUBNET=10.98.0.0/16
 RULES=()
 BRIDGES=()
 DAEMON_PIDS=()
 DAEMON_SOCKS=()
+RUNC_ROOTS=()     # "RUNC_BINARY STATE_ROOT", for runc containers left behind
+KUBELET_PID=
 RUN_CONTAINERD_EXISTED=0
 [ -e /run/containerd ] && RUN_CONTAINERD_EXISTED=1
+VAR_LOG_CONTAINERS_EXISTED=0
+[ -e /var/log/containers ] && VAR_LOG_CONTAINERS_EXISTED=1
+# The kubelet sets these kernel tunables at start; they are put back at the end.
+SYSCTLS="vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes"
+SYSCTL_SAVED=()
+for k in $SYSCTLS; do SYSCTL_SAVED+=("$k=$(sysctl -n "$k")"); done
+# The iptables chains that exist now; the kubelet adds its own (KUBE-FIREWALL, canaries).
+chains() { # IPTABLES TABLE
+    "$1" -t "$2" -S 2>/dev/null | awk '$1 == "-N" { print $2 }'
+}
+CHAINS_BEFORE=$WORK/chains-before
+for ipt in iptables ip6tables; do
+    for t in filter nat mangle; do chains "$ipt" "$t" | sed "s/^/$ipt $t /"; done
+done >"$CHAINS_BEFORE"
 
-for subnet in "$CRIUS_SUBNET" "$CTRD_SUBNET"; do
+# Subnet and bridge letter per run; no subnet may be routed already.
+declare -A SUBNET=(
+    [crius]=10.99.0.0/16 [containerd-1.6]=10.98.0.0/16
+    [crius-runc15]=10.97.0.0/16 [containerd-2.4]=10.96.0.0/16
+    [kubelet-crius]=10.95.0.0/16 [kubelet-containerd-2.4]=10.94.0.0/16
+)
+declare -A LETTER=(
+    [crius]=a [containerd-1.6]=b [crius-runc15]=c [containerd-2.4]=d
+    [kubelet-crius]=e [kubelet-containerd-2.4]=f
+)
+for name in $ALL_RUNS; do
+    subnet=${SUBNET[$name]}
     if ip -4 route show | grep -q "^${subnet%%.0.0/16}\."; then
-        die "subnet $subnet is already routed on this host; pick another in run.sh"
+        die "subnet $subnet ($name) is already routed on this host; pick another in run.sh"
     fi
 done
 
@@ -115,17 +178,23 @@ run_child() {
     return "$rc"
 }
 
+stop_pid() { # PID WHAT: SIGTERM, up to 15 s, then SIGKILL
+    local pid=$1
+    pid_alive "$pid" || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 150); do pid_alive "$pid" || break; sleep 0.1; done
+    if pid_alive "$pid"; then
+        log "$2 $pid ignored SIGTERM for 15 s; killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
 stop_daemon() { # PID SOCKET
     local pid=$1 sock=$2
     pid_alive "$pid" || return 0
     timeout 180 "$BENCH" cleanup --endpoint "unix://$sock" || log "pod cleanup via $sock failed"
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 150); do pid_alive "$pid" || break; sleep 0.1; done
-    if pid_alive "$pid"; then
-        log "daemon $pid ignored SIGTERM for 15 s; killing it"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
+    stop_pid "$pid" daemon
 }
 
 # Processes started for this run outlive their daemon by design (monitors, shims,
@@ -149,12 +218,12 @@ kill_leftovers() {
     done
 }
 
-delete_runc_containers() { # RUNC_ROOT
-    local root=$1 id
+delete_runc_containers() { # RUNC_BINARY RUNC_ROOT
+    local bin=$1 root=$2 id
     [ -d "$root" ] || return 0
-    for id in $("$RUNC" --root "$root" list -q 2>/dev/null); do
+    for id in $("$bin" --root "$root" list -q 2>/dev/null); do
         log "deleting leftover runc container $id in $root"
-        "$RUNC" --root "$root" delete --force "$id" || true
+        "$bin" --root "$root" delete --force "$id" || true
     done
 }
 
@@ -162,19 +231,43 @@ mounts_under_work() {
     awk -v w="$WORK/" 'index($5, w) == 1 { print $5 }' /proc/self/mountinfo
 }
 
+# Chains that were not there before (the kubelet's): the rules that jump to each go
+# first, then the chain.
+remove_new_chains() {
+    local ipt t chain rule
+    for ipt in iptables ip6tables; do
+        for t in filter nat mangle; do
+            for chain in $(chains "$ipt" "$t"); do
+                grep -qx "$ipt $t $chain" "$CHAINS_BEFORE" && continue
+                log "removing the $ipt chain $chain (table $t) the kubelet made"
+                "$ipt" -t "$t" -S | awk -v c="$chain" '$1 == "-A" && $NF == c && $(NF-1) == "-j"' |
+                    while read -r rule; do
+                        # shellcheck disable=SC2086
+                        "$ipt" -t "$t" -D ${rule#-A } || true
+                    done
+                { "$ipt" -t "$t" -F "$chain" && "$ipt" -t "$t" -X "$chain"; } ||
+                    log "cannot remove the $ipt chain $chain (table $t)"
+            done
+        done
+    done
+}
+
 cleanup() {
-    local status=$? i m
+    local status=$? i m kv link
     set +e
     trap - EXIT INT TERM
     if pid_alive "$CHILD"; then
         kill -TERM "$CHILD" 2>/dev/null
         wait "$CHILD" 2>/dev/null
     fi
+    stop_pid "$KUBELET_PID" kubelet
     for i in "${!DAEMON_PIDS[@]}"; do
         stop_daemon "${DAEMON_PIDS[$i]}" "${DAEMON_SOCKS[$i]}"
     done
-    delete_runc_containers "$WORK/crius/run/runtimes/runc"
-    for d in "$WORK"/containerd/runc/*; do delete_runc_containers "$d"; done
+    for i in "${!RUNC_ROOTS[@]}"; do
+        # shellcheck disable=SC2086
+        delete_runc_containers ${RUNC_ROOTS[$i]}
+    done
     kill_leftovers
     for _ in 1 2 3; do
         for m in $(mounts_under_work | sort -r); do
@@ -187,6 +280,18 @@ cleanup() {
                 log "cannot remove cgroup $h${CGROUP_PARENT#/}"
         fi
     done
+    [ -f "$CHAINS_BEFORE" ] && remove_new_chains
+    for kv in "${SYSCTL_SAVED[@]}"; do
+        [ "$(sysctl -n "${kv%%=*}")" = "${kv#*=}" ] || sysctl -q -w "$kv" ||
+            log "cannot put back sysctl $kv"
+    done
+    if [ -d /var/log/containers ]; then
+        # The kubelet links each container's log here (a fixed path); ours point into $WORK.
+        for link in /var/log/containers/*; do
+            [ -L "$link" ] && case "$(readlink "$link")" in "$WORK"/*) rm -f "$link" ;; esac
+        done
+        [ "$VAR_LOG_CONTAINERS_EXISTED" = 0 ] && rmdir /var/log/containers 2>/dev/null
+    fi
     for i in "${!RULES[@]}"; do
         iptables -D FORWARD -i "${RULES[$i]}" ! -o "${RULES[$i]}" -j DROP ||
             log "cannot remove the FORWARD rule of ${RULES[$i]}"
@@ -195,7 +300,7 @@ cleanup() {
         [ -e "/sys/class/net/$b" ] && ip link del "$b"
     done
     if [ "$RUN_CONTAINERD_EXISTED" = 0 ]; then
-        # containerd 1.6 puts shim sockets in /run/containerd/s whatever its config says.
+        # containerd puts shim sockets in /run/containerd/s whatever its config says.
         rmdir /run/containerd/s /run/containerd 2>/dev/null
     fi
     if [ -n "$(mounts_under_work)" ]; then
@@ -210,114 +315,97 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-add_bridge_rule() { # BRIDGE
-    iptables -I FORWARD -i "$1" ! -o "$1" -j DROP
-    RULES+=("$1")
-    BRIDGES+=("$1")
-}
-
-conflist() { # NAME BRIDGE SUBNET IPAM_DIR
-    cat <<EOF
+# net NAME DIR: the run's CNI config in DIR/cni, its bridge and FORWARD drop rule.
+net() {
+    local name=$1 dir=$2 bridge=crb${LETTER[$1]}$TAG
+    mkdir -p "$dir/cni"
+    cat >"$dir/cni/10-bench.conflist" <<JSON
 {
   "cniVersion": "1.0.0",
-  "name": "$1",
+  "name": "bench-$name",
   "plugins": [
     {
       "type": "bridge",
-      "bridge": "$2",
+      "bridge": "$bridge",
       "isGateway": true,
       "ipMasq": false,
       "hairpinMode": true,
       "ipam": {
         "type": "host-local",
-        "ranges": [[{"subnet": "$3"}]],
-        "dataDir": "$4"
+        "ranges": [[{"subnet": "${SUBNET[$name]}"}]],
+        "dataDir": "$dir/ipam"
       }
     },
     {"type": "portmap", "capabilities": {"portMappings": true}},
     {"type": "loopback"}
   ]
 }
-EOF
+JSON
+    iptables -I FORWARD -i "$bridge" ! -o "$bridge" -j DROP
+    RULES+=("$bridge")
+    BRIDGES+=("$bridge")
 }
 
 mkdir -p "$RESULTS"
 RESULTS=$(cd "$RESULTS" && pwd)
 log "temp dir $WORK, results in $RESULTS"
 
-run_critest() { # NAME SOCKET
-    [ "$CRITEST_ON" = 1 ] && [ -x "$CRITEST" ] || return 0
-    if [ ! -f "$CRITEST_PARAMS" ]; then
-        log "no $CRITEST_PARAMS: skipping critest -benchmark"
-        return 0
-    fi
-    rm -rf "$RESULTS/critest-$1"
-    mkdir -p "$RESULTS/critest-$1"
-    log "critest -benchmark against $1"
-    run_child timeout 600 "$CRITEST" -benchmark \
-        --runtime-endpoint "unix://$2" --image-endpoint "unix://$2" \
-        --benchmarking-params-file "$CRITEST_PARAMS" \
-        --benchmarking-output-dir "$RESULTS/critest-$1" \
-        >"$RESULTS/critest-$1.log" 2>&1 ||
-        log "critest -benchmark against $1 failed; see $RESULTS/critest-$1.log"
+# Set by start_crius and start_containerd: the daemon just started.
+PID=
+SOCK=
+LOGFILE=
+
+# start_crius NAME DEFAULT_HANDLER: crius with the handler runc (runc 1.1.5) and, for the
+# runs that use it, runc15 (runc 1.5).
+start_crius() {
+    local name=$1 handler=$2 c=$WORK/$1
+    mkdir -p "$c/conf.d" "$c/logs"
+    net "$name" "$c"
+    {
+        echo "[crius.network]"
+        echo "cache_dir = \"$c/cni-cache\""
+        echo "[crius.runtime]"
+        echo "default_runtime = \"$handler\""
+        echo "[crius.runtime.runtimes.runc]"
+        echo "runtime_path = \"$RUNC\""
+        if [ "$handler" = runc15 ] || [ "$name" = crius-runc15 ]; then
+            echo "[crius.runtime.runtimes.runc15]"
+            echo "runtime_path = \"$RUNC15\""
+        fi
+    } >"$c/crius.conf"
+    RUNC_ROOTS+=("$RUNC $c/run/runtimes/runc" "${RUNC15:-$RUNC} $c/run/runtimes/runc15")
+    SOCK=$c/run/crius.sock
+    LOGFILE=$c/crius.log
+    # crius syncs each unpacked layer (syncfs): start each daemon with no dirty pages
+    # pending from earlier work on this disk, so none pays for them.
+    sync
+    log "starting crius for $name (default handler $handler)"
+    "$RELEASE/crius" --config "$c/crius.conf" --config-dir "$c/conf.d" \
+        --root "$c/root" --runroot "$c/run" --listen "unix://$SOCK" \
+        --log-level "$CRIUS_LOG_LEVEL" --cgroup-manager cgroupfs \
+        --cni-config-dir "$c/cni" --cni-plugin-dir "$CNI_BIN" \
+        --registries-conf "$HERE/registries.conf" --insecure-registry "$REGISTRY" \
+        --pause-image "$PAUSE_IMAGE" --stream-address 127.0.0.1 --stream-port 0 \
+        </dev/null >"$LOGFILE" 2>&1 &
+    PID=$!
+    DAEMON_PIDS+=("$PID")
+    DAEMON_SOCKS+=("$SOCK")
+    "$BENCH" wait --endpoint "unix://$SOCK" --timeout 30 ||
+        { tail -30 "$LOGFILE" >&2; die "crius ($name) did not start"; }
 }
 
-# --- the floor: plain tar on the same layers, same disk --------------------------------
-log "timing the tar floor"
-run_child "$BENCH" floor --work-dir "$WORK/floor" --out "$RESULTS/floor.json" --runs "$FLOOR_RUNS"
-
-# --- crius -----------------------------------------------------------------------------
-if [ -z "$ONLY" ] || [ "$ONLY" = crius ]; then
-C=$WORK/crius
-mkdir -p "$C/cni" "$C/conf.d" "$C/logs"
-conflist crius-bench "$CRIUS_BRIDGE" "$CRIUS_SUBNET" "$C/ipam" >"$C/cni/10-bench.conflist"
-cat >"$C/crius.conf" <<EOF
-[crius.network]
-cache_dir = "$C/cni-cache"
-EOF
-add_bridge_rule "$CRIUS_BRIDGE"
-CRIUS_SOCK=$C/run/crius.sock
-# crius syncs each unpacked layer (syncfs): start each daemon with no dirty pages pending
-# from earlier work on this disk, so neither pays for them.
-sync
-log "starting crius"
-"$RELEASE/crius" --config "$C/crius.conf" --config-dir "$C/conf.d" \
-    --root "$C/root" --runroot "$C/run" --listen "unix://$CRIUS_SOCK" \
-    --log-level "$CRIUS_LOG_LEVEL" --cgroup-manager cgroupfs \
-    --cni-config-dir "$C/cni" --cni-plugin-dir "$CNI_BIN" \
-    --registries-conf "$HERE/registries.conf" --insecure-registry "$REGISTRY" \
-    --pause-image "$PAUSE_IMAGE" --stream-address 127.0.0.1 --stream-port 0 \
-    </dev/null >"$C/crius.log" 2>&1 &
-CRIUS_PID=$!
-DAEMON_PIDS+=("$CRIUS_PID")
-DAEMON_SOCKS+=("$CRIUS_SOCK")
-"$BENCH" wait --endpoint "unix://$CRIUS_SOCK" --timeout 30 ||
-    { tail -30 "$C/crius.log" >&2; die "crius did not start"; }
-run_child "$BENCH" run --name crius --endpoint "unix://$CRIUS_SOCK" --daemon-pid "$CRIUS_PID" \
-    --monitor-exe crius-conmon --process-match "$C/" --work-dir "$C/logs" \
-    --cgroup-parent "$CGROUP_PARENT" --pause "$PAUSE_IMAGE" \
-    --out "$RESULTS/crius.json" "${BENCH_SIZE[@]}" ||
-    log "some crius series failed (see above and $C/crius.log)"
-run_critest crius "$CRIUS_SOCK"
-stop_daemon "$CRIUS_PID" "$CRIUS_SOCK"
-cp "$C/crius.log" "$RESULTS/crius-daemon.log"
-fi
-
-# --- containerd ------------------------------------------------------------------------
-if [ -z "$ONLY" ] || [ "$ONLY" = containerd ]; then
-D=$WORK/containerd
-mkdir -p "$D/cni" "$D/logs"
-conflist containerd-bench "$CTRD_BRIDGE" "$CTRD_SUBNET" "$D/ipam" >"$D/cni/10-bench.conflist"
-mirrors=""
-for reg in registry.k8s.io docker.io public.ecr.aws "$REGISTRY"; do
-    mirrors+="
+# containerd 1.x (config version 2): registry mirrors in the CRI plugin's own tables.
+containerd1_config() { # DIR RUNC
+    local d=$1 runc=$2 mirrors="" reg
+    for reg in registry.k8s.io docker.io public.ecr.aws "$REGISTRY"; do
+        mirrors+="
 [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"$reg\"]
   endpoint = [\"http://$REGISTRY\"]"
-done
-cat >"$D/config.toml" <<EOF
+    done
+    cat <<TOML
 version = 2
-root = "$D/root"
-state = "$D/state"
+root = "$d/root"
+state = "$d/state"
 disabled_plugins = [
   "io.containerd.snapshotter.v1.aufs",
   "io.containerd.snapshotter.v1.btrfs",
@@ -328,17 +416,17 @@ disabled_plugins = [
 ]
 
 [grpc]
-  address = "$D/containerd.sock"
+  address = "$d/containerd.sock"
 
 [ttrpc]
-  address = "$D/containerd.sock.ttrpc"
+  address = "$d/containerd.sock.ttrpc"
 
 [debug]
-  address = "$D/debug.sock"
+  address = "$d/debug.sock"
   level = "info"
 
 [plugins."io.containerd.internal.v1.opt"]
-  path = "$D/opt"
+  path = "$d/opt"
 
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$PAUSE_IMAGE"
@@ -356,46 +444,275 @@ disabled_plugins = [
   runtime_type = "io.containerd.runc.v2"
 
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-  BinaryName = "$RUNC"
-  Root = "$D/runc"
+  BinaryName = "$runc"
+  Root = "$d/runc"
   SystemdCgroup = false
 
 [plugins."io.containerd.grpc.v1.cri".cni]
   bin_dir = "$CNI_BIN"
-  conf_dir = "$D/cni"
+  conf_dir = "$d/cni"
   max_conf_num = 1
 $mirrors
-EOF
-add_bridge_rule "$CTRD_BRIDGE"
-CTRD_SOCK=$D/containerd.sock
-sync
-log "starting containerd"
-"$CONTAINERD" --config "$D/config.toml" </dev/null >"$D/containerd.log" 2>&1 &
-CTRD_PID=$!
-DAEMON_PIDS+=("$CTRD_PID")
-DAEMON_SOCKS+=("$CTRD_SOCK")
-"$BENCH" wait --endpoint "unix://$CTRD_SOCK" --timeout 30 ||
-    { tail -30 "$D/containerd.log" >&2; die "containerd did not start"; }
-run_child "$BENCH" run --name containerd --endpoint "unix://$CTRD_SOCK" --daemon-pid "$CTRD_PID" \
-    --monitor-exe containerd-shim-runc-v2 --process-match "$D/" --work-dir "$D/logs" \
-    --cgroup-parent "$CGROUP_PARENT" --pause "$PAUSE_IMAGE" \
-    --out "$RESULTS/containerd.json" "${BENCH_SIZE[@]}" ||
-    log "some containerd series failed (see above and $D/containerd.log)"
-run_critest containerd "$CTRD_SOCK"
-stop_daemon "$CTRD_PID" "$CTRD_SOCK"
-cp "$D/containerd.log" "$RESULTS/containerd-daemon.log"
+TOML
+}
+
+# containerd 2.x (config version 3; 2.4 reads it as is, its own default is version 4 with
+# the same CRI tables): the CRI plugin is split into io.containerd.cri.v1.images (pulls, the
+# pause image, registry hosts as hosts.toml dirs under config_path, also for the transfer
+# service) and io.containerd.cri.v1.runtime (runtimes, CNI); io.containerd.grpc.v1.cri
+# keeps the stream server. Nothing outside the run's dir: no imports
+# (/etc/containerd/conf.d), NRI off (its socket is /var/run/nri/nri.sock), the image
+# verifier off (/opt/containerd), CDI specs (always on) read from the run's dir.
+containerd2_config() { # DIR RUNC SHIM
+    local d=$1 runc=$2 shim=$3 reg
+    for reg in registry.k8s.io docker.io public.ecr.aws "$REGISTRY"; do
+        mkdir -p "$d/certs.d/$reg"
+        cat >"$d/certs.d/$reg/hosts.toml" <<TOML
+server = "http://$REGISTRY"
+
+[host."http://$REGISTRY"]
+  capabilities = ["pull", "resolve"]
+TOML
+    done
+    cat <<TOML
+version = 3
+root = "$d/root"
+state = "$d/state"
+imports = []
+disabled_plugins = [
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.tracing.processor.v1.otlp",
+  "io.containerd.internal.v1.tracing",
+  "io.containerd.nri.v1.nri",
+  "io.containerd.image-verifier.v1.bindir",
+]
+
+[grpc]
+  address = "$d/containerd.sock"
+
+[ttrpc]
+  address = "$d/containerd.sock.ttrpc"
+
+[debug]
+  address = "$d/debug.sock"
+  level = "info"
+
+[plugins.'io.containerd.internal.v1.opt']
+  path = "$d/opt"
+
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "overlayfs"
+
+[plugins.'io.containerd.cri.v1.images'.pinned_images]
+  sandbox = "$PAUSE_IMAGE"
+
+[plugins.'io.containerd.cri.v1.images'.registry]
+  config_path = "$d/certs.d"
+
+[plugins.'io.containerd.transfer.v1.local']
+  config_path = "$d/certs.d"
+
+[plugins.'io.containerd.cri.v1.runtime']
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  netns_mounts_under_state_dir = true
+  cdi_spec_dirs = ["$d/cdi"]
+
+[plugins.'io.containerd.cri.v1.runtime'.containerd]
+  default_runtime_name = "runc"
+
+[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+  runtime_path = "$shim"
+
+[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+  BinaryName = "$runc"
+  Root = "$d/runc"
+  SystemdCgroup = false
+
+[plugins.'io.containerd.cri.v1.runtime'.cni]
+  bin_dirs = ["$CNI_BIN"]
+  conf_dir = "$d/cni"
+  max_conf_num = 1
+
+[plugins.'io.containerd.grpc.v1.cri']
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+TOML
+}
+
+# start_containerd NAME BINARY RUNC SHIM: containerd with its CRI plugin; the shim's dir
+# comes first in its PATH, so it starts that shim.
+start_containerd() {
+    local name=$1 bin=$2 runc=$3 shim=$4 d=$WORK/$1 version
+    mkdir -p "$d/logs"
+    net "$name" "$d"
+    version=$("$bin" --version | awk '{ print $3 }')
+    case "$version" in
+        v1.*|1.*) containerd1_config "$d" "$runc" >"$d/config.toml" ;;
+        *) containerd2_config "$d" "$runc" "$shim" >"$d/config.toml" ;;
+    esac
+    RUNC_ROOTS+=("$runc $d/runc/k8s.io")
+    SOCK=$d/containerd.sock
+    LOGFILE=$d/containerd.log
+    sync
+    log "starting containerd $version for $name"
+    PATH="$(dirname "$shim"):$PATH" "$bin" --config "$d/config.toml" </dev/null >"$LOGFILE" 2>&1 &
+    PID=$!
+    DAEMON_PIDS+=("$PID")
+    DAEMON_SOCKS+=("$SOCK")
+    "$BENCH" wait --endpoint "unix://$SOCK" --timeout 30 ||
+        { tail -30 "$LOGFILE" >&2; die "containerd ($name) did not start"; }
+}
+
+# finish NAME: the daemon's pods removed, the daemon stopped, its log kept.
+finish() {
+    stop_daemon "$PID" "$SOCK"
+    cp "$LOGFILE" "$RESULTS/$1-daemon.log"
+}
+
+run_critest() { # NAME SOCKET [HANDLER]
+    [ "$CRITEST_ON" = 1 ] || return 0
+    if [ -z "$CRITEST" ] || [ ! -x "$CRITEST" ]; then
+        log "no critest (e2e/peers/build.sh): skipping critest -benchmark"
+        return 0
+    fi
+    if [ ! -f "$CRITEST_PARAMS" ]; then
+        log "no $CRITEST_PARAMS: skipping critest -benchmark"
+        return 0
+    fi
+    local handler=()
+    [ -n "${3:-}" ] && handler=(--runtime-handler "$3")
+    rm -rf "$RESULTS/critest-$1"
+    mkdir -p "$RESULTS/critest-$1"
+    log "critest -benchmark against $1"
+    run_child timeout 900 "$CRITEST" -benchmark \
+        --runtime-endpoint "unix://$2" --image-endpoint "unix://$2" "${handler[@]}" \
+        --benchmarking-params-file "$CRITEST_PARAMS" \
+        --benchmarking-output-dir "$RESULTS/critest-$1" \
+        >"$RESULTS/critest-$1.log" 2>&1 ||
+        log "critest -benchmark against $1 failed; see $RESULTS/critest-$1.log"
+}
+
+# bench NAME MONITOR_EXE [HANDLER]: the CRI series against the daemon just started, then
+# critest's benchmarks.
+bench() {
+    local name=$1 monitor=$2 handler=${3:-}
+    run_child "$BENCH" run --name "$name" --endpoint "unix://$SOCK" --daemon-pid "$PID" \
+        --monitor-exe "$monitor" --process-match "$WORK/$name/" --work-dir "$WORK/$name/logs" \
+        --cgroup-parent "$CGROUP_PARENT" --pause "$PAUSE_IMAGE" --runtime-handler "$handler" \
+        --out "$RESULTS/$name.json" "${BENCH_SIZE[@]}" ||
+        log "some $name series failed (see above and $LOGFILE)"
+    run_critest "$name" "$SOCK" "$handler"
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# kubelet NAME: the peer kubelet, standalone (static pods, no API server), against the
+# daemon just started; the same config for every daemon but its socket and dirs.
+kubelet() {
+    local name=$1 k=$WORK/$1/kubelet ro port healthz h
+    mkdir -p "$k/manifests" "$k/root" "$k/pod-logs"
+    ro=$(free_port)
+    port=$(free_port)
+    healthz=$(free_port)
+    # The kubelet wants its cgroup root in every hierarchy before it starts.
+    for h in /sys/fs/cgroup/*/; do
+        mkdir -p "$h${CGROUP_PARENT#/}/$name"
+    done
+    cat >"$k/config.yaml" <<YAML
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+containerRuntimeEndpoint: unix://$SOCK
+staticPodPath: $k/manifests
+podLogsDir: $k/pod-logs
+address: 127.0.0.1
+port: $port
+readOnlyPort: $ro
+healthzBindAddress: 127.0.0.1
+healthzPort: $healthz
+authentication:
+  anonymous: {enabled: true}
+  webhook: {enabled: false}
+authorization: {mode: AlwaysAllow}
+cgroupDriver: cgroupfs
+cgroupRoot: $CGROUP_PARENT/$name
+failCgroupV1: false
+failSwapOn: false
+syncFrequency: 10s
+fileCheckFrequency: 5s
+serializeImagePulls: false
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {}
+YAML
+    log "starting the kubelet for $name (read-only port $ro)"
+    "$KUBELET" --config "$k/config.yaml" --root-dir "$k/root" --cert-dir "$k/root/pki" \
+        --hostname-override "bench-$name" --v 2 </dev/null >"$k/kubelet.log" 2>&1 &
+    KUBELET_PID=$!
+    run_child "$BENCH" kubelet --name "$name" --endpoint "unix://$SOCK" \
+        --manifest-dir "$k/manifests" --read-only-port "$ro" --pods "$KUBELET_PODS" \
+        --out "$RESULTS/$name.json" ||
+        { log "the kubelet series against $name failed; its log's last lines:"; tail -20 "$k/kubelet.log" >&2; }
+    stop_pid "$KUBELET_PID" kubelet
+    KUBELET_PID=
+    cp "$k/kubelet.log" "$RESULTS/$name-kubelet.log"
+}
+
+# --- the floor: plain tar on the same layers, same disk --------------------------------
+log "timing the tar floor"
+run_child "$BENCH" floor --work-dir "$WORK/floor" --out "$RESULTS/floor.json" --runs "$FLOOR_RUNS"
+
+# --- the CRI series, one daemon at a time -----------------------------------------------
+if wanted crius; then
+    start_crius crius runc
+    bench crius crius-conmon
+    finish crius
+fi
+if wanted containerd-1.6; then
+    start_containerd containerd-1.6 "$CONTAINERD" "$RUNC" /usr/bin/containerd-shim-runc-v2
+    bench containerd-1.6 containerd-shim-runc-v2
+    finish containerd-1.6
+fi
+if wanted crius-runc15 && peer_ok crius-runc15 "$RUNC15"; then
+    start_crius crius-runc15 runc
+    bench crius-runc15 crius-conmon runc15
+    finish crius-runc15
+fi
+if wanted containerd-2.4 && peer_ok containerd-2.4 "$CONTAINERD24" "$CONTAINERD24_SHIM" "$RUNC15"; then
+    start_containerd containerd-2.4 "$CONTAINERD24" "$RUNC15" "$CONTAINERD24_SHIM"
+    bench containerd-2.4 containerd-shim-runc-v2
+    finish containerd-2.4
+fi
+
+# --- the kubelet's view: one kubelet binary and config, runc 1.5 under both --------------
+if wanted kubelet-crius && peer_ok kubelet-crius "$KUBELET" "$RUNC15"; then
+    start_crius kubelet-crius runc15
+    kubelet kubelet-crius
+    finish kubelet-crius
+fi
+if wanted kubelet-containerd-2.4 &&
+    peer_ok kubelet-containerd-2.4 "$KUBELET" "$CONTAINERD24" "$CONTAINERD24_SHIM" "$RUNC15"; then
+    start_containerd kubelet-containerd-2.4 "$CONTAINERD24" "$RUNC15" "$CONTAINERD24_SHIM"
+    kubelet kubelet-containerd-2.4
+    finish kubelet-containerd-2.4
 fi
 
 # --- the comparison --------------------------------------------------------------------
-if [ -n "$ONLY" ]; then
-    log "only $ONLY measured: no comparison; see $RESULTS/$ONLY.json"
-    exit 0
-fi
 echo
-"$BENCH" report --results "$RESULTS" --a crius --b containerd
+"$BENCH" report --results "$RESULTS" \
+    --table crius:containerd-1.6,crius-runc15:containerd-2.4 \
+    --table kubelet-crius:kubelet-containerd-2.4 ||
+    log "nothing to compare (a side of every pair is missing); see $RESULTS/*.json"
 if /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then
-    /usr/bin/python3 "$HERE/plot.py" "$RESULTS/summary.json" "$RESULTS/bench.png" &&
-        log "plot: $RESULTS/bench.png"
+    if [ -f "$RESULTS/summary.json" ]; then
+        /usr/bin/python3 "$HERE/plot.py" "$RESULTS/summary.json" "$RESULTS/bench.png" >&2
+    fi
 else
     log "no python3-matplotlib: no plot (apt install python3-matplotlib)"
 fi

@@ -65,6 +65,9 @@ pub struct RunArgs {
     /// Cgroup parent of every pod (cgroupfs).
     #[arg(long, default_value = "/crius-bench")]
     pub cgroup_parent: String,
+    /// Runtime handler every pod asks for (empty: the daemon's default).
+    #[arg(long, default_value = "")]
+    pub runtime_handler: String,
     /// Seconds to wait before reading memory, so start-up and teardown work settles.
     #[arg(long, default_value_t = 2)]
     pub settle_secs: u64,
@@ -105,7 +108,7 @@ pub struct RunResult {
 }
 
 impl RunResult {
-    fn metric(&mut self, key: &str, label: &str, unit: &str, value: f64) {
+    pub(crate) fn metric(&mut self, key: &str, label: &str, unit: &str, value: f64) {
         self.metrics.push(Metric {
             key: key.to_string(),
             label: label.to_string(),
@@ -115,7 +118,7 @@ impl RunResult {
     }
 
     /// Records a latency series: its median and p90, and the samples.
-    fn series(&mut self, key: &str, label: &str, samples: Vec<f64>) {
+    pub(crate) fn series(&mut self, key: &str, label: &str, samples: Vec<f64>) {
         if let Some(s) = summarize(&samples) {
             self.metric(
                 &format!("{key}.median"),
@@ -193,6 +196,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
         "crius-bench [{}]: {} {} at {}",
         args.name, result.runtime_name, result.runtime_version, args.endpoint
     );
+    if !args.runtime_handler.is_empty() {
+        result
+            .notes
+            .push(format!("every pod asks for runtime handler {}", args.runtime_handler));
+    }
     let leftovers = remove_all_pods(&cri).await?;
     if leftovers > 0 {
         result
@@ -303,7 +311,7 @@ async fn warm_up(cri: &Cri, args: &RunArgs, template: &PodTemplate) -> anyhow::R
         "RunPodSandbox",
         rt.run_pod_sandbox(cri::RunPodSandboxRequest {
             config: Some(template.pod("warm", 0)?),
-            runtime_handler: String::new(),
+            runtime_handler: args.runtime_handler.clone(),
         }),
     )
     .await?;
@@ -325,7 +333,7 @@ async fn sequential_pods(
             "RunPodSandbox",
             rt.run_pod_sandbox(cri::RunPodSandboxRequest {
                 config: Some(template.pod("seq", i)?),
-                runtime_handler: String::new(),
+                runtime_handler: args.runtime_handler.clone(),
             }),
         )
         .await?;
@@ -357,7 +365,7 @@ async fn parallel_pods(
                 "RunPodSandbox",
                 rt.run_pod_sandbox(cri::RunPodSandboxRequest {
                     config: Some(config),
-                    runtime_handler: String::new(),
+                    runtime_handler: args.runtime_handler.clone(),
                 }),
             )
             .await
@@ -421,7 +429,7 @@ async fn pods_with_containers(
             "RunPodSandbox",
             rt.run_pod_sandbox(cri::RunPodSandboxRequest {
                 config: Some(config.clone()),
-                runtime_handler: String::new(),
+                runtime_handler: args.runtime_handler.clone(),
             }),
         )
         .await?;

@@ -1,16 +1,18 @@
 //! `crius-bench`: benchmarks that drive any CRI endpoint over its Unix socket with the CRI
 //! gRPC client, so one run measures crius and containerd side by side (same runc, CNI
-//! plugins, images and machine) and prints ratios. `e2e/bench/run.sh` sets both daemons up
+//! plugins, images and machine) and prints ratios. `e2e/bench/run.sh` sets the daemons up
 //! and calls the subcommands in turn:
 //!
 //! - `run`: the series against one endpoint, written as JSON;
 //! - `floor`: how long plain tar takes to unpack the same image layers;
-//! - `report`: the table (metric, A, B, ratio A/B) and summary.json;
+//! - `kubelet`: static pods through a real kubelet, until it reports them running;
+//! - `report`: the tables (metric, each run, ratio A/B per pair) and summary.json;
 //! - `cleanup`: stops and removes every pod an endpoint knows.
 
 mod bench;
 mod cri;
 mod floor;
+mod kubelet;
 mod procmem;
 mod report;
 mod stats;
@@ -36,7 +38,9 @@ enum Cmd {
     Run(Box<bench::RunArgs>),
     /// Time plain tar unpacking the layers of an OCI layout (the floor under PullImage).
     Floor(floor::FloorArgs),
-    /// Compare two results: print the table, write summary.json and table.txt.
+    /// The kubelet's view: static pod manifests written until the kubelet reports them running.
+    Kubelet(kubelet::KubeletArgs),
+    /// Compare results: print the tables, write summary.json and table.txt.
     Report(report::ReportArgs),
     /// Wait until an endpoint answers Version (or fail after the timeout).
     Wait {
@@ -77,6 +81,9 @@ async fn main() -> anyhow::Result<()> {
                 result.median_ms,
                 result.samples.len()
             );
+        }
+        Cmd::Kubelet(args) => {
+            kubelet::run(&args).await?;
         }
         Cmd::Report(args) => {
             report::run(&args)?;
