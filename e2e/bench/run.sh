@@ -132,20 +132,6 @@ RUNC_ROOTS=()     # "RUNC_BINARY STATE_ROOT", for runc containers left behind
 KUBELET_PID=
 RUN_CONTAINERD_EXISTED=0
 [ -e /run/containerd ] && RUN_CONTAINERD_EXISTED=1
-VAR_LOG_CONTAINERS_EXISTED=0
-[ -e /var/log/containers ] && VAR_LOG_CONTAINERS_EXISTED=1
-# The kubelet sets these kernel tunables at start; they are put back at the end.
-SYSCTLS="vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes"
-SYSCTL_SAVED=()
-for k in $SYSCTLS; do SYSCTL_SAVED+=("$k=$(sysctl -n "$k")"); done
-# The iptables chains that exist now; the kubelet adds its own (KUBE-FIREWALL, canaries).
-chains() { # IPTABLES TABLE
-    "$1" -t "$2" -S 2>/dev/null | awk '$1 == "-N" { print $2 }'
-}
-CHAINS_BEFORE=$WORK/chains-before
-for ipt in iptables ip6tables; do
-    for t in filter nat mangle; do chains "$ipt" "$t" | sed "s/^/$ipt $t /"; done
-done >"$CHAINS_BEFORE"
 
 # Subnet and bridge letter per run; no subnet may be routed already.
 declare -A SUBNET=(
@@ -231,29 +217,8 @@ mounts_under_work() {
     awk -v w="$WORK/" 'index($5, w) == 1 { print $5 }' /proc/self/mountinfo
 }
 
-# Chains that were not there before (the kubelet's): the rules that jump to each go
-# first, then the chain.
-remove_new_chains() {
-    local ipt t chain rule
-    for ipt in iptables ip6tables; do
-        for t in filter nat mangle; do
-            for chain in $(chains "$ipt" "$t"); do
-                grep -qx "$ipt $t $chain" "$CHAINS_BEFORE" && continue
-                log "removing the $ipt chain $chain (table $t) the kubelet made"
-                "$ipt" -t "$t" -S | awk -v c="$chain" '$1 == "-A" && $NF == c && $(NF-1) == "-j"' |
-                    while read -r rule; do
-                        # shellcheck disable=SC2086
-                        "$ipt" -t "$t" -D ${rule#-A } || true
-                    done
-                { "$ipt" -t "$t" -F "$chain" && "$ipt" -t "$t" -X "$chain"; } ||
-                    log "cannot remove the $ipt chain $chain (table $t)"
-            done
-        done
-    done
-}
-
 cleanup() {
-    local status=$? i m kv link
+    local status=$? i m
     set +e
     trap - EXIT INT TERM
     if pid_alive "$CHILD"; then
@@ -280,18 +245,6 @@ cleanup() {
                 log "cannot remove cgroup $h${CGROUP_PARENT#/}"
         fi
     done
-    [ -f "$CHAINS_BEFORE" ] && remove_new_chains
-    for kv in "${SYSCTL_SAVED[@]}"; do
-        [ "$(sysctl -n "${kv%%=*}")" = "${kv#*=}" ] || sysctl -q -w "$kv" ||
-            log "cannot put back sysctl $kv"
-    done
-    if [ -d /var/log/containers ]; then
-        # The kubelet links each container's log here (a fixed path); ours point into $WORK.
-        for link in /var/log/containers/*; do
-            [ -L "$link" ] && case "$(readlink "$link")" in "$WORK"/*) rm -f "$link" ;; esac
-        done
-        [ "$VAR_LOG_CONTAINERS_EXISTED" = 0 ] && rmdir /var/log/containers 2>/dev/null
-    fi
     for i in "${!RULES[@]}"; do
         iptables -D FORWARD -i "${RULES[$i]}" ! -o "${RULES[$i]}" -j DROP ||
             log "cannot remove the FORWARD rule of ${RULES[$i]}"
@@ -613,11 +566,25 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# The kernel tunables the kubelet checks at start, with the values it wants. It runs in a
+# mount namespace of its own where each is a file of the run bound over /proc/sys/..., and
+# with protectKernelDefaults it only checks them: the host's sysctls stay as they are.
+KERNEL_TUNABLES="vm/overcommit_memory=1 vm/panic_on_oom=0 kernel/panic=10 kernel/panic_on_oops=1 kernel/keys/root_maxkeys=1000000 kernel/keys/root_maxbytes=25000000"
+
 # kubelet NAME: the peer kubelet, standalone (static pods, no API server), against the
-# daemon just started; the same config for every daemon but its socket and dirs.
+# daemon just started; the same config for every daemon but its socket and dirs. As the
+# e2e harness (e2e/src/kubelet.rs) runs it: in a mount namespace with its own /var/log (its
+# /var/log/containers links) and kernel tunables, without its iptables chains
+# (makeIPTablesUtilChains: false), at this shell's oom_score_adj (no CAP_SYS_RESOURCE to
+# lower it).
 kubelet() {
-    local name=$1 k=$WORK/$1/kubelet ro port healthz h
-    mkdir -p "$k/manifests" "$k/root" "$k/pod-logs"
+    local name=$1 k=$WORK/$1/kubelet ro port healthz h kv file binds=""
+    mkdir -p "$k/manifests" "$k/root" "$k/pod-logs" "$k/ns/var-log"
+    for kv in $KERNEL_TUNABLES; do
+        file=$k/ns/$(echo "${kv%%=*}" | tr / .)
+        echo "${kv#*=}" >"$file"
+        binds+="mount --bind $file /proc/sys/${kv%%=*} && "
+    done
     ro=$(free_port)
     port=$(free_port)
     healthz=$(free_port)
@@ -629,8 +596,10 @@ kubelet() {
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 containerRuntimeEndpoint: unix://$SOCK
+imageServiceEndpoint: unix://$SOCK
 staticPodPath: $k/manifests
 podLogsDir: $k/pod-logs
+volumePluginDir: $k/volume-plugins
 address: 127.0.0.1
 port: $port
 readOnlyPort: $ro
@@ -644,18 +613,24 @@ cgroupDriver: cgroupfs
 cgroupRoot: $CGROUP_PARENT/$name
 failCgroupV1: false
 failSwapOn: false
+protectKernelDefaults: true
+makeIPTablesUtilChains: false
+oomScoreAdj: $(cat /proc/self/oom_score_adj)
 syncFrequency: 10s
 fileCheckFrequency: 5s
 serializeImagePulls: false
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {}
+evictionHard: {memory.available: "0%", nodefs.available: "0%", nodefs.inodesFree: "0%", imagefs.available: "0%", imagefs.inodesFree: "0%"}
 YAML
     log "starting the kubelet for $name (read-only port $ro)"
-    "$KUBELET" --config "$k/config.yaml" --root-dir "$k/root" --cert-dir "$k/root/pki" \
-        --hostname-override "bench-$name" --v 2 </dev/null >"$k/kubelet.log" 2>&1 &
+    # shellcheck disable=SC2016
+    unshare --mount --propagation private -- sh -c \
+        "${binds}mount --bind \"\$1\" /var/log && shift && exec \"\$@\"" kubelet-ns "$k/ns/var-log" \
+        "$KUBELET" --config "$k/config.yaml" --root-dir "$k/root" \
+        --hostname-override "node-$name" --v 2 </dev/null >"$k/kubelet.log" 2>&1 &
     KUBELET_PID=$!
-    run_child "$BENCH" kubelet --name "$name" --endpoint "unix://$SOCK" \
+    run_child "$BENCH" kubelet --name "$name" --endpoint "unix://$SOCK" --node-name "node-$name" \
         --manifest-dir "$k/manifests" --read-only-port "$ro" --pods "$KUBELET_PODS" \
         --out "$RESULTS/$name.json" ||
         { log "the kubelet series against $name failed; its log's last lines:"; tail -20 "$k/kubelet.log" >&2; }

@@ -197,9 +197,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
         args.name, result.runtime_name, result.runtime_version, args.endpoint
     );
     if !args.runtime_handler.is_empty() {
-        result
-            .notes
-            .push(format!("every pod asks for runtime handler {}", args.runtime_handler));
+        result.notes.push(format!(
+            "every pod asks for runtime handler {}",
+            args.runtime_handler
+        ));
     }
     let leftovers = remove_all_pods(&cri).await?;
     if leftovers > 0 {

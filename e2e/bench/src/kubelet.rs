@@ -10,17 +10,19 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
-use k8s_cri::v1 as cri;
+use crius_cri_api::v1 as cri;
+use crius_e2e::kubelet::{http_get, PodList};
 use serde_json::{json, Value};
 
 use crate::bench::RunResult;
 use crate::cri::{timed, Cri};
 
-/// The label that tells the benchmark's static pods apart, with the pod's index as value.
-const INDEX_LABEL: &str = "crius-bench-index";
+/// The namespace of the benchmark's static pods.
+const NAMESPACE: &str = "crius-bench";
+/// The label the kubelet puts on each pod's sandbox and containers: the pod's name.
+const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
+/// The label the kubelet puts on each pod's sandbox and containers: the pod's namespace.
+const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
 /// How often `/pods` is read while waiting.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -40,6 +42,9 @@ pub struct KubeletArgs {
     /// The kubelet's read-only port on loopback.
     #[arg(long)]
     pub read_only_port: u16,
+    /// The kubelet's node name (`--hostname-override`): static pods are `NAME-NODE`.
+    #[arg(long)]
+    pub node_name: String,
     /// Pods, written one after another, each once the one before runs.
     #[arg(long, default_value_t = 10)]
     pub pods: usize,
@@ -58,8 +63,8 @@ pub struct KubeletArgs {
 }
 
 /// A static pod manifest: `containers` busybox containers that exit at once on SIGTERM
-/// (so deletion does not wait out a grace period), labelled with its index.
-pub fn manifest(name: &str, index: &str, containers: usize, image: &str) -> Value {
+/// (so deletion does not wait out a grace period).
+pub fn manifest(name: &str, containers: usize, image: &str) -> Value {
     let containers: Vec<Value> = (0..containers)
         .map(|i| {
             json!({
@@ -75,8 +80,7 @@ pub fn manifest(name: &str, index: &str, containers: usize, image: &str) -> Valu
         "kind": "Pod",
         "metadata": {
             "name": name,
-            "namespace": "crius-bench",
-            "labels": { INDEX_LABEL: index },
+            "namespace": NAMESPACE,
         },
         "spec": {
             "restartPolicy": "Always",
@@ -98,46 +102,22 @@ fn write_manifest(dir: &Path, name: &str, value: &Value) -> anyhow::Result<PathB
     Ok(path)
 }
 
-/// GET `http://127.0.0.1:PORT/PATH`, the body as JSON.
-async fn get_json(port: u16, path: &str) -> anyhow::Result<Value> {
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .with_context(|| format!("cannot connect to the kubelet on 127.0.0.1:{port}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    let conn = tokio::spawn(conn);
-    let request = hyper::Request::get(path)
-        .header(hyper::header::HOST, format!("127.0.0.1:{port}"))
-        .body(Empty::<Bytes>::new())?;
-    let response = sender.send_request(request).await?;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
-    conn.abort();
-    if !status.is_success() {
-        bail!(
-            "GET {path} on 127.0.0.1:{port}: {status}: {}",
-            String::from_utf8_lossy(&body)
-        );
-    }
-    serde_json::from_slice(&body).with_context(|| format!("GET {path}: not JSON"))
-}
-
-/// What `/pods` says of the benchmark's pods: index label -> the number of containers in
+/// What `/pods` says of the benchmark's pods: pod name -> the number of its containers in
 /// state running.
-pub fn running_by_index(pods: &Value) -> HashMap<String, usize> {
-    let mut found = HashMap::new();
-    for pod in pods["items"].as_array().into_iter().flatten() {
-        let Some(index) = pod["metadata"]["labels"][INDEX_LABEL].as_str() else {
-            continue;
-        };
-        let running = pod["status"]["containerStatuses"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|c| c["state"]["running"].is_object())
-            .count();
-        found.insert(index.to_string(), running);
-    }
-    found
+pub fn running_by_name(pods: &PodList) -> HashMap<String, usize> {
+    pods.items
+        .iter()
+        .filter(|p| p.metadata.namespace == NAMESPACE)
+        .map(|p| {
+            let running = p
+                .status
+                .container_statuses
+                .iter()
+                .filter(|c| c.state.running.is_some())
+                .count();
+            (p.metadata.name.clone(), running)
+        })
+        .collect()
 }
 
 /// Polls `/pods` until `done` holds for what it lists, for at most `timeout`.
@@ -149,18 +129,23 @@ async fn wait_pods(
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
-        let last = match get_json(port, "/pods").await {
-            Ok(pods) => {
-                let seen = running_by_index(&pods);
-                if done(&seen) {
-                    return Ok(());
+        let last = match http_get(port, "/pods").await {
+            Ok(body) => match serde_json::from_str::<PodList>(&body) {
+                Ok(pods) => {
+                    let seen = running_by_name(&pods);
+                    if done(&seen) {
+                        return Ok(());
+                    }
+                    format!("{seen:?}")
                 }
-                format!("{seen:?}")
-            }
+                Err(err) => format!("/pods is not a PodList ({err}): {body}"),
+            },
             Err(err) => format!("{err:#}"),
         };
         if Instant::now() >= deadline {
-            bail!("{what}: not within {timeout:?}; /pods last said (index: running containers) {last}");
+            bail!(
+                "{what}: not within {timeout:?}; /pods last said (pod: running containers) {last}"
+            );
         }
         tokio::time::sleep(POLL).await;
     }
@@ -173,15 +158,18 @@ fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-/// The runtime's start time (ns since the epoch) of the last started container of the pod
-/// with index label `index`.
-async fn last_started_ns(cri: &Cri, index: &str) -> anyhow::Result<i64> {
+/// The runtime's start time (ns since the epoch) of the last started container of pod
+/// `pod` (its full name).
+async fn last_started_ns(cri: &Cri, pod: &str) -> anyhow::Result<i64> {
     let mut rt = cri.rt.clone();
     let (list, _) = timed(
         "ListContainers",
         rt.list_containers(cri::ListContainersRequest {
             filter: Some(cri::ContainerFilter {
-                label_selector: HashMap::from([(INDEX_LABEL.to_string(), index.to_string())]),
+                label_selector: HashMap::from([
+                    (POD_NAME_LABEL.to_string(), pod.to_string()),
+                    (POD_NAMESPACE_LABEL.to_string(), NAMESPACE.to_string()),
+                ]),
                 ..Default::default()
             }),
         }),
@@ -202,7 +190,7 @@ async fn last_started_ns(cri: &Cri, index: &str) -> anyhow::Result<i64> {
     }
     match last {
         Some(ns) if ns > 0 => Ok(ns),
-        _ => bail!("the runtime lists no started container with label {INDEX_LABEL}={index}"),
+        _ => bail!("the runtime lists no started container of pod {pod}"),
     }
 }
 
@@ -239,12 +227,12 @@ async fn wait_stopped(cri: &Cri, timeout: Duration) -> anyhow::Result<()> {
         let running = containers
             .containers
             .iter()
-            .filter(|c| c.labels.contains_key(INDEX_LABEL))
+            .filter(|c| c.labels.get(POD_NAMESPACE_LABEL).map(String::as_str) == Some(NAMESPACE))
             .count();
         let ready = pods
             .items
             .iter()
-            .filter(|p| p.labels.contains_key(INDEX_LABEL))
+            .filter(|p| p.labels.get(POD_NAMESPACE_LABEL).map(String::as_str) == Some(NAMESPACE))
             .count();
         if running == 0 && ready == 0 {
             return Ok(());
@@ -274,18 +262,23 @@ pub async fn run(args: &KubeletArgs) -> anyhow::Result<RunResult> {
     let timeout = Duration::from_secs(args.timeout_secs);
     let port = args.read_only_port;
     let n = args.containers;
-    wait_pods(port, Duration::from_secs(60), "the kubelet's /pods", |_| true).await?;
+    wait_pods(port, Duration::from_secs(60), "the kubelet's /pods", |_| {
+        true
+    })
+    .await?;
 
     // Warm-up: the kubelet pulls the image and makes its first pod (and the daemon its
     // bridge), so no timed pod pays for first-time work.
+    let full_name = |name: &str| format!("{name}-{}", args.node_name);
+    let warm_name = full_name("bench-warm");
     let warm = write_manifest(
         &args.manifest_dir,
         "bench-warm",
-        &manifest("bench-warm", "warm", n, &args.image),
+        &manifest("bench-warm", n, &args.image),
     )?;
     let began = Instant::now();
     wait_pods(port, timeout, "warm-up pod running", |seen| {
-        seen.get("warm") == Some(&n)
+        seen.get(&warm_name) == Some(&n)
     })
     .await?;
     eprintln!(
@@ -294,29 +287,26 @@ pub async fn run(args: &KubeletArgs) -> anyhow::Result<RunResult> {
         began.elapsed().as_secs_f64() * 1000.0
     );
     std::fs::remove_file(&warm)?;
-    wait_pods(port, timeout, "warm-up pod gone", |seen| {
-        !seen.contains_key("warm")
-    })
-    .await?;
+    wait_stopped(&cri, timeout).await?;
 
     let (mut to_running, mut to_started) = (Vec::new(), Vec::new());
     let mut written = Vec::new();
     for i in 0..args.pods {
-        let index = i.to_string();
         let name = format!("bench-{i}");
+        let pod = full_name(&name);
         let wrote_ns = now_ns();
         let began = Instant::now();
         written.push(write_manifest(
             &args.manifest_dir,
             &name,
-            &manifest(&name, &index, n, &args.image),
+            &manifest(&name, n, &args.image),
         )?);
-        wait_pods(port, timeout, &format!("pod {name} running"), |seen| {
-            seen.get(&index) == Some(&n)
+        wait_pods(port, timeout, &format!("pod {pod} running"), |seen| {
+            seen.get(&pod) == Some(&n)
         })
         .await?;
         to_running.push(began.elapsed().as_secs_f64() * 1000.0);
-        let started = last_started_ns(&cri, &index).await?;
+        let started = last_started_ns(&cri, &pod).await?;
         to_started.push((started - wrote_ns) as f64 / 1e6);
     }
     result.series(
@@ -363,9 +353,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn manifests_label_their_index_and_exit_on_term() {
-        let m = manifest("bench-3", "3", 2, "img:1");
-        assert_eq!(m["metadata"]["labels"][INDEX_LABEL], "3");
+    fn manifests_name_their_containers_and_exit_on_term() {
+        let m = manifest("bench-3", 2, "img:1");
+        assert_eq!(m["metadata"]["name"], "bench-3");
+        assert_eq!(m["metadata"]["namespace"], NAMESPACE);
         let containers = m["spec"]["containers"].as_array().unwrap();
         assert_eq!(containers.len(), 2);
         assert_eq!(containers[1]["name"], "c1");
@@ -377,20 +368,20 @@ mod tests {
     }
 
     #[test]
-    fn pods_count_running_containers_by_index() {
-        let pods = json!({"items": [
-            {"metadata": {"labels": {INDEX_LABEL: "0"}},
+    fn pods_count_running_containers_by_name() {
+        let pods: PodList = serde_json::from_value(json!({"items": [
+            {"metadata": {"name": "bench-0-n", "namespace": NAMESPACE},
              "status": {"containerStatuses": [
-                {"state": {"running": {"startedAt": "x"}}},
-                {"state": {"waiting": {"reason": "ContainerCreating"}}}]}},
-            {"metadata": {"labels": {INDEX_LABEL: "1"}}, "status": {}},
-            {"metadata": {"labels": {"other": "x"}}, "status": {}}
-        ]});
-        let seen = running_by_index(&pods);
-        assert_eq!(seen.get("0"), Some(&1));
-        assert_eq!(seen.get("1"), Some(&0));
+                {"name": "c0", "state": {"running": {"startedAt": "x"}}},
+                {"name": "c1", "state": {"waiting": {"reason": "ContainerCreating"}}}]}},
+            {"metadata": {"name": "bench-1-n", "namespace": NAMESPACE}, "status": {}},
+            {"metadata": {"name": "other-n", "namespace": "default"}, "status": {}}
+        ]}))
+        .unwrap();
+        let seen = running_by_name(&pods);
+        assert_eq!(seen.get("bench-0-n"), Some(&1));
+        assert_eq!(seen.get("bench-1-n"), Some(&0));
         assert_eq!(seen.len(), 2);
-        assert!(running_by_index(&json!({})).is_empty());
     }
 
     #[test]

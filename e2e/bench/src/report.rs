@@ -108,7 +108,14 @@ fn columns(pairs: &[Pair]) -> Vec<String> {
 }
 
 /// A row from one value per column, with the pairs' ratios.
-fn row(key: &str, label: &str, unit: &str, cols: &[String], pairs: &[Pair], values: Vec<Option<f64>>) -> Row {
+fn row(
+    key: &str,
+    label: &str,
+    unit: &str,
+    cols: &[String],
+    pairs: &[Pair],
+    values: Vec<Option<f64>>,
+) -> Row {
     let value_of = |name: &str| cols.iter().position(|c| c == name).and_then(|i| values[i]);
     let ratios = pairs
         .iter()
@@ -148,11 +155,22 @@ pub fn compare(runs: &[&RunResult], pairs: &[Pair], floor: Option<&FloorResult>)
     if let Some(floor) = floor {
         if let Some(pos) = rows.iter().position(|r| r.key == "pull_multilayer.median") {
             let floor_ms = floor.median_ms;
-            let values = rows[pos].values.iter().map(|v| v.map(|v| v / floor_ms)).collect();
+            let values = rows[pos]
+                .values
+                .iter()
+                .map(|v| v.map(|v| v / floor_ms))
+                .collect();
             let label = format!("  multilayer pull / tar floor ({floor_ms:.0} ms)");
             rows.insert(
                 pos + 1,
-                row("pull_multilayer.over_floor", &label, "x", &cols, pairs, values),
+                row(
+                    "pull_multilayer.over_floor",
+                    &label,
+                    "x",
+                    &cols,
+                    pairs,
+                    values,
+                ),
             );
         }
     }
@@ -207,7 +225,9 @@ pub fn table(columns: &[String], pairs: &[Pair], rows: &[Row]) -> String {
             let _ = write!(out, "  {:>w$}", fmt_value(*v, &r.unit), w = col_width(c));
         }
         for (name, x) in ratio_names.iter().zip(&r.ratios) {
-            let text = x.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".to_string());
+            let text = x
+                .map(|x| format!("{x:.2}"))
+                .unwrap_or_else(|| "-".to_string());
             let _ = write!(out, "  {:>w$}", text, w = col_width(name));
         }
         out.push('\n');
@@ -345,7 +365,11 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<Summary> {
         }
     }
     if specs.is_empty() {
-        bail!("no pair to compare in {}: {}", args.results.display(), missing.join("; "));
+        bail!(
+            "no pair to compare in {}: {}",
+            args.results.display(),
+            missing.join("; ")
+        );
     }
 
     let mut text = String::new();
@@ -366,7 +390,8 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<Summary> {
                 continue;
             }
             let values = medians.iter().map(|m| m.get(key).copied()).collect();
-            t.critest.push(row(key, key, "ms", &t.columns, &t.pairs, values));
+            t.critest
+                .push(row(key, key, "ms", &t.columns, &t.pairs, values));
         }
         text.push_str(&table(&t.columns, &t.pairs, &t.rows));
         for run in &table_runs {
