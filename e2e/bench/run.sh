@@ -308,6 +308,16 @@ PID=
 SOCK=
 LOGFILE=
 
+# daemon_started WHAT: the daemon just put in the background is recorded for cleanup and
+# waited for on $SOCK.
+daemon_started() {
+    PID=$!
+    DAEMON_PIDS+=("$PID")
+    DAEMON_SOCKS+=("$SOCK")
+    "$BENCH" wait --endpoint "unix://$SOCK" --timeout 30 ||
+        { tail -30 "$LOGFILE" >&2; die "$1 did not start"; }
+}
+
 # start_crius NAME DEFAULT_HANDLER: crius with the handler runc (runc 1.1.5) and, for the
 # runs that use it, runc15 (runc 1.5).
 start_crius() {
@@ -340,32 +350,23 @@ start_crius() {
         --registries-conf "$HERE/registries.conf" --insecure-registry "$REGISTRY" \
         --pause-image "$PAUSE_IMAGE" --stream-address 127.0.0.1 --stream-port 0 \
         </dev/null >"$LOGFILE" 2>&1 &
-    PID=$!
-    DAEMON_PIDS+=("$PID")
-    DAEMON_SOCKS+=("$SOCK")
-    "$BENCH" wait --endpoint "unix://$SOCK" --timeout 30 ||
-        { tail -30 "$LOGFILE" >&2; die "crius ($name) did not start"; }
+    daemon_started "crius ($name)"
 }
 
-# containerd 1.x (config version 2): registry mirrors in the CRI plugin's own tables.
-containerd1_config() { # DIR RUNC
-    local d=$1 runc=$2 mirrors="" reg
-    for reg in registry.k8s.io docker.io public.ecr.aws "$REGISTRY"; do
-        mirrors+="
-[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"$reg\"]
-  endpoint = [\"http://$REGISTRY\"]"
+# containerd_common DIR [PLUGIN...]: what both containerd versions' configs share: state
+# under DIR, sockets in it, the plugins this host has no use for (and PLUGIN...) off.
+containerd_common() {
+    local d=$1 p
+    shift
+    echo "root = \"$d/root\""
+    echo "state = \"$d/state\""
+    echo "disabled_plugins = ["
+    for p in io.containerd.snapshotter.v1.aufs io.containerd.snapshotter.v1.btrfs \
+        io.containerd.snapshotter.v1.devmapper io.containerd.snapshotter.v1.zfs \
+        io.containerd.tracing.processor.v1.otlp io.containerd.internal.v1.tracing "$@"; do
+        echo "  \"$p\","
     done
     cat <<TOML
-version = 2
-root = "$d/root"
-state = "$d/state"
-disabled_plugins = [
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.tracing.processor.v1.otlp",
-  "io.containerd.internal.v1.tracing",
 ]
 
 [grpc]
@@ -380,6 +381,20 @@ disabled_plugins = [
 
 [plugins."io.containerd.internal.v1.opt"]
   path = "$d/opt"
+TOML
+}
+
+# containerd 1.x (config version 2): registry mirrors in the CRI plugin's own tables.
+containerd1_config() { # DIR RUNC
+    local d=$1 runc=$2 mirrors="" reg
+    for reg in registry.k8s.io docker.io public.ecr.aws "$REGISTRY"; do
+        mirrors+="
+[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"$reg\"]
+  endpoint = [\"http://$REGISTRY\"]"
+    done
+    cat <<TOML
+version = 2
+$(containerd_common "$d")
 
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$PAUSE_IMAGE"
@@ -429,32 +444,8 @@ TOML
     done
     cat <<TOML
 version = 3
-root = "$d/root"
-state = "$d/state"
 imports = []
-disabled_plugins = [
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.tracing.processor.v1.otlp",
-  "io.containerd.internal.v1.tracing",
-  "io.containerd.nri.v1.nri",
-  "io.containerd.image-verifier.v1.bindir",
-]
-
-[grpc]
-  address = "$d/containerd.sock"
-
-[ttrpc]
-  address = "$d/containerd.sock.ttrpc"
-
-[debug]
-  address = "$d/debug.sock"
-  level = "info"
-
-[plugins.'io.containerd.internal.v1.opt']
-  path = "$d/opt"
+$(containerd_common "$d" io.containerd.nri.v1.nri io.containerd.image-verifier.v1.bindir)
 
 [plugins.'io.containerd.cri.v1.images']
   snapshotter = "overlayfs"
@@ -514,11 +505,7 @@ start_containerd() {
     sync
     log "starting containerd $version for $name"
     PATH="$(dirname "$shim"):$PATH" "$bin" --config "$d/config.toml" </dev/null >"$LOGFILE" 2>&1 &
-    PID=$!
-    DAEMON_PIDS+=("$PID")
-    DAEMON_SOCKS+=("$SOCK")
-    "$BENCH" wait --endpoint "unix://$SOCK" --timeout 30 ||
-        { tail -30 "$LOGFILE" >&2; die "containerd ($name) did not start"; }
+    daemon_started "containerd ($name)"
 }
 
 # finish NAME: the daemon's pods removed, the daemon stopped, its log kept.
