@@ -235,6 +235,45 @@ async fn bad_pod_sandbox_requests_are_refused_and_leave_nothing() {
         Code::InvalidArgument,
         vec!["hostname"],
     ));
+    for (case, hostname) in [
+        ("hostname with a newline", "web\n10.0.0.1 evil"),
+        ("hostname with a space", "web 0"),
+        ("hostname with an underscore", "web_0"),
+        ("hostname with an empty label", "web..svc"),
+        ("hostname starting with '-'", "-web"),
+    ] {
+        let mut c = good.clone();
+        c.hostname = hostname.into();
+        cases.push((case, c, "", Code::InvalidArgument, vec!["hostname"]));
+    }
+    // These reach CNI plugins in CNI_ARGS (`K=V;K=V`), where they would add keys.
+    let mut c = good.clone();
+    c.metadata.as_mut().unwrap().name = "web;IP=10.88.0.99".into();
+    cases.push((
+        "name with ';' and '='",
+        c,
+        "",
+        Code::InvalidArgument,
+        vec!["metadata.name", "CNI_ARGS"],
+    ));
+    let mut c = good.clone();
+    c.metadata.as_mut().unwrap().namespace = "ns=x".into();
+    cases.push((
+        "namespace with '='",
+        c,
+        "",
+        Code::InvalidArgument,
+        vec!["metadata.namespace", "CNI_ARGS"],
+    ));
+    let mut c = good.clone();
+    c.metadata.as_mut().unwrap().uid = "u;K8S_POD_NAME=other".into();
+    cases.push((
+        "uid with ';'",
+        c,
+        "",
+        Code::InvalidArgument,
+        vec!["metadata.uid", "CNI_ARGS"],
+    ));
     let mut c = good.clone();
     c.dns_config = Some(cri::DnsConfig {
         servers: vec!["10.0.0.10\nnameserver 6.6.6.6".into()],
@@ -264,8 +303,9 @@ async fn bad_pod_sandbox_requests_are_refused_and_leave_nothing() {
     let mut failures = Failures::default();
     for (case, mut config, handler, code, words) in cases {
         // A pod of its own per case, so a case that wrongly succeeds spoils no other.
+        // (The case's own uid is kept in front: it may be what is bad.)
         if let Some(md) = config.metadata.as_mut() {
-            md.uid = crius_e2e::unique_name("uid-");
+            md.uid = format!("{}{}", md.uid, crius_e2e::unique_name("-"));
         }
         let result = rt
             .run_pod_sandbox(cri::RunPodSandboxRequest {

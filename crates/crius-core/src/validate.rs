@@ -44,11 +44,20 @@ pub fn pod_config(config: &cri::PodSandboxConfig, cgroup_root: &str) -> Result<(
     ] {
         no_nul(field, value)?;
     }
-    if config.hostname.contains('/') || config.hostname.contains("..") {
-        return Err(invalid(format!(
-            "hostname {:?} must not contain '/' or '..'",
-            config.hostname
-        )));
+    for (field, value) in [
+        ("metadata.name", &md.name),
+        ("metadata.namespace", &md.namespace),
+        ("metadata.uid", &md.uid),
+    ] {
+        if !crius_net::is_safe_cni_arg(value) {
+            return Err(invalid(format!(
+                "{field} {value:?} must not contain ';' or '=' (it is passed to CNI plugins \
+                 in CNI_ARGS)"
+            )));
+        }
+    }
+    if !config.hostname.is_empty() {
+        hostname(&config.hostname)?;
     }
     if !config.log_directory.is_empty() {
         if !config.log_directory.starts_with('/') {
@@ -64,14 +73,6 @@ pub fn pod_config(config: &cri::PodSandboxConfig, cgroup_root: &str) -> Result<(
             )));
         }
     }
-    // HOST_NAME_MAX: sethostname(2) would refuse a longer name, late and with EINVAL.
-    if config.hostname.len() > 64 {
-        return Err(invalid(format!(
-            "hostname {:?} is {} bytes long; at most 64 are allowed",
-            config.hostname,
-            config.hostname.len()
-        )));
-    }
     if let Some(dns) = &config.dns_config {
         dns_config(dns)?;
     }
@@ -80,6 +81,33 @@ pub fn pod_config(config: &cri::PodSandboxConfig, cgroup_root: &str) -> Result<(
     }
     if let Some(linux) = &config.linux {
         cgroup_parent(&linux.cgroup_parent, cgroup_root)?;
+    }
+    Ok(())
+}
+
+/// A hostname is written to /etc/hostname and /etc/hosts and set with sethostname(2):
+/// it must be a DNS name (RFC 1123 labels of letters, digits and inner '-', joined by
+/// dots), which also keeps out '/', whitespace, newlines and other control characters.
+fn hostname(name: &str) -> Result<()> {
+    // HOST_NAME_MAX: sethostname(2) would refuse a longer name, late and with EINVAL.
+    if name.len() > 64 {
+        return Err(invalid(format!(
+            "hostname {name:?} is {} bytes long; at most 64 are allowed",
+            name.len()
+        )));
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if !name.split('.').all(label_ok) {
+        return Err(invalid(format!(
+            "hostname {name:?} is not a valid DNS name (RFC 1123: labels of letters, digits \
+             and inner '-', 1 to 63 long, joined by '.')"
+        )));
     }
     Ok(())
 }
@@ -309,10 +337,73 @@ mod tests {
         c.log_directory = "relative/dir".into();
         assert!(pod_config(&c, "/").is_err());
         let mut c = pod("p");
-        c.hostname = "h".repeat(64);
+        c.hostname = format!("{}.{}", "h".repeat(31), "h".repeat(32));
         assert!(pod_config(&c, "/").is_ok());
-        c.hostname = "h".repeat(65);
+        c.hostname = format!("{}.{}", "h".repeat(32), "h".repeat(32));
         assert!(pod_config(&c, "/").is_err());
+    }
+
+    #[test]
+    fn hostname_must_be_a_dns_name() {
+        let cases: &[(&str, bool)] = &[
+            ("", true),
+            ("web", true),
+            ("web-0", true),
+            ("0web", true),
+            ("Web-0", true),
+            ("web-0.svc.cluster", true),
+            (&"a".repeat(63), true),
+            ("web\nlocalhost", false),
+            ("web 0", false),
+            ("web\t0", false),
+            ("web_0", false),
+            ("-web", false),
+            ("web-", false),
+            ("web..svc", false),
+            (".web", false),
+            ("web.", false),
+            ("../../etc", false),
+            ("a/b", false),
+            ("a;b", false),
+            ("h\u{e9}te", false),
+            (&"a".repeat(64), false),
+        ];
+        for (name, ok) in cases {
+            let mut c = pod("p");
+            c.hostname = name.to_string();
+            let result = pod_config(&c, "/");
+            assert_eq!(result.is_ok(), *ok, "hostname {name:?}: {result:?}");
+            if let Err(e) = result {
+                assert!(e.to_string().contains("hostname"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn values_for_cni_args_carry_no_separator() {
+        let cases: &[(&str, &str, &str, bool)] = &[
+            ("web-0", "default", "0f1e-uid", true),
+            ("web;IP=10.0.0.99", "default", "u", false),
+            ("web", "ns=evil", "u", false),
+            ("web", "default;K8S_POD_NAME=x", "u", false),
+            ("web", "default", "u;IP=1.2.3.4", false),
+            ("web", "default", "u=v", false),
+        ];
+        for (name, namespace, uid, ok) in cases {
+            let mut c = pod(name);
+            let md = c.metadata.as_mut().unwrap();
+            md.namespace = namespace.to_string();
+            md.uid = uid.to_string();
+            let result = pod_config(&c, "/");
+            assert_eq!(result.is_ok(), *ok, "{name} {namespace} {uid}: {result:?}");
+            if let Err(e) = result {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("metadata.") && msg.contains("CNI_ARGS"),
+                    "{msg}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -10,7 +10,8 @@ mod link;
 pub mod netns;
 
 pub use cni::{
-    Bandwidth, Cni, CniConfig, NetworkStatus, PodNetwork, PortMapping, Protocol, POD_IFNAME,
+    is_safe_cni_arg, Bandwidth, Cni, CniConfig, NetworkStatus, PodNetwork, PortMapping, Protocol,
+    POD_IFNAME,
 };
 pub use error::{Error, Result};
 pub use netns::{in_netns, NetNs};

@@ -107,15 +107,24 @@ pub(crate) fn from_list(path: &Path, value: Value) -> Result<NetworkConfigList> 
             path: path.to_path_buf(),
             reason: format!("plugin {i} is not a JSON object"),
         })?;
-        let plugin_type = conf
-            .get("type")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty() && !t.contains('/') && *t != "." && *t != "..")
-            .ok_or_else(|| Error::InvalidNetworkConfig {
-                path: path.to_path_buf(),
-                reason: format!("plugin {i} has no valid \"type\""),
-            })?
-            .to_string();
+        let plugin_type = match conf.get("type") {
+            Some(Value::String(t)) if is_bare_plugin_name(t) => t.clone(),
+            Some(Value::String(t)) => {
+                return Err(Error::InvalidNetworkConfig {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "plugin {i} has \"type\" {t:?}, which is not a bare executable name \
+                         (no '/', not '.' or '..', not empty)"
+                    ),
+                })
+            }
+            _ => {
+                return Err(Error::InvalidNetworkConfig {
+                    path: path.to_path_buf(),
+                    reason: format!("plugin {i} has no \"type\" string"),
+                })
+            }
+        };
         plugins.push(PluginConf {
             plugin_type,
             conf: conf.clone(),
@@ -129,6 +138,13 @@ pub(crate) fn from_list(path: &Path, value: Value) -> Result<NetworkConfigList> 
         source: path.to_path_buf(),
         raw: value,
     })
+}
+
+/// The plugin `type` is joined to each plugin dir to find the executable: only a plain
+/// file name keeps that lookup inside the dirs (`../../bin/sh` or `/bin/sh` would run
+/// anything on the host as root).
+fn is_bare_plugin_name(t: &str) -> bool {
+    !t.is_empty() && t != "." && t != ".." && !t.contains(['/', '\0'])
 }
 
 /// The configuration files in `dir`, sorted by file name.
@@ -306,6 +322,61 @@ mod tests {
             assert!(err.contains(want), "{err:?} should mention {want:?}");
             assert!(err.contains("10-test.conflist"), "{err:?} names the file");
         }
+    }
+
+    #[test]
+    fn plugin_type_must_be_a_bare_name() {
+        let cases: &[(&str, bool)] = &[
+            ("bridge", true),
+            ("host-local", true),
+            ("my.plugin", true),
+            ("a..b", true),
+            ("", false),
+            (".", false),
+            ("..", false),
+            ("../sh", false),
+            ("../../../bin/sh", false),
+            ("/bin/sh", false),
+            ("sub/bridge", false),
+            ("bridge/", false),
+            ("nul\0byte", false),
+        ];
+        for (t, ok) in cases {
+            let bytes = json!({"cniVersion":"1.0.0","name":"n","plugins":[
+                {"type":"bridge"},{"type":t}]})
+            .to_string();
+            let result = parse_file(&p(), bytes.as_bytes());
+            assert_eq!(result.is_ok(), *ok, "type {t:?}: {result:?}");
+            if let Err(err) = result {
+                let msg = err.to_string();
+                assert!(msg.contains("10-test.conflist"), "{msg} names the file");
+                assert!(msg.contains("plugin 1"), "{msg} names the plugin");
+                assert!(msg.contains(&format!("{t:?}")), "{msg} shows the type");
+            }
+        }
+        // Not a string at all.
+        let bytes = br#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":7}]}"#;
+        let msg = parse_file(&p(), bytes).unwrap_err().to_string();
+        assert!(msg.contains("plugin 0 has no \"type\""), "{msg}");
+    }
+
+    #[test]
+    fn load_dir_skips_a_list_with_a_path_as_plugin_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, body: &str| std::fs::write(dir.path().join(name), body).unwrap();
+        write(
+            "10-evil.conflist",
+            r#"{"cniVersion":"1.0.0","name":"evil","plugins":[{"type":"../../../bin/sh"}]}"#,
+        );
+        write(
+            "20-good.conflist",
+            r#"{"cniVersion":"1.0.0","name":"good","plugins":[{"type":"bridge"}]}"#,
+        );
+        assert_eq!(load_dir(dir.path()).unwrap().name, "good");
+        std::fs::remove_file(dir.path().join("20-good.conflist")).unwrap();
+        let msg = load_dir(dir.path()).unwrap_err().to_string();
+        assert!(msg.contains("10-evil.conflist"), "{msg}");
+        assert!(msg.contains("../../../bin/sh"), "{msg}");
     }
 
     #[test]

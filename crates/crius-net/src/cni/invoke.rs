@@ -76,6 +76,13 @@ pub(crate) fn join_dirs(dirs: &[PathBuf]) -> String {
         .join(":")
 }
 
+/// A value that may go into CNI_ARGS: that variable is `KEY=VALUE;KEY=VALUE`, so a `;` or
+/// `=` in a pod's name would add or override keys that plugins act on (`IP=...`), and a NUL
+/// cannot be in an environment variable at all.
+pub fn is_safe_cni_arg(value: &str) -> bool {
+    !value.contains([';', '=', '\0'])
+}
+
 /// CNI_ARGS as the kubelet's runtimes pass them; `IgnoreUnknown` lets plugins that know
 /// none of the K8S_* keys accept them.
 pub(crate) fn cni_args(namespace: &str, name: &str, id: &str, uid: &str) -> String {

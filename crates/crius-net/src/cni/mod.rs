@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::netns::is_nsfs;
 use cache::CacheEntry;
 use conf::NetworkConfigList;
+pub use invoke::is_safe_cni_arg;
 use invoke::{CallEnv, Command};
 
 /// The interface name every pod gets for its network (CNI_IFNAME).
@@ -581,10 +582,10 @@ fn validate_pod(pod: &PodNetwork, for_setup: bool) -> Result<()> {
         ("namespace", &pod.namespace),
         ("uid", &pod.uid),
     ] {
-        if value.contains(';') || value.contains('=') {
+        if !invoke::is_safe_cni_arg(value) {
             return Err(Error::InvalidPodNetwork {
                 pod: pod.id.clone(),
-                reason: format!("{field} {value:?} contains ';' or '='"),
+                reason: format!("{field} {value:?} contains ';', '=' or a NUL byte"),
             });
         }
     }
