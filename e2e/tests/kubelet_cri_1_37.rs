@@ -1,6 +1,7 @@
 //! The real kubelet (v1.37) using what its CRI added beyond the older API: an image
-//! volume with a sub path (ImageVolume, GA) and a container stop signal
-//! (ContainerStopSignals), end to end through crius.
+//! volume with a sub path (ImageVolume, GA), a container stop signal
+//! (ContainerStopSignals) and pressure stall figures in its CRI stats (KubeletPSI with
+//! PodAndContainerStatsFromCRI), end to end through crius.
 
 mod common;
 
@@ -18,6 +19,7 @@ async fn kubelet_mounts_an_image_volume_and_stops_with_the_pods_stop_signal() {
     let test = "kubelet_mounts_an_image_volume_and_stops_with_the_pods_stop_signal";
     let Some(kubelet) = Kubelet::builder()
         .feature_gate("ContainerStopSignals", true)
+        .feature_gate("PodAndContainerStatsFromCRI", true)
         .start_or_skip(test)
         .await
     else {
@@ -85,6 +87,34 @@ spec:
         .expect("the /opaque mount as an image volume");
     assert!(!image.image.is_empty(), "{status:?}");
 
+    // /stats/summary takes the container's PSI from crius's CRI stats (the kernel has
+    // pressure files for it here: runc makes its cgroup v2 part on hybrid hosts too).
+    let pod_name = kubelet.static_pod_name("imagevol");
+    let psi = common::eventually("PSI in /stats/summary", Duration::from_secs(30), || {
+        let summary = kubelet.stats_summary();
+        let pod_name = pod_name.clone();
+        async move {
+            let summary = summary.await.ok()?;
+            let pod = summary["pods"]
+                .as_array()?
+                .iter()
+                .find(|p| p["podRef"]["name"] == pod_name.as_str())?
+                .clone();
+            let ctr = pod["containers"]
+                .as_array()?
+                .iter()
+                .find(|c| c["name"] == "reader")?
+                .clone();
+            ctr["cpu"]["psi"].is_object().then_some(ctr)
+        }
+    })
+    .await;
+    for resource in ["cpu", "memory", "io"] {
+        let some = &psi[resource]["psi"]["some"];
+        assert!(some["avg10"].is_number(), "{resource}: {psi}");
+        assert!(some["total"].is_u64(), "{resource}: {psi}");
+    }
+
     // Removing the pod stops it with SIGUSR1: the trap runs at once, well within the
     // 60 s grace period that SIGTERM (ignored by sh as PID 1) would have used up.
     let started = Instant::now();
@@ -117,6 +147,9 @@ spec:
         // The kubelet cancels the sync of a pod whose manifest went, its own Version
         // calls in flight included (Canceled comes from its client, not from crius).
         r#""Version from runtime service failed" err="rpc error: code = Canceled desc = context canceled""#,
+        // With CRI stats on, the kubelet probes PodSandboxStats with no pod id at start
+        // to learn whether the runtime has it; crius refuses the empty id.
+        "PodSandboxStats needs a pod_sandbox_id",
         // Its container deletor may ask for a container the pod worker removed already.
         r#"DeleteContainer returned error"#,
         r#""ContainerStatus from runtime service failed" err="rpc error: code = NotFound desc = container"#,
