@@ -1,7 +1,8 @@
 //! The real kubelet (v1.37) using what its CRI added beyond the older API: an image
 //! volume with a sub path (ImageVolume, GA), a container stop signal
 //! (ContainerStopSignals) and pressure stall figures in its CRI stats (KubeletPSI with
-//! PodAndContainerStatsFromCRI), end to end through crius.
+//! PodAndContainerStatsFromCRI), end to end through crius, with the kubelet listing
+//! through the Stream* RPCs (CRIListStreaming).
 
 mod common;
 
@@ -20,6 +21,7 @@ async fn kubelet_mounts_an_image_volume_and_stops_with_the_pods_stop_signal() {
     let Some(kubelet) = Kubelet::builder()
         .feature_gate("ContainerStopSignals", true)
         .feature_gate("PodAndContainerStatsFromCRI", true)
+        .feature_gate("CRIListStreaming", true)
         .start_or_skip(test)
         .await
     else {
@@ -143,6 +145,15 @@ spec:
         .wait_gone("imagevol", Duration::from_secs(45))
         .await
         .unwrap();
+    // The kubelet listed through the streaming RPCs (it falls back to List* for good
+    // after one Unimplemented, so these calls mean crius served them).
+    let log = kubelet.crius.log();
+    for rpc in ["StreamPodSandboxes", "StreamContainers"] {
+        assert!(
+            log.contains(&format!("method=\"{rpc}\"")),
+            "the kubelet never called {rpc}"
+        );
+    }
     kubelet.assert_no_unexplained_cri_errors(&[
         // The kubelet cancels the sync of a pod whose manifest went, its own Version
         // calls in flight included (Canceled comes from its client, not from crius).
