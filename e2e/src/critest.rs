@@ -184,6 +184,15 @@ pub fn parse_expected(text: &str) -> anyhow::Result<Expected> {
     Ok(expected)
 }
 
+/// One thing that fails the run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Regression {
+    /// The spec, when it ran and did not pass (a rerun of it may clear it).
+    pub spec: Option<String>,
+    /// What to print.
+    pub line: String,
+}
+
 /// What a run means against the expected results.
 #[derive(Clone, Debug, Default)]
 pub struct Comparison {
@@ -192,7 +201,9 @@ pub struct Comparison {
     pub skipped: usize,
     /// What fails the run: specs expected to pass that did not, specs that fail without
     /// being listed as failing, failed suite nodes.
-    pub regressions: Vec<String>,
+    pub regressions: Vec<Regression>,
+    /// Specs that did not pass, then passed when run again on their own.
+    pub flaky: Vec<String>,
     /// Specs listed as failing or skipped that pass now, and new specs that pass: the
     /// file can be updated.
     pub improvements: Vec<String>,
@@ -209,19 +220,60 @@ impl Comparison {
             self.passed, self.failed, self.skipped
         )
     }
+
+    /// The specs whose regression a rerun may clear (they ran and did not pass).
+    pub fn rerunnable(&self) -> Vec<String> {
+        self.regressions
+            .iter()
+            .filter_map(|r| r.spec.clone())
+            .collect()
+    }
+
+    /// Takes a rerun of [`Self::rerunnable`] into account: a spec that passed in it is no
+    /// longer a regression but flaky. The counts stay those of the first run.
+    pub fn apply_rerun(&mut self, rerun: &Report) {
+        let passed: BTreeSet<&str> = rerun
+            .specs
+            .iter()
+            .filter(|s| s.outcome == Outcome::Passed)
+            .map(|s| s.name.as_str())
+            .collect();
+        let mut kept = Vec::new();
+        for r in self.regressions.drain(..) {
+            match &r.spec {
+                Some(name) if passed.contains(name.as_str()) => self
+                    .flaky
+                    .push(format!("{}; it passed when run again", r.line)),
+                _ => kept.push(r),
+            }
+        }
+        self.regressions = kept;
+    }
 }
 
-/// Compares a run with the expected results. With `partial` (a focused run) listed specs
-/// missing from the run are not reported.
+/// A `-ginkgo.focus` expression matching exactly the spec `name` (Go's RE2 syntax).
+pub fn focus_on(name: &str) -> String {
+    let mut re = String::from("^");
+    for c in name.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            re.push('\\');
+        }
+        re.push(c);
+    }
+    re.push('$');
+    re
+}
+
+/// Compares a run with the expected results. With `partial` (a focused run) skipped specs
+/// and listed specs missing from the run are not reported.
 pub fn compare(expected: &Expected, report: &Report, partial: bool) -> Comparison {
     let mut c = Comparison::default();
     for node in &report.suite_nodes {
         if node.outcome == Outcome::Failed {
-            c.regressions.push(format!(
-                "{} failed: {}",
-                node.name,
-                first_line(&node.message)
-            ));
+            c.regressions.push(Regression {
+                spec: None,
+                line: format!("{} failed: {}", node.name, first_line(&node.message)),
+            });
         }
     }
     let mut seen = BTreeSet::new();
@@ -235,20 +287,28 @@ pub fn compare(expected: &Expected, report: &Report, partial: bool) -> Compariso
         let want = expected.specs.get(&spec.name);
         match (want.map(|w| w.outcome), spec.outcome) {
             (Some(w), now) if w == now => {}
-            (Some(Outcome::Passed), now) => c.regressions.push(format!(
-                "{} {now} (expected to pass){}",
-                spec.name,
-                detail(&spec.message)
-            )),
-            (_, Outcome::Failed) => c.regressions.push(format!(
-                "{} failed ({}){}",
-                spec.name,
-                match want {
-                    Some(_) => "expected to skip",
-                    None => "not in the expected results",
-                },
-                detail(&spec.message)
-            )),
+            // A focused run reports what it left out as skipped.
+            (_, Outcome::Skipped) if partial => {}
+            (Some(Outcome::Passed), now) => c.regressions.push(Regression {
+                spec: Some(spec.name.clone()),
+                line: format!(
+                    "{} {now} (expected to pass){}",
+                    spec.name,
+                    detail(&spec.message)
+                ),
+            }),
+            (_, Outcome::Failed) => c.regressions.push(Regression {
+                spec: Some(spec.name.clone()),
+                line: format!(
+                    "{} failed ({}){}",
+                    spec.name,
+                    match want {
+                        Some(_) => "expected to skip",
+                        None => "not in the expected results",
+                    },
+                    detail(&spec.message)
+                ),
+            }),
             (Some(w), Outcome::Passed) => c.improvements.push(format!(
                 "{} passes now (listed as {w}: {})",
                 spec.name,
@@ -275,7 +335,7 @@ pub fn compare(expected: &Expected, report: &Report, partial: bool) -> Compariso
             if !seen.contains(name.as_str()) {
                 let line = format!("{name} did not run (listed as {})", want.outcome);
                 if want.outcome == Outcome::Passed {
-                    c.regressions.push(line);
+                    c.regressions.push(Regression { spec: None, line });
                 } else {
                     c.notes.push(line);
                 }
@@ -433,7 +493,8 @@ mod tests {
         let c = compare(&e, &report(), false);
         assert_eq!((c.passed, c.failed, c.skipped), (1, 2, 1));
         assert_eq!(c.regressions.len(), 1, "{:?}", c.regressions);
-        assert!(c.regressions[0].starts_with("[k8s.io] B Uid|Username should fail failed (expected to pass): [FAILED] failed to pull image"));
+        assert!(c.regressions[0].line.starts_with("[k8s.io] B Uid|Username should fail failed (expected to pass): [FAILED] failed to pull image"));
+        assert_eq!(c.rerunnable(), ["[k8s.io] B Uid|Username should fail"]);
         assert!(c.improvements.is_empty());
         assert_eq!(
             c.summary("critest"),
@@ -449,7 +510,8 @@ mod tests {
         )
         .unwrap();
         let c = compare(&e, &report(), false);
-        let joined = c.regressions.join("\n");
+        let joined: Vec<&str> = c.regressions.iter().map(|r| r.line.as_str()).collect();
+        let joined = joined.join("\n");
         assert!(joined.contains("B Uid|Username should fail failed (not in the expected results)"));
         assert!(joined.contains("D timed out failed (not in the expected results): timed out"));
         assert!(joined.contains("E gone did not run (listed as passed)"));
@@ -465,6 +527,11 @@ mod tests {
         // A focused run does not miss the specs it did not select.
         let c = compare(&e, &report(), true);
         assert_eq!(c.regressions.len(), 2);
+        let e = parse_expected("pass [k8s.io] C should skip\n").unwrap();
+        assert!(
+            compare(&e, &report(), true).regressions.len() == 2,
+            "C skipped is no regression"
+        );
     }
 
     #[test]
@@ -476,7 +543,42 @@ mod tests {
         let r = parse_junit(&xml).unwrap();
         let e = parse_expected("").unwrap();
         let c = compare(&e, &r, true);
-        assert!(c.regressions[0].starts_with("[BeforeSuite] failed"));
+        assert!(c.regressions[0].line.starts_with("[BeforeSuite] failed"));
+        assert_eq!(c.regressions[0].spec, None, "a suite node is not rerun");
+    }
+
+    #[test]
+    fn a_spec_that_passes_when_run_again_is_flaky_not_a_regression() {
+        let e = parse_expected(
+            "pass [k8s.io] B Uid|Username should fail\npass [k8s.io] D timed out\npass [k8s.io] E gone\n",
+        )
+        .unwrap();
+        let mut c = compare(&e, &report(), false);
+        assert_eq!(
+            c.rerunnable(),
+            [
+                "[k8s.io] B Uid|Username should fail",
+                "[k8s.io] D timed out"
+            ]
+        );
+        // In the rerun B passes and D fails again.
+        let rerun = JUNIT.replacen(r#"status="failed""#, r#"status="passed""#, 1);
+        c.apply_rerun(&parse_junit(&rerun).unwrap());
+        assert_eq!(c.flaky.len(), 1, "{:?}", c.flaky);
+        assert!(c.flaky[0].starts_with("[k8s.io] B Uid|Username should fail failed"));
+        let left: Vec<&str> = c.regressions.iter().map(|r| r.line.as_str()).collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(left[0].starts_with("[k8s.io] D timed out failed"));
+        assert!(left[1].starts_with("[k8s.io] E gone did not run"));
+        assert_eq!((c.passed, c.failed), (1, 2), "counts stay the first run's");
+    }
+
+    #[test]
+    fn focus_matches_exactly_one_spec_name() {
+        assert_eq!(
+            focus_on("[k8s.io] a Uid|Username (x) 1.5 [Conformance]"),
+            r"^\[k8s\.io\] a Uid\|Username \(x\) 1\.5 \[Conformance\]$"
+        );
     }
 
     #[test]
