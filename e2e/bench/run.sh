@@ -15,8 +15,7 @@
 # at the end, also on failure: processes by PID, mounts, cgroups, bridges, rules, the
 # kubelet's iptables chains and sysctls, the temp dir.
 #
-# Usage (as root, from anywhere; e2e/fixtures/setup.sh and the critest kit's
-# build-images.py (busybox, pause) must have run):
+# Usage (as root, from anywhere; e2e/fixtures/setup.sh must have run):
 #   e2e/bench/run.sh [--results DIR] [--no-build] [--no-critest] [--quick] [--keep]
 #                    [--only NAME[,NAME...]]
 #     --results DIR  where the results go (default /var/tmp/crius-bench-results/DATE)
@@ -27,7 +26,7 @@
 #     --only NAMES   measure these runs only: crius containerd-1.6 crius-runc15
 #                    containerd-2.4 kubelet-crius kubelet-containerd-2.4 (comma-separated)
 # Environment: CRITEST (default the peer's), CRITEST_PARAMS (default
-# ../shared/critest/benchmark-params.yaml next to the repository), CONTAINERD (default
+# e2e/bench/critest-params.yaml), CONTAINERD (default
 # /usr/bin/containerd, 1.6), RUNC (default /usr/sbin/runc, 1.1.5), CARGO_TARGET_DIR,
 # CRIUS_BENCH_LOG_LEVEL (crius's --log-level, default info, as containerd's). The peers
 # (runc 1.5, containerd 2.4, the kubelet, critest) come from e2e/peers/build.sh, which this
@@ -39,7 +38,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 RELEASE=$TARGET/release
-CRITEST_PARAMS=${CRITEST_PARAMS:-$REPO/../shared/critest/benchmark-params.yaml}
+CRITEST_PARAMS=${CRITEST_PARAMS:-$HERE/critest-params.yaml}
 CONTAINERD=${CONTAINERD:-/usr/bin/containerd}
 RUNC=${RUNC:-/usr/sbin/runc}
 CNI_BIN=/usr/lib/cni
@@ -88,7 +87,7 @@ curl -sf "http://$REGISTRY/v2/" >/dev/null ||
 curl -sf "http://$REGISTRY/v2/crius-test/multilayer/tags/list" >/dev/null ||
     die "$REGISTRY lacks crius-test/multilayer: run e2e/fixtures/setup.sh first"
 curl -sf "http://$REGISTRY/v2/pause/tags/list" | grep -q '"3.10"' ||
-    die "$REGISTRY lacks pause:3.10 (registry.k8s.io/pause:3.10 through the mirror): run ../shared/critest/build-images.py busybox pause"
+    die "$REGISTRY lacks pause:3.10 (registry.k8s.io/pause:3.10 through the mirror): run e2e/fixtures/setup.sh (critest_images.py pushes it)"
 
 # The peers: runc 1.5, containerd 2.4, the kubelet, critest (built once, then cached).
 PEERS_ENV=${CRIUS_PEERS_DIR:-/var/cache/crius/peers}/env
