@@ -36,7 +36,8 @@ pub fn start(args: &Args) -> Result<Option<Monitor>, String> {
     sys::setsid().map_err(|e| format!("setsid: {e}"))?;
     sys::set_child_subreaper().map_err(|e| format!("set child subreaper: {e}"))?;
     let pid = sys::getpid();
-    std::fs::write(proto::PID_FILE_NAME, pid.to_string())
+    sys::create_private(Path::new(proto::PID_FILE_NAME))
+        .and_then(|mut f| f.write_all(pid.to_string().as_bytes()))
         .map_err(|e| format!("write {}: {e}", dir.join(proto::PID_FILE_NAME).display()))?;
     let _ = std::fs::remove_file(proto::EXIT_FILE_NAME);
 

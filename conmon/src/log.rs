@@ -120,11 +120,25 @@ impl LogWriter {
         let Some(path) = &self.path else {
             return Ok(());
         };
+        // O_NOFOLLOW: a symlink planted at the log path (by anything that can write to the
+        // log dir, such as a pod with a hostPath on /var/log) would make root append to
+        // whatever file it names.
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o640)
-            .open(path)?;
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::ELOOP) {
+                    io::Error::other(format!(
+                        "container log {} is a symbolic link; refusing to follow it",
+                        path.display()
+                    ))
+                } else {
+                    e
+                }
+            })?;
         self.written = file.metadata()?.len();
         self.file = Some(file);
         Ok(())

@@ -813,7 +813,7 @@ fn error(message: String) -> Response {
 fn write_exit_file(st: &proto::ExitStatus) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = format!("{}.tmp", proto::EXIT_FILE_NAME);
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut f = sys::create_private(std::path::Path::new(&tmp))?;
     f.write_all(proto::format_exit_file(st).as_bytes())?;
     f.sync_all()?;
     drop(f);

@@ -7,6 +7,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -164,6 +165,21 @@ fn unix_addr(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
     Ok((addr, len as libc::socklen_t))
 }
 
+/// Creates (or truncates) a file only root can read, whatever the umask: the monitor's
+/// files tell about the container (its exit, its pids).
+pub fn create_private(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // A file left by an older monitor keeps its mode on truncation.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(f)
+}
+
 /// A non-blocking, close-on-exec listening Unix socket at `path` (relative
 /// paths resolve against the current directory, which keeps them short).
 pub fn listen_unix(path: &Path) -> io::Result<OwnedFd> {
@@ -181,6 +197,9 @@ pub fn listen_unix(path: &Path) -> io::Result<OwnedFd> {
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
     cvt(unsafe { libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len) })?;
+    // bind(2) makes the socket file with the umask's mode; only root may connect, whatever
+    // umask the daemon was started with.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     // SAFETY: listen on a bound socket we own.
     cvt(unsafe { libc::listen(fd.as_raw_fd(), 64) })?;
     Ok(fd)

@@ -1,6 +1,6 @@
 //! The container flows: create, start, stop, remove, status, list, exec, update, reopen log.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -272,11 +272,9 @@ impl Daemon {
         if pod.config.log_directory.is_empty() || config.log_path.is_empty() {
             return Ok(None);
         }
-        let path = PathBuf::from(&pod.config.log_directory).join(&config.log_path);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io("create log dir", parent, e))?;
-        }
-        Ok(Some(path))
+        let base = Path::new(&pod.config.log_directory);
+        make_log_dirs(base, Path::new(&config.log_path))?;
+        Ok(Some(base.join(&config.log_path)))
     }
 
     /// Follows a container's monitor until the container exits, then records the exit.
@@ -633,4 +631,104 @@ impl Daemon {
 
 fn exit_time_ns(s: &crius_oci::monitor::ExitStatus) -> i64 {
     s.exited_at.timestamp_nanos_opt().unwrap_or_else(now_ns)
+}
+
+/// Makes the dirs of the relative log path `rel` under the pod's log dir `base` one at a
+/// time through file descriptors, following no symbolic link, and refuses a link at the
+/// log file itself (the monitor also opens it with O_NOFOLLOW). Anything that can write to
+/// the log dirs (a pod with a hostPath on /var/log) could otherwise point root's writes at
+/// any file on the host.
+fn make_log_dirs(base: &Path, rel: &Path) -> Result<()> {
+    use nix::errno::Errno;
+    use nix::fcntl::{openat, OFlag, AT_FDCWD};
+    use nix::sys::stat::{fstatat, mkdirat, Mode, SFlag};
+    use std::path::Component;
+
+    let refuse = |at: &Path| {
+        Error::FailedPrecondition(format!(
+            "container log path {}: {} is a symbolic link or not a directory; crius does not \
+             follow links in log paths",
+            base.join(rel).display(),
+            at.display()
+        ))
+    };
+    std::fs::create_dir_all(base).map_err(|e| Error::io("create log dir", base, e))?;
+    let dir_flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut dir = openat(AT_FDCWD, base, dir_flags, Mode::empty()).map_err(|e| match e {
+        Errno::ELOOP | Errno::ENOTDIR => refuse(base),
+        e => Error::io("open log dir", base, e.into()),
+    })?;
+    let mut at = base.to_path_buf();
+    let mut parts: Vec<_> = rel
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
+    let Some(file) = parts.pop() else {
+        return Ok(());
+    };
+    for part in parts {
+        at.push(part);
+        match mkdirat(&dir, part.as_os_str(), Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(Error::io("create log dir", &at, e.into())),
+        }
+        dir = openat(&dir, part.as_os_str(), dir_flags, Mode::empty()).map_err(|e| match e {
+            Errno::ELOOP | Errno::ENOTDIR => refuse(&at),
+            e => Error::io("open log dir", &at, e.into()),
+        })?;
+    }
+    at.push(file);
+    match fstatat(
+        &dir,
+        file.as_os_str(),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    ) {
+        Ok(st) if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK => {
+            Err(refuse(&at))
+        }
+        Ok(_) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(Error::io("stat log file", &at, e.into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn log_dirs_are_made_without_following_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("pod-logs");
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::create_dir_all(&base).unwrap();
+        symlink(&elsewhere, base.join("linked-dir")).unwrap();
+        std::fs::create_dir_all(base.join("c2")).unwrap();
+        symlink(elsewhere.join("target"), base.join("c2/0.log")).unwrap();
+        symlink(&elsewhere, tmp.path().join("linked-base")).unwrap();
+        // (base, relative log path, made)
+        let cases: &[(&Path, &str, bool)] = &[
+            (&base, "c/0.log", true),
+            (&base, "c/0.log", true),
+            (&base, "a/b/c/0.log", true),
+            (&base, "0.log", true),
+            (&base, "linked-dir/0.log", false),
+            (&base, "c2/0.log", false),
+            (&tmp.path().join("linked-base"), "c/0.log", false),
+        ];
+        for (base, rel, ok) in cases {
+            let result = make_log_dirs(base, Path::new(rel));
+            assert_eq!(result.is_ok(), *ok, "{} {rel}: {result:?}", base.display());
+            if let Err(e) = result {
+                assert!(e.to_string().contains("symbolic link"), "{e}");
+            }
+        }
+        assert!(base.join("a/b/c").is_dir());
+        assert_eq!(
+            std::fs::read_dir(&elsewhere).unwrap().count(),
+            0,
+            "nothing made through a link"
+        );
+    }
 }

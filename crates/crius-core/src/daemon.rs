@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::host;
 use crate::model::{ContainerRecord, PodRecord};
-use crate::record::RecordDir;
+use crate::record::{self, RecordDir};
 
 /// Name and versions reported by `Version`.
 #[derive(Debug, Clone)]
@@ -184,8 +184,27 @@ fn cni_config(config: &CoreConfig) -> CniConfig {
 impl Daemon {
     /// Opens the state dirs, restores what a previous run left, and gets ready to serve.
     pub async fn start(config: CoreConfig) -> Result<Arc<Daemon>> {
-        for dir in [&config.root_dir, &config.run_dir] {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io("create state dir", dir, e))?;
+        // Only root gets into the state dirs (0700): nothing non-root traverses them (runc,
+        // the monitor and CNI plugins run as root, and a container sees its rootfs and the
+        // pod files through mounts made by root). The runroot itself is 0711: the CRI
+        // socket lives there by default (mode 0660, for a group of clients), and 0711 lets
+        // them reach it by name without listing anything. Dirs below these that older
+        // versions made wider are reached only through them.
+        let (root, run) = (&config.root_dir, &config.run_dir);
+        crius_oci::dir_with_mode(run, 0o711)
+            .map_err(|e| Error::io("make state dir (0711)", run, e))?;
+        for dir in [
+            root.clone(),
+            root.join("images"),
+            root.join("records"),
+            root.join("pods"),
+            root.join("containers"),
+            run.join("pods"),
+            run.join("containers"),
+            run.join("netns"),
+            run.join("runtimes"),
+        ] {
+            record::private_dir(&dir)?;
         }
         let oom_score_adj_min = host::oom_score_adj_min();
         let images = ImageStore::open(image_store_config(&config))?;

@@ -3,6 +3,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -20,7 +21,7 @@ impl RecordDir {
     /// Opens (and creates) the dir.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(|e| Error::io("create record dir", &dir, e))?;
+        private_dir(&dir)?;
         Ok(Self { dir })
     }
 
@@ -69,6 +70,11 @@ impl RecordDir {
     }
 }
 
+/// [`crius_oci::private_dir`] with the core's error.
+pub fn private_dir(dir: &Path) -> Result<()> {
+    crius_oci::private_dir(dir).map_err(|e| Error::io("make private dir (0700)", dir, e))
+}
+
 /// Writes `data` to `path` via a temp file, fsync and rename, then fsyncs the parent dir.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path
@@ -83,10 +89,12 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         .and_then(|n| n.to_str())
         .unwrap_or("record");
     let tmp = dir.join(format!(".{name}.{}-{seq}.tmp", std::process::id()));
+    // 0600: a container's record holds its config, whose env may carry secrets.
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
+        .mode(0o600)
         .open(&tmp)
         .map_err(|e| Error::io("create", &tmp, e))?;
     f.write_all(data).map_err(|e| Error::io("write", &tmp, e))?;

@@ -2,8 +2,10 @@
 //! handlers and the client side of the container monitor.
 
 pub mod monitor;
+mod private;
 pub mod runtime;
 pub mod spec;
 
 mod error;
 pub use error::Error;
+pub use private::{dir_with_mode, private_dir};

@@ -7,6 +7,7 @@
 //! what happened while it was away.
 
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -112,12 +113,11 @@ pub struct ExecOutput {
 /// with the runtime's own error message ([`Error::CreateFailed`]).
 pub async fn spawn_monitor(spec: &MonitorSpec) -> Result<MonitorHandle, Error> {
     let dir = &spec.dir;
-    tokio::fs::create_dir_all(dir)
-        .await
-        .map_err(|source| Error::MonitorFile {
-            path: dir.clone(),
-            source,
-        })?;
+    // 0700: the monitor's socket and exit file are root's alone.
+    crate::private_dir(dir).map_err(|source| Error::MonitorFile {
+        path: dir.clone(),
+        source,
+    })?;
     for stale in [proto::EXIT_FILE_NAME, proto::PID_FILE_NAME] {
         let _ = std::fs::remove_file(dir.join(stale));
     }
@@ -125,6 +125,7 @@ pub async fn spawn_monitor(spec: &MonitorSpec) -> Result<MonitorHandle, Error> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&log_path)
         .map_err(|source| Error::MonitorFile {
             path: log_path.clone(),

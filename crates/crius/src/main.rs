@@ -57,6 +57,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         None => {
             require_root()?;
+            // Before any thread starts: files made without an explicit mode get the usual
+            // 0644/0755 whatever umask started us (a 000 would make them world-writable);
+            // the state dirs and secret files set their own, tighter modes.
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
             let config = cli.opts.effective_config()?;
             let log = logging::init(config.crius.log_level, config.crius.log_format)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
