@@ -676,3 +676,65 @@ async fn bad_pull_requests_are_refused_and_leave_no_image() {
     }
     failures.assert_none();
 }
+
+#[tokio::test]
+async fn a_conflist_whose_plugin_type_is_a_path_is_not_used() {
+    // A plugin outside every plugin dir that leaves a mark if it is ever run.
+    let plugins = tempfile::tempdir_in(crius_e2e::TEST_BASE_DIR).unwrap();
+    let outside = tempfile::tempdir_in(crius_e2e::TEST_BASE_DIR).unwrap();
+    let mark = outside.path().join("ran");
+    let evil = outside.path().join("evil");
+    std::fs::write(
+        &evil,
+        format!("#!/bin/sh\ntouch {}\necho '{{}}'\n", mark.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&evil, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let escape = format!(
+        "../{}/evil",
+        outside.path().file_name().unwrap().to_str().unwrap()
+    );
+    let daemon = daemon_with_chain(plugins.path(), serde_json::json!([{ "type": escape }])).await;
+    let (mut rt, _) = clients(&daemon).await;
+
+    let status = rt
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let network = status
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.r#type == "NetworkReady")
+        .expect("NetworkReady condition");
+    println!("NetworkReady: {} {}", network.reason, network.message);
+    assert!(!network.status, "the only conflist is refused");
+    for word in ["10-chain.conflist", "plugin 1", &escape] {
+        assert!(network.message.contains(word), "{network:?} names {word:?}");
+    }
+
+    let result = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config(&daemon, "evil-cni")),
+            runtime_handler: String::new(),
+        })
+        .await;
+    assert!(
+        result.is_err(),
+        "a pod without a usable network: {result:?}"
+    );
+    let mut failures = Failures::default();
+    failures.note("refused pod", pod_leftovers(&daemon, &mut rt).await);
+    failures.assert_none();
+    assert!(!mark.exists(), "the plugin named by a path was run");
+    let log = std::fs::read_to_string(&daemon.log_path).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("skipping CNI configuration file")
+                && l.contains("10-chain.conflist")
+                && l.contains(&escape)),
+        "no log line names the refused file and its plugin"
+    );
+}

@@ -107,7 +107,8 @@ async fn other_users_get_nothing_from_the_store_even_under_umask_000() {
         }
     };
     expect(run.clone(), 0o711);
-    for d in ["", "images", "records", "pods", "containers"] {
+    expect(root.clone(), 0o700);
+    for d in ["images", "records", "pods", "containers"] {
         expect(root.join(d), 0o700);
     }
     for d in ["pods", "containers", "netns"] {
