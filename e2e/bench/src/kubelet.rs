@@ -338,8 +338,7 @@ pub async fn run(args: &KubeletArgs) -> anyhow::Result<RunResult> {
     );
     result.notes.push(format!(
         "{}: pods of {n} busybox containers written one after another, each once the one \
-         before ran; /pods read every {} ms; the kubelet learns of container starts by its \
-         PLEG relist (1 s)",
+         before ran; /pods read every {} ms",
         args.name,
         POLL.as_millis()
     ));
