@@ -12,8 +12,9 @@
 # a FORWARD drop rule so no pod traffic leaves the host. Prints the tables (metric, each run,
 # ratios) and writes NAME.json per run, floor.json, summary.json, table.txt (and bench.png
 # when python3-matplotlib is installed) into the results dir. Everything it made is removed
-# at the end, also on failure: processes by PID, mounts, cgroups, bridges, rules, the
-# kubelet's iptables chains and sysctls, the temp dir.
+# at the end, also on failure: processes by PID, mounts, cgroups, bridges, rules, the temp
+# dir. The kubelet runs in a mount namespace of its own and makes no iptables chains, so it
+# changes no host sysctl, /var/log or firewall.
 #
 # Usage (as root, from anywhere; e2e/fixtures/setup.sh must have run):
 #   e2e/bench/run.sh [--results DIR] [--no-build] [--no-critest] [--quick] [--keep]
