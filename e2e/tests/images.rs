@@ -237,6 +237,35 @@ async fn remove_image_by_tag_id_and_digest() {
 }
 
 #[tokio::test]
+async fn concurrent_removals_of_one_image_all_succeed() {
+    let daemon = builder().start().await.unwrap();
+    let (_, mut images) = clients(&daemon).await;
+    let id = fixture("CRIUS_TEST_BUSYBOX_ID").unwrap();
+    // Several rounds: the calls must meet between one's lookup and another's removal.
+    for round in 0..10 {
+        pull(&mut images, &busybox()).await;
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..32 {
+            let mut images = images.clone();
+            let id = id.clone();
+            calls.spawn(async move {
+                images
+                    .remove_image(cri::RemoveImageRequest { image: spec(&id) })
+                    .await
+            });
+        }
+        while let Some(result) = calls.join_next().await {
+            let result = result.expect("task");
+            assert!(
+                result.is_ok(),
+                "round {round}: RemoveImage {id}: {result:?}"
+            );
+        }
+        assert!(status(&mut images, &id).await.is_none(), "round {round}");
+    }
+}
+
+#[tokio::test]
 async fn a_pull_through_a_mirror_is_listed_under_the_requested_name() {
     let reg = registry();
     let conf = format!(

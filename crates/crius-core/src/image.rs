@@ -92,7 +92,11 @@ impl Daemon {
                 )));
             }
         }
-        Ok(self.images.remove(name)?)
+        match self.images.remove(name) {
+            // Removed by a concurrent call since it was resolved above: gone, as asked.
+            Err(e) if e.is_not_found() => Ok(()),
+            result => Ok(result?),
+        }
     }
 
     /// ImageFsInfo.
