@@ -122,6 +122,62 @@ async fn runtime_config_reports_the_cgroupfs_driver() {
     assert_eq!(linux.cgroup_driver, cri::CgroupDriver::Cgroupfs as i32);
 }
 
+/// A kubelet newer than crius's CRI may call a method crius does not know, or send fields
+/// it does not know. The method gets Unimplemented at once (which the kubelet treats as
+/// "not supported", never a hang), unknown fields are skipped as protobuf wants, and the
+/// daemon serves on.
+#[tokio::test]
+async fn calls_and_fields_of_a_newer_cri_get_answers_a_kubelet_can_act_on() {
+    use tonic::codegen::http::uri::PathAndQuery;
+    use tonic_prost::ProstCodec;
+
+    /// A VersionRequest as a later CRI might send it, with a field this one lacks.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct LaterVersionRequest {
+        #[prost(string, tag = "1")]
+        version: String,
+        #[prost(string, tag = "99")]
+        added_later: String,
+    }
+
+    let daemon = CriusDaemon::start().await.unwrap();
+    let channel = crius_e2e::connect(&daemon.socket).await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    for path in [
+        "/runtime.v1.RuntimeService/ResizeSomethingNew",
+        "/runtime.v1.ImageService/PullImageLater",
+        "/runtime.v2.RuntimeService/Version",
+    ] {
+        grpc.ready().await.unwrap();
+        let call = grpc.unary(
+            tonic::Request::new(cri::VersionRequest::default()),
+            PathAndQuery::from_static(path),
+            ProstCodec::<cri::VersionRequest, cri::VersionResponse>::default(),
+        );
+        let err = tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .unwrap_or_else(|_| panic!("{path}: no answer within 5 s"))
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unimplemented, "{path}: {err:?}");
+    }
+
+    grpc.ready().await.unwrap();
+    let reply = grpc
+        .unary(
+            tonic::Request::new(LaterVersionRequest {
+                version: "v1".into(),
+                added_later: "ignored".into(),
+            }),
+            PathAndQuery::from_static("/runtime.v1.RuntimeService/Version"),
+            ProstCodec::<LaterVersionRequest, cri::VersionResponse>::default(),
+        )
+        .await
+        .expect("a Version call with an unknown field")
+        .into_inner();
+    assert_eq!(reply.runtime_api_version, "v1", "{reply:?}");
+    assert!(!reply.runtime_name.is_empty(), "{reply:?}");
+}
+
 #[tokio::test]
 async fn an_unbuilt_rpc_is_unimplemented_and_names_itself() {
     let daemon = CriusDaemon::start().await.unwrap();
