@@ -42,7 +42,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::peers::{peer, peer_or_skip};
-use crate::{cri, fixture, unique_name, CriusDaemon, CriusDaemonBuilder};
+use crate::{fixture, unique_name, CriusDaemon, CriusDaemonBuilder};
 
 /// How long the kubelet may take to answer `/healthz` after it was started.
 pub const KUBELET_READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -637,28 +637,14 @@ impl Kubelet {
             runtime.block_on(async {
                 let channel = crate::connect(&socket).await?;
                 let mut rt = RuntimeServiceClient::new(channel);
-                let pods = rt
-                    .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+                let notes = crate::remove_every_pod(&mut rt)
                     .await?
-                    .into_inner()
-                    .items;
-                let mut notes = Vec::new();
-                for pod in pods {
-                    let id = pod.id;
-                    let stop = rt
-                        .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                            pod_sandbox_id: id.clone(),
-                        })
-                        .await;
-                    let remove = rt
-                        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                            pod_sandbox_id: id.clone(),
-                        })
-                        .await;
-                    if let Err(err) = stop.map(drop).and(remove.map(drop)) {
-                        notes.push(format!("cannot remove pod {id}: {err}"));
-                    }
-                }
+                    .into_iter()
+                    .filter_map(|pod| {
+                        let err = pod.result.err()?;
+                        Some(format!("cannot remove pod {}: {err}", pod.id))
+                    })
+                    .collect();
                 Ok(notes)
             })
         });

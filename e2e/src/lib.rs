@@ -121,6 +121,47 @@ pub async fn connect(socket: &Path) -> anyhow::Result<Channel> {
     crius::status::connect(socket, timeout, Some(timeout)).await
 }
 
+/// What [`remove_every_pod`] did with one pod.
+#[derive(Debug)]
+pub struct PodRemoval {
+    pub id: String,
+    pub name: String,
+    /// The first error of StopPodSandbox, then RemovePodSandbox.
+    pub result: Result<(), tonic::Status>,
+}
+
+/// Stops and removes every pod the daemon lists, as the kubelet would, and says what came
+/// of each: the teardown of what a peer (the kubelet, critest) left in a test's daemon.
+pub async fn remove_every_pod(
+    rt: &mut RuntimeServiceClient<Channel>,
+) -> Result<Vec<PodRemoval>, tonic::Status> {
+    let pods = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await?
+        .into_inner()
+        .items;
+    let mut removals = Vec::with_capacity(pods.len());
+    for pod in pods {
+        let id = pod.id;
+        let stop = rt
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            })
+            .await;
+        let remove = rt
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            })
+            .await;
+        removals.push(PodRemoval {
+            id,
+            name: pod.metadata.map(|m| m.name).unwrap_or_default(),
+            result: stop.map(drop).and(remove.map(drop)),
+        });
+    }
+    Ok(removals)
+}
+
 /// Options for a test daemon; [`CriusDaemon::builder`] makes one.
 #[derive(Debug, Default)]
 pub struct CriusDaemonBuilder {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use crius_e2e::critest::{compare, focus_on, parse_expected, parse_junit, render_expected, Report};
 use crius_e2e::peers::peer_or_skip;
-use crius_e2e::{cri, CriusDaemon};
+use crius_e2e::{CriusDaemon, PodRemoval};
 
 /// Where the expected-results files and the registries.conf live.
 const CRITEST_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/critest");
@@ -267,41 +267,21 @@ async fn run_critest(
 /// Stops and removes, through the CRI, every pod critest left behind (a failed spec may
 /// skip its cleanup); says what it removed and what it could not.
 async fn remove_pods(daemon: &CriusDaemon) -> Vec<String> {
-    let mut notes = Vec::new();
     let mut rt = match daemon.runtime_client().await {
         Ok(rt) => rt,
         Err(e) => return vec![format!("cannot connect to remove pods: {e:#}")],
     };
-    let pods = match rt
-        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
-        .await
-    {
-        Ok(reply) => reply.into_inner().items,
+    let removals = match crius_e2e::remove_every_pod(&mut rt).await {
+        Ok(removals) => removals,
         Err(e) => return vec![format!("ListPodSandbox failed: {e}")],
     };
-    for pod in pods {
-        let id = pod.id.clone();
-        let name = pod.metadata.map(|m| m.name).unwrap_or_default();
-        let stop = rt
-            .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                pod_sandbox_id: id.clone(),
-            })
-            .await;
-        let remove = rt
-            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                pod_sandbox_id: id.clone(),
-            })
-            .await;
-        match (stop, remove) {
-            (Ok(_), Ok(_)) => notes.push(format!("removed pod {name} ({id}) critest left")),
-            (stop, remove) => notes.push(format!(
-                "cannot remove pod {name} ({id}): stop {:?}, remove {:?}",
-                stop.err().map(|e| e.message().to_string()),
-                remove.err().map(|e| e.message().to_string())
-            )),
-        }
-    }
-    notes
+    removals
+        .into_iter()
+        .map(|PodRemoval { id, name, result }| match result {
+            Ok(()) => format!("removed pod {name} ({id}) critest left"),
+            Err(e) => format!("cannot remove pod {name} ({id}): {}", e.message()),
+        })
+        .collect()
 }
 
 fn tail(text: &str, lines: usize) -> String {

@@ -39,6 +39,21 @@ async fn clients(kubelet: &Kubelet) -> (Runtime, Images) {
     common::clients(&kubelet.crius).await
 }
 
+/// When crius says the container `id` finished, in nanoseconds since the epoch (UTC).
+async fn finished_at(kubelet: &Kubelet, id: &str) -> i64 {
+    let (mut rt, _) = clients(kubelet).await;
+    rt.container_status(cri::ContainerStatusRequest {
+        container_id: id.to_string(),
+        verbose: false,
+    })
+    .await
+    .expect("ContainerStatus")
+    .into_inner()
+    .status
+    .expect("ContainerStatus has no status")
+    .finished_at
+}
+
 /// Every container crius holds: id -> (name, attempt, state).
 async fn cri_containers(rt: &mut Runtime) -> BTreeMap<String, (String, u32, i32)> {
     rt.list_containers(cri::ListContainersRequest { filter: None })
@@ -247,18 +262,7 @@ async fn a_container_that_exits_while_crius_is_down_is_reported_with_its_exit_an
         Some(first_id.as_str())
     );
     // The exit time is the real one, while crius was down, not when it came back.
-    let (mut rt, _) = clients(&kubelet).await;
-    let finished_ns = rt
-        .container_status(cri::ContainerStatusRequest {
-            container_id: first_id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap()
-        .finished_at;
+    let finished_ns = finished_at(&kubelet, &first_id).await;
     let ns = |t: std::time::SystemTime| {
         t.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64
     };
@@ -763,18 +767,7 @@ async fn with_evented_pleg_the_kubelet_sees_a_container_exit_through_get_contain
     assert!(line.contains("CONTAINER_STOPPED_EVENT"), "{line}");
     // Promptly: well within the generic PLEG's relist period (1 s, a constant of kubelet
     // v1.37), which would otherwise be how the kubelet found out.
-    let (mut rt, _) = clients(&kubelet).await;
-    let finished_ns = rt
-        .container_status(cri::ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap()
-        .finished_at;
+    let finished_ns = finished_at(&kubelet, &id).await;
     // The kubelet logs the local time of day; crius gives UTC nanoseconds.
     let finished = (finished_ns as f64 / 1e9 + utc_offset_seconds()).rem_euclid(86_400.0);
     let seen = klog_time_of_day(&line).expect("klog time");
