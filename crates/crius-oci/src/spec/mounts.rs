@@ -223,8 +223,12 @@ pub(crate) fn cri_mount(m: &CriMount, mountinfo: &str) -> Result<(Mount, RootPro
         reason: reason.to_string(),
     };
     if m.host_path.is_empty() {
+        // The core mounts an image volume and passes its directory as host_path; an
+        // image mount without one was never resolved, and must not become a bind of "".
         if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) {
-            return Err(unsupported("image volumes are not supported"));
+            return Err(unsupported(
+                "the image volume was not mounted before the spec was made",
+            ));
         }
         return Err(Error::MountSourceMissing {
             host_path: PathBuf::new(),
