@@ -594,6 +594,15 @@ impl Kubelet {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// When a static pod's manifest goes, the kubelet cancels the work in flight for it, its
+    /// own Version calls included: the cancel comes from the kubelet's side of the call.
+    pub const VERSION_CANCELED: &'static str =
+        r#""Version from runtime service failed" err="rpc error: code = Canceled"#;
+
+    /// With CRI stats on, the kubelet probes PodSandboxStats with no pod id at start to
+    /// learn whether the runtime has it; crius refuses the empty id.
+    pub const STATS_PROBE: &'static str = "PodSandboxStats needs a pod_sandbox_id";
+
     /// The kubelet log lines that report a failed CRI call (a gRPC status).
     pub fn cri_errors(&self) -> Vec<String> {
         self.log()
@@ -604,12 +613,16 @@ impl Kubelet {
     }
 
     /// The CRI errors in the kubelet log that contain none of `explained` (substrings the
-    /// test expects and explains).
+    /// test expects and explains), less the ones of a dead container deleted twice.
+    ///
+    /// Two of the kubelet's loops remove dead containers (the pod worker, and the container
+    /// deletor that runs at every ContainerDied event over the pod status it cached), so the
+    /// later one may ask for the status of a container the earlier one removed: it logs
+    /// crius's NotFound for the call and "DeleteContainer returned error" for the deletion
+    /// (it logs the same with containerd). A NotFound for a container is explained only when
+    /// the deletor names that same container.
     pub fn unexplained_cri_errors(&self, explained: &[&str]) -> Vec<String> {
-        self.cri_errors()
-            .into_iter()
-            .filter(|l| !explained.iter().any(|e| l.contains(e)))
-            .collect()
+        unexplained_cri_errors(&self.cri_errors(), explained)
     }
 
     /// Panics listing every CRI error in the kubelet log that contains none of `explained`.
@@ -1049,9 +1062,62 @@ impl Pod {
     }
 }
 
+/// `errors` less those that contain one of `explained` and those of a dead container the
+/// kubelet deleted twice (see [`Kubelet::unexplained_cri_errors`]).
+fn unexplained_cri_errors(errors: &[String], explained: &[&str]) -> Vec<String> {
+    const DELETOR: &str = "DeleteContainer returned error";
+    const STATUS_NOT_FOUND: &str =
+        r#""ContainerStatus from runtime service failed" err="rpc error: code = NotFound"#;
+    let deleted_twice: Vec<&str> = errors
+        .iter()
+        .filter(|l| l.contains(DELETOR))
+        .filter_map(|l| quoted_container_id(l))
+        .collect();
+    errors
+        .iter()
+        .filter(|l| !l.contains(DELETOR))
+        .filter(|l| {
+            !(l.contains(STATUS_NOT_FOUND)
+                && quoted_container_id(l).is_some_and(|id| deleted_twice.contains(&id)))
+        })
+        .filter(|l| !explained.iter().any(|e| l.contains(e)))
+        .cloned()
+        .collect()
+}
+
+/// The first 64-hex container id in a kubelet log line (`containerID="<id>"` or the
+/// escaped `container \"<id>\"` of a gRPC message).
+fn quoted_container_id(line: &str) -> Option<&str> {
+    line.as_bytes()
+        .windows(64)
+        .position(|w| w.iter().all(u8::is_ascii_hexdigit))
+        .map(|at| &line[at..at + 64])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_not_found_is_explained_only_for_the_container_the_deletor_names() {
+        let deleted = "a".repeat(64);
+        let other = "b".repeat(64);
+        let not_found = |id: &str| {
+            format!(
+                r#"E1 "ContainerStatus from runtime service failed" err="rpc error: code = NotFound desc = container \"{id}\" not found" containerID="{id}""#
+            )
+        };
+        let errors = vec![
+            not_found(&deleted),
+            format!(r#"I1 "DeleteContainer returned error" containerID={{"Type":"crius","ID":"{deleted}"}}"#),
+            not_found(&other),
+            r#"E3 "ListPodSandbox from runtime service failed" err="rpc error: code = Unavailable""#
+                .to_string(),
+        ];
+        let left = unexplained_cri_errors(&errors, &[]);
+        assert_eq!(left, [not_found(&other), errors[3].clone()]);
+        assert_eq!(unexplained_cri_errors(&errors, &["Unavailable"]).len(), 1);
+    }
 
     #[test]
     fn pod_lists_parse_with_go_nulls_and_missing_fields() {

@@ -332,7 +332,7 @@ async fn failing_liveness_probe_restarts_the_container_and_the_previous_log_stay
 
     // The probe's own failures are exec results, never CRI errors.
     // Past the second restart the kubelet removes the oldest dead run as it goes.
-    kubelet.assert_no_unexplained_cri_errors(&DELETED_TWICE);
+    kubelet.assert_no_unexplained_cri_errors(&[]);
 }
 
 #[tokio::test]
@@ -481,16 +481,8 @@ async fn crashing_container_goes_through_the_kubelets_back_off() {
         );
     }
     // The kubelet removes the older dead runs of the crashing container as it goes.
-    kubelet.assert_no_unexplained_cri_errors(&DELETED_TWICE);
+    kubelet.assert_no_unexplained_cri_errors(&[]);
 }
-
-/// The kubelet's container deletor runs at every ContainerDied event over the pod status it
-/// cached, so a later pass asks for a dead container an earlier one removed: NotFound is the
-/// answer it needs (it logs the same with containerd).
-const DELETED_TWICE: [&str; 2] = [
-    r#"DeleteContainer returned error"#,
-    r#""ContainerStatus from runtime service failed" err="rpc error: code = NotFound desc = container"#,
-];
 
 /// Every file of a container's log, oldest first: the rotated ones
 /// (`0.log.<time>[.gz]`, gunzipped) and then the current one; with their names.
@@ -722,11 +714,5 @@ async fn removing_the_manifest_stops_and_removes_the_pod_leaving_nothing() {
         },
     )
     .await;
-    kubelet.assert_no_unexplained_cri_errors(&[
-        DELETED_TWICE[0],
-        DELETED_TWICE[1],
-        // The kubelet cancels the sync of a pod whose manifest went, calls in flight
-        // included: its own context ended the call (Canceled comes from the client).
-        r#""Version from runtime service failed" err="rpc error: code = Canceled desc = context canceled""#,
-    ]);
+    kubelet.assert_no_unexplained_cri_errors(&[Kubelet::VERSION_CANCELED]);
 }

@@ -154,15 +154,5 @@ spec:
             "the kubelet never called {rpc}"
         );
     }
-    kubelet.assert_no_unexplained_cri_errors(&[
-        // The kubelet cancels the sync of a pod whose manifest went, its own Version
-        // calls in flight included (Canceled comes from its client, not from crius).
-        r#""Version from runtime service failed" err="rpc error: code = Canceled desc = context canceled""#,
-        // With CRI stats on, the kubelet probes PodSandboxStats with no pod id at start
-        // to learn whether the runtime has it; crius refuses the empty id.
-        "PodSandboxStats needs a pod_sandbox_id",
-        // Its container deletor may ask for a container the pod worker removed already.
-        r#"DeleteContainer returned error"#,
-        r#""ContainerStatus from runtime service failed" err="rpc error: code = NotFound desc = container"#,
-    ]);
+    kubelet.assert_no_unexplained_cri_errors(&[Kubelet::VERSION_CANCELED, Kubelet::STATS_PROBE]);
 }

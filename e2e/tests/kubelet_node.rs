@@ -143,25 +143,10 @@ async fn let_the_kubelet_resync(kubelet: &Kubelet) {
     tokio::time::sleep(Duration::from_secs(8)).await;
 }
 
-/// When the kubelet removes a dead container, two of its loops may each do it (the pod
-/// worker and the container deletor); the second asks for the status of a container the
-/// first just removed, and logs crius's (right) NotFound for the call and for the deletion.
-const REMOVED_TWICE: &str = "rpc error: code = NotFound desc = container \"";
-
-/// When a static pod's manifest goes, the kubelet cancels the work in flight for it, its
-/// own Version calls included: the cancel is the kubelet's, not crius's.
-const KUBELET_CANCELED: &str =
-    "Version from runtime service failed\" err=\"rpc error: code = Canceled";
-
 /// A kubelet stopped by SIGTERM cancels its own calls in flight (its relist's
 /// ListPodSandbox, and the PLEG error that follows): Go's "context canceled" comes from
 /// the kubelet's side of the call, not from crius.
 const KUBELET_STOPPING: &str = "rpc error: code = Canceled desc = context canceled";
-
-/// With CRI stats on, the kubelet probes PodSandboxStats at start with no pod id to learn
-/// whether the runtime implements it (any answer but Unimplemented means yes); crius
-/// refuses the empty id.
-const STATS_PROBE: &str = "PodSandboxStats needs a pod_sandbox_id";
 
 /// CRI errors the kubelet logs while crius is down: every call fails to connect.
 const CRIUS_DOWN: [&str; 3] = [
@@ -543,7 +528,7 @@ async fn the_kubelet_collects_unused_images_and_dead_containers_through_crius_an
         kubelet.crius.log().contains("method=\"RemoveContainer\""),
         "crius never got a RemoveContainer"
     );
-    kubelet.assert_no_unexplained_cri_errors(&[REMOVED_TWICE]);
+    kubelet.assert_no_unexplained_cri_errors(&[]);
 }
 
 /// The pod of `/stats/summary` named after manifest `name`.
@@ -700,7 +685,7 @@ async fn stats_summary_comes_from_crius_cri_stats_with_real_cpu_memory_fs_and_ne
         "{test}: server working set {ws} B, CPU {cpu} ns, writable layer {rootfs} B, sent {tx} B; client received {rx} B"
     );
 
-    kubelet.assert_no_unexplained_cri_errors(&[STATS_PROBE]);
+    kubelet.assert_no_unexplained_cri_errors(&[Kubelet::STATS_PROBE]);
 }
 
 /// This machine's local time minus UTC, in seconds (`date +%z`).
@@ -963,7 +948,7 @@ async fn a_host_network_pod_and_a_host_port_pod_answer_on_loopback() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(http_get(host_port).is_err(), "the host port still answers");
-    kubelet.assert_no_unexplained_cri_errors(&[STATS_PROBE, KUBELET_CANCELED, REMOVED_TWICE]);
+    kubelet.assert_no_unexplained_cri_errors(&[Kubelet::STATS_PROBE, Kubelet::VERSION_CANCELED]);
     drop(kubelet);
     drop(chains);
 }
