@@ -639,3 +639,88 @@ async fn the_configured_pause_image_is_reported_pinned_however_it_came() {
     assert_eq!(pinned, vec![pause_id.as_str()], "{listed:?}");
     assert!(listed.iter().any(|i| i.id == busybox_id && !i.pinned));
 }
+
+/// Whether ListImages and ImageStatus both report `name` pinned (and agree).
+async fn pinned(images: &mut Images, name: &str) -> bool {
+    let image = status(images, name)
+        .await
+        .unwrap_or_else(|| panic!("{name} is not in the store"));
+    let listed = list(images)
+        .await
+        .into_iter()
+        .find(|i| i.id == image.id)
+        .unwrap_or_else(|| panic!("{name} is not listed"));
+    assert_eq!(
+        listed.pinned, image.pinned,
+        "ListImages and ImageStatus disagree on {name}"
+    );
+    image.pinned
+}
+
+#[tokio::test]
+async fn pinned_images_patterns_pin_matching_images_reload_on_sighup_and_stay_removable() {
+    let reg = registry();
+    let multilayer = format!("{reg}/crius-test/multilayer:latest");
+    // An exact name, in another case than the store's, and a glob.
+    let daemon = builder()
+        .config(&format!(
+            "[crius.image]\npinned_images = [\"{}\", \"{reg}/crius-test/multi*\"]\n",
+            busybox().to_uppercase()
+        ))
+        .start()
+        .await
+        .unwrap();
+    let (_, mut images) = clients(&daemon).await;
+    pull(&mut images, &busybox()).await;
+    pull(&mut images, &multilayer).await;
+    assert!(pinned(&mut images, &busybox()).await, "exact name");
+    assert!(pinned(&mut images, &multilayer).await, "glob");
+
+    // A keyword pattern replaces the list on SIGHUP: busybox matches nothing any more.
+    std::fs::write(
+        daemon.config_dir.join("90-pins.conf"),
+        "[crius.image]\npinned_images = [\"*/crius-test/multilayer:*\"]\n",
+    )
+    .unwrap();
+    daemon.signal(Signal::SIGHUP).unwrap();
+    eventually(
+        "the reloaded pins apply",
+        std::time::Duration::from_secs(10),
+        || {
+            let mut images = images.clone();
+            async move { (!pinned(&mut images, &busybox()).await).then_some(()) }
+        },
+    )
+    .await;
+    assert!(pinned(&mut images, &multilayer).await, "keyword");
+
+    // Pinning keeps the kubelet's GC away, not an explicit RemoveImage (as CRI-O).
+    remove(&mut images, &multilayer).await;
+    assert!(status(&mut images, &multilayer).await.is_none());
+}
+
+#[tokio::test]
+async fn a_malformed_pinned_images_pattern_stops_start_up_naming_the_key() {
+    let mut daemon = CriusDaemon::builder()
+        .config("[crius.image]\npinned_images = [\"registry.k8s.io/*/pause\"]\n")
+        .spawn()
+        .unwrap();
+    let exit = daemon
+        .wait_exit(std::time::Duration::from_secs(15))
+        .await
+        .unwrap();
+    assert!(!exit.success());
+    let log = daemon.log();
+    assert!(
+        log.contains(":2: key crius.image.pinned_images"),
+        "no file:line and key in {log}"
+    );
+    assert!(
+        log.contains("\"registry.k8s.io/*/pause\" has a * inside"),
+        "{log}"
+    );
+    assert!(
+        !daemon.root.exists(),
+        "state made before the config was read"
+    );
+}

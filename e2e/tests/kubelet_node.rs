@@ -353,9 +353,9 @@ async fn image_ids(images: &mut Images) -> Vec<(String, Vec<String>, bool)> {
 }
 
 #[tokio::test]
-async fn the_kubelet_collects_unused_images_and_dead_containers_through_crius_and_keeps_the_pause_image(
+async fn the_kubelet_collects_unused_images_and_dead_containers_through_crius_and_keeps_the_pause_and_pinned_images(
 ) {
-    let test = "the_kubelet_collects_unused_images_and_dead_containers_through_crius_and_keeps_the_pause_image";
+    let test = "the_kubelet_collects_unused_images_and_dead_containers_through_crius_and_keeps_the_pause_and_pinned_images";
     // The kubelet's periodic image GC runs every 5 minutes (a constant of kubelet v1.37,
     // `ImageGCPeriod`), and its first run, at start, never applies `imageMaximumGCAge`:
     // too slow for a test. Its eviction manager runs every 10 s and, when the image
@@ -364,7 +364,15 @@ async fn the_kubelet_collects_unused_images_and_dead_containers_through_crius_an
     // `imagefs.available` threshold of 99.9% puts the node under that pressure at once; it
     // reads the filesystem through crius's `ImageFsInfo`. Static pods are critical: the
     // pressure never evicts them. The age policy is set as a node would set it.
+    // `pinned_images` pins one more unused image by a glob.
+    let kept = common::pause_image();
     let Some(kubelet) = Kubelet::builder()
+        .crius(|c| {
+            c.config(&format!(
+                "[crius.image]\npinned_images = [\"{}/crius-test/pau*\"]\n",
+                common::registry()
+            ))
+        })
         .image_gc(90, 80)
         .config("imageMinimumGCAge", json!("1s"))
         .config("imageMaximumGCAge", json!("20s"))
@@ -394,6 +402,7 @@ async fn the_kubelet_collects_unused_images_and_dead_containers_through_crius_an
     // An image no pod uses, pulled straight through the CRI.
     let unused = format!("{}/crius-test/multilayer:latest", common::registry());
     let unused_id = common::pull(&mut images, &unused).await;
+    let kept_id = common::pull(&mut images, &kept).await;
     let (used_with_unused, inodes_with_unused) = image_fs_usage(&mut images).await;
 
     // A pod that keeps running (its image is in use) and one whose container keeps dying.
@@ -442,6 +451,14 @@ async fn the_kubelet_collects_unused_images_and_dead_containers_through_crius_an
     assert!(
         pinned.iter().any(|(id, _, _)| *id == pause_image),
         "the pause image {pause_image} is not kept pinned: {left:?}"
+    );
+    assert_ne!(
+        kept_id, pause_image,
+        "{kept} must not be the pods' pause image"
+    );
+    assert!(
+        pinned.iter().any(|(id, _, _)| *id == kept_id),
+        "{kept}, unused but pinned by pinned_images, is not kept pinned: {left:?}"
     );
     let log = kubelet.log();
     assert!(

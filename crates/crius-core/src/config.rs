@@ -65,6 +65,8 @@ pub struct ImageSettings {
     pub auth_file: Option<PathBuf>,
     /// Layers downloaded at once, per pull.
     pub max_concurrent_downloads: usize,
+    /// Images reported pinned (the kubelet never collects them), besides the pause image.
+    pub pinned_images: crius_image::PinnedImages,
 }
 
 /// Everything the core needs to run pods and containers.

@@ -1,16 +1,18 @@
 //! The image operations: the store does the work; the core adds what only it knows (which
 //! images containers use).
 
-use crius_image::{Credentials, FsUsage, Image};
+use crius_image::{Credentials, FsUsage, Image, PinnedImages};
 
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 
-/// The pause image is reported pinned however it came into the store (pulled, or
-/// installed from the built-in binary), as CRI-O does, so that the kubelet's image
-/// garbage collection never removes it.
-fn pin_pause(mut image: Image, pause_id: Option<&str>) -> Image {
-    if pause_id == Some(image.id.as_str()) {
+/// Whether the kubelet must keep `image`: the pause image, however it came into the
+/// store (pulled, or installed from the built-in binary), and every image a
+/// `pinned_images` pattern names, as CRI-O does. Pinning only keeps the kubelet's image
+/// garbage collection away: RemoveImage still removes a pinned image (CRI-O's "until
+/// they are manually removed").
+fn pin(mut image: Image, pause_id: Option<&str>, pinned: &PinnedImages) -> Image {
+    if pause_id == Some(image.id.as_str()) || pinned.matches(&image) {
         image.pinned = true;
     }
     image
@@ -25,10 +27,11 @@ impl Daemon {
     /// ListImages.
     pub fn list_images(&self) -> Vec<Image> {
         let pause = self.pause_image_id();
+        let pinned = &self.config().images.pinned_images;
         self.images
             .list()
             .into_iter()
-            .map(|image| pin_pause(image, pause.as_deref()))
+            .map(|image| pin(image, pause.as_deref(), pinned))
             .collect()
     }
 
@@ -44,7 +47,11 @@ impl Daemon {
     /// status, not an error).
     pub fn image_status(&self, name: &str) -> Result<Option<Image>> {
         match self.images.resolve(name) {
-            Ok(image) => Ok(Some(pin_pause(image, self.pause_image_id().as_deref()))),
+            Ok(image) => Ok(Some(pin(
+                image,
+                self.pause_image_id().as_deref(),
+                &self.config().images.pinned_images,
+            ))),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -56,7 +63,8 @@ impl Daemon {
     }
 
     /// RemoveImage: refused while a container uses the image; removing an image that is
-    /// not here succeeds.
+    /// not here succeeds. A pinned image is removed like any other: pinning is for the
+    /// kubelet's garbage collection (CRI-O does the same).
     pub fn remove_image(&self, name: &str) -> Result<()> {
         let image = match self.images.resolve(name) {
             Ok(image) => image,
@@ -120,11 +128,18 @@ mod tests {
     }
 
     #[test]
-    fn only_the_pause_image_gets_pinned() {
-        assert!(pin_pause(image("sha256:p", false), Some("sha256:p")).pinned);
-        assert!(!pin_pause(image("sha256:b", false), Some("sha256:p")).pinned);
-        assert!(!pin_pause(image("sha256:b", false), None).pinned);
+    fn the_pause_image_and_matching_names_get_pinned() {
+        let none = PinnedImages::default();
+        assert!(pin(image("sha256:p", false), Some("sha256:p"), &none).pinned);
+        assert!(!pin(image("sha256:b", false), Some("sha256:p"), &none).pinned);
+        assert!(!pin(image("sha256:b", false), None, &none).pinned);
         // An image pinned in the store stays pinned.
-        assert!(pin_pause(image("sha256:b", true), None).pinned);
+        assert!(pin(image("sha256:b", true), None, &none).pinned);
+        let globs = PinnedImages::new(vec!["example.com/keep/*".into()]).unwrap();
+        let mut kept = image("sha256:k", false);
+        kept.repo_tags = vec!["example.com/keep/app:1".into()];
+        assert!(pin(kept.clone(), None, &globs).pinned);
+        kept.repo_tags = vec!["example.com/other/app:1".into()];
+        assert!(!pin(kept, None, &globs).pinned);
     }
 }

@@ -28,6 +28,7 @@ mod validate;
 pub use config::{
     CgroupDriver, CoreConfig, ImageSettings, NetworkSettings, RegistryAuth, RuntimeHandlerConfig,
 };
+pub use crius_image::PinnedImages;
 pub use daemon::{Daemon, HandlerStatus, RuntimeStatus, VersionInfo};
 pub use error::{Error, Result};
 pub use events::{Event, EventKind};

@@ -11,6 +11,7 @@ mod index;
 mod layers;
 mod mount;
 mod pause;
+mod pinned;
 mod pull;
 pub mod reference;
 pub mod registries;
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::Error;
 pub use mount::resolve_in_root;
+pub use pinned::PinnedImages;
 pub use pull::host_platform;
 pub use reference::normalize_reference;
 pub use store::ImageStore;

@@ -269,6 +269,7 @@ pub struct ImageConfig {
     pub max_concurrent_downloads: usize,
     pub auths: BTreeMap<String, RegistryAuth>,
     pub global_auth_file: PathBuf,
+    pub pinned_images: crius_core::PinnedImages,
 }
 
 impl Default for ImageConfig {
@@ -281,6 +282,7 @@ impl Default for ImageConfig {
             max_concurrent_downloads: 3,
             auths: BTreeMap::new(),
             global_auth_file: PathBuf::new(),
+            pinned_images: crius_core::PinnedImages::default(),
         }
     }
 }
@@ -700,6 +702,7 @@ fn doc_for(path: &str) -> Option<&'static str> {
         "crius.image.auths.*.password" => "Password.",
         "crius.image.auths.*.auth" => "base64 of username:password, instead of the two above.",
         "crius.image.global_auth_file" => "containers-auth.json(5) file of registry credentials (what `podman login\n--authfile FILE` writes), read at every pull; a pull's own credentials and\n[crius.image.auths] come first. Empty: none.",
+        "crius.image.pinned_images" => "Images the kubelet's image garbage collection must keep (reported pinned;\nRemoveImage still removes them), besides the pause image, which always is.\nEach is an exact name (\"registry.k8s.io/pause:3.10\"), a glob with one * at\nthe end (\"registry.k8s.io/*\") or a keyword between two * (\"*pause*\"),\nmatched case-insensitively against the fully qualified tags and digests of\nthe image. Reloaded on SIGHUP.",
         "crius.network" => "CNI pod networking.",
         "crius.network.network_dir" => "Directory of CNI network configs; the first .conflist/.conf in name\norder is the pod network. Reloaded on SIGHUP.",
         "crius.network.plugin_dirs" => "Directories searched for CNI plugin binaries. Reloaded on SIGHUP.",
@@ -959,6 +962,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("crius.runtime.log_size_max"), "{err}");
+    }
+
+    #[test]
+    fn a_malformed_pinned_image_pattern_names_file_line_key_and_pattern() {
+        let text = "[crius.image]\npause_image = \"x/p:1\"\npinned_images = [\n  \"ok.io/a:1\",\n  \"ok.io/*/b\",\n]\n";
+        let err = load(text).unwrap_err().to_string();
+        assert!(
+            err.contains("crius.conf:3: key crius.image.pinned_images"),
+            "{err}"
+        );
+        assert!(err.contains("\"ok.io/*/b\" has a * inside"), "{err}");
+        let config = load("[crius.image]\npinned_images = [\"ok.io/*\", \"*pause*\"]\n").unwrap();
+        assert_eq!(
+            config.crius.image.pinned_images.texts(),
+            ["ok.io/*", "*pause*"]
+        );
     }
 
     #[test]

@@ -62,6 +62,7 @@ pub fn core_config(config: &Config, exe_dir: Option<&Path>) -> CoreConfig {
                 })
                 .collect(),
             max_concurrent_downloads: c.image.max_concurrent_downloads,
+            pinned_images: c.image.pinned_images,
         },
         log_size_max: u64::try_from(c.runtime.log_size_max).ok(),
         seccomp_profile_root: c.runtime.seccomp_profile_root,
