@@ -2,7 +2,7 @@
 //! operations crius-cri calls. The pod flows are in `pod.rs`, the container flows in
 //! `container.rs`, images in `image.rs`, restart recovery in `restore.rs`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
@@ -52,6 +52,18 @@ pub struct HandlerStatus {
     pub name: String,
     /// Its runtime (and the kernel) can make a mount read-only recursively.
     pub recursive_read_only_mounts: bool,
+    /// Its runtime (and the kernel) can run a pod in a user namespace of its own with
+    /// id-mapped mounts.
+    pub user_namespaces: bool,
+}
+
+/// What a handler's runtime can do on this kernel, probed at start and on reload.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct HandlerFeatures {
+    /// Recursive read-only mounts ("rro").
+    pub rro: bool,
+    /// User namespaces with id-mapped mounts.
+    pub user_namespaces: bool,
 }
 
 /// One pod or container in memory: `op` serialises the operations that change it (so one
@@ -129,9 +141,8 @@ pub struct Daemon {
     pub(crate) pause_image_lock: tokio::sync::Mutex<Option<String>>,
     /// The last CPU sample (time ns, cpu ns) per container or pod, for usage_nano_cores.
     pub(crate) cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
-    /// Handlers whose runtime can make mounts read-only recursively (probed at start and
-    /// on reload).
-    pub(crate) rro_handlers: RwLock<HashSet<String>>,
+    /// What each handler's runtime can do (probed at start and on reload).
+    pub(crate) handler_features: RwLock<HashMap<String, HandlerFeatures>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -209,7 +220,7 @@ impl Daemon {
         let oom_score_adj_min = host::oom_score_adj_min();
         let images = ImageStore::open(image_store_config(&config))?;
         let cni = Cni::new(cni_config(&config));
-        let rro_handlers = rro_handlers(&config).await;
+        let handler_features = handler_features(&config).await;
         let records = config.root_dir.join("records");
         let daemon = Arc::new(Daemon {
             pod_records: RecordDir::open(records.join("pods"))?,
@@ -222,7 +233,7 @@ impl Daemon {
             events: broadcast::channel(1024).0,
             pause_image_lock: tokio::sync::Mutex::new(None),
             cpu_samples: Mutex::new(HashMap::new()),
-            rro_handlers: RwLock::new(rro_handlers),
+            handler_features: RwLock::new(handler_features),
         });
         daemon.restore().await?;
         let config = daemon.config();
@@ -247,7 +258,10 @@ impl Daemon {
     /// credentials, CNI dirs, the shown config).
     pub async fn reload(&self, config: CoreConfig) {
         self.cni.reload(cni_config(&config));
-        *self.rro_handlers.write().unwrap_or_else(|e| e.into_inner()) = rro_handlers(&config).await;
+        *self
+            .handler_features
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = handler_features(&config).await;
         if let Err(e) = self.images.reload_registries(&image_store_config(&config)) {
             tracing::warn!(error = %e, "registries config not reloaded");
         }
@@ -304,9 +318,13 @@ impl Daemon {
         );
         let handlers = names
             .into_iter()
-            .map(|name| HandlerStatus {
-                recursive_read_only_mounts: self.supports_rro(&name),
-                name,
+            .map(|name| {
+                let f = self.features_of(&name);
+                HandlerStatus {
+                    recursive_read_only_mounts: f.rro,
+                    user_namespaces: f.user_namespaces,
+                    name,
+                }
             })
             .collect();
         let info = serde_json::json!({
@@ -323,18 +341,25 @@ impl Daemon {
         }
     }
 
-    /// Whether the handler `name` ("" is the default) can make mounts read-only recursively.
-    pub(crate) fn supports_rro(&self, name: &str) -> bool {
+    /// What the handler `name` ("" is the default) can do; nothing for an unknown one.
+    pub(crate) fn features_of(&self, name: &str) -> HandlerFeatures {
         let config = self.config();
         let name = if name.is_empty() {
             config.default_runtime.as_str()
         } else {
             name
         };
-        self.rro_handlers
+        self.handler_features
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(name)
+            .get(name)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Whether the handler `name` ("" is the default) can make mounts read-only recursively.
+    pub(crate) fn supports_rro(&self, name: &str) -> bool {
+        self.features_of(name).rro
     }
 
     /// The runtime CLI and monitor binary of a handler ("" is the default).
@@ -343,24 +368,31 @@ impl Daemon {
     }
 }
 
-/// The handlers of `config` whose runtime, on this kernel, can make mounts read-only
-/// recursively ("rro" among the mount options of `RUNTIME features`).
-async fn rro_handlers(config: &CoreConfig) -> HashSet<String> {
-    let mut out = HashSet::new();
-    if !host::kernel_has_mount_setattr() {
-        return out;
-    }
+/// What each handler of `config` can do on this kernel, from `RUNTIME features`:
+/// recursive read-only mounts need "rro" and mount_setattr(2) (Linux 5.12); user
+/// namespaces need the "user" namespace, id-mapped mounts in the runtime, and a kernel
+/// that id-maps overlayfs layers and tmpfs (the pod's shm), Linux 6.3.
+async fn handler_features(config: &CoreConfig) -> HashMap<String, HandlerFeatures> {
+    let mut out = HashMap::new();
+    let rro_kernel = host::kernel_has_mount_setattr();
+    let userns_kernel = host::kernel_has_idmapped_tmpfs();
     for name in config.runtimes.keys() {
         let Ok((cli, _, _)) = handler_cli(config, name) else {
             continue;
         };
         // Bounded, so a runtime that hangs cannot hold up start-up or a reload.
-        let options = tokio::time::timeout(FEATURES_TIMEOUT, cli.mount_options()).await;
-        if options.is_ok_and(|o| o.iter().any(|o| o == "rro")) {
-            out.insert(name.clone());
-        }
+        let features = tokio::time::timeout(FEATURES_TIMEOUT, cli.features())
+            .await
+            .unwrap_or_default();
+        out.insert(
+            name.clone(),
+            HandlerFeatures {
+                rro: rro_kernel && features.mount_options.iter().any(|o| o == "rro"),
+                user_namespaces: userns_kernel && features.user_namespaces(),
+            },
+        );
     }
-    info!(handlers = ?out, "runtime handlers with recursive read-only mounts");
+    info!(handlers = ?out, "runtime handler features");
     out
 }
 

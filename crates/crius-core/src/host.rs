@@ -36,10 +36,21 @@ fn parse_cap_eff(status: &str) -> Option<u64> {
 /// Whether the kernel has mount_setattr(2) (Linux 5.12), which a runtime needs to make a
 /// mount read-only recursively.
 pub fn kernel_has_mount_setattr() -> bool {
+    kernel_at_least((5, 12))
+}
+
+/// Whether the kernel can id-map mounts of overlayfs layers (5.19) and of tmpfs (6.3),
+/// which a pod in a user namespace of its own needs for its rootfs and its shm.
+pub fn kernel_has_idmapped_tmpfs() -> bool {
+    kernel_at_least((6, 3))
+}
+
+/// Whether the running kernel's release is at least `version` (major, minor).
+fn kernel_at_least(version: (u32, u32)) -> bool {
     fs::read_to_string("/proc/sys/kernel/osrelease")
         .ok()
         .and_then(|r| parse_release(&r))
-        .is_some_and(|v| v >= (5, 12))
+        .is_some_and(|v| v >= version)
 }
 
 /// `6.1.0-18-amd64` -> (6, 1).

@@ -143,8 +143,25 @@ impl Daemon {
         if let Some(linux) = &config.linux {
             spec::validate_sysctls(&linux.sysctls, host_network(&config), host_ipc(&config))?;
         }
-        // Fail on an unknown handler before anything is made.
-        self.runtime_handler(&runtime_handler)?;
+        // Fail on an unknown handler, or one that cannot do what the pod asks, before
+        // anything is made.
+        let (_, _, handler) = self.runtime_handler(&runtime_handler)?;
+        if validate::pod_user_namespace(&config).is_some()
+            && !self.features_of(&handler).user_namespaces
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "pod asks for a user namespace of its own (userns_options mode POD), but \
+                 runtime handler {handler:?} cannot run one: its runtime must list the \
+                 \"user\" namespace and id-mapped mounts in `RUNTIME features` (runc 1.2 or \
+                 newer) and the kernel must id-map overlayfs and tmpfs (Linux 6.3)"
+            )));
+        }
+        if validate::pod_user_namespace(&config).is_some() {
+            return Err(Error::Unimplemented(format!(
+                "pods in a user namespace of their own (handler {handler:?}): crius does not \
+                 make their id-mapped rootfs yet"
+            )));
+        }
         let key = pod_name_key(config.metadata.as_ref().expect("validated"));
         loop {
             let existing = {

@@ -82,6 +82,141 @@ pub fn pod_config(config: &cri::PodSandboxConfig, cgroup_root: &str) -> Result<(
     if let Some(linux) = &config.linux {
         cgroup_parent(&linux.cgroup_parent, cgroup_root)?;
     }
+    user_namespace(config)?;
+    Ok(())
+}
+
+/// The kernel takes at most this many lines in a uid_map or gid_map.
+const MAX_ID_MAPPINGS: usize = 340;
+
+/// The pod's user namespace request, if it asks for one of its own (mode POD).
+pub fn pod_user_namespace(config: &cri::PodSandboxConfig) -> Option<&cri::UserNamespace> {
+    config
+        .linux
+        .as_ref()?
+        .security_context
+        .as_ref()?
+        .namespace_options
+        .as_ref()?
+        .userns_options
+        .as_ref()
+        .filter(|u| u.mode == cri::NamespaceMode::Pod as i32)
+}
+
+/// A user namespace is the host's (no options, or mode NODE, with no mappings) or the
+/// pod's own (mode POD) with uid and gid mappings that map container root, do not overlap
+/// on either side, stay within the 32-bit id space and never map the host's root; a pod
+/// of its own user namespace uses no host network, PID or IPC namespace (the kernel
+/// would not let it manage them). Modes CONTAINER and TARGET do not exist for users.
+fn user_namespace(config: &cri::PodSandboxConfig) -> Result<()> {
+    let Some(ns) = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+    else {
+        return Ok(());
+    };
+    let Some(userns) = &ns.userns_options else {
+        return Ok(());
+    };
+    match cri::NamespaceMode::try_from(userns.mode) {
+        Ok(cri::NamespaceMode::Node) => {
+            if !userns.uids.is_empty() || !userns.gids.is_empty() {
+                return Err(invalid(
+                    "userns_options: mode NODE (the host's user namespace) takes no uid or \
+                     gid mappings"
+                        .into(),
+                ));
+            }
+            Ok(())
+        }
+        Ok(cri::NamespaceMode::Pod) => {
+            for (what, mode) in [("network", ns.network), ("pid", ns.pid), ("ipc", ns.ipc)] {
+                if mode == cri::NamespaceMode::Node as i32 {
+                    return Err(invalid(format!(
+                        "userns_options: a pod with a user namespace of its own (mode POD) \
+                         cannot use the host's {what} namespace"
+                    )));
+                }
+            }
+            id_mappings("uids", &userns.uids)?;
+            id_mappings("gids", &userns.gids)
+        }
+        _ => Err(invalid(format!(
+            "userns_options: mode {} is not supported; a pod uses the host's user namespace \
+             (NODE) or one of its own (POD)",
+            cri::NamespaceMode::try_from(userns.mode)
+                .map(|m| m.as_str_name().to_string())
+                .unwrap_or_else(|_| userns.mode.to_string())
+        ))),
+    }
+}
+
+/// One side (uids or gids) of a pod's user namespace mappings.
+fn id_mappings(field: &str, maps: &[cri::IdMapping]) -> Result<()> {
+    if maps.is_empty() {
+        return Err(invalid(format!(
+            "userns_options.{field}: mode POD needs at least one mapping"
+        )));
+    }
+    if maps.len() > MAX_ID_MAPPINGS {
+        return Err(invalid(format!(
+            "userns_options.{field}: {} mappings; the kernel takes at most {MAX_ID_MAPPINGS}",
+            maps.len()
+        )));
+    }
+    // u32::MAX is the invalid id (-1): no range may reach it.
+    let end = |start: u32, len: u32| u64::from(start) + u64::from(len);
+    for m in maps {
+        let shown = format!(
+            "container {} host {} length {}",
+            m.container_id, m.host_id, m.length
+        );
+        if m.length == 0 {
+            return Err(invalid(format!(
+                "userns_options.{field}: mapping ({shown}) has length 0"
+            )));
+        }
+        if end(m.container_id, m.length) > u64::from(u32::MAX)
+            || end(m.host_id, m.length) > u64::from(u32::MAX)
+        {
+            return Err(invalid(format!(
+                "userns_options.{field}: mapping ({shown}) goes past id {}",
+                u32::MAX - 1
+            )));
+        }
+        if m.host_id == 0 {
+            return Err(invalid(format!(
+                "userns_options.{field}: mapping ({shown}) maps the host's root (id 0) into \
+                 the pod"
+            )));
+        }
+    }
+    let overlap = |a: u32, alen: u32, b: u32, blen: u32| {
+        u64::from(a) < end(b, blen) && u64::from(b) < end(a, alen)
+    };
+    for (i, a) in maps.iter().enumerate() {
+        for b in &maps[i + 1..] {
+            let side = if overlap(a.container_id, a.length, b.container_id, b.length) {
+                "container"
+            } else if overlap(a.host_id, a.length, b.host_id, b.length) {
+                "host"
+            } else {
+                continue;
+            };
+            return Err(invalid(format!(
+                "userns_options.{field}: mappings (container {} host {} length {}) and \
+                 (container {} host {} length {}) overlap on the {side} side",
+                a.container_id, a.host_id, a.length, b.container_id, b.host_id, b.length
+            )));
+        }
+    }
+    if !maps.iter().any(|m| m.container_id == 0 && m.length > 0) {
+        return Err(invalid(format!(
+            "userns_options.{field}: container id 0 (root) is not mapped"
+        )));
+    }
     Ok(())
 }
 
@@ -341,6 +476,90 @@ mod tests {
         assert!(pod_config(&c, "/").is_ok());
         c.hostname = format!("{}.{}", "h".repeat(32), "h".repeat(32));
         assert!(pod_config(&c, "/").is_err());
+    }
+
+    fn userns(mode: cri::NamespaceMode, uids: &[(u32, u32, u32)]) -> cri::PodSandboxConfig {
+        let maps: Vec<cri::IdMapping> = uids
+            .iter()
+            .map(|&(container_id, host_id, length)| cri::IdMapping {
+                host_id,
+                container_id,
+                length,
+            })
+            .collect();
+        let mut c = pod("p");
+        c.linux = Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    userns_options: Some(cri::UserNamespace {
+                        mode: mode as i32,
+                        uids: maps.clone(),
+                        gids: maps,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        c
+    }
+
+    #[test]
+    fn user_namespace_mappings_are_checked() {
+        use cri::NamespaceMode::{Container, Node, Pod, Target};
+        let cases: &[(cri::NamespaceMode, &[(u32, u32, u32)], Option<&str>)] = &[
+            (Pod, &[(0, 65536, 65536)], None),
+            (Pod, &[(0, 1000, 100000)], None),
+            (Pod, &[(0, 65536, 1000), (1000, 200000, 1000)], None),
+            (Node, &[], None),
+            (Pod, &[], Some("at least one mapping")),
+            (
+                Node,
+                &[(0, 65536, 65536)],
+                Some("takes no uid or gid mappings"),
+            ),
+            (Container, &[], Some("mode CONTAINER is not supported")),
+            (Target, &[], Some("mode TARGET is not supported")),
+            (
+                Pod,
+                &[(1, 1000, 100000)],
+                Some("container id 0 (root) is not mapped"),
+            ),
+            (
+                Pod,
+                &[(0, 1000, 100000), (0, 2000, 100000)],
+                Some("overlap on the container side"),
+            ),
+            (
+                Pod,
+                &[(0, 1000, 100), (100, 1050, 100)],
+                Some("overlap on the host side"),
+            ),
+            (Pod, &[(0, 0, 65536)], Some("maps the host's root")),
+            (Pod, &[(0, 65536, 0)], Some("length 0")),
+            (Pod, &[(0, u32::MAX - 10, 65536)], Some("goes past id")),
+            (Pod, &[(u32::MAX - 10, 1000, 65536)], Some("goes past id")),
+        ];
+        for (mode, maps, want) in cases {
+            let result = pod_config(&userns(*mode, maps), "/");
+            match (want, result) {
+                (None, Ok(())) => {}
+                (Some(want), Err(e)) => {
+                    let msg = e.to_string();
+                    assert!(msg.contains(want), "{mode:?} {maps:?}: {msg}");
+                    assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+                }
+                (want, got) => panic!("{mode:?} {maps:?}: want {want:?}, got {got:?}"),
+            }
+        }
+        let too_many: Vec<(u32, u32, u32)> = (0..341).map(|i| (i, 1000 + i, 1)).collect();
+        assert!(pod_config(&userns(Pod, &too_many), "/").is_err());
+        let mut c = userns(Pod, &[(0, 65536, 65536)]);
+        let ns = c.linux.as_mut().unwrap().security_context.as_mut().unwrap();
+        ns.namespace_options.as_mut().unwrap().network = Node as i32;
+        let err = pod_config(&c, "/").unwrap_err().to_string();
+        assert!(err.contains("host's network namespace"), "{err}");
     }
 
     #[test]

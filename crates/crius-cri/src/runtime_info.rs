@@ -47,7 +47,7 @@ pub fn status(daemon: &Daemon, req: cri::StatusRequest) -> cri::StatusResponse {
         name: name.to_string(),
         features: Some(cri::RuntimeHandlerFeatures {
             recursive_read_only_mounts: h.recursive_read_only_mounts,
-            user_namespaces: false,
+            user_namespaces: h.user_namespaces,
         }),
     };
     // The default handler (first) is also reported under the empty name, as the CRI asks.

@@ -37,6 +37,61 @@ pub struct RuntimeState {
     pub pid: u32,
 }
 
+/// The facts of `RUNTIME features` the daemon uses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuntimeFeatures {
+    /// Mount options it knows ("rro" makes a mount read-only recursively).
+    pub mount_options: Vec<String>,
+    /// Namespaces it can make ("user" for user namespaces).
+    pub namespaces: Vec<String>,
+    /// It makes id-mapped mounts from a mount's `uidMappings`/`gidMappings` (runc 1.2+).
+    pub idmap_mounts: bool,
+}
+
+impl RuntimeFeatures {
+    /// Reads the JSON `RUNTIME features` prints; what does not parse counts as absent.
+    pub fn parse(json: &[u8]) -> RuntimeFeatures {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Enabled {
+            enabled: Option<bool>,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct MountExtensions {
+            idmap: Option<Enabled>,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default, rename_all = "camelCase")]
+        struct Linux {
+            namespaces: Vec<String>,
+            mount_extensions: Option<MountExtensions>,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default, rename_all = "camelCase")]
+        struct Features {
+            mount_options: Vec<String>,
+            linux: Option<Linux>,
+        }
+        let f: Features = serde_json::from_slice(json).unwrap_or_default();
+        let linux = f.linux.unwrap_or_default();
+        RuntimeFeatures {
+            mount_options: f.mount_options,
+            namespaces: linux.namespaces,
+            idmap_mounts: linux
+                .mount_extensions
+                .and_then(|m| m.idmap)
+                .and_then(|i| i.enabled)
+                .unwrap_or(false),
+        }
+    }
+
+    /// It can run a pod in a user namespace of its own with id-mapped mounts.
+    pub fn user_namespaces(&self) -> bool {
+        self.idmap_mounts && self.namespaces.iter().any(|n| n == "user")
+    }
+}
+
 /// What a finished runtime command printed.
 struct Output {
     stdout: Vec<u8>,
@@ -186,22 +241,15 @@ impl RuntimeCli {
         })
     }
 
-    /// The mount options the runtime knows (`RUNTIME features`, runc 1.1+): the one fact
-    /// about it the daemon needs, whether it can make a mount read-only recursively
-    /// ("rro"). A runtime without the `features` command knows none.
-    pub async fn mount_options(&self) -> Vec<String> {
-        #[derive(serde::Deserialize)]
-        struct Features {
-            #[serde(default, rename = "mountOptions")]
-            mount_options: Vec<String>,
-        }
+    /// What the runtime says it can do (`RUNTIME features`, runc 1.1+): the mount options
+    /// it knows, the namespaces it can make, and whether it makes id-mapped mounts. A
+    /// runtime without the `features` command can do none of these.
+    pub async fn features(&self) -> RuntimeFeatures {
         match self.run("features", &[], "", None).await {
-            Ok(out) => serde_json::from_slice::<Features>(&out.stdout)
-                .map(|f| f.mount_options)
-                .unwrap_or_default(),
+            Ok(out) => RuntimeFeatures::parse(&out.stdout),
             Err(e) => {
                 debug!(runtime = %self.path.display(), error = %e, "runtime features unknown");
-                Vec::new()
+                RuntimeFeatures::default()
             }
         }
     }
@@ -320,6 +368,27 @@ mod tests {
         assert_eq!(
             rt.global_args(),
             ["--root", "/run/r", "--systemd-cgroup"].map(OsString::from)
+        );
+    }
+
+    #[test]
+    fn features_say_what_the_runtime_can_do() {
+        // runc 1.5: user namespaces with id-mapped mounts.
+        let new = br#"{"mountOptions":["rbind","rro"],"linux":{"namespaces":["mount","user"],
+            "mountExtensions":{"idmap":{"enabled":true}}}}"#;
+        let f = RuntimeFeatures::parse(new);
+        assert!(f.mount_options.iter().any(|o| o == "rro"));
+        assert!(f.idmap_mounts && f.user_namespaces());
+        // runc 1.1: user namespaces, but no id-mapped mounts.
+        let old = br#"{"mountOptions":["rbind"],"linux":{"namespaces":["mount","user"]}}"#;
+        let f = RuntimeFeatures::parse(old);
+        assert!(!f.idmap_mounts && !f.user_namespaces());
+        let off =
+            br#"{"linux":{"namespaces":["user"],"mountExtensions":{"idmap":{"enabled":false}}}}"#;
+        assert!(!RuntimeFeatures::parse(off).user_namespaces());
+        assert_eq!(
+            RuntimeFeatures::parse(b"not json"),
+            RuntimeFeatures::default()
         );
     }
 }

@@ -1,0 +1,146 @@
+//! User namespaces (`hostUsers: false`) through the CRI socket: `Status` reports per handler
+//! what its runtime can do (the pinned runc 1.5 can, Debian's runc 1.1 cannot), a pod that
+//! asks for one on a handler that cannot is refused with FailedPrecondition naming the
+//! handler, and bad mappings are refused with InvalidArgument before anything is made.
+
+mod common;
+
+use common::*;
+use crius_e2e::{cri, peers::peer_or_skip, CriusDaemon};
+use tonic::Code;
+
+const UPSTREAM: &str = "runc-upstream";
+
+/// A daemon whose default handler is Debian's runc, with the pinned runc as `runc-upstream`;
+/// `None` (skipped) without the pinned runc on a developer's machine.
+async fn daemon(test: &str) -> Option<CriusDaemon> {
+    let runc = peer_or_skip("RUNC", test)?;
+    Some(
+        builder()
+            .bridge_network()
+            .runtime_handler(UPSTREAM, &runc, false)
+            .start()
+            .await
+            .expect("daemon"),
+    )
+}
+
+/// A kubelet-like pod config asking for a user namespace with these uid and gid mappings
+/// (container id, host id, length).
+fn userns_pod(
+    daemon: &CriusDaemon,
+    name: &str,
+    mode: cri::NamespaceMode,
+    maps: &[(u32, u32, u32)],
+) -> cri::PodSandboxConfig {
+    let mut config = pod_config(daemon, name);
+    let maps: Vec<cri::IdMapping> = maps
+        .iter()
+        .map(|&(container_id, host_id, length)| cri::IdMapping {
+            host_id,
+            container_id,
+            length,
+        })
+        .collect();
+    let ns = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+        .expect("namespace options");
+    ns.userns_options = Some(cri::UserNamespace {
+        mode: mode as i32,
+        uids: maps.clone(),
+        gids: maps,
+    });
+    config
+}
+
+async fn try_run(
+    rt: &mut Runtime,
+    config: &cri::PodSandboxConfig,
+    handler: &str,
+) -> Result<String, tonic::Status> {
+    rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+        config: Some(config.clone()),
+        runtime_handler: handler.to_string(),
+    })
+    .await
+    .map(|r| r.into_inner().pod_sandbox_id)
+}
+
+#[tokio::test]
+async fn status_reports_user_namespaces_per_handler_and_bad_requests_are_refused() {
+    let test = "status_reports_user_namespaces_per_handler_and_bad_requests_are_refused";
+    let Some(daemon) = daemon(test).await else {
+        return;
+    };
+    let (mut rt, _) = clients(&daemon).await;
+    let status = rt
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .expect("Status")
+        .into_inner();
+    let userns = |name: &str| {
+        status
+            .runtime_handlers
+            .iter()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("handler {name:?} not in {:?}", status.runtime_handlers))
+            .features
+            .as_ref()
+            .expect("features")
+            .user_namespaces
+    };
+    assert!(userns(UPSTREAM), "runc 1.5 can: {status:?}");
+    assert!(!userns("runc"), "runc 1.1 cannot: {status:?}");
+    assert!(!userns(""), "the default (runc 1.1) cannot: {status:?}");
+
+    use cri::NamespaceMode::{Container, Node, Pod, Target};
+    let good = [(0, 65536, 65536)];
+    // Debian's runc: a clear FailedPrecondition that names the handler.
+    let err = try_run(&mut rt, &userns_pod(&daemon, "old-runc", Pod, &good), "")
+        .await
+        .expect_err("a user namespace on runc 1.1");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("\"runc\""), "{err:?}");
+
+    let cases: &[(&str, cri::NamespaceMode, &[(u32, u32, u32)], &str)] = &[
+        (
+            "overlap",
+            Pod,
+            &[(0, 65536, 65536), (0, 200000, 65536)],
+            "overlap",
+        ),
+        (
+            "host-overlap",
+            Pod,
+            &[(0, 65536, 100), (100, 65600, 100)],
+            "overlap",
+        ),
+        ("no-root", Pod, &[(1, 65536, 65536)], "container id 0"),
+        ("host-root", Pod, &[(0, 0, 65536)], "host's root"),
+        ("past-end", Pod, &[(0, u32::MAX - 100, 65536)], "goes past"),
+        ("empty", Pod, &[], "at least one mapping"),
+        ("node-with-maps", Node, &good, "mode NODE"),
+        ("container", Container, &[], "CONTAINER"),
+        ("target", Target, &[], "TARGET"),
+    ];
+    for (name, mode, maps, word) in cases {
+        let config = userns_pod(&daemon, name, *mode, maps);
+        let err = try_run(&mut rt, &config, UPSTREAM)
+            .await
+            .expect_err(&format!("{name} accepted"));
+        assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err:?}");
+        assert!(err.message().contains(word), "{name}: {err:?}");
+    }
+    // With a host namespace.
+    let mut config = host_network(userns_pod(&daemon, "hostnet", Pod, &good));
+    config.port_mappings.clear();
+    let err = try_run(&mut rt, &config, UPSTREAM)
+        .await
+        .expect_err("user namespace with the host network");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("network namespace"), "{err:?}");
+    assert_nothing_left(&daemon, &mut rt).await;
+}
