@@ -11,6 +11,9 @@ use tonic::Code;
 
 const UPSTREAM: &str = "runc-upstream";
 
+/// Uid and gid mappings as (container id, host id, length).
+type Maps<'a> = &'a [(u32, u32, u32)];
+
 /// A daemon whose default handler is Debian's runc, with the pinned runc as `runc-upstream`;
 /// `None` (skipped) without the pinned runc on a developer's machine.
 async fn daemon(test: &str) -> Option<CriusDaemon> {
@@ -31,7 +34,7 @@ fn userns_pod(
     daemon: &CriusDaemon,
     name: &str,
     mode: cri::NamespaceMode,
-    maps: &[(u32, u32, u32)],
+    maps: Maps,
 ) -> cri::PodSandboxConfig {
     let mut config = pod_config(daemon, name);
     let maps: Vec<cri::IdMapping> = maps
@@ -105,7 +108,7 @@ async fn status_reports_user_namespaces_per_handler_and_bad_requests_are_refused
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("\"runc\""), "{err:?}");
 
-    let cases: &[(&str, cri::NamespaceMode, &[(u32, u32, u32)], &str)] = &[
+    let cases: &[(&str, cri::NamespaceMode, Maps, &str)] = &[
         (
             "overlap",
             Pod,

@@ -508,7 +508,8 @@ mod tests {
     #[test]
     fn user_namespace_mappings_are_checked() {
         use cri::NamespaceMode::{Container, Node, Pod, Target};
-        let cases: &[(cri::NamespaceMode, &[(u32, u32, u32)], Option<&str>)] = &[
+        type Maps<'a> = &'a [(u32, u32, u32)];
+        let cases: &[(cri::NamespaceMode, Maps, Option<&str>)] = &[
             (Pod, &[(0, 65536, 65536)], None),
             (Pod, &[(0, 1000, 100000)], None),
             (Pod, &[(0, 65536, 1000), (1000, 200000, 1000)], None),
