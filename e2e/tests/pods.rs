@@ -552,3 +552,85 @@ async fn twenty_pods_created_in_parallel_are_ready_with_distinct_ips_and_all_go_
     assert_nothing_left(&daemon, &mut rt).await;
     assert!(started.elapsed() < Duration::from_secs(120));
 }
+
+/// The annotations of the OCI spec crius wrote for a pod's pause container (`pods/ID`) or
+/// a container (`containers/ID`): what the runtime is handed.
+fn spec_annotations(daemon: &CriusDaemon, kind: &str, id: &str) -> HashMap<String, String> {
+    let path = daemon.root.join(kind).join(id).join("config.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let spec: serde_json::Value = serde_json::from_str(&text).unwrap();
+    serde_json::from_value(spec["annotations"].clone()).unwrap()
+}
+
+#[tokio::test]
+async fn annotations_a_runtime_acts_on_reach_the_spec_only_where_the_handler_allows_them() {
+    // Two handlers on the same runc: the default allows nothing, `runc-open` allows
+    // crun's `run.oci.` options.
+    let daemon = builder()
+        .runtime_handler("runc-open", Path::new("/usr/sbin/runc"), false)
+        .config("[crius.runtime.runtimes.runc-open]\nallowed_annotations = [\"run.oci.\"]\n")
+        .start()
+        .await
+        .unwrap();
+    let (mut rt, mut images) = clients(&daemon).await;
+    pull(&mut images, &busybox()).await;
+    let given = HashMap::from([
+        ("run.oci.keep_original_groups".to_string(), "1".to_string()),
+        (
+            "org.systemd.property.CPUWeight".to_string(),
+            "5".to_string(),
+        ),
+        (
+            "io.kubernetes.cri.container-type".to_string(),
+            "forged".to_string(),
+        ),
+        ("example.com/owner".to_string(), "team-a".to_string()),
+    ]);
+    for (handler, run_oci_passes) in [("", false), ("runc-open", true)] {
+        let mut config = host_network(pod_config(&daemon, &format!("ann{}", handler.len())));
+        config.annotations = given.clone();
+        let pod = rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: handler.to_string(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("RunPodSandbox ({handler:?}): {e:?}"))
+            .into_inner()
+            .pod_sandbox_id;
+        let mut ctr = container_config("c", &["sleep", "60"]);
+        ctr.annotations = given.clone();
+        let ctr = create(&mut rt, &pod, &config, ctr).await;
+        for (kind, id, container_type) in
+            [("pods", &pod, "sandbox"), ("containers", &ctr, "container")]
+        {
+            let a = spec_annotations(&daemon, kind, id);
+            let what = format!("{kind} of handler {handler:?}");
+            assert_eq!(
+                a.get("example.com/owner").map(String::as_str),
+                Some("team-a"),
+                "{what}: {a:?}"
+            );
+            assert_eq!(
+                a.contains_key("run.oci.keep_original_groups"),
+                run_oci_passes,
+                "{what}: {a:?}"
+            );
+            assert!(
+                !a.contains_key("org.systemd.property.CPUWeight"),
+                "{what}: {a:?}"
+            );
+            assert_eq!(
+                a.get("io.kubernetes.cri.container-type")
+                    .map(String::as_str),
+                Some(container_type),
+                "{what}: {a:?}"
+            );
+        }
+        // The CRI still reports every annotation as given: only the spec is filtered.
+        let status = pod_status(&mut rt, &pod).await;
+        assert_eq!(status.annotations, given);
+        remove_pod(&mut rt, &pod).await;
+    }
+}

@@ -192,7 +192,7 @@ impl Daemon {
     ) -> Result<()> {
         let mut rec = ctr.entry.get();
         let id = rec.id.clone();
-        let (runtime, monitor_path, _) = self.runtime_handler(&pod.runtime_handler)?;
+        let (runtime, monitor_path, handler) = self.runtime_handler(&pod.runtime_handler)?;
         let dir = self.container_dir(&id);
         let run_dir = self.container_run_dir(&id);
         for d in [&dir, &run_dir] {
@@ -236,7 +236,7 @@ impl Daemon {
                 rootfs: &rootfs,
                 image_name: &rec.image_name,
             };
-            spec::container_spec(pod_ctx, &ctx, &self.spec_options())
+            spec::container_spec(pod_ctx, &ctx, &self.spec_options(&handler))
         })?;
         spec::write_bundle(&dir, &oci)?;
         rec.user = ProcessUser::of_spec(&oci);

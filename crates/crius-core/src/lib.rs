@@ -29,6 +29,9 @@ pub use config::{
     CgroupDriver, CoreConfig, ImageSettings, NetworkSettings, RegistryAuth, RuntimeHandlerConfig,
 };
 pub use crius_image::PinnedImages;
+pub use crius_oci::spec::annotations::{
+    check_allowed as check_allowed_annotations, RUNTIME_ACTED as RUNTIME_ACTED_ANNOTATIONS,
+};
 pub use daemon::{Daemon, HandlerStatus, RuntimeStatus, VersionInfo};
 pub use error::{Error, Result};
 pub use events::{Event, EventKind};

@@ -90,7 +90,9 @@ impl Daemon {
     }
 
     /// The options every spec is generated with.
-    pub(crate) fn spec_options(&self) -> spec::SpecOptions {
+    /// The spec options for a pod or container of the runtime handler `handler` (a
+    /// resolved name).
+    pub(crate) fn spec_options(&self, handler: &str) -> spec::SpecOptions {
         let config = self.config();
         spec::SpecOptions {
             cgroup_driver: cgroup_driver(config.cgroup_driver),
@@ -101,6 +103,11 @@ impl Daemon {
                 .map(|c| c.to_string())
                 .collect(),
             apparmor_available: crate::host::apparmor_enabled(),
+            allowed_annotations: config
+                .runtimes
+                .get(handler)
+                .map(|h| h.allowed_annotations.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -371,7 +378,7 @@ impl Daemon {
         let id = &pod.id;
         let dir = self.pod_dir(id);
         let run_dir = self.pod_run_dir(id);
-        let (runtime, monitor_path, _) = self.runtime_handler(&pod.runtime_handler)?;
+        let (runtime, monitor_path, handler) = self.runtime_handler(&pod.runtime_handler)?;
         let mut shm = None;
         if !host_ipc(&pod.config) {
             let path = run_dir.join("shm");
@@ -411,7 +418,7 @@ impl Daemon {
             shm_path: shm.as_deref(),
             cgroup_parent: &pod.cgroup_parent,
         };
-        let oci = spec::pod_spec(&ctx, &rootfs, &pause_args, &self.spec_options())
+        let oci = spec::pod_spec(&ctx, &rootfs, &pause_args, &self.spec_options(&handler))
             .map_err(|e| Error::from(e).at_step("generate pause spec"))?;
         spec::write_bundle(&dir, &oci)?;
 

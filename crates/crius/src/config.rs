@@ -488,6 +488,14 @@ impl Config {
                     "is empty".to_string(),
                 );
             }
+            if let Err(message) =
+                crius_core::check_allowed_annotations(&handler.allowed_annotations)
+            {
+                return semantic(
+                    &format!("crius.runtime.runtimes.{name}.allowed_annotations"),
+                    message,
+                );
+            }
         }
         if c.runtime.log_size_max < -1 || (0..8192).contains(&c.runtime.log_size_max) {
             return semantic(
@@ -689,7 +697,7 @@ fn doc_for(path: &str) -> Option<&'static str> {
         "crius.runtime.runtimes.*.runtime_type" => "oci: a runc-compatible CLI run through the monitor; vm: a containerd\nshim v2 binary.",
         "crius.runtime.runtimes.*.runtime_root" => "State directory passed to the runtime as --root; empty: RUNROOT/runtimes/NAME.",
         "crius.runtime.runtimes.*.monitor_path" => "The monitor binary. Empty: crius-conmon next to the crius executable,\nelse /usr/libexec/crius/crius-conmon.",
-        "crius.runtime.runtimes.*.allowed_annotations" => "Annotations this handler may act on (passed through to the runtime).",
+        "crius.runtime.runtimes.*.allowed_annotations" => "Annotations that OCI runtimes act on which a pod or container of this\nhandler may set: any of bundle, io.kubernetes.cri.container-type,\nio.kubernetes.cri.rdt-class, module.wasm.image/variant, org.criu.config,\norg.opencontainers.runc.exec.isolated-cpu-affinity-transition,\norg.systemd.property. and run.oci. (the last two prefixes). Those not listed\nare dropped from the OCI spec; every other annotation passes as given.",
         "crius.image" => "Images, registries and the pause container.",
         "crius.image.pause_image" => "Image of the pause container that holds each pod's namespaces. When it\ncannot be pulled, a local image holding pause_binary is used.",
         "crius.image.pause_binary" => "Static pause binary for the built-in pause image. Empty: crius-pause next\nto the crius executable, else /usr/libexec/crius/crius-pause.",
@@ -962,6 +970,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("crius.runtime.log_size_max"), "{err}");
+        let err = load(
+            "[crius.runtime.runtimes.runc]\nallowed_annotations = [\"run.oci.\", \"x.io/y\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("crius.runtime.runtimes.runc.allowed_annotations: \"x.io/y\" is not"),
+            "{err}"
+        );
     }
 
     #[test]

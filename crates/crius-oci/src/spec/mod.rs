@@ -100,6 +100,56 @@ pub mod annotations {
     pub const IMAGE_NAME: &str = "io.kubernetes.cri.image-name";
     /// The container's (or pod's) CRI labels, as a JSON object.
     pub const LABELS: &str = "io.kubernetes.cri.labels";
+
+    /// Annotations (or key prefixes) that OCI runtimes act on: runc's systemd unit
+    /// properties and CRIU config, crun's `run.oci.*` options and wasm handlers, the RDT
+    /// class. A pod may set them only where its handler's `allowed_annotations` lists
+    /// them; every other annotation is only data to a runtime and passes as given. These
+    /// are the runtimes' annotations of CRI-O's list (its own `*.crio.io` ones are its
+    /// daemon's, which crius does not read).
+    pub const RUNTIME_ACTED: &[&str] = &[
+        "bundle",
+        "io.kubernetes.cri.container-type",
+        "io.kubernetes.cri.rdt-class",
+        "module.wasm.image/variant",
+        "org.criu.config",
+        "org.opencontainers.runc.exec.isolated-cpu-affinity-transition",
+        "org.systemd.property.",
+        "run.oci.",
+    ];
+
+    /// Checks a handler's `allowed_annotations`: each must be one of [`RUNTIME_ACTED`]
+    /// (any other annotation passes anyway, so listing it is a mistake).
+    pub fn check_allowed(allowed: &[String]) -> Result<(), String> {
+        match allowed
+            .iter()
+            .find(|a| !RUNTIME_ACTED.contains(&a.as_str()))
+        {
+            Some(bad) => Err(format!(
+                "{bad:?} is not an annotation a runtime acts on; allowed are: {}",
+                RUNTIME_ACTED.join(", ")
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The CRI annotations that reach a spec: all but those a runtime would act on and
+    /// the handler does not allow. crius's own keys are added after, over anything given.
+    pub fn filter(
+        given: &std::collections::HashMap<String, String>,
+        allowed: &[String],
+    ) -> std::collections::HashMap<String, String> {
+        let refused = |key: &str| {
+            RUNTIME_ACTED
+                .iter()
+                .any(|p| key.starts_with(p) && !allowed.iter().any(|a| a == p))
+        };
+        given
+            .iter()
+            .filter(|(k, _)| !refused(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
 }
 
 /// Everything about the pod that a container spec needs.
@@ -139,6 +189,8 @@ pub struct SpecOptions {
     pub default_capabilities: Vec<String>,
     /// Whether AppArmor is enabled on this host; profiles are emitted only then.
     pub apparmor_available: bool,
+    /// The handler's `allowed_annotations` (see [`annotations::filter`]).
+    pub allowed_annotations: Vec<String>,
 }
 
 impl Default for SpecOptions {
@@ -149,6 +201,7 @@ impl Default for SpecOptions {
             seccomp_profile_root: PathBuf::from("/var/lib/kubelet/seccomp"),
             default_capabilities: DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect(),
             apparmor_available: false,
+            allowed_annotations: Vec::new(),
         }
     }
 }
@@ -464,7 +517,7 @@ fn pod_spec_with(
         linux.set_sysctl(Some(sysctls.clone()));
     }
 
-    let mut ann = cfg.annotations.clone();
+    let mut ann = annotations::filter(&cfg.annotations, &opts.allowed_annotations);
     pod_annotations(pod, &mut ann);
     ann.insert(
         annotations::CONTAINER_TYPE.into(),
@@ -851,7 +904,7 @@ fn container_spec_with(
     }
 
     // Annotations.
-    let mut ann = cfg.annotations.clone();
+    let mut ann = annotations::filter(&cfg.annotations, &opts.allowed_annotations);
     pod_annotations(pod, &mut ann);
     ann.insert(
         annotations::CONTAINER_TYPE.into(),

@@ -1688,6 +1688,15 @@ fn container_annotations() {
 // ---- the pause container ---------------------------------------------------
 
 fn pod_spec_in(fx: &Fixture, cfg: &PodSandboxConfig, args: &[&str]) -> Result<Spec, Error> {
+    pod_spec_opts(fx, cfg, args, &opts())
+}
+
+fn pod_spec_opts(
+    fx: &Fixture,
+    cfg: &PodSandboxConfig,
+    args: &[&str],
+    opts: &SpecOptions,
+) -> Result<Spec, Error> {
     let ns = pod_namespaces(cfg);
     let netns = fx.path("netns");
     let shm = fx.path("shm");
@@ -1707,7 +1716,76 @@ fn pod_spec_in(fx: &Fixture, cfg: &PodSandboxConfig, args: &[&str]) -> Result<Sp
         shm_path: (!ns.host_ipc).then_some(shm.as_path()),
         cgroup_parent: "/kubepods/pod1",
     };
-    pod_spec_with(&pod, &fx.path("pause"), &strings(args), &opts(), &host())
+    pod_spec_with(&pod, &fx.path("pause"), &strings(args), opts, &host())
+}
+
+/// Annotations a runtime acts on, one per row of `annotations::RUNTIME_ACTED`'s kinds,
+/// and a plain one.
+fn acted_annotations() -> HashMap<String, String> {
+    HashMap::from([
+        ("run.oci.keep_original_groups".to_string(), "1".to_string()),
+        (
+            "org.systemd.property.CPUWeight".to_string(),
+            "5".to_string(),
+        ),
+        ("org.criu.config".to_string(), "/x".to_string()),
+        (
+            annotations::CONTAINER_TYPE.to_string(),
+            "forged".to_string(),
+        ),
+        ("example.com/note".to_string(), "kept".to_string()),
+    ])
+}
+
+#[test]
+fn runtime_acted_annotations_reach_pause_and_container_specs_only_where_allowed() {
+    let fx = Fixture::new();
+    let allow_run_oci = SpecOptions {
+        allowed_annotations: strings(&["run.oci."]),
+        ..opts()
+    };
+    let mut pod = pod_config();
+    pod.annotations = acted_annotations();
+    let mut ctr = ctr_config();
+    ctr.command = strings(&["/x"]);
+    ctr.annotations = acted_annotations();
+    let specs = |o: &SpecOptions| {
+        let pause = pod_spec_opts(&fx, &pod, &["/pause"], o).unwrap();
+        let c = build_in(&fx, &pod_config(), &ctr, &default_image(), o, &host()).unwrap();
+        [("pause", pause, "sandbox"), ("container", c, "container")]
+    };
+    for (what, s, kind) in specs(&opts()) {
+        let a = s.annotations().as_ref().unwrap();
+        for key in [
+            "run.oci.keep_original_groups",
+            "org.systemd.property.CPUWeight",
+            "org.criu.config",
+        ] {
+            assert!(!a.contains_key(key), "{what}: {key} passed: {a:?}");
+        }
+        assert_eq!(a.get("example.com/note").map(String::as_str), Some("kept"));
+        assert_eq!(
+            a.get(annotations::CONTAINER_TYPE).map(String::as_str),
+            Some(kind),
+            "{what}"
+        );
+    }
+    for (what, s, _) in specs(&allow_run_oci) {
+        let a = s.annotations().as_ref().unwrap();
+        assert_eq!(
+            a.get("run.oci.keep_original_groups").map(String::as_str),
+            Some("1"),
+            "{what}"
+        );
+        assert!(!a.contains_key("org.systemd.property.CPUWeight"), "{what}");
+    }
+}
+
+#[test]
+fn allowed_annotations_must_be_ones_a_runtime_acts_on() {
+    assert!(annotations::check_allowed(&strings(&["run.oci.", "org.criu.config"])).is_ok());
+    let err = annotations::check_allowed(&strings(&["run.oci.", "run.oci.x"])).unwrap_err();
+    assert!(err.starts_with("\"run.oci.x\" is not"), "{err}");
 }
 
 #[test]
