@@ -738,3 +738,168 @@ async fn a_conflist_whose_plugin_type_is_a_path_is_not_used() {
         "no log line names the refused file and its plugin"
     );
 }
+
+/// A script at `dir/name` with `mode`, for handlers that are broken in one way each.
+fn handler_script(dir: &std::path::Path, name: &str, body: &str, mode: u32) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn unusable_runtime_handlers_are_reported_not_ready_and_refuse_pods() {
+    let bins = tempfile::Builder::new()
+        .prefix("crius-e2e-handlers-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let missing = bins.path().join("missing").display().to_string();
+    let plain = handler_script(bins.path(), "plain", "exit 0", 0o644);
+    let failing = handler_script(
+        bins.path(),
+        "failing",
+        "echo probe says no >&2; exit 2",
+        0o755,
+    );
+    // (handler, runtime_type, binary, words the reason must contain)
+    let broken: [(&str, &str, &str, &[&str]); 4] = [
+        (
+            "gone",
+            "oci",
+            &missing,
+            &["runtime binary", &missing, "not found"],
+        ),
+        (
+            "plain",
+            "oci",
+            &plain,
+            &["runtime binary", &plain, "not executable"],
+        ),
+        ("noprobe", "oci", &failing, &["probe", "probe says no"]),
+        (
+            "vmgone",
+            "vm",
+            &missing,
+            &["shim binary", &missing, "not found"],
+        ),
+    ];
+    let mut dropin = String::new();
+    for (name, kind, path, _) in &broken {
+        dropin.push_str(&format!(
+            "[crius.runtime.runtimes.{name}]\nruntime_path = \"{path}\"\nruntime_type = \"{kind}\"\n"
+        ));
+    }
+    let daemon = builder().config(&dropin).start().await.unwrap();
+    let (mut rt, _) = clients(&daemon).await;
+    let mut failures = Failures::default();
+
+    let status = rt
+        .status(cri::StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    let conditions = &status.status.as_ref().unwrap().conditions;
+    let runtime_ready = conditions.iter().find(|c| c.r#type == "RuntimeReady");
+    failures.note(
+        "RuntimeReady",
+        (!runtime_ready.is_some_and(|c| c.status))
+            .then(|| format!("the default handler works, yet {runtime_ready:?}")),
+    );
+    let readiness = crius_e2e::parse_info(&status.info, "runtimeHandlers").unwrap();
+    failures.note(
+        "runc",
+        (readiness["runc"]["ready"] != true).then(|| format!("runc not ready: {readiness}")),
+    );
+    for (name, _, _, words) in &broken {
+        let entry = &readiness[*name];
+        let reason = entry["reason"].as_str().unwrap_or_default();
+        if entry["ready"] != false || words.iter().any(|w| !reason.contains(w)) {
+            failures.note(
+                name,
+                format!("entry {entry} should say not ready: {words:?}"),
+            );
+        }
+        let listed = status.runtime_handlers.iter().find(|h| h.name == *name);
+        let features = listed.and_then(|h| h.features.as_ref());
+        if features.is_some_and(|f| f.recursive_read_only_mounts || f.user_namespaces) {
+            failures.note(
+                name,
+                format!("advertises features it cannot deliver: {listed:?}"),
+            );
+        }
+        let config = pod_config(&daemon, &format!("on-{name}"));
+        let result = rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: name.to_string(),
+            })
+            .await;
+        let mut want = vec![*name, "not ready"];
+        want.extend_from_slice(words);
+        failures.check(
+            &format!("RunPodSandbox on {name}"),
+            result,
+            Code::FailedPrecondition,
+            &want,
+        );
+        failures.note(name, pod_leftovers(&daemon, &mut rt).await);
+    }
+    // The pod that the default handler runs is still fine.
+    let id = run_pod(&mut rt, &host_network(pod_config(&daemon, "fine"))).await;
+    remove_pod(&mut rt, &id).await;
+    failures.assert_none();
+}
+
+#[tokio::test]
+async fn a_default_handler_that_fails_its_probe_makes_the_runtime_not_ready() {
+    let bins = tempfile::Builder::new()
+        .prefix("crius-e2e-handlers-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let failing = handler_script(bins.path(), "failing", "exit 7", 0o755);
+    let dropin = format!(
+        "[crius.runtime]\ndefault_runtime = \"broken\"\n[crius.runtime.runtimes.broken]\nruntime_path = \"{failing}\"\n"
+    );
+    let daemon = builder().config(&dropin).start().await.unwrap();
+    let (mut rt, _) = clients(&daemon).await;
+    let status = rt
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let runtime = status
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.r#type == "RuntimeReady")
+        .unwrap();
+    assert!(!runtime.status, "{runtime:?}");
+    assert_eq!(runtime.reason, "RuntimeNotReady");
+    for word in ["\"broken\"", &failing, "exit status: 7"] {
+        assert!(
+            runtime.message.contains(word),
+            "{word:?} not in {runtime:?}"
+        );
+    }
+    // Not ready, the default handler advertises nothing; the other handlers are unaffected.
+    let default = &status.runtime_handlers[0];
+    assert_eq!(default.name, "");
+    assert!(
+        !default
+            .features
+            .as_ref()
+            .unwrap()
+            .recursive_read_only_mounts
+    );
+    let err = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config(&daemon, "refused")),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("\"broken\""), "{err:?}");
+}

@@ -18,12 +18,15 @@ pub enum CgroupDriver {
 /// One runtime handler, picked by the CRI `runtime_handler` field.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RuntimeHandlerConfig {
-    /// The runc-compatible binary.
+    /// The runc-compatible binary, or for `vm` the containerd shim v2 binary.
     pub runtime_path: PathBuf,
     /// "oci" (through the monitor) or "vm" (containerd shim v2).
     pub runtime_type: String,
     /// The runtime's state dir (`--root`); `None` means `<run_dir>/runtimes/<name>`.
     pub runtime_root: Option<PathBuf>,
+    /// vm only: the shim's own config file (Kata's configuration.toml), passed in the
+    /// task's options; `None` leaves the shim's default.
+    pub runtime_config_path: Option<PathBuf>,
     /// The monitor binary (crius-conmon).
     pub monitor_path: PathBuf,
     /// Annotations a pod may pass through to this runtime.

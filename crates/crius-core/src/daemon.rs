@@ -17,6 +17,7 @@ use tracing::info;
 use crate::config::{CgroupDriver, CoreConfig};
 use crate::error::{Error, Result};
 use crate::events::Event;
+use crate::handler;
 use crate::host;
 use crate::model::{ContainerRecord, PodRecord};
 use crate::record::{self, RecordDir};
@@ -50,6 +51,9 @@ pub struct RuntimeStatus {
 pub struct HandlerStatus {
     /// The handler's name.
     pub name: String,
+    /// Whether it can run pods; with the reason when not. A handler that is not ready
+    /// advertises no features.
+    pub ready: Result<(), String>,
     /// Its runtime (and the kernel) can make a mount read-only recursively.
     pub recursive_read_only_mounts: bool,
     /// Its runtime (and the kernel) can run a pod in a user namespace of its own with
@@ -143,6 +147,8 @@ pub struct Daemon {
     pub(crate) cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
     /// What each handler's runtime can do (probed at start and on reload).
     pub(crate) handler_features: RwLock<HashMap<String, HandlerFeatures>>,
+    /// The last probe of each handler's binary; emptied on reload.
+    pub(crate) handler_probes: Mutex<handler::Probes>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -234,6 +240,7 @@ impl Daemon {
             pause_image_lock: tokio::sync::Mutex::new(None),
             cpu_samples: Mutex::new(HashMap::new()),
             handler_features: RwLock::new(handler_features),
+            handler_probes: Mutex::new(handler::Probes::new()),
         });
         daemon.restore().await?;
         let config = daemon.config();
@@ -262,6 +269,10 @@ impl Daemon {
             .handler_features
             .write()
             .unwrap_or_else(|e| e.into_inner()) = handler_features(&config).await;
+        self.handler_probes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         if let Err(e) = self.images.reload_registries(&image_store_config(&config)) {
             tracing::warn!(error = %e, "registries config not reloaded");
         }
@@ -288,26 +299,10 @@ impl Daemon {
         self.config().cgroup_driver
     }
 
-    /// Runtime and network readiness, for `Status`.
-    pub fn status(&self) -> RuntimeStatus {
+    /// Runtime and network readiness, for `Status`. RuntimeReady fails only when the
+    /// default handler cannot run pods; every handler's own entry says whether it can.
+    pub async fn status(&self) -> RuntimeStatus {
         let config = self.config();
-        let runtime_ready = match config.runtimes.get(&config.default_runtime) {
-            None => Err(format!(
-                "default runtime {:?} is not configured",
-                config.default_runtime
-            )),
-            Some(h) if !h.runtime_path.exists() => Err(format!(
-                "runtime binary {} for handler {:?} not found",
-                h.runtime_path.display(),
-                config.default_runtime
-            )),
-            Some(_) => Ok(()),
-        };
-        let network_ready = self
-            .cni
-            .network_status()
-            .map(|_| ())
-            .map_err(|e| e.to_string());
         let mut names = vec![config.default_runtime.clone()];
         names.extend(
             config
@@ -316,19 +311,47 @@ impl Daemon {
                 .filter(|k| **k != config.default_runtime)
                 .cloned(),
         );
-        let handlers = names
-            .into_iter()
-            .map(|name| {
-                let f = self.features_of(&name);
-                HandlerStatus {
-                    recursive_read_only_mounts: f.rro,
-                    user_namespaces: f.user_namespaces,
-                    name,
-                }
+        let mut handlers = Vec::with_capacity(names.len());
+        for name in names {
+            let ready = self.handler_readiness(&config, &name).await;
+            // A handler that cannot run pods can deliver no feature either.
+            let f = if ready.is_ok() {
+                self.features_of(&name)
+            } else {
+                HandlerFeatures::default()
+            };
+            handlers.push(HandlerStatus {
+                recursive_read_only_mounts: f.rro,
+                user_namespaces: f.user_namespaces,
+                ready,
+                name,
+            });
+        }
+        let runtime_ready = match &handlers[0].ready {
+            Ok(()) => Ok(()),
+            Err(reason) => Err(format!(
+                "default runtime handler {:?} is not ready: {reason}",
+                config.default_runtime
+            )),
+        };
+        let network_ready = self
+            .cni
+            .network_status()
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        let handler_info: serde_json::Map<String, serde_json::Value> = handlers
+            .iter()
+            .map(|h| {
+                let entry = match &h.ready {
+                    Ok(()) => serde_json::json!({"ready": true}),
+                    Err(reason) => serde_json::json!({"ready": false, "reason": reason}),
+                };
+                (h.name.clone(), entry)
             })
             .collect();
         let info = serde_json::json!({
             "config": config.effective_config,
+            "runtimeHandlers": handler_info,
             "oomScoreAdjMin": self.oom_score_adj_min,
             "restrictOomScoreAdj": self.oom_score_adj_min > -1000,
             "apparmor": host::apparmor_enabled(),
@@ -339,6 +362,49 @@ impl Daemon {
             handlers,
             info,
         }
+    }
+
+    /// Whether handler `name` of `config` can run pods, or why not (see `handler.rs`).
+    async fn handler_readiness(&self, config: &CoreConfig, name: &str) -> Result<(), String> {
+        let Some(h) = config.runtimes.get(name) else {
+            return Err(format!("runtime handler {name:?} is not configured"));
+        };
+        let cached = self
+            .handler_probes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned();
+        let (ready, probe) = handler::readiness(h, cached.as_ref()).await;
+        if let Some(probe) = probe {
+            self.handler_probes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.to_string(), probe);
+        }
+        ready
+    }
+
+    /// Fails with FailedPrecondition, naming the handler and the reason, when handler
+    /// `name` ("" is the default) cannot run pods now; with InvalidArgument when there is
+    /// no such handler.
+    pub(crate) async fn ensure_handler_ready(&self, name: &str) -> Result<()> {
+        let config = self.config();
+        let name = if name.is_empty() {
+            config.default_runtime.as_str()
+        } else {
+            name
+        };
+        if !config.runtimes.contains_key(name) {
+            return Err(unknown_handler(&config, name));
+        }
+        self.handler_readiness(&config, name)
+            .await
+            .map_err(|reason| {
+                Error::FailedPrecondition(format!(
+                    "runtime handler {name:?} is not ready: {reason}"
+                ))
+            })
     }
 
     /// What the handler `name` ("" is the default) can do; nothing for an unknown one.
@@ -396,6 +462,19 @@ async fn handler_features(config: &CoreConfig) -> HashMap<String, HandlerFeature
     out
 }
 
+/// The error for a handler `name` that `config` does not have.
+fn unknown_handler(config: &CoreConfig, name: &str) -> Error {
+    Error::InvalidArgument(format!(
+        "unknown runtime handler {name:?}; configured: {}",
+        config
+            .runtimes
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
 /// The runtime CLI and monitor binary of a handler of `config` ("" is the default).
 fn handler_cli(config: &CoreConfig, name: &str) -> Result<(RuntimeCli, PathBuf, String)> {
     let name = if name.is_empty() {
@@ -403,17 +482,10 @@ fn handler_cli(config: &CoreConfig, name: &str) -> Result<(RuntimeCli, PathBuf, 
     } else {
         name
     };
-    let handler = config.runtimes.get(name).ok_or_else(|| {
-        Error::InvalidArgument(format!(
-            "unknown runtime handler {name:?}; configured: {}",
-            config
-                .runtimes
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-    })?;
+    let handler = config
+        .runtimes
+        .get(name)
+        .ok_or_else(|| unknown_handler(config, name))?;
     if handler.runtime_type != "oci" {
         return Err(Error::Unimplemented(format!(
             "runtime type {:?} of handler {name:?}",

@@ -10,6 +10,7 @@ mod daemon;
 mod error;
 mod events;
 mod filter;
+mod handler;
 mod host;
 mod image;
 mod image_volume;

@@ -150,8 +150,9 @@ impl Daemon {
         if let Some(linux) = &config.linux {
             spec::validate_sysctls(&linux.sysctls, host_network(&config), host_ipc(&config))?;
         }
-        // Fail on an unknown handler, or one that cannot do what the pod asks, before
-        // anything is made.
+        // Fail on an unknown or unusable handler, or one that cannot do what the pod asks,
+        // before anything is made.
+        self.ensure_handler_ready(&runtime_handler).await?;
         let (_, _, handler) = self.runtime_handler(&runtime_handler)?;
         if validate::pod_user_namespace(&config).is_some()
             && !self.features_of(&handler).user_namespaces

@@ -306,7 +306,7 @@ impl RuntimeService for Runtime {
 
     async fn status(&self, req: Request<cri::StatusRequest>) -> Reply<cri::StatusResponse> {
         traced("Status", Ids::none(), async {
-            Ok(runtime_info::status(&self.daemon, req.into_inner()))
+            Ok(runtime_info::status(&self.daemon, req.into_inner()).await)
         })
         .await
     }

@@ -35,12 +35,17 @@ fn condition(kind: &str, ready: &Result<(), String>) -> cri::RuntimeCondition {
 }
 
 /// `Status`: readiness of the runtime and the network, the handlers, and with `verbose`
-/// the effective config as JSON.
-pub fn status(daemon: &Daemon, req: cri::StatusRequest) -> cri::StatusResponse {
-    let st = daemon.status();
+/// the effective config and each handler's readiness (`runtimeHandlers`: name ->
+/// `{ready, reason}`) as JSON. A handler that is not ready advertises no features.
+pub async fn status(daemon: &Daemon, req: cri::StatusRequest) -> cri::StatusResponse {
+    let st = daemon.status().await;
     let mut info = std::collections::HashMap::new();
     if req.verbose {
         info.insert("config".to_string(), st.info["config"].to_string());
+        info.insert(
+            "runtimeHandlers".to_string(),
+            st.info["runtimeHandlers"].to_string(),
+        );
         info.insert("info".to_string(), st.info.to_string());
     }
     let handler = |name: &str, h: &crius_core::HandlerStatus| cri::RuntimeHandler {

@@ -212,6 +212,7 @@ pub struct RuntimeHandler {
     pub runtime_path: PathBuf,
     pub runtime_type: RuntimeType,
     pub runtime_root: PathBuf,
+    pub runtime_config_path: PathBuf,
     pub monitor_path: PathBuf,
     pub allowed_annotations: Vec<String>,
 }
@@ -231,6 +232,7 @@ impl Default for RuntimeHandler {
             runtime_path: PathBuf::new(),
             runtime_type: RuntimeType::Oci,
             runtime_root: PathBuf::new(),
+            runtime_config_path: PathBuf::new(),
             monitor_path: PathBuf::new(),
             allowed_annotations: Vec::new(),
         }
@@ -693,8 +695,9 @@ fn doc_for(path: &str) -> Option<&'static str> {
         "crius.runtime.seccomp_profile_root" => "Directory that Localhost seccomp profiles are relative to.",
         "crius.runtime.runtimes" => "Runtime handlers, one table each, picked by the CRI runtime_handler:\n[crius.runtime.runtimes.NAME].",
         "crius.runtime.runtimes.*" => "A runtime handler.",
-        "crius.runtime.runtimes.*.runtime_path" => "The runtime binary.",
-        "crius.runtime.runtimes.*.runtime_type" => "oci: a runc-compatible CLI run through the monitor; vm: a containerd\nshim v2 binary.",
+        "crius.runtime.runtimes.*.runtime_path" => "The runtime binary; for runtime_type vm, the containerd shim v2 binary\n(containerd-shim-kata-v2, containerd-shim-runsc-v1, ...).",
+        "crius.runtime.runtimes.*.runtime_type" => "oci: a runc-compatible CLI run through the monitor; vm: a containerd\nshim v2 binary, one per pod, driven over ttrpc.",
+        "crius.runtime.runtimes.*.runtime_config_path" => "vm only: the shim's own config file, passed in the task options\n(Kata: configuration.toml; gVisor: runsc.toml). Empty: the shim's default.",
         "crius.runtime.runtimes.*.runtime_root" => "State directory passed to the runtime as --root; empty: RUNROOT/runtimes/NAME.",
         "crius.runtime.runtimes.*.monitor_path" => "The monitor binary. Empty: crius-conmon next to the crius executable,\nelse /usr/libexec/crius/crius-conmon.",
         "crius.runtime.runtimes.*.allowed_annotations" => "Annotations that OCI runtimes act on which a pod or container of this\nhandler may set: any of bundle, io.kubernetes.cri.container-type,\nio.kubernetes.cri.rdt-class, module.wasm.image/variant, org.criu.config,\norg.opencontainers.runc.exec.isolated-cpu-affinity-transition,\norg.systemd.property. and run.oci. (the last two prefixes). Those not listed\nare dropped from the OCI spec; every other annotation passes as given.",

@@ -33,6 +33,7 @@ pub fn core_config(config: &Config, exe_dir: Option<&Path>) -> CoreConfig {
                     runtime_path: h.runtime_path,
                     runtime_type: h.runtime_type.as_str().to_string(),
                     runtime_root: non_empty(h.runtime_root),
+                    runtime_config_path: non_empty(h.runtime_config_path),
                     monitor_path: h.monitor_path,
                     allowed_annotations: h.allowed_annotations,
                 };

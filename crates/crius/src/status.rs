@@ -96,11 +96,21 @@ pub fn report(
             let _ = writeln!(text, "{}: false ({}: {})", c.r#type, c.reason, c.message);
         }
     }
-    let handlers: Vec<&str> = status
+    // With --verbose, each handler's readiness comes in `runtimeHandlers`.
+    let readiness: serde_json::Value = status
+        .info
+        .get("runtimeHandlers")
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_default();
+    let handlers: Vec<String> = status
         .runtime_handlers
         .iter()
         .map(|h| h.name.as_str())
         .filter(|n| !n.is_empty())
+        .map(|n| match readiness[n]["reason"].as_str() {
+            Some(reason) => format!("{n} (not ready: {reason})"),
+            None => n.to_string(),
+        })
         .collect();
     if !handlers.is_empty() {
         let _ = writeln!(text, "handlers: {}", handlers.join(", "));
@@ -173,5 +183,21 @@ mod tests {
         assert!(report(Path::new("/s"), &version, &status).ready);
         status.status = None;
         assert!(!report(Path::new("/s"), &version, &status).ready);
+        status.runtime_handlers = ["runc", "kata"]
+            .map(|name| cri::RuntimeHandler {
+                name: name.into(),
+                features: None,
+            })
+            .into();
+        status.info.insert(
+            "runtimeHandlers".into(),
+            r#"{"runc":{"ready":true},"kata":{"ready":false,"reason":"shim binary /x not found"}}"#
+                .into(),
+        );
+        let text = report(Path::new("/s"), &version, &status).text;
+        assert!(
+            text.contains("handlers: runc, kata (not ready: shim binary /x not found)"),
+            "{text}"
+        );
     }
 }
