@@ -99,6 +99,10 @@ pub struct CoreConfig {
     pub log_size_max: Option<u64>,
     /// Where `Localhost` seccomp profiles given by relative name are looked up.
     pub seccomp_profile_root: PathBuf,
+    /// Where CDI spec files are read (later dirs take precedence).
+    pub cdi_spec_dirs: Vec<PathBuf>,
+    /// Where OCI hook files (oci-hooks(5)) are read (later dirs take precedence).
+    pub hooks_dirs: Vec<PathBuf>,
     /// Address of the streaming server (exec, attach, port-forward).
     pub stream_address: String,
     /// Port of the streaming server (0 picks one).

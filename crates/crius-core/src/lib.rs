@@ -33,6 +33,8 @@ pub use crius_image::PinnedImages;
 pub use crius_oci::spec::annotations::{
     check_allowed as check_allowed_annotations, RUNTIME_ACTED as RUNTIME_ACTED_ANNOTATIONS,
 };
+/// Default CDI spec dirs and OCI hooks dirs, for the binary's config defaults.
+pub use crius_oci::spec::{DEFAULT_CDI_SPEC_DIRS, DEFAULT_HOOKS_DIRS};
 pub use daemon::{Daemon, HandlerStatus, RuntimeStatus, VersionInfo};
 pub use error::{Error, Result};
 pub use events::{Event, EventKind};

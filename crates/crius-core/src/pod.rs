@@ -108,6 +108,8 @@ impl Daemon {
                 .get(handler)
                 .map(|h| h.allowed_annotations.clone())
                 .unwrap_or_default(),
+            cdi_spec_dirs: config.cdi_spec_dirs.clone(),
+            hooks_dirs: config.hooks_dirs.clone(),
         }
     }
 

@@ -71,8 +71,13 @@ fn oci_code(e: &crius_oci::Error) -> Code {
         | E::SeccompProfileRead { .. }
         | E::SeccompProfileParse { .. }
         | E::PrivilegedNotAllowed { .. }
-        | E::InvalidResource { .. } => Code::InvalidArgument,
-        E::ContainerNotFound { .. } => Code::NotFound,
+        | E::InvalidResource { .. }
+        | E::CdiDeviceName { .. } => Code::InvalidArgument,
+        E::ContainerNotFound { .. } | E::CdiDeviceUnknown { .. } => Code::NotFound,
+        // The node's own configuration (spec files, hooks) is what is broken.
+        E::CdiSpecInvalid { .. } | E::CdiEdit { .. } | E::HookFile { .. } => {
+            Code::FailedPrecondition
+        }
         E::RuntimeTimeout { .. } => Code::DeadlineExceeded,
         _ => Code::Internal,
     }

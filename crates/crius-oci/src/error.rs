@@ -46,6 +46,35 @@ pub enum Error {
         reason: String,
     },
 
+    /// A CDI device name that is not `vendor.com/class=name`.
+    #[error("CDI device name {name:?} is invalid: {reason}")]
+    CdiDeviceName { name: String, reason: String },
+
+    /// No CDI spec file defines the device.
+    #[error("unknown CDI device {devices}: no spec file in the CDI spec dirs ({dirs}) defines it")]
+    CdiDeviceUnknown { devices: String, dirs: String },
+
+    /// A device is not defined, and some spec files could not be used (maybe the one
+    /// that would define it).
+    #[error("unresolvable CDI device {devices} (CDI spec dirs {dirs}): {problems}")]
+    CdiSpecInvalid {
+        devices: String,
+        dirs: String,
+        problems: String,
+    },
+
+    /// A CDI device's edits name something the host does not have.
+    #[error("CDI device {device} (spec {spec}): {reason}")]
+    CdiEdit {
+        device: String,
+        spec: PathBuf,
+        reason: String,
+    },
+
+    /// An OCI hook file (oci-hooks(5)) or hooks dir that cannot be used.
+    #[error("OCI hook {path}: {reason}")]
+    HookFile { path: PathBuf, reason: String },
+
     /// A host device to pass into the container is missing or not a device.
     #[error("device {host_path:?}: {reason}")]
     InvalidDevice { host_path: PathBuf, reason: String },

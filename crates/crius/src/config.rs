@@ -186,6 +186,8 @@ pub struct RuntimeConfig {
     pub cgroup_root: String,
     pub log_size_max: i64,
     pub seccomp_profile_root: PathBuf,
+    pub cdi_spec_dirs: Vec<PathBuf>,
+    pub hooks_dir: Vec<PathBuf>,
     pub runtimes: BTreeMap<String, RuntimeHandler>,
 }
 
@@ -200,6 +202,14 @@ impl Default for RuntimeConfig {
             cgroup_root: "/".to_string(),
             log_size_max: -1,
             seccomp_profile_root: PathBuf::from("/var/lib/kubelet/seccomp"),
+            cdi_spec_dirs: crius_core::DEFAULT_CDI_SPEC_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
+            hooks_dir: crius_core::DEFAULT_HOOKS_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
             runtimes,
         }
     }
@@ -693,6 +703,8 @@ fn doc_for(path: &str) -> Option<&'static str> {
         "crius.runtime.cgroup_root" => "Every pod's cgroup parent must lie under this cgroup; \"/\" allows any.",
         "crius.runtime.log_size_max" => "Largest size of a container log file in bytes; -1 for no limit,\notherwise at least 8192.",
         "crius.runtime.seccomp_profile_root" => "Directory that Localhost seccomp profiles are relative to.",
+        "crius.runtime.cdi_spec_dirs" => "Directories of CDI spec files (.yaml, .json) that define the devices a\ncontainer may ask for by name (CDI_devices, cdi.k8s.io/* annotations); a\nlater directory wins for a device both define. Read at each CreateContainer.",
+        "crius.runtime.hooks_dir" => "Directories of OCI hook files (oci-hooks(5), version 1.0.0), added to\ncontainers by their `when` conditions; a file replaces the one of the same\nname in an earlier directory. Read at each CreateContainer; one invalid\nfile fails container creation.",
         "crius.runtime.runtimes" => "Runtime handlers, one table each, picked by the CRI runtime_handler:\n[crius.runtime.runtimes.NAME].",
         "crius.runtime.runtimes.*" => "A runtime handler.",
         "crius.runtime.runtimes.*.runtime_path" => "The runtime binary; for runtime_type vm, the containerd shim v2 binary\n(containerd-shim-kata-v2, containerd-shim-runsc-v1, ...).",

@@ -67,6 +67,8 @@ pub fn core_config(config: &Config, exe_dir: Option<&Path>) -> CoreConfig {
         },
         log_size_max: u64::try_from(c.runtime.log_size_max).ok(),
         seccomp_profile_root: c.runtime.seccomp_profile_root,
+        cdi_spec_dirs: c.runtime.cdi_spec_dirs,
+        hooks_dirs: c.runtime.hooks_dir,
         stream_address: c.api.stream_address,
         stream_port: c.api.stream_port,
         effective_config,

@@ -9,8 +9,10 @@
 
 mod bundle;
 mod caps;
+mod cdi;
 mod cgroup;
 mod devices;
+mod hooks;
 mod mounts;
 mod seccomp;
 mod sysctl;
@@ -36,10 +38,14 @@ use crate::Error;
 
 pub use bundle::write_bundle;
 pub use caps::DEFAULT_CAPABILITIES;
+pub use cdi::{
+    ANNOTATION_PREFIX as CDI_ANNOTATION_PREFIX, DEFAULT_SPEC_DIRS as DEFAULT_CDI_SPEC_DIRS,
+};
 pub use cgroup::{
     cgroup_v2_unified, cgroups_path, cpu_shares_to_weight, linux_resources, systemd_scope_name,
     CgroupDriver, CgroupHost, CGROUP_PREFIX,
 };
+pub use hooks::DEFAULT_HOOKS_DIRS;
 pub use seccomp::DEFAULT_PROFILE_JSON as DEFAULT_SECCOMP_PROFILE_JSON;
 pub use sysctl::validate_sysctls;
 
@@ -191,6 +197,10 @@ pub struct SpecOptions {
     pub apparmor_available: bool,
     /// The handler's `allowed_annotations` (see [`annotations::filter`]).
     pub allowed_annotations: Vec<String>,
+    /// Where CDI spec files are read, in increasing precedence.
+    pub cdi_spec_dirs: Vec<PathBuf>,
+    /// Where OCI hook files (oci-hooks(5)) are read, in increasing precedence.
+    pub hooks_dirs: Vec<PathBuf>,
 }
 
 impl Default for SpecOptions {
@@ -202,6 +212,11 @@ impl Default for SpecOptions {
             default_capabilities: DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect(),
             apparmor_available: false,
             allowed_annotations: Vec::new(),
+            cdi_spec_dirs: cdi::DEFAULT_SPEC_DIRS.iter().map(PathBuf::from).collect(),
+            hooks_dirs: hooks::DEFAULT_HOOKS_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
         }
     }
 }
@@ -621,7 +636,17 @@ pub fn container_spec(
     let privileged = sc.is_some_and(|s| s.privileged);
     let need_mountinfo = ctr.config.mounts.iter().any(|m| m.propagation != 0);
     let host = Host::probe(need_mountinfo, privileged);
-    container_spec_with(pod, ctr, opts, &host)
+    let mut spec = container_spec_with(pod, ctr, opts, &host)?;
+    let cdi_names: Vec<String> = ctr
+        .config
+        .cdi_devices
+        .iter()
+        .map(|d| d.name.clone())
+        .collect();
+    let requested = cdi::requested_devices(&cdi_names, &ctr.config.annotations);
+    cdi::inject(&mut spec, &requested, &opts.cdi_spec_dirs)?;
+    hooks::inject(&mut spec, &opts.hooks_dirs, !ctr.config.mounts.is_empty())?;
+    Ok(spec)
 }
 
 fn container_spec_with(
