@@ -3,6 +3,7 @@
 //! (crius-net) and the OCI runtime through the monitor (crius-oci). No gRPC here: crius-cri
 //! translates CRI messages to calls on [`Daemon`].
 
+mod bandwidth;
 mod cgroup;
 mod config;
 mod container;

@@ -83,7 +83,10 @@ impl Daemon {
             uid: md.uid,
             netns,
             port_mappings: port_mappings(&pod.config),
-            bandwidth: None,
+            // Checked when the pod was run (validate::pod_config).
+            bandwidth: crate::bandwidth::from_annotations(&pod.config.annotations)
+                .ok()
+                .flatten(),
             ips: Vec::new(),
             cgroup_parent: pod.cgroup_parent.clone(),
         }

@@ -76,6 +76,7 @@ pub fn pod_config(config: &cri::PodSandboxConfig, cgroup_root: &str) -> Result<(
     if let Some(dns) = &config.dns_config {
         dns_config(dns)?;
     }
+    crate::bandwidth::from_annotations(&config.annotations)?;
     for pm in &config.port_mappings {
         port_mapping(pm)?;
     }

@@ -95,17 +95,20 @@ pub struct PortMapping {
     pub host_ip: String,
 }
 
+/// The smallest token bucket crius gives a rate whose burst is not set: 64 KiB, in bits.
+const DEFAULT_MIN_BURST_BITS: u64 = 64 * 1024 * 8;
+
 /// Traffic shaping for the pod (kubernetes.io/ingress-bandwidth and egress-bandwidth), in
 /// bits per second and bits; passed to plugins with the `bandwidth` capability.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bandwidth {
     /// Traffic into the pod, bits per second; 0 means unlimited.
     pub ingress_rate: u64,
-    /// Burst into the pod, bits; 0 with a rate means no burst limit.
+    /// Burst into the pod, bits; 0 with a rate: 100 ms of the rate, at least 64 KiB.
     pub ingress_burst: u64,
     /// Traffic out of the pod, bits per second; 0 means unlimited.
     pub egress_rate: u64,
-    /// Burst out of the pod, bits; 0 with a rate means no burst limit.
+    /// Burst out of the pod, bits; 0 with a rate: 100 ms of the rate, at least 64 KiB.
     pub egress_burst: u64,
 }
 
@@ -510,13 +513,16 @@ fn runtime_args(pod: &PodNetwork) -> Map<String, Value> {
         args.insert("portMappings".to_string(), Value::Array(mappings));
     }
     if let Some(bw) = &pod.bandwidth {
-        // The bandwidth plugin refuses a rate without a burst; the kubelet's annotations
-        // carry only rates, so a missing burst means "no burst limit".
+        // The bandwidth plugin refuses a rate without a burst, and the kubelet's
+        // annotations carry only rates. The burst is the token bucket of the plugin's tbf:
+        // crius makes it 100 ms of the rate (at least 64 KiB, a large segment), so the rate
+        // holds from the start. (containerd and CRI-O pass 4 Gbit or more: then the first
+        // 512 MiB or more go through unshaped.)
         let burst = |rate: u64, burst: u64| {
-            if rate > 0 && burst == 0 {
-                u64::from(u32::MAX)
-            } else {
+            if burst > 0 {
                 burst
+            } else {
+                (rate / 10).max(DEFAULT_MIN_BURST_BITS)
             }
         };
         let mut v = Map::new();
@@ -648,7 +654,7 @@ mod tests {
                     {"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": "127.0.0.1"},
                     {"hostPort": 5353, "containerPort": 53, "protocol": "udp"}
                 ],
-                "bandwidth": {"ingressRate": 1_000_000, "ingressBurst": 4294967295u64, "egressRate": 2_000_000, "egressBurst": 64_000},
+                "bandwidth": {"ingressRate": 1_000_000, "ingressBurst": 524_288, "egressRate": 2_000_000, "egressBurst": 64_000},
                 "ips": ["10.0.0.9"],
                 "cgroupPath": "/kubepods/besteffort/poduid-1"
             })
