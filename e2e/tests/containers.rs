@@ -838,18 +838,6 @@ async fn user_env_workdir_readonly_rootfs_and_mounts_shape_the_process() {
     f.finish().await;
 }
 
-fn memory_limited(name: &str, command: &[&str], bytes: i64) -> cri::ContainerConfig {
-    let mut config = container_config(name, command);
-    config.linux = Some(cri::LinuxContainerConfig {
-        resources: Some(cri::LinuxContainerResources {
-            memory_limit_in_bytes: bytes,
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    config
-}
-
 const MIB: i64 = 1024 * 1024;
 
 #[tokio::test]

@@ -171,6 +171,7 @@ impl Daemon {
                     at: now_ns(),
                 });
                 info!(container_id = %id, pod_id = %pod.id, "container created");
+                crius_metrics::metrics().pod_container_created(&pod.id);
                 Ok(id)
             }
             Err(e) => {
@@ -356,6 +357,9 @@ impl Daemon {
         match result {
             Ok(Some(rec)) => {
                 info!(container_id = %rec.id, exit_code = rec.exit_code, reason = %rec.reason, "container exited");
+                if rec.reason == "OOMKilled" {
+                    self.record_oom_kill(&rec);
+                }
                 ctr.exited.send_replace(true);
                 self.emit(Event {
                     container_id: rec.id.clone(),
@@ -369,6 +373,20 @@ impl Daemon {
             }
             Err(e) => warn!(error = %e, "container exit not recorded"),
         }
+    }
+
+    /// Counts an OOM kill under the pod's and the container's names.
+    fn record_oom_kill(&self, rec: &ContainerRecord) {
+        let pod = self.pod_entry(&rec.pod_id).ok().map(|p| p.get());
+        let pod_md = pod.as_ref().and_then(|p| p.config.metadata.as_ref());
+        crius_metrics::metrics().record_oom_kill(
+            pod_md.map_or("", |m| m.namespace.as_str()),
+            pod_md.map_or(rec.pod_id.as_str(), |m| m.name.as_str()),
+            rec.config
+                .metadata
+                .as_ref()
+                .map_or(rec.id.as_str(), |m| m.name.as_str()),
+        );
     }
 
     /// StartContainer: runs a Created container.
@@ -404,6 +422,14 @@ impl Daemon {
             at: started,
         });
         info!(container_id = %rec.id, "container started");
+        let all_running = self.pod_containers(&rec.pod_id).iter().all(|c| {
+            let c = c.entry.get();
+            c.state == ContainerState::Running
+                || (c.state == ContainerState::Exited && c.exit_code == 0)
+        });
+        if all_running {
+            crius_metrics::metrics().pod_containers_running(&rec.pod_id);
+        }
         Ok(())
     }
 

@@ -151,6 +151,7 @@ impl Daemon {
         config: cri::PodSandboxConfig,
         runtime_handler: String,
     ) -> Result<String> {
+        let arrived = std::time::Instant::now();
         validate::pod_config(&config, &self.config().cgroup_root)?;
         if let Some(linux) = &config.linux {
             spec::validate_sysctls(&linux.sysctls, host_network(&config), host_ipc(&config))?;
@@ -257,6 +258,7 @@ impl Daemon {
         });
         task.await
             .map_err(|e| Error::Internal(format!("pod creation task failed: {e}")))??;
+        crius_metrics::metrics().pod_run(&id, arrived);
         Ok(id)
     }
 
@@ -615,6 +617,7 @@ impl Daemon {
             kind: EventKind::Deleted,
             at: now_ns(),
         });
+        crius_metrics::metrics().pod_removed(&pod.id);
         info!(pod_id = %pod.id, "pod sandbox removed");
         Ok(())
     }

@@ -134,6 +134,25 @@ impl Error {
         }
     }
 
+    /// A short, fixed reason for the pull failure metrics (`crius_image_pulls_failure_total`).
+    pub fn metric_reason(&self) -> &'static str {
+        match self {
+            Error::InvalidReference { .. } => "invalid_reference",
+            Error::ImageNotFound { .. } => "not_found",
+            Error::Unauthorized { .. } | Error::InvalidCredentials { .. } => "unauthorized",
+            Error::RegistryBlocked { .. } => "blocked",
+            Error::RegistryUnreachable { .. } => "unreachable",
+            Error::Registry { .. } => "registry",
+            Error::NoMatchingPlatform { .. } => "no_matching_platform",
+            Error::InvalidManifest { .. } | Error::UnsupportedMediaType { .. } => {
+                "invalid_manifest"
+            }
+            Error::LayerDigestMismatch { .. } => "digest_mismatch",
+            Error::UnsafeLayerPath { .. } | Error::InvalidLayer { .. } => "invalid_layer",
+            _ => "local",
+        }
+    }
+
     /// Image unknown locally or at the registry (gRPC NotFound).
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::ImageNotFound { .. })

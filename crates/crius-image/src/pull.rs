@@ -22,11 +22,12 @@ use oci_client::{Client, Reference};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::authfile::AuthFile;
 use crate::index::ImageRecord;
 use crate::layers::{chain_ids, digest_hex, sha256_digest, LayerMeta};
+use crate::progress::{LayerCounter, LayerState, ProgressReporter, PullProgress};
 use crate::reference::{canonical_registry, valid_digest, ImageName};
 use crate::registries::Endpoint;
 use crate::store::Inner;
@@ -34,6 +35,10 @@ use crate::unpack::{disk_usage, unpack_layer};
 use crate::{Credentials, Error, Image};
 
 /// Media types of manifests, indexes, configs and layers crius reads or writes.
+/// How often a running pull logs where it stands; a pull shorter than this logs nothing
+/// but its end.
+pub const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MT_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -635,16 +640,41 @@ impl Inner {
     }
 
     /// Pulls `reference`, trying each name a short name may mean.
+    /// Counted in the pull metrics, logged every [`PROGRESS_INTERVAL`] while it runs,
+    /// and traced in a `pull` span; `progress` follows its layers.
     pub async fn pull(
         self: &Arc<Self>,
         reference: &str,
         auth: Option<&Credentials>,
+        progress: Arc<PullProgress>,
+    ) -> Result<Image, Error> {
+        let start = Instant::now();
+        let metrics = crius_metrics::metrics();
+        let _in_progress = metrics.pull_in_progress();
+        let _reporter = ProgressReporter::start(progress.clone(), PROGRESS_INTERVAL);
+        let span = tracing::info_span!("pull", image = reference);
+        let result = self
+            .pull_candidates(reference, auth, &progress)
+            .instrument(span)
+            .await;
+        metrics.record_pull(
+            result.as_ref().map(|_| ()).map_err(Error::metric_reason),
+            start.elapsed(),
+        );
+        result
+    }
+
+    async fn pull_candidates(
+        self: &Arc<Self>,
+        reference: &str,
+        auth: Option<&Credentials>,
+        progress: &Arc<PullProgress>,
     ) -> Result<Image, Error> {
         let start = Instant::now();
         let candidates = self.access().registries.candidates(reference)?;
         let mut errors = Vec::new();
         for name in &candidates {
-            match self.pull_name(name, auth).await {
+            match self.pull_name(name, auth, progress).await {
                 Ok(image) => {
                     info!(
                         image = %name,
@@ -669,6 +699,7 @@ impl Inner {
         self: &Arc<Self>,
         name: &ImageName,
         auth: Option<&Credentials>,
+        progress: &Arc<PullProgress>,
     ) -> Result<Image, Error> {
         let endpoints = self.access().registries.endpoints(name)?;
         let mut errors = Vec::new();
@@ -690,7 +721,7 @@ impl Inner {
         let Some(r) = resolved else {
             return Err(pick_error(errors, &name.to_string()));
         };
-        self.fetch_and_record(name, r).await
+        self.fetch_and_record(name, r, progress).await
     }
 
     /// Fetches the manifest (through an index if needed) at one endpoint.
@@ -854,6 +885,7 @@ impl Inner {
         self: &Arc<Self>,
         name: &ImageName,
         r: Resolved,
+        progress: &Arc<PullProgress>,
     ) -> Result<Image, Error> {
         let image = name.to_string();
         let registry = r.endpoint.name.registry.clone();
@@ -923,6 +955,7 @@ impl Inner {
 
         // layers in parallel, bounded by the store-wide download semaphore
         let jobs = r.layers.iter().enumerate().map(|(i, desc)| {
+            let counter = progress.layer(&desc.digest, u64::try_from(desc.size).unwrap_or(0));
             let job = LayerJob {
                 image: image.clone(),
                 chain_id: chains[i].clone(),
@@ -941,7 +974,7 @@ impl Inner {
                 annotations: None,
                 ..OciDescriptor::default()
             };
-            self.ensure_layer(&r.client, &oref, desc, job, &registry)
+            self.ensure_layer(&r.client, &oref, desc, job, &registry, counter)
         });
         futures::future::try_join_all(jobs).await?;
 
@@ -973,11 +1006,17 @@ impl Inner {
         desc: OciDescriptor,
         job: LayerJob,
         registry: &str,
+        counter: Arc<LayerCounter>,
     ) -> Result<(), Error> {
         let lock = self.layer_lock(&job.chain_id);
         let _held = lock.lock().await;
+        let reused = || {
+            counter.set_state(LayerState::Reused);
+            crius_metrics::metrics().record_layer_reuse();
+            Ok(())
+        };
         if self.layers.exists(&job.chain_id) {
-            return Ok(());
+            return reused();
         }
         let _permit = self
             .downloads
@@ -989,8 +1028,9 @@ impl Inner {
                 reason: "image store is shutting down".into(),
             })?;
         if self.layers.exists(&job.chain_id) {
-            return Ok(());
+            return reused();
         }
+        counter.set_state(LayerState::Downloading);
         self.download_count.fetch_add(1, Ordering::Relaxed);
         let start = Instant::now();
         debug!(layer = %job.digest, size = job.size, "downloading layer");
@@ -1008,12 +1048,14 @@ impl Inner {
         let (tx, rx) = mpsc::channel::<Chunk>(64);
         let inner = Arc::clone(self);
         let digest = job.digest.clone();
+        let size = job.size;
         let worker =
             tokio::task::spawn_blocking(move || unpack_blob(&inner, &job, BlobReader::new(rx)));
         let mut failed = false;
         while let Some(item) = stream.next().await {
             match item {
                 Ok(bytes) => {
+                    counter.add(bytes.len() as u64);
                     if tx.send(Chunk::Data(bytes)).await.is_err() {
                         failed = true; // the unpacker gave up; its error says why
                         break;
@@ -1044,6 +1086,10 @@ impl Inner {
             other => other,
         });
         debug!(layer = %digest, elapsed = ?start.elapsed(), ok = result.is_ok(), "layer done");
+        if result.is_ok() {
+            counter.set_state(LayerState::Done);
+            crius_metrics::metrics().record_layer_download(size);
+        }
         result
     }
 }

@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use crate::index::{self, ImageRecord};
 use crate::layers::{digest_hex, LayerStore};
 use crate::mount;
+use crate::progress::PullProgress;
 use crate::pull::normalize_auth_keys;
 use crate::reference::{self, ImageName};
 use crate::registries::Registries;
@@ -418,7 +419,19 @@ impl ImageStore {
     /// Pulls `reference` (short names resolved through registries.conf),
     /// trying mirrors first, and records it under the name asked for.
     pub async fn pull(&self, reference: &str, auth: Option<&Credentials>) -> Result<Image, Error> {
-        self.inner.pull(reference, auth).await
+        self.inner
+            .pull(reference, auth, PullProgress::new(reference))
+            .await
+    }
+
+    /// [`ImageStore::pull`], with `progress` following its layers as they arrive.
+    pub async fn pull_with_progress(
+        &self,
+        reference: &str,
+        auth: Option<&Credentials>,
+        progress: Arc<PullProgress>,
+    ) -> Result<Image, Error> {
+        self.inner.pull(reference, auth, progress).await
     }
 
     /// Every image in the store.

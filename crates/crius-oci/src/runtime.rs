@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
-use tracing::debug;
+use tracing::{debug, Instrument};
 
 use crate::Error;
 
@@ -115,6 +115,20 @@ impl RuntimeCli {
     /// Runs `RUNTIME <globals> <command> <args>` with a timeout; `Err` when it
     /// exits non-zero, with its stderr message.
     async fn run(
+        &self,
+        command: &str,
+        args: &[OsString],
+        id: &str,
+        stdin: Option<Vec<u8>>,
+    ) -> Result<Output, Error> {
+        let _running = crius_metrics::metrics().runtime_process();
+        let span = tracing::info_span!("runtime", command, container_id = id);
+        self.run_command(command, args, id, stdin)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_command(
         &self,
         command: &str,
         args: &[OsString],

@@ -140,7 +140,13 @@ pub struct ConfigOpts {
     /// Streaming server port; 0 picks one (crius.api.stream_port).
     #[arg(long, global = true, env = "CRIUS_STREAM_PORT", value_name = "PORT")]
     pub stream_port: Option<u16>,
-    /// Metrics port; 0 turns metrics off (crius.metrics.metrics_port).
+    /// Serve Prometheus metrics (crius.metrics.enable_metrics).
+    #[arg(long, global = true, env = "CRIUS_ENABLE_METRICS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub enable_metrics: Option<bool>,
+    /// Address of the metrics endpoint (crius.metrics.metrics_host).
+    #[arg(long, global = true, env = "CRIUS_METRICS_HOST", value_name = "ADDR")]
+    pub metrics_host: Option<String>,
+    /// Port of the metrics endpoint; 0 picks one (crius.metrics.metrics_port).
     #[arg(long, global = true, env = "CRIUS_METRICS_PORT", value_name = "PORT")]
     pub metrics_port: Option<u16>,
 }
@@ -207,6 +213,12 @@ impl ConfigOpts {
         if let Some(v) = self.stream_port {
             c.api.stream_port = v;
         }
+        if let Some(v) = self.enable_metrics {
+            c.metrics.enable_metrics = v;
+        }
+        if let Some(v) = &self.metrics_host {
+            c.metrics.metrics_host = v.clone();
+        }
         if let Some(v) = self.metrics_port {
             c.metrics.metrics_port = v;
         }
@@ -267,8 +279,11 @@ mod tests {
             "0.0.0.0",
             "--stream-port",
             "10010",
+            "--enable-metrics",
+            "--metrics-host",
+            "127.0.0.2",
             "--metrics-port",
-            "9090",
+            "9095",
         ]);
         let mut config = Config::default();
         cli.opts.apply(&mut config);
@@ -294,7 +309,9 @@ mod tests {
         assert_eq!(c.image.global_auth_file, Path::new("/auth.json"));
         assert_eq!(c.api.stream_address, "0.0.0.0");
         assert_eq!(c.api.stream_port, 10010);
-        assert_eq!(c.metrics.metrics_port, 9090);
+        assert!(c.metrics.enable_metrics);
+        assert_eq!(c.metrics.metrics_host, "127.0.0.2");
+        assert_eq!(c.metrics.metrics_port, 9095);
         assert!(cli.command.is_none());
     }
 

@@ -345,11 +345,23 @@ impl Default for NetworkConfig {
     }
 }
 
-/// `[crius.metrics]`: the Prometheus endpoint.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// `[crius.metrics]`: the Prometheus endpoint (CRI-O's keys).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
+    pub enable_metrics: bool,
+    pub metrics_host: String,
     pub metrics_port: u16,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enable_metrics: false,
+            metrics_host: "127.0.0.1".to_string(),
+            metrics_port: 9090,
+        }
+    }
 }
 
 /// The files a configuration is read from.
@@ -526,6 +538,12 @@ impl Config {
         }
         if c.image.pause_image.trim().is_empty() {
             return semantic("crius.image.pause_image", "is empty".to_string());
+        }
+        if c.metrics.metrics_host.parse::<std::net::IpAddr>().is_err() {
+            return semantic(
+                "crius.metrics.metrics_host",
+                format!("{:?} is not an IP address", c.metrics.metrics_host),
+            );
         }
         if c.network.plugin_dirs.is_empty() {
             return semantic(
@@ -730,8 +748,10 @@ fn doc_for(path: &str) -> Option<&'static str> {
         "crius.network.network_dir" => "Directory of CNI network configs; the first .conflist/.conf in name\norder is the pod network. Reloaded on SIGHUP.",
         "crius.network.plugin_dirs" => "Directories searched for CNI plugin binaries. Reloaded on SIGHUP.",
         "crius.network.cache_dir" => "Where CNI results are kept for teardown. Empty: ROOT/cni-cache.",
-        "crius.metrics" => "Prometheus metrics.",
-        "crius.metrics.metrics_port" => "Port of the Prometheus endpoint (GET /metrics on 127.0.0.1): CRI calls by\nmethod and code, calls in flight, memory, fds. 0 turns it off.",
+        "crius.metrics" => "Prometheus metrics (GET /metrics); the series are listed in the README.",
+        "crius.metrics.enable_metrics" => "Serve the metrics endpoint. If its address cannot be bound (a port in use),\ncrius logs an error, keeps serving CRI and tries again every 30 s.",
+        "crius.metrics.metrics_host" => "Address the metrics endpoint binds to; keep it on loopback unless a\nfirewall guards the port.",
+        "crius.metrics.metrics_port" => "Port of the metrics endpoint; 0 picks a free port (logged).",
         _ => return None,
     })
 }

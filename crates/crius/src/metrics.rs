@@ -1,95 +1,126 @@
-//! Prometheus metrics on 127.0.0.1:`metrics_port`: CRI calls per method and status code
-//! with their total duration, calls in flight, and the daemon's own memory and fds.
+//! The Prometheus endpoint (`GET /metrics` on `metrics_host:metrics_port`) and the timer
+//! of every CRI call (run by the server's call layer). The series themselves are defined in `crius-metrics`.
+//!
+//! A metrics address that cannot be bound does not stop the daemon (CRI-O refuses to
+//! start then): CRI matters more than its metrics, so crius logs an error naming the
+//! address, serves CRI, and tries the address again every [`RETRY`].
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tracing::debug;
+use crius_core::{ContainerState, Daemon, PodState};
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tonic::codegen::http;
+use tracing::{debug, error, info};
 
-/// Counters of the CRI calls served, shared by the request layer and the metrics server.
-#[derive(Debug, Default)]
-pub struct CallMetrics {
-    calls: Mutex<BTreeMap<(String, &'static str), CallStats>>,
+/// How often a metrics address that could not be bound is tried again.
+pub const RETRY: Duration = Duration::from_secs(30);
+
+/// Serves the metrics endpoint from a background task; returns at once.
+pub fn spawn(addr: SocketAddr, daemon: Arc<Daemon>) {
+    tokio::spawn(async move {
+        let listener = loop {
+            match TcpListener::bind(addr).await {
+                Ok(listener) => break listener,
+                Err(err) => {
+                    error!(
+                        %addr,
+                        %err,
+                        retry = ?RETRY,
+                        "cannot serve metrics on {addr}: {err}; serving CRI without metrics and trying again"
+                    );
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        };
+        let local = listener.local_addr().unwrap_or(addr);
+        info!(addr = %local, "serving metrics");
+        loop {
+            let Ok((stream, peer)) = listener.accept().await else {
+                continue;
+            };
+            let daemon = daemon.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let daemon = daemon.clone();
+                    async move { Ok::<_, Infallible>(answer(&req, &daemon)) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(stream), service);
+                if let Err(err) = conn.await {
+                    debug!(%peer, %err, "metrics connection failed");
+                }
+            });
+        }
+    });
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-struct CallStats {
-    count: u64,
-    seconds: f64,
+fn answer<B>(req: &http::Request<B>, daemon: &Daemon) -> http::Response<Full<Bytes>> {
+    let (status, content_type, body) = match (req.method(), req.uri().path()) {
+        (&http::Method::GET, "/metrics") => {
+            refresh_states(daemon);
+            (
+                http::StatusCode::OK,
+                crius_metrics::CONTENT_TYPE,
+                crius_metrics::metrics().encode(),
+            )
+        }
+        _ => (
+            http::StatusCode::NOT_FOUND,
+            "text/plain",
+            "only GET /metrics is served\n".to_string(),
+        ),
+    };
+    let mut resp = http::Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    resp
 }
 
-impl CallMetrics {
-    /// Records one finished call of `method` ("RuntimeService/Version") with gRPC `code`.
-    pub fn record(&self, method: &str, code: &'static str, elapsed: Duration) {
-        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-        let stats = calls.entry((method.to_string(), code)).or_default();
-        stats.count += 1;
-        stats.seconds += elapsed.as_secs_f64();
+/// Sets the pods and containers by state from the daemon's records, for this scrape.
+fn refresh_states(daemon: &Daemon) {
+    let mut ready = 0;
+    let mut not_ready = 0;
+    for pod in daemon.list_pods(None) {
+        match pod.state {
+            PodState::Ready => ready += 1,
+            PodState::NotReady => not_ready += 1,
+        }
     }
-
-    /// The Prometheus text exposition of the calls, `in_flight`, and process figures.
-    pub fn render(&self, in_flight: usize) -> String {
-        let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP crius_cri_requests_total CRI calls served, by method and gRPC status code."
-        );
-        let _ = writeln!(out, "# TYPE crius_cri_requests_total counter");
-        for ((method, code), stats) in &calls {
-            let _ = writeln!(
-                out,
-                "crius_cri_requests_total{{method=\"{method}\",code=\"{code}\"}} {}",
-                stats.count
-            );
+    let (mut created, mut running, mut exited) = (0, 0, 0);
+    for ctr in daemon.list_containers(None) {
+        match ctr.state {
+            ContainerState::Created => created += 1,
+            ContainerState::Running => running += 1,
+            ContainerState::Exited => exited += 1,
         }
-        let _ = writeln!(out, "# HELP crius_cri_request_seconds_total Time spent serving CRI calls, by method and gRPC status code.");
-        let _ = writeln!(out, "# TYPE crius_cri_request_seconds_total counter");
-        for ((method, code), stats) in &calls {
-            let _ = writeln!(
-                out,
-                "crius_cri_request_seconds_total{{method=\"{method}\",code=\"{code}\"}} {}",
-                stats.seconds
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP crius_cri_requests_in_flight CRI calls being served now."
-        );
-        let _ = writeln!(out, "# TYPE crius_cri_requests_in_flight gauge");
-        let _ = writeln!(out, "crius_cri_requests_in_flight {in_flight}");
-        if let Some(rss) = resident_bytes() {
-            let _ = writeln!(
-                out,
-                "# HELP process_resident_memory_bytes Resident memory of the crius daemon."
-            );
-            let _ = writeln!(out, "# TYPE process_resident_memory_bytes gauge");
-            let _ = writeln!(out, "process_resident_memory_bytes {rss}");
-        }
-        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-            let _ = writeln!(
-                out,
-                "# HELP process_open_fds Open file descriptors of the crius daemon."
-            );
-            let _ = writeln!(out, "# TYPE process_open_fds gauge");
-            let _ = writeln!(out, "process_open_fds {}", fds.count());
-        }
-        out
     }
+    crius_metrics::metrics().set_object_states(
+        &[("ready", ready), ("notready", not_ready)],
+        &[
+            ("created", created),
+            ("running", running),
+            ("exited", exited),
+        ],
+    );
 }
 
-fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf only reads a system constant.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * u64::try_from(page).ok()?)
+/// The CRI method of a gRPC path: "/runtime.v1.RuntimeService/Version" -> "Version";
+/// a method of another service keeps its whole path.
+pub fn operation_name(path: &str) -> &str {
+    path.strip_prefix("/runtime.v1.")
+        .and_then(|rest| rest.split_once('/'))
+        .map_or(path, |(_, method)| method)
 }
 
 /// The gRPC status code name for the numeric `grpc-status` value.
@@ -116,70 +147,39 @@ pub fn code_name(code: &str) -> &'static str {
     }
 }
 
-/// Binds 127.0.0.1:`port` now (so a taken port fails start-up) and serves `GET /metrics`
-/// from a background task.
-pub async fn serve(
-    port: u16,
-    metrics: Arc<CallMetrics>,
-    in_flight: impl Fn() -> usize + Send + Sync + 'static,
-) -> anyhow::Result<SocketAddr> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot serve metrics on {addr}"))?;
-    let local = listener.local_addr()?;
-    let in_flight = Arc::new(in_flight);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, peer)) = listener.accept().await else {
-                continue;
-            };
-            let (metrics, in_flight) = (metrics.clone(), in_flight.clone());
-            tokio::spawn(async move {
-                if let Err(err) = answer(stream, &metrics, in_flight()).await {
-                    debug!(%peer, %err, "metrics request failed");
-                }
-            });
-        }
-    });
-    Ok(local)
+/// Times one call through the CRI socket for the metrics: operations, errors by code,
+/// latency and calls in flight. A call counts until its response head is ready (a
+/// streaming body does not hold it).
+#[derive(Debug)]
+pub struct CallTimer {
+    operation: String,
+    started: Instant,
+    _in_flight: crius_metrics::GaugeGuard<'static>,
 }
 
-async fn answer(
-    mut stream: TcpStream,
-    metrics: &CallMetrics,
-    in_flight: usize,
-) -> std::io::Result<()> {
-    let mut request = Vec::new();
-    let mut buf = [0u8; 1024];
-    let read = async {
-        while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            request.extend_from_slice(&buf[..n]);
+impl CallTimer {
+    /// A call to gRPC `path` begins.
+    pub fn start(path: &str) -> CallTimer {
+        CallTimer {
+            operation: operation_name(path).to_string(),
+            started: Instant::now(),
+            _in_flight: crius_metrics::metrics().operation_in_flight(),
         }
-        std::io::Result::Ok(())
-    };
-    tokio::time::timeout(Duration::from_secs(5), read)
-        .await
-        .map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::TimedOut, "request not read in 5 s")
-        })??;
-    let line = request.split(|b| *b == b'\n').next().unwrap_or_default();
-    let (status, body) = if line.starts_with(b"GET /metrics ") || line.starts_with(b"GET / ") {
-        ("200 OK", metrics.render(in_flight))
-    } else {
-        ("404 Not Found", "only GET /metrics is served\n".to_string())
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
+    }
+
+    /// The call ended with `result`.
+    pub fn finish<B, E>(self, result: &Result<http::Response<B>, E>) {
+        // tonic sends an error as a trailers-only response: its status is in the head.
+        let code = match result {
+            Ok(resp) => resp
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .map_or("OK", code_name),
+            Err(_) => "Unknown",
+        };
+        crius_metrics::metrics().record_operation(&self.operation, code, self.started.elapsed());
+    }
 }
 
 #[cfg(test)]
@@ -187,26 +187,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_counts_durations_and_in_flight() {
-        let metrics = CallMetrics::default();
-        metrics.record("RuntimeService/Version", "OK", Duration::from_millis(2));
-        metrics.record("RuntimeService/Version", "OK", Duration::from_millis(3));
-        metrics.record(
-            "RuntimeService/Attach",
-            "Unimplemented",
-            Duration::from_millis(1),
+    fn operations_are_named_as_cri_o_names_them() {
+        assert_eq!(
+            operation_name("/runtime.v1.RuntimeService/RunPodSandbox"),
+            "RunPodSandbox"
         );
-        let text = metrics.render(4);
-        assert!(
-            text.contains(
-                "crius_cri_requests_total{method=\"RuntimeService/Version\",code=\"OK\"} 2"
-            ),
-            "{text}"
+        assert_eq!(
+            operation_name("/runtime.v1.ImageService/PullImage"),
+            "PullImage"
         );
-        assert!(text.contains("crius_cri_requests_total{method=\"RuntimeService/Attach\",code=\"Unimplemented\"} 1"), "{text}");
-        assert!(text.contains("crius_cri_request_seconds_total{method=\"RuntimeService/Version\",code=\"OK\"} 0.005"), "{text}");
-        assert!(text.contains("crius_cri_requests_in_flight 4"), "{text}");
-        assert!(text.contains("process_resident_memory_bytes "), "{text}");
+        assert_eq!(operation_name("/other.Svc/Call"), "/other.Svc/Call");
     }
 
     #[test]
@@ -215,33 +205,5 @@ mod tests {
         assert_eq!(code_name("5"), "NotFound");
         assert_eq!(code_name("12"), "Unimplemented");
         assert_eq!(code_name("99"), "Unknown");
-    }
-
-    #[tokio::test]
-    async fn serves_get_metrics_over_http() {
-        let metrics = Arc::new(CallMetrics::default());
-        metrics.record("ImageService/ListImages", "OK", Duration::from_millis(1));
-        let addr = serve(0, metrics, || 0).await.unwrap();
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply).await.unwrap();
-        assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
-        assert!(
-            reply.contains("method=\"ImageService/ListImages\""),
-            "{reply}"
-        );
-
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream
-            .write_all(b"GET /other HTTP/1.1\r\n\r\n")
-            .await
-            .unwrap();
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply).await.unwrap();
-        assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
     }
 }

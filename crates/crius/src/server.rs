@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::core_config::core_config;
 use crate::h2_authority::AuthorityFix;
 use crate::logging::LogHandle;
-use crate::metrics::{code_name, CallMetrics};
+use crate::metrics::CallTimer;
 use crate::{metrics, notify, socket};
 
 /// How long in-flight calls may take to finish after SIGTERM/SIGINT.
@@ -53,15 +53,6 @@ pub async fn serve(opts: ConfigOpts, config: Config, log: LogHandle) -> anyhow::
             .with_context(|| format!("cannot configure socket {}", listen.display()))?;
         let listener = tokio::net::UnixListener::from_std(listener)
             .with_context(|| format!("cannot register socket {}", listen.display()))?;
-        let metrics_port = config.crius.metrics.metrics_port;
-        if metrics_port != 0 {
-            let counter = in_flight.clone();
-            let addr = metrics::serve(metrics_port, in_flight.metrics.clone(), move || {
-                counter.count()
-            })
-            .await?;
-            info!(%addr, "serving metrics");
-        }
         let daemon = crius_core::Daemon::start(core_config(&config, exe_dir.as_deref()))
             .await
             .context("cannot start the daemon")?;
@@ -78,6 +69,16 @@ pub async fn serve(opts: ConfigOpts, config: Config, log: LogHandle) -> anyhow::
             return Err(err);
         }
     };
+    let m = &config.crius.metrics;
+    if m.enable_metrics {
+        // validate() checked the address.
+        if let Ok(ip) = m.metrics_host.parse::<std::net::IpAddr>() {
+            metrics::spawn(
+                std::net::SocketAddr::new(ip, m.metrics_port),
+                daemon.clone(),
+            );
+        }
+    }
 
     // Exec, Attach and PortForward hand out URLs of this server; if it cannot start now,
     // the first such call tries again and reports why.
@@ -157,13 +158,12 @@ pub async fn serve(opts: ConfigOpts, config: Config, log: LogHandle) -> anyhow::
 }
 
 /// Counts CRI calls in flight, so shutdown waits for them and not for idle connections,
-/// and records each finished call for the metrics. A call counts until its response head
-/// is ready (a streaming body does not hold it).
+/// and times each for the metrics. A call counts until its response head is ready (a
+/// streaming body does not hold it).
 #[derive(Clone, Default)]
 struct InFlight {
     count: Arc<AtomicUsize>,
     idle: Arc<tokio::sync::Notify>,
-    metrics: Arc<CallMetrics>,
 }
 
 /// Decrements the count when a call ends, however it ends.
@@ -233,28 +233,12 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        // "/runtime.v1.RuntimeService/Version" -> "RuntimeService/Version"
-        let path = req.uri().path();
-        let method = path
-            .trim_start_matches('/')
-            .trim_start_matches("runtime.v1.")
-            .to_string();
         let guard = self.in_flight.enter();
-        let metrics = self.in_flight.metrics.clone();
-        let started = Instant::now();
+        let timer = CallTimer::start(req.uri().path());
         let call = self.inner.call(req);
         Box::pin(async move {
             let result = call.await;
-            // tonic sends an error as a trailers-only response: its status is in the head.
-            let code = match &result {
-                Ok(resp) => resp
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .map_or("OK", code_name),
-                Err(_) => "Unknown",
-            };
-            metrics.record(&method, code, started.elapsed());
+            timer.finish(&result);
             drop(guard);
             result
         })

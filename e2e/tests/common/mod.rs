@@ -414,6 +414,19 @@ pub fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A container config with a memory limit of `bytes`.
+pub fn memory_limited(name: &str, command: &[&str], bytes: i64) -> cri::ContainerConfig {
+    let mut config = container_config(name, command);
+    config.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: bytes,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    config
+}
+
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::error::{Error, Result};
 use crate::netns::is_nsfs;
@@ -203,6 +203,14 @@ impl Cni {
     /// or port mapping is left behind, and the cache entry goes away with them (it stays,
     /// for a later teardown, only if that unwinding fails too).
     pub async fn setup(&self, pod: &PodNetwork) -> Result<NetworkStatus> {
+        let started = Instant::now();
+        let span = tracing::info_span!("cni", operation = "ADD", pod_id = %pod.id);
+        let result = self.setup_chain(pod).instrument(span).await;
+        crius_metrics::metrics().record_cni("ADD", started.elapsed());
+        result
+    }
+
+    async fn setup_chain(&self, pod: &PodNetwork) -> Result<NetworkStatus> {
         validate_pod(pod, true)?;
         let started = Instant::now();
         let cfg = self.config();
@@ -324,6 +332,14 @@ impl Cni {
     /// Every plugin is asked to DEL even when one fails (DEL is idempotent, so a retry
     /// is safe); the first error is returned and the cache entry is kept for that retry.
     pub async fn teardown(&self, pod: &PodNetwork) -> Result<()> {
+        let started = Instant::now();
+        let span = tracing::info_span!("cni", operation = "DEL", pod_id = %pod.id);
+        let result = self.teardown_chain(pod).instrument(span).await;
+        crius_metrics::metrics().record_cni("DEL", started.elapsed());
+        result
+    }
+
+    async fn teardown_chain(&self, pod: &PodNetwork) -> Result<()> {
         validate_pod(pod, false)?;
         let started = Instant::now();
         let cfg = self.config();
