@@ -1,0 +1,289 @@
+//! crius-runtime's command line on real busybox bundles: the lifecycle,
+//! exec, bad input, and the guards against the known runtime escapes.
+//! Needs root and busybox.
+
+mod support;
+
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::Bundle;
+
+fn wait_status(b: &Bundle, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = b.status();
+        if s == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container {} stayed {s}, wanted {want}",
+            b.id
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn lifecycle_create_start_kill_delete() {
+    let b = Bundle::new("life", &["sleep", "100"]);
+    let pid = b.create();
+    assert_eq!(b.status(), "created");
+    let st: serde_json::Value = serde_json::from_str(&b.ok(&["state", &b.id])).unwrap();
+    assert_eq!(st["pid"], pid);
+    assert_eq!(st["id"], b.id.as_str());
+    assert!(!b.cgroup_dirs().is_empty(), "no cgroup made");
+    b.ok(&["start", &b.id]);
+    assert_eq!(b.status(), "running");
+    // A second start is refused, as runc does.
+    assert_eq!(b.cmd(&["start", &b.id]).status.code(), Some(1));
+    let ps: Vec<i32> = serde_json::from_str(&b.ok(&["ps", "--format", "json", &b.id])).unwrap();
+    assert!(ps.contains(&pid), "{ps:?} lacks {pid}");
+    b.ok(&["pause", &b.id]);
+    assert_eq!(b.status(), "paused");
+    b.ok(&["resume", &b.id]);
+    assert_eq!(b.status(), "running");
+    // Not stopped: delete without --force refuses.
+    let o = b.cmd(&["delete", &b.id]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("running"));
+    b.ok(&["kill", &b.id, "KILL"]);
+    wait_status(&b, "stopped");
+    b.ok(&["delete", &b.id]);
+    assert!(
+        b.cgroup_dirs().is_empty(),
+        "cgroup left: {:?}",
+        b.cgroup_dirs()
+    );
+    assert!(
+        std::fs::read_dir(&b.root).unwrap().next().is_none(),
+        "state left in --root"
+    );
+    let o = b.cmd(&["state", &b.id]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"));
+}
+
+#[test]
+fn run_reports_the_exit_code_hostname_and_update() {
+    let b = Bundle::new("run", &["sh", "-c", "hostname; exit 7"]);
+    let (code, out, err) = b.run();
+    assert_eq!(code, 7, "stderr: {err}");
+    assert_eq!(out.trim(), "crius-test");
+    assert!(b.cgroup_dirs().is_empty());
+
+    let b = Bundle::new("upd", &["sleep", "100"]);
+    b.create();
+    b.ok(&["start", &b.id]);
+    let o = std::process::Command::new(support::bin())
+        .args(["--root"])
+        .arg(&b.root)
+        .args(["update", "--resources", "-", &b.id])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(br#"{"memory":{"limit":67108864},"pids":{"limit":50}}"#)?;
+            c.wait()
+        })
+        .unwrap();
+    assert!(o.success());
+    let mem = std::path::Path::new("/sys/fs/cgroup/memory").join(b.cgroup.trim_start_matches('/'));
+    if mem.exists() {
+        let v = std::fs::read_to_string(mem.join("memory.limit_in_bytes")).unwrap();
+        assert_eq!(v.trim(), "67108864");
+    }
+}
+
+#[test]
+fn exec_runs_in_the_container_and_returns_its_status() {
+    let b = Bundle::new("exec", &["sleep", "100"]);
+    b.create();
+    b.ok(&["start", &b.id]);
+    let o = b.cmd(&["exec", &b.id, "sh", "-c", "hostname; echo $FOO; exit 3"]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "crius-test");
+    let o = b.cmd(&["exec", "--env", "FOO=bar", &b.id, "sh", "-c", "echo $FOO"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "bar");
+    let o = b.cmd(&["exec", &b.id, "no-such-binary"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not found"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Each bad input: exit 1, the reason on stderr and in the JSON log, and
+/// nothing left in --root or the cgroup tree.
+#[test]
+fn bad_input_is_refused_cleanly() {
+    type Edit = Box<dyn Fn(&Bundle)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "unparsable",
+            Box::new(|b: &Bundle| std::fs::write(b.dir.join("config.json"), b"{not json").unwrap()),
+            "does not parse",
+        ),
+        (
+            "version",
+            Box::new(|b: &Bundle| b.edit(|v| v["ociVersion"] = json!("3.0.0"))),
+            "unsupported OCI version",
+        ),
+        (
+            "cap",
+            Box::new(|b: &Bundle| {
+                b.edit(|v| v["process"]["capabilities"]["bounding"] = json!(["CAP_NO_SUCH"]))
+            }),
+            "unknown capability",
+        ),
+        (
+            "syscall",
+            Box::new(|b: &Bundle| {
+                b.edit(|v| {
+                    v["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW",
+                        "syscalls": [{"names": ["no_such_call"], "action": "SCMP_ACT_ERRNO"}]})
+                })
+            }),
+            "unknown syscall",
+        ),
+        (
+            "escape",
+            Box::new(|b: &Bundle| {
+                std::os::unix::fs::symlink("../../../../../../tmp", b.dir.join("rootfs/evil"))
+                    .unwrap();
+                b.edit(|v| {
+                    v["mounts"]
+                        .as_array_mut()
+                        .unwrap()
+                        .push(json!({"destination": "/evil/x", "type": "tmpfs", "source": "tmpfs"}))
+                })
+            }),
+            "climbs out of the rootfs",
+        ),
+        (
+            "uidmap",
+            Box::new(|b: &Bundle| {
+                b.edit(|v| {
+                    v["linux"]["namespaces"]
+                        .as_array_mut()
+                        .unwrap()
+                        .push(json!({"type": "user"}));
+                    v["linux"]["uidMappings"] =
+                        json!([{"containerID": 0, "hostID": 4000000000u32, "size": 4000000000u32}]);
+                    v["linux"]["gidMappings"] =
+                        json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+                })
+            }),
+            "refused the uid_map",
+        ),
+    ];
+    for (name, edit, want) in cases {
+        let b = Bundle::new(&format!("bad-{name}"), &["true"]);
+        edit(&b);
+        let d = b.dir.to_string_lossy().into_owned();
+        let o = b.cmd(&["create", "--bundle", &d, &b.id]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains(want), "{name}: stderr {err:?} lacks {want:?}");
+        let log = b.log_text();
+        assert!(
+            log.contains("\"level\":\"error\"") && log.contains(want),
+            "{name}: log {log:?}"
+        );
+        let left: Vec<_> = std::fs::read_dir(&b.root)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{name}: left in --root: {left:?}");
+        assert!(
+            b.cgroup_dirs().is_empty(),
+            "{name}: cgroup left: {:?}",
+            b.cgroup_dirs()
+        );
+        assert!(!std::path::Path::new("/tmp/x").exists() || name != "escape");
+    }
+    // A missing bundle.
+    let b = Bundle::new("bad-missing", &["true"]);
+    let o = b.cmd(&["create", "--bundle", "/nonexistent/bundle", &b.id]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/bundle"));
+}
+
+/// CVE-2022-24769: no inheritable capabilities unless the spec asks.
+#[test]
+fn inheritable_capabilities_stay_empty() {
+    let b = Bundle::new(
+        "capinh",
+        &["grep", "-E", "^Cap(Inh|Amb|Eff)", "/proc/self/status"],
+    );
+    let (code, out, err) = b.run();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("CapInh:\t0000000000000000"), "{out}");
+    assert!(out.contains("CapAmb:\t0000000000000000"), "{out}");
+    // CAP_AUDIT_WRITE|CAP_KILL|CAP_NET_BIND_SERVICE, as asked.
+    assert!(out.contains("CapEff:\t0000000020000420"), "{out}");
+}
+
+/// CVE-2024-21626: no runtime descriptor reaches the program, and a cwd
+/// through a leaked descriptor (/proc/self/fd/N) is refused.
+#[test]
+fn no_host_descriptor_or_cwd_leaks() {
+    let b = Bundle::new("fds", &["ls", "/proc/self/fd"]);
+    let (code, out, err) = b.run();
+    assert_eq!(code, 0, "{err}");
+    let fds: Vec<&str> = out.split_whitespace().collect();
+    // 0-2, and the directory ls itself opened.
+    assert!(
+        fds.len() <= 4,
+        "descriptors leaked into the container: {fds:?}"
+    );
+    for n in 3..10 {
+        let b = Bundle::new(&format!("cwd{n}"), &["pwd"]);
+        b.edit(|v| v["process"]["cwd"] = json!(format!("/proc/self/fd/{n}")));
+        let (code, out, _) = b.run();
+        // Either refused, or a directory inside the container.
+        if code == 0 {
+            assert!(
+                out.trim().starts_with('/') && !out.contains("unreachable"),
+                "cwd /proc/self/fd/{n} gave {out:?}"
+            );
+        }
+    }
+}
+
+/// CVE-2019-5736: /proc/<pid>/exe of a runtime process cannot be opened for
+/// writing, not even by root on the host after the process is gone.
+#[test]
+fn runtime_binary_is_not_writable_through_proc_exe() {
+    let b = Bundle::new("exe", &["true"]);
+    // The created init is a runtime process until it execs the program.
+    let pid = b.create();
+    let exe = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(format!("/proc/{pid}/exe"))
+        .unwrap();
+    b.ok(&["delete", "--force", &b.id]);
+    let again = format!("/proc/self/fd/{}", exe.as_raw_fd());
+    let err = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&again)
+        .unwrap_err();
+    assert_eq!(
+        err.raw_os_error(),
+        Some(libc::EROFS),
+        "reopening the runtime binary for writing: {err}"
+    );
+}
+
+use std::os::unix::fs::OpenOptionsExt;
