@@ -348,19 +348,7 @@ fn create_inner(g: &Globals, o: &CreateOpts, keep_subreaper: bool) -> Result<Rec
         write_id_maps(stage1, &spec)?;
         parent.send("mapped")?;
     }
-    let init: i32 = parent
-        .expect("pid:")?
-        .parse()
-        .map_err(|_| Error::Init("bad pid from the container process".into()))?;
-    undo.init = Some(init);
-    match waitpid(stage1, None) {
-        Ok(WaitStatus::Exited(_, 0)) => undo.children.clear(),
-        other => {
-            return Err(Error::Init(format!(
-                "namespace setup process ended with {other:?}"
-            )))
-        }
-    }
+    let init = take_pid(&parent, stage1, &mut undo)?;
     let start_time = state::process_start_time(init)
         .ok_or_else(|| Error::Init("the container's init exited during setup".into()))?;
     parent.send(&format!("go:{init}"))?;
@@ -444,6 +432,25 @@ fn with_default_device_rules(linux: &oci_spec::runtime::Linux) -> LinuxResources
     }
     res.set_devices(Some(rules));
     res
+}
+
+/// The pid the namespace stage reports for the process it forked (which
+/// `undo` now owns), once that stage has exited cleanly.
+fn take_pid(parent: &Sync, stage1: Pid, undo: &mut CreateUndo) -> Result<i32> {
+    let pid: i32 = parent
+        .expect("pid:")?
+        .parse()
+        .map_err(|_| Error::Init("bad pid from the container process".into()))?;
+    undo.init = Some(pid);
+    match waitpid(stage1, None) {
+        Ok(WaitStatus::Exited(_, 0)) => {
+            undo.children.clear();
+            Ok(pid)
+        }
+        other => Err(Error::Init(format!(
+            "namespace setup process ended with {other:?}"
+        ))),
+    }
 }
 
 fn become_root() -> Result<()> {
@@ -965,19 +972,7 @@ pub fn exec(g: &Globals, o: &ExecOpts) -> Result<i32> {
     };
     cgroup::join(&rec.cgroup_dirs, stage1.as_raw())?;
     parent.send("go")?;
-    let pid: i32 = parent
-        .expect("pid:")?
-        .parse()
-        .map_err(|_| Error::Init("bad pid from the exec process".into()))?;
-    undo.init = Some(pid);
-    match waitpid(stage1, None) {
-        Ok(WaitStatus::Exited(_, 0)) => undo.children.clear(),
-        other => {
-            return Err(Error::Init(format!(
-                "namespace setup process ended with {other:?}"
-            )))
-        }
-    }
+    let pid = take_pid(&parent, stage1, &mut undo)?;
     parent.send("go")?;
     // The socket closes on a successful execve; an error comes first.
     match parent.recv()? {

@@ -83,29 +83,12 @@ fn readonly_clone() -> Result<OwnedFd> {
     }
     // SAFETY: the kernel returned this descriptor to us alone.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let attr = libc::mount_attr {
-        attr_set: libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: `attr` is valid for the size passed; "" with AT_EMPTY_PATH names the fd's mount.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            &attr as *const libc::mount_attr,
-            std::mem::size_of::<libc::mount_attr>(),
-        )
-    };
-    if r < 0 {
-        return Err(Error::sys(
-            "make the runtime binary's mount read-only",
-            nix::errno::Errno::last(),
-        ));
-    }
+    crate::rootfs::mount_setattr(
+        &fd,
+        0,
+        libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
+    )
+    .map_err(|e| Error::sys("make the runtime binary's mount read-only", e))?;
     Ok(fd)
 }
 

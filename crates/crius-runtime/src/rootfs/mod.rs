@@ -513,8 +513,17 @@ fn locked_flags(fd: &OwnedFd) -> MsFlags {
 
 /// mount_setattr(AT_RECURSIVE, MOUNT_ATTR_RDONLY) on the mount under `fd`.
 pub fn set_readonly_recursive(fd: &OwnedFd) -> std::result::Result<(), nix::errno::Errno> {
+    mount_setattr(fd, libc::AT_RECURSIVE, libc::MOUNT_ATTR_RDONLY)
+}
+
+/// mount_setattr on the mount of `fd` itself (AT_EMPTY_PATH), setting `attr_set`.
+pub fn mount_setattr(
+    fd: &OwnedFd,
+    flags: libc::c_int,
+    attr_set: u64,
+) -> std::result::Result<(), nix::errno::Errno> {
     let attr = libc::mount_attr {
-        attr_set: libc::MOUNT_ATTR_RDONLY,
+        attr_set,
         attr_clr: 0,
         propagation: 0,
         userns_fd: 0,
@@ -526,7 +535,7 @@ pub fn set_readonly_recursive(fd: &OwnedFd) -> std::result::Result<(), nix::errn
             libc::SYS_mount_setattr,
             fd.as_raw_fd(),
             c"".as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            libc::AT_EMPTY_PATH | flags,
             &attr as *const libc::mount_attr,
             std::mem::size_of::<libc::mount_attr>(),
         )
