@@ -45,7 +45,7 @@ RUNC=${RUNC:-/usr/sbin/runc}
 CNI_BIN=/usr/lib/cni
 REGISTRY=127.0.0.1:5000
 PAUSE_IMAGE=registry.k8s.io/pause:3.10
-ALL_RUNS="crius containerd-1.6 crius-runc15 containerd-2.4 kubelet-crius kubelet-containerd-2.4"
+ALL_RUNS="crius containerd-1.6 crius-runc15 containerd-2.4 crius-builtin kubelet-crius kubelet-containerd-2.4"
 
 RESULTS=/var/tmp/crius-bench-results/$(date +%Y%m%d-%H%M%S)
 BUILD=1
@@ -113,7 +113,7 @@ peer_ok() { # RUN BINARY...
 
 if [ "$BUILD" = 1 ]; then
     log "building release binaries"
-    (cd "$REPO" && cargo build --release -p crius -p crius-conmon -p crius-pause -p crius-bench)
+    (cd "$REPO" && cargo build --release -p crius -p crius-conmon -p crius-pause -p crius-runtime -p crius-bench)
 fi
 for bin in crius crius-conmon crius-pause crius-bench; do
     [ -x "$RELEASE/$bin" ] || die "$RELEASE/$bin missing: build it or drop --no-build"
@@ -138,10 +138,11 @@ declare -A SUBNET=(
     [crius]=10.99.0.0/16 [containerd-1.6]=10.98.0.0/16
     [crius-runc15]=10.97.0.0/16 [containerd-2.4]=10.96.0.0/16
     [kubelet-crius]=10.95.0.0/16 [kubelet-containerd-2.4]=10.94.0.0/16
+    [crius-builtin]=10.93.0.0/16
 )
 declare -A LETTER=(
     [crius]=a [containerd-1.6]=b [crius-runc15]=c [containerd-2.4]=d
-    [kubelet-crius]=e [kubelet-containerd-2.4]=f
+    [kubelet-crius]=e [kubelet-containerd-2.4]=f [crius-builtin]=g
 )
 for name in $ALL_RUNS; do
     subnet=${SUBNET[$name]}
@@ -335,8 +336,13 @@ start_crius() {
             echo "[crius.runtime.runtimes.runc15]"
             echo "runtime_path = \"$RUNC15\""
         fi
+        if [ "$name" = crius-builtin ]; then
+            echo "[crius.runtime.runtimes.crius]"
+            echo "runtime_path = \"$RELEASE/crius-runtime\""
+        fi
     } >"$c/crius.conf"
-    RUNC_ROOTS+=("$RUNC $c/run/runtimes/runc" "${RUNC15:-$RUNC} $c/run/runtimes/runc15")
+    RUNC_ROOTS+=("$RUNC $c/run/runtimes/runc" "${RUNC15:-$RUNC} $c/run/runtimes/runc15"
+        "$RELEASE/crius-runtime $c/run/runtimes/crius")
     SOCK=$c/run/crius.sock
     LOGFILE=$c/crius.log
     # crius syncs each unpacked layer (syncfs): start each daemon with no dirty pages
@@ -652,6 +658,12 @@ if wanted containerd-2.4 && peer_ok containerd-2.4 "$CONTAINERD24" "$CONTAINERD2
     finish containerd-2.4
 fi
 
+if wanted crius-builtin; then
+    start_crius crius-builtin crius
+    bench crius-builtin crius-conmon crius
+    finish crius-builtin
+fi
+
 # --- the kubelet's view: one kubelet binary and config, runc 1.5 under both --------------
 if wanted kubelet-crius && peer_ok kubelet-crius "$KUBELET" "$RUNC15"; then
     start_crius kubelet-crius runc15
@@ -668,7 +680,7 @@ fi
 # --- the comparison --------------------------------------------------------------------
 echo
 "$BENCH" report --results "$RESULTS" \
-    --table crius:containerd-1.6,crius-runc15:containerd-2.4 \
+    --table crius:containerd-1.6,crius-runc15:containerd-2.4,crius-builtin:containerd-2.4 \
     --table kubelet-crius:kubelet-containerd-2.4 ||
     log "nothing to compare (a side of every pair is missing); see $RESULTS/*.json"
 if /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then
