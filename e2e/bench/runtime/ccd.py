@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """create + start + wait + delete of a busybox `true` bundle, median over N,
-for each runtime given, side by side in one run, plus the peak RSS of the
-runtime's own processes (ru_maxrss of its children).
+for each runtime given, side by side in one run, plus the peak RSS (VmHWM)
+of the runtime process that holds a created container (the init waiting
+for `start`: crius-runtime's forked init, `runc init`).
 
     e2e/bench/runtime/ccd.py [-n 50] NAME=PATH ...
 
 Builds the bundle (busybox and its libraries, runc's default spec) in a
 temporary directory; each runtime gets its own --root. Root only.
 """
-import argparse, json, os, resource, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
 
 def make_bundle(d):
     rootfs = os.path.join(d, "rootfs")
@@ -45,15 +46,20 @@ def alive(pid):
 def measure(name, rt, bundle, n, tmp):
     root = os.path.join(tmp, "root-" + name)
     ts = []
+    hwm = 0
     for i in range(n):
         cid = f"bench-{name}-{os.getpid()}-{i}"
         pf = os.path.join(tmp, cid + ".pid")
         t = time.monotonic()
         subprocess.run([rt, "--root", root, "create", "--bundle", bundle, "--pid-file", pf, cid],
                        check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        subprocess.run([rt, "--root", root, "start", cid], check=True)
         with open(pf) as f:
             pid = int(f.read())
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    hwm = max(hwm, int(line.split()[1]))
+        subprocess.run([rt, "--root", root, "start", cid], check=True)
         deadline = time.monotonic() + 10
         while alive(pid):
             if time.monotonic() > deadline:
@@ -63,7 +69,7 @@ def measure(name, rt, bundle, n, tmp):
         ts.append(time.monotonic() - t)
         os.unlink(pf)
     ts.sort()
-    return statistics.median(ts) * 1000, ts[int(len(ts) * 0.9)] * 1000
+    return statistics.median(ts) * 1000, ts[int(len(ts) * 0.9)] * 1000, hwm
 
 def main():
     ap = argparse.ArgumentParser()
@@ -78,21 +84,7 @@ def main():
         rows = []
         for spec in a.runtimes:
             name, path = spec.split("=", 1)
-            # Peak RSS: measured in a child of its own, so each runtime's figure is its own.
-            r, w = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                os.close(r)
-                med, p90 = measure(name, path, bundle, a.n, tmp)
-                rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-                os.write(w, json.dumps([med, p90, rss]).encode())
-                os._exit(0)
-            os.close(w)
-            data = b""
-            while chunk := os.read(r, 4096):
-                data += chunk
-            os.waitpid(pid, 0)
-            med, p90, rss = json.loads(data)
+            med, p90, rss = measure(name, path, bundle, a.n, tmp)
             rows.append((name, med, p90, rss))
         base = rows[0][1]
         print(f"{'runtime':<16} {'median ms':>10} {'p90 ms':>8} {'peak RSS KiB':>13} {'vs first':>9}")
