@@ -93,14 +93,15 @@ impl Record {
             .map_err(|e| Error::Other(format!("state of {id} in {}: {e}", path.display())))
     }
 
-    /// Writes the record atomically (temp file, fsync, rename).
+    /// Writes the record atomically (temp file, rename). No fsync: the state
+    /// root is volatile (/run), as runc's is, and a record that a crash tore
+    /// belongs to a container the crash ended too.
     pub fn save(&self, root: &Path) -> Result<()> {
         let d = dir(root, &self.id);
         let tmp = d.join("state.json.tmp");
         let data = serde_json::to_vec(self).map_err(|e| Error::Other(format!("state: {e}")))?;
         let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("write state", &tmp, e))?;
         f.write_all(&data)
-            .and_then(|_| f.sync_all())
             .map_err(|e| Error::io("write state", &tmp, e))?;
         std::fs::rename(&tmp, d.join(STATE_FILE))
             .map_err(|e| Error::io("write state", d.join(STATE_FILE), e))
