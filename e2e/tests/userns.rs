@@ -147,3 +147,76 @@ async fn status_reports_user_namespaces_per_handler_and_bad_requests_are_refused
     assert!(err.message().contains("network namespace"), "{err:?}");
     assert_nothing_left(&daemon, &mut rt).await;
 }
+
+#[tokio::test]
+async fn a_pod_in_its_own_user_namespace_sees_its_files_through_id_mapped_mounts() {
+    let test = "a_pod_in_its_own_user_namespace_sees_its_files_through_id_mapped_mounts";
+    let Some(daemon) = daemon(test).await else {
+        return;
+    };
+    let (mut rt, mut images) = clients(&daemon).await;
+    pull(&mut images, &busybox()).await;
+    // As the kubelet maps a pod: 65536 ids from a multiple of 65536.
+    let (host_root, len) = (3 * 65536, 65536);
+    let config = userns_pod(
+        &daemon,
+        "userns",
+        cri::NamespaceMode::Pod,
+        &[(0, host_root, len)],
+    );
+    let pod = try_run(&mut rt, &config, UPSTREAM)
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox with a user namespace: {e:?}"));
+
+    // A volume the kubelet made (root-owned on the host) is the pod root's inside, and
+    // what the pod's root writes there keeps the ids the pod sees (the mount shifts them
+    // back), so the volume reads the same from any pod and from the host.
+    let volume = daemon.dir.join("userns-volume");
+    std::fs::create_dir_all(&volume).unwrap();
+    let mut ctr = shell(
+        "probe",
+        "cat /proc/self/uid_map; stat -c 'root %u:%g' /; stat -c 'etc %u:%g' /etc/passwd; \
+         stat -c 'hosts %u:%g' /etc/hosts; stat -c 'shm %u:%g' /dev/shm; \
+         stat -c 'vol %u:%g' /vol; echo hi > /vol/f; echo upper > /made-here; id -u",
+    );
+    ctr.mounts.push(cri::Mount {
+        container_path: "/vol".into(),
+        host_path: volume.display().to_string(),
+        ..Default::default()
+    });
+    let id = run_container(&mut rt, &pod, &config, ctr).await;
+    let st = wait_state(
+        &mut rt,
+        &id,
+        cri::ContainerState::ContainerExited,
+        std::time::Duration::from_secs(30),
+    )
+    .await;
+    let log =
+        std::fs::read_to_string(std::path::Path::new(&config.log_directory).join("probe.log"))
+            .unwrap_or_default();
+    assert_eq!(st.exit_code, 0, "{st:?}\n{log}");
+    let uid_map: Vec<&str> = log
+        .lines()
+        .find_map(|l| {
+            l.split(" F ")
+                .nth(1)
+                .filter(|t| t.trim_start().starts_with('0'))
+        })
+        .expect("uid_map line")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        uid_map,
+        ["0", &host_root.to_string(), &len.to_string()],
+        "{log}"
+    );
+    for line in ["root 0:0", "etc 0:0", "hosts 0:0", "shm 0:0", "vol 0:0"] {
+        assert!(log.contains(line), "{line:?} not in\n{log}");
+    }
+    use std::os::unix::fs::MetadataExt;
+    let f = std::fs::metadata(volume.join("f")).expect("file written through the volume");
+    assert_eq!((f.uid(), f.gid()), (0, 0));
+    remove_pod(&mut rt, &pod).await;
+    assert_nothing_left(&daemon, &mut rt).await;
+}

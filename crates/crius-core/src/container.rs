@@ -64,6 +64,48 @@ impl Daemon {
         f(&ctx)
     }
 
+    /// For PID namespace mode TARGET (`kubectl debug --target`): the init pid of the
+    /// target, which must be a running container of the same pod. None for other modes.
+    fn pid_target(&self, pod: &PodRecord, config: &cri::ContainerConfig) -> Result<Option<u32>> {
+        let Some(ns) = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref())
+            .filter(|n| n.pid == cri::NamespaceMode::Target as i32)
+        else {
+            return Ok(None);
+        };
+        if ns.target_id.is_empty() {
+            return Err(Error::InvalidArgument(
+                "pid namespace mode TARGET needs a target_id (the container whose PID \
+                 namespace to join)"
+                    .into(),
+            ));
+        }
+        let target = self.container_entry(&ns.target_id).map_err(|e| match e {
+            Error::NotFound { .. } => Error::NotFound {
+                kind: "target container of pid namespace mode TARGET",
+                id: ns.target_id.clone(),
+            },
+            e => e,
+        })?;
+        let rec = target.entry.get();
+        if rec.pod_id != pod.id {
+            return Err(Error::FailedPrecondition(format!(
+                "pid namespace mode TARGET: container {} is in pod {}, not in pod {}",
+                rec.id, rec.pod_id, pod.id
+            )));
+        }
+        match (rec.state, rec.pid) {
+            (ContainerState::Running, Some(pid)) => Ok(Some(pid)),
+            _ => Err(Error::FailedPrecondition(format!(
+                "pid namespace mode TARGET: container {} of pod {} is {:?}, not running",
+                rec.id, pod.id, rec.state
+            ))),
+        }
+    }
+
     /// CreateContainer: a container in the Created state, or nothing.
     pub async fn create_container(
         self: &Arc<Self>,
@@ -89,6 +131,7 @@ impl Daemon {
                 pod.runtime_handler
             )));
         }
+        self.pid_target(&pod, &config)?;
         let image_name = config
             .image
             .as_ref()
@@ -207,13 +250,12 @@ impl Daemon {
             });
         }
         let rootfs = self
-            .images
-            .mount_rootfs(&rec.image_id, &dir)
-            .map_err(|e| Error::from(e).at_step("mount container rootfs"))?;
+            .mount_rootfs(&pod.config, &rec.image_id, &id, &dir)
+            .map_err(|e| e.at_step("mount container rootfs"))?;
         {
-            let dir = dir.clone();
+            let (userns_dir, dir) = (self.userns_rootfs_dir(&id), dir.clone());
             undo.push("unmount container rootfs", move || {
-                crius_image::ImageStore::unmount_rootfs(&dir).map_err(|e| e.to_string())
+                crate::rootfs::unmount_rootfs(&userns_dir, &dir).map_err(|e| e.to_string())
             });
         }
         let image_config = self.images.image_config(&rec.image_id)?;
@@ -228,6 +270,7 @@ impl Daemon {
             .or(image_signal)
             .unwrap_or(libc::SIGTERM);
         rec.log_path = self.log_path(pod, &rec.config)?;
+        let pid_target = self.pid_target(pod, &rec.config)?;
         let with_volumes = self.mount_image_volumes(&mut rec, &dir, undo)?;
         let oci = self.with_pod_context(pod, |pod_ctx| {
             let ctx = spec::ContainerContext {
@@ -236,6 +279,7 @@ impl Daemon {
                 image_config: &image_config,
                 rootfs: &rootfs,
                 image_name: &rec.image_name,
+                pid_target,
             };
             spec::container_spec(pod_ctx, &ctx, &self.spec_options(&handler))
         })?;
@@ -529,7 +573,7 @@ impl Daemon {
         }
         let dir = self.container_dir(&rec.id);
         image_volume::unmount_image_volumes(&dir)?;
-        crius_image::ImageStore::unmount_rootfs(&dir)?;
+        crate::rootfs::unmount_rootfs(&self.userns_rootfs_dir(&rec.id), &dir)?;
         self.discard_dir(&dir)?;
         self.discard_dir(&self.container_run_dir(&rec.id))?;
         self.container_records.remove(&rec.id)?;

@@ -20,6 +20,7 @@ mod pod;
 mod podfiles;
 mod record;
 mod restore;
+mod rootfs;
 mod signal;
 mod stats;
 mod stream;

@@ -160,7 +160,7 @@ impl Daemon {
         // before anything is made.
         self.ensure_handler_ready(&runtime_handler).await?;
         let (_, _, handler) = self.runtime_handler(&runtime_handler)?;
-        if validate::pod_user_namespace(&config).is_some()
+        if spec::pod_user_namespace(&config).is_some()
             && !self.features_of(&handler).user_namespaces
         {
             return Err(Error::FailedPrecondition(format!(
@@ -168,12 +168,6 @@ impl Daemon {
                  runtime handler {handler:?} cannot run one: its runtime must list the \
                  \"user\" namespace and id-mapped mounts in `RUNTIME features` (runc 1.2 or \
                  newer) and the kernel must id-map overlayfs and tmpfs (Linux 6.3)"
-            )));
-        }
-        if validate::pod_user_namespace(&config).is_some() {
-            return Err(Error::Unimplemented(format!(
-                "pods in a user namespace of their own (handler {handler:?}): crius does not \
-                 make their id-mapped rootfs yet"
             )));
         }
         let key = pod_name_key(config.metadata.as_ref().expect("validated"));
@@ -404,13 +398,12 @@ impl Daemon {
         }
 
         let rootfs = self
-            .images
-            .mount_rootfs(pause_image, &dir)
-            .map_err(|e| Error::from(e).at_step("mount pause rootfs"))?;
+            .mount_rootfs(&pod.config, pause_image, id, &dir)
+            .map_err(|e| e.at_step("mount pause rootfs"))?;
         {
-            let dir = dir.clone();
+            let (userns_dir, dir) = (self.userns_rootfs_dir(id), dir.clone());
             undo.push("unmount pause rootfs", move || {
-                crius_image::ImageStore::unmount_rootfs(&dir).map_err(|e| e.to_string())
+                crate::rootfs::unmount_rootfs(&userns_dir, &dir).map_err(|e| e.to_string())
             });
         }
         let image_config = self.images.image_config(pause_image)?;
@@ -595,7 +588,7 @@ impl Daemon {
                 .map_err(|e| Error::from(e).at_step("delete pause container"))?;
         }
         let dir = self.pod_dir(&pod.id);
-        crius_image::ImageStore::unmount_rootfs(&dir)?;
+        crate::rootfs::unmount_rootfs(&self.userns_rootfs_dir(&pod.id), &dir)?;
         if pod.owns_cgroup && self.config().cgroup_driver == CgroupDriver::Cgroupfs {
             if let Err(e) = cgroup::remove_cgroupfs(&pod.cgroup_parent) {
                 warn!(pod_id = %pod.id, error = %e, "pod cgroup not removed");

@@ -113,7 +113,7 @@ impl Daemon {
         if let Err(e) = crate::image_volume::unmount_image_volumes(&dir) {
             warn!(container_id = id, error = %e, "image volumes of a half-made container not unmounted");
         }
-        if let Err(e) = crius_image::ImageStore::unmount_rootfs(&dir) {
+        if let Err(e) = crate::rootfs::unmount_rootfs(&self.userns_rootfs_dir(id), &dir) {
             warn!(container_id = id, error = %e, "rootfs of a half-made container not unmounted");
         }
         let _ = remove_dir_all(&dir);
@@ -147,8 +147,16 @@ impl Daemon {
             if !pods.contains(&id) {
                 info!(pod_id = %id, "collecting a half-made pod");
                 let dir = self.pod_dir(&id);
-                let _ = crius_image::ImageStore::unmount_rootfs(&dir);
+                let _ = crate::rootfs::unmount_rootfs(&self.userns_rootfs_dir(&id), &dir);
                 let _ = remove_dir_all(&dir);
+            }
+        }
+        for id in listed(config.run_dir.join("userns")) {
+            if !pods.contains(&id) && !containers.contains(&id) {
+                let dir = self.userns_rootfs_dir(&id);
+                if let Err(e) = crate::rootfs::unmount_rootfs(&dir, &dir) {
+                    warn!(id = %id, error = %e, "an id-mapped rootfs no record owns not unmounted");
+                }
             }
         }
         for id in listed(config.run_dir.join("pods")) {

@@ -90,20 +90,6 @@ pub fn pod_config(config: &cri::PodSandboxConfig, cgroup_root: &str) -> Result<(
 /// The kernel takes at most this many lines in a uid_map or gid_map.
 const MAX_ID_MAPPINGS: usize = 340;
 
-/// The pod's user namespace request, if it asks for one of its own (mode POD).
-pub fn pod_user_namespace(config: &cri::PodSandboxConfig) -> Option<&cri::UserNamespace> {
-    config
-        .linux
-        .as_ref()?
-        .security_context
-        .as_ref()?
-        .namespace_options
-        .as_ref()?
-        .userns_options
-        .as_ref()
-        .filter(|u| u.mode == cri::NamespaceMode::Pod as i32)
-}
-
 /// A user namespace is the host's (no options, or mode NODE, with no mappings) or the
 /// pod's own (mode POD) with uid and gid mappings that map container root, do not overlap
 /// on either side, stay within the 32-bit id space and never map the host's root; a pod

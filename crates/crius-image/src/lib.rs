@@ -7,6 +7,7 @@
 
 mod authfile;
 mod error;
+pub mod idmap;
 mod index;
 mod layers;
 mod mount;
@@ -26,6 +27,8 @@ use serde::{Deserialize, Serialize};
 
 pub use error::Error;
 pub use mount::resolve_in_root;
+/// The name of a rootfs mount point inside its dir.
+pub use mount::ROOTFS as ROOTFS_DIR;
 pub use pinned::PinnedImages;
 pub use progress::{format_rate, short_digest, LayerProgress, LayerState, PullProgress};
 pub use pull::host_platform;

@@ -83,6 +83,67 @@ pub fn mount_overlay(
     Ok(rootfs)
 }
 
+/// Where the id-mapped layers of one rootfs are attached while its overlay is mounted.
+const IDMAPPED_LAYERS: &str = "idmapped-layers";
+
+/// Mounts the overlay of a pod in a user namespace of its own at `target`: each layer is
+/// attached id-mapped by `maps` (so the image's root-owned files are the pod root's, with
+/// nothing chowned), the overlay is made over those, and they are detached again (the
+/// overlay keeps its own references). The upper and work dirs in `container_dir` belong
+/// to the pod's root, so what it writes is owned by its mapped ids on disk.
+pub fn mount_overlay_idmapped(
+    layers_dir: &Path,
+    lowers: &[PathBuf],
+    container_dir: &Path,
+    target: &Path,
+    maps: &crate::idmap::IdMappings,
+) -> Result<(), Error> {
+    if is_mountpoint(target) {
+        debug!(target = %target.display(), "overlay already mounted");
+        return Ok(());
+    }
+    let upper = container_dir.join(UPPER);
+    let work = container_dir.join(WORK);
+    let (uid, gid) = maps.root();
+    for d in [&upper, &work] {
+        fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+        check_option_path(d)?;
+        std::os::unix::fs::chown(d, Some(uid), Some(gid)).map_err(|e| Error::io(d, e))?;
+    }
+    let start = Instant::now();
+    let userns = crate::idmap::user_namespace(maps)
+        .map_err(|e| mount_err("make a user namespace for id-mapped layers", target, e))?;
+    let staging = container_dir.join(IDMAPPED_LAYERS);
+    let mut names = Vec::with_capacity(lowers.len());
+    let result = (|| {
+        for (i, lower) in lowers.iter().enumerate() {
+            let name = PathBuf::from(i.to_string());
+            let at = staging.join(&name);
+            fs::create_dir_all(&at).map_err(|e| Error::io(&at, e))?;
+            crate::idmap::mount_idmapped(&layers_dir.join(lower), &at, &userns)?;
+            names.push(name);
+        }
+        mount_layers(&staging, &names, Some((&upper, &work)), target)
+    })();
+    for name in &names {
+        let at = staging.join(name);
+        if let Err(e) = umount2(&at, MntFlags::MNT_DETACH) {
+            tracing::warn!(path = %at.display(), error = %e, "id-mapped layer not detached");
+        }
+    }
+    if let Err(e) = fs::remove_dir_all(&staging) {
+        debug!(path = %staging.display(), error = %e, "id-mapped layer dirs not removed");
+    }
+    debug!(
+        target = %target.display(),
+        layers = lowers.len(),
+        elapsed = ?start.elapsed(),
+        ok = result.is_ok(),
+        "mount id-mapped overlay"
+    );
+    result
+}
+
 /// Mounts an image's layers alone at `target`, read-only: no upper dir, so nothing can be
 /// written through it (an image volume). `lowers` as for [`mount_overlay`].
 pub fn mount_read_only(layers_dir: &Path, lowers: &[PathBuf], target: &Path) -> Result<(), Error> {

@@ -542,6 +542,25 @@ impl ImageStore {
         mount::mount_overlay(self.inner.layers.dir(), &lowers, container_dir)
     }
 
+    /// Mounts a container's rootfs at `target` for a pod in a user namespace of its own:
+    /// the image's layers id-mapped by `maps`, upper and work dirs in `container_dir`.
+    pub fn mount_rootfs_idmapped(
+        &self,
+        image_id: &str,
+        container_dir: &Path,
+        target: &Path,
+        maps: &crate::idmap::IdMappings,
+    ) -> Result<(), Error> {
+        let lowers = self.lowers(image_id)?;
+        mount::mount_overlay_idmapped(
+            self.inner.layers.dir(),
+            &lowers,
+            container_dir,
+            target,
+            maps,
+        )
+    }
+
     /// Mounts an image's layers alone, read-only, at `target` (an image volume).
     pub fn mount_image_volume(&self, image_id: &str, target: &Path) -> Result<(), Error> {
         let lowers = self.lowers(image_id)?;

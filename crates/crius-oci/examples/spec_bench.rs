@@ -115,6 +115,7 @@ fn main() {
             image_config: img,
             rootfs,
             image_name: "busybox",
+            pid_target: None,
         }
     }
     stats(

@@ -415,6 +415,7 @@ fn runc_runs_pause_and_container_specs() {
         image_config: &img,
         rootfs: &ctr_root,
         image_name: "busybox",
+        pid_target: None,
     };
     let spec = container_spec(&pod, &ctx, &opts).unwrap();
     assert!(spec.linux().as_ref().unwrap().seccomp().is_some());
@@ -633,6 +634,7 @@ fn runc_runs_privileged_host_namespace_specs() {
         image_config: &img,
         rootfs: &ctr_root,
         image_name: "busybox",
+        pid_target: None,
     };
     let spec = container_spec(&pod, &ctx, &opts).unwrap();
     let bundle = t.join("ctr-bundle");

@@ -25,12 +25,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use crius_cri_api::v1::{
-    ContainerConfig, LinuxContainerSecurityContext, LinuxSandboxSecurityContext, NamespaceMode,
-    NamespaceOption, PodSandboxConfig, SecurityProfile,
+    ContainerConfig, IdMapping, LinuxContainerSecurityContext, LinuxSandboxSecurityContext,
+    NamespaceMode, NamespaceOption, PodSandboxConfig, SecurityProfile, UserNamespace,
 };
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxNamespace, LinuxNamespaceType, LinuxResources, Mount, PosixRlimit,
-    PosixRlimitBuilder, PosixRlimitType, Process, Root, Spec, User,
+    LinuxBuilder, LinuxIdMapping, LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceType,
+    LinuxResources, Mount, PosixRlimit, PosixRlimitBuilder, PosixRlimitType, Process, Root, Spec,
+    User,
 };
 use tracing::debug;
 
@@ -234,6 +235,9 @@ pub struct ContainerContext<'a> {
     pub rootfs: &'a Path,
     /// The image name for messages and annotations.
     pub image_name: &'a str,
+    /// For PID namespace mode TARGET: the init pid of the (running) container whose PID
+    /// namespace this one joins.
+    pub pid_target: Option<u32>,
 }
 
 /// Facts about this host that specs depend on; read once per spec.
@@ -303,6 +307,64 @@ fn mode(v: i32) -> NamespaceMode {
 
 fn pod_security(config: &PodSandboxConfig) -> Option<&LinuxSandboxSecurityContext> {
     config.linux.as_ref()?.security_context.as_ref()
+}
+
+/// The pod's user namespace request when it asks for one of its own (mode POD).
+pub fn pod_user_namespace(config: &PodSandboxConfig) -> Option<&UserNamespace> {
+    pod_security(config)?
+        .namespace_options
+        .as_ref()?
+        .userns_options
+        .as_ref()
+        .filter(|u| u.mode == NamespaceMode::Pod as i32)
+}
+
+fn oci_id_mappings(maps: &[IdMapping]) -> Result<Vec<LinuxIdMapping>, Error> {
+    maps.iter()
+        .map(|m| {
+            LinuxIdMappingBuilder::default()
+                .container_id(m.container_id)
+                .host_id(m.host_id)
+                .size(m.length)
+                .build()
+                .map_err(|e| spec_error("id mapping", e))
+        })
+        .collect()
+}
+
+/// Gives bind mounts the pod's mappings, so the runtime makes them id-mapped: a file of
+/// host root is the pod's root inside. Only binds of files and dirs crius or the kubelet
+/// made (pod files, shm, volumes); the kernel file systems are the pod's own anyway.
+fn idmap_binds(mounts: &mut [Mount], userns: &UserNamespace) -> Result<(), Error> {
+    let (uids, gids) = (
+        oci_id_mappings(&userns.uids)?,
+        oci_id_mappings(&userns.gids)?,
+    );
+    for m in mounts
+        .iter_mut()
+        .filter(|m| m.typ().as_deref() == Some("bind"))
+    {
+        m.set_uid_mappings(Some(uids.clone()));
+        m.set_gid_mappings(Some(gids.clone()));
+    }
+    Ok(())
+}
+
+/// sysfs may only be mounted by the owner of the network namespace, and the pod's is
+/// pinned by crius in the host's user namespace: a pod in a user namespace of its own
+/// gets the host's /sys bound read-only instead (as runc does for rootless containers).
+fn sysfs_as_bind(mounts: &mut [Mount]) {
+    for m in mounts
+        .iter_mut()
+        .filter(|m| m.typ().as_deref() == Some("sysfs"))
+    {
+        *m = mounts::mount(
+            "/sys",
+            "bind",
+            Path::new("/sys"),
+            &["rbind", "nosuid", "noexec", "nodev", "ro"],
+        );
+    }
 }
 
 fn pod_namespaces(config: &PodSandboxConfig) -> PodNamespaces {
@@ -471,10 +533,19 @@ fn pod_spec_with(
     // Mounts.
     let privileged = sc.is_some_and(|s| s.privileged);
     let mut mounts = mounts::standard_mounts(privileged, true);
-    mounts.extend(pod_file_mounts(pod, false)?);
+    let mut files = pod_file_mounts(pod, false)?;
+    let userns = pod_user_namespace(cfg);
+    if let Some(userns) = userns {
+        idmap_binds(&mut files, userns)?;
+        sysfs_as_bind(&mut mounts);
+    }
+    mounts.extend(files);
 
-    // Namespaces.
+    // Namespaces: a user namespace of its own is made first, and owns the others.
     let mut namespaces = vec![namespace(LinuxNamespaceType::Mount, None)];
+    if userns.is_some() {
+        namespaces.push(namespace(LinuxNamespaceType::User, None));
+    }
     if ns.pid != NamespaceMode::Node {
         namespaces.push(namespace(LinuxNamespaceType::Pid, None));
     }
@@ -530,6 +601,10 @@ fn pod_spec_with(
     linux.set_seccomp(seccomp);
     if !sysctls.is_empty() {
         linux.set_sysctl(Some(sysctls.clone()));
+    }
+    if let Some(userns) = userns {
+        linux.set_uid_mappings(Some(oci_id_mappings(&userns.uids)?));
+        linux.set_gid_mappings(Some(oci_id_mappings(&userns.gids)?));
     }
 
     let mut ann = annotations::filter(&cfg.annotations, &opts.allowed_annotations);
@@ -804,6 +879,11 @@ fn container_spec_with(
             .any(|c| c.destination() == m.destination())
     });
     all_mounts.extend(cri_mounts);
+    let userns = pod_user_namespace(pod.config);
+    if let Some(userns) = userns {
+        idmap_binds(&mut all_mounts, userns)?;
+        sysfs_as_bind(&mut all_mounts);
+    }
 
     // Devices.
     let mut linux_devices = Vec::new();
@@ -844,6 +924,9 @@ fn container_spec_with(
             })
     };
     let mut namespaces = vec![namespace(LinuxNamespaceType::Mount, None)];
+    if userns.is_some() {
+        namespaces.push(namespace(LinuxNamespaceType::User, Some(pause_ns("user")?)));
+    }
     if !pns.host_network {
         let netns = match pod.netns_path {
             Some(p) => p.to_path_buf(),
@@ -867,16 +950,20 @@ fn container_spec_with(
         NamespaceMode::Container => namespaces.push(namespace(LinuxNamespaceType::Pid, None)),
         NamespaceMode::Node => {}
         NamespaceMode::Target => {
-            return Err(Error::PodNamespace {
+            let pid = ctr.pid_target.ok_or_else(|| Error::PodNamespace {
                 pod: pod.id.to_string(),
                 reason: format!(
-                    "pid namespace mode TARGET (target {:?}) is not supported",
+                    "pid namespace mode TARGET (target {:?}) without a running target",
                     scr.namespace_options
                         .as_ref()
                         .map(|n| n.target_id.as_str())
                         .unwrap_or("")
                 ),
-            })
+            })?;
+            namespaces.push(namespace(
+                LinuxNamespaceType::Pid,
+                Some(PathBuf::from(format!("/proc/{pid}/ns/pid"))),
+            ))
         }
     }
     if host.cgroups.v2 {

@@ -230,6 +230,7 @@ fn build_in(
         image_config: img,
         rootfs: &rootfs,
         image_name: "docker.io/library/web:1",
+        pid_target: None,
     };
     container_spec_with(&pod, &ctx, opts, host)
 }
@@ -1592,6 +1593,7 @@ fn joining_needs_the_pause_process() {
         image_config: &img,
         rootfs: &rootfs,
         image_name: "i",
+        pid_target: None,
     };
     let err = container_spec_with(&pod, &ctx, &opts(), &host()).unwrap_err();
     assert!(matches!(err, Error::PodNamespace { .. }), "{err:?}");
