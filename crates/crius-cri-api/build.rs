@@ -1,8 +1,11 @@
-//! Generates the CRI v1 types, servers and clients from `proto/cri/api.proto`.
+//! Generates the CRI v1 types, servers and clients from `proto/cri/api.proto`, and crius's
+//! own pull progress service from `proto/crius/pull.proto`.
 
 fn main() -> std::io::Result<()> {
     let proto_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto/cri");
     let proto = format!("{proto_dir}/api.proto");
+    let crius_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto/crius");
+    let pull = format!("{crius_dir}/pull.proto");
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
@@ -19,5 +22,5 @@ fn main() -> std::io::Result<()> {
         )
         // Credentials must not reach a log through `{:?}`: Debug is written by hand.
         .skip_debug([".runtime.v1.AuthConfig"])
-        .compile_protos(&[proto.as_str()], &[proto_dir])
+        .compile_protos(&[proto.as_str(), pull.as_str()], &[proto_dir, crius_dir])
 }

@@ -920,6 +920,19 @@ impl Drop for CriusDaemon {
 }
 
 /// Describes an exit status for assertions (`exit code 1`, `signal 9`).
+/// Runs `cmd` (e.g. a `crius` subcommand from [`CriusDaemon::command`]) to its end with
+/// stdout and stderr captured; panics when it does not end within `timeout`.
+pub async fn run_to_exit(mut cmd: Command, timeout: Duration) -> std::process::Output {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(timeout, child)
+        .await
+        .unwrap_or_else(|_| panic!("the command did not exit within {timeout:?}"))
+        .expect("cannot run the command")
+}
+
 pub fn describe_exit(status: &ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit code {code}"),

@@ -5,7 +5,7 @@ use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
 use crius_e2e::peers::peer_or_skip;
-use crius_e2e::{cri, describe_exit, parse_info, CriusDaemon};
+use crius_e2e::{cri, describe_exit, parse_info, run_to_exit, CriusDaemon};
 use nix::sys::signal::Signal;
 
 /// A conflist the daemon can find; nothing runs it in these tests.
@@ -19,18 +19,6 @@ const CONFLIST: &str = r#"{
     {"type": "loopback"}
   ]
 }"#;
-
-async fn run_to_exit(mut cmd: std::process::Command) -> std::process::Output {
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = tokio::process::Command::from(cmd)
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(Duration::from_secs(30), child)
-        .await
-        .expect("crius did not exit within 30 s")
-        .expect("cannot run crius")
-}
 
 type RuntimeClient = cri::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>;
 
@@ -197,7 +185,7 @@ async fn an_unbuilt_rpc_is_unimplemented_and_names_itself() {
 #[tokio::test]
 async fn a_second_daemon_on_the_same_socket_is_refused() {
     let daemon = CriusDaemon::start().await.unwrap();
-    let out = run_to_exit(daemon.command()).await;
+    let out = run_to_exit(daemon.command(), Duration::from_secs(30)).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
@@ -328,7 +316,7 @@ async fn a_non_root_start_is_refused() {
     ]);
     let inner = daemon.command();
     cmd.arg(inner.get_program()).args(inner.get_args());
-    let out = run_to_exit(cmd).await;
+    let out = run_to_exit(cmd, Duration::from_secs(30)).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("crius must run as root"), "{stderr}");
@@ -448,7 +436,7 @@ async fn crius_config_prints_the_effective_config() {
     let daemon = CriusDaemon::start().await.unwrap();
     let mut cmd = daemon.command();
     cmd.arg("config");
-    let out = run_to_exit(cmd).await;
+    let out = run_to_exit(cmd, Duration::from_secs(30)).await;
     assert!(
         out.status.success(),
         "{}",
@@ -528,7 +516,7 @@ fn wipe(daemon: &CriusDaemon, force: bool) -> std::process::Command {
 #[tokio::test]
 async fn wipe_removes_root_and_runroot_only_when_forced_and_stopped() {
     let mut daemon = CriusDaemon::start().await.unwrap();
-    let out = run_to_exit(wipe(&daemon, true)).await;
+    let out = run_to_exit(wipe(&daemon, true), Duration::from_secs(30)).await;
     assert!(!out.status.success(), "wiped under a running daemon");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("still serving"), "{stderr}");
@@ -550,12 +538,12 @@ async fn wipe_removes_root_and_runroot_only_when_forced_and_stopped() {
     )
     .unwrap();
 
-    let out = run_to_exit(wipe(&daemon, false)).await;
+    let out = run_to_exit(wipe(&daemon, false), Duration::from_secs(30)).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
     assert!(target.join("file").exists(), "touched without --force");
 
-    let out = run_to_exit(wipe(&daemon, true)).await;
+    let out = run_to_exit(wipe(&daemon, true), Duration::from_secs(30)).await;
     assert!(
         out.status.success(),
         "{}",
@@ -574,7 +562,7 @@ async fn crius_status_reports_readiness_through_the_socket() {
         .unwrap();
     let mut cmd = daemon.command();
     cmd.arg("status");
-    let out = run_to_exit(cmd).await;
+    let out = run_to_exit(cmd, Duration::from_secs(30)).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -589,7 +577,7 @@ async fn crius_status_reports_readiness_through_the_socket() {
     std::fs::remove_file(daemon.cni_dir.join("10-e2e.conflist")).unwrap();
     let mut cmd = daemon.command();
     cmd.args(["status", "--verbose"]);
-    let out = run_to_exit(cmd).await;
+    let out = run_to_exit(cmd, Duration::from_secs(30)).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("NetworkReady: false ("), "{stdout}");
@@ -604,7 +592,7 @@ async fn crius_status_without_a_daemon_says_it_cannot_connect() {
     let daemon = CriusDaemon::builder().build().unwrap();
     let mut cmd = daemon.command();
     cmd.arg("status");
-    let out = run_to_exit(cmd).await;
+    let out = run_to_exit(cmd, Duration::from_secs(30)).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(

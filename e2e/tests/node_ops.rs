@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use crius_e2e::cri;
+use crius_e2e::{cri, fixture, run_to_exit};
 
 /// GET `path` on 127.0.0.1:`port`: (status line, body).
 async fn http_get(port: u16, path: &str) -> (String, String) {
@@ -255,4 +255,173 @@ async fn a_taken_metrics_port_is_logged_and_cri_is_still_served() {
     .await;
     rt.version(cri::VersionRequest::default()).await.unwrap();
     drop(taken);
+}
+
+/// A TCP proxy on 127.0.0.1 to the fixture registry that sends the registry's answers at
+/// most `bytes_per_sec`, so that a real pull takes seconds. Stops with the test.
+async fn slow_registry(bytes_per_sec: u64) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let upstream = registry();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = tokio::spawn(async move { tokio::io::copy(&mut cr, &mut sw).await });
+                let started = std::time::Instant::now();
+                let mut sent = 0u64;
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n) = sr.read(&mut buf).await {
+                    if n == 0 || cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    sent += n as u64;
+                    // Rate limiting, not waiting for a condition: hold each chunk back
+                    // until the rate allows it.
+                    let due = Duration::from_secs_f64(sent as f64 / bytes_per_sec as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                up.abort();
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn crius_pull_shows_a_slow_pulls_progress_and_the_daemon_logs_and_exports_it() {
+    let slow = slow_registry(3 << 20).await;
+    let metrics_port = free_port();
+    let daemon = builder()
+        .arg("--insecure-registry")
+        .arg(&format!("127.0.0.1:{slow}"))
+        .arg("--insecure-registry")
+        .arg(&registry())
+        .arg("--enable-metrics")
+        .arg("--metrics-port")
+        .arg(&metrics_port.to_string())
+        .start()
+        .await
+        .expect("daemon");
+    let image = format!("127.0.0.1:{slow}/crius-test/multilayer:latest");
+    let mut cmd = daemon.command();
+    cmd.arg("pull").arg(&image);
+    let pull = tokio::spawn(run_to_exit(cmd, Duration::from_secs(120)));
+
+    // While it runs, the metrics show it.
+    let during = eventually(
+        "the pull's bytes in the metrics",
+        Duration::from_secs(30),
+        || async {
+            let s = Scrape::take(metrics_port).await;
+            let total = s.get(
+                "crius_image_pull_progress_bytes",
+                &[("image", image.as_str()), ("state", "total")],
+            )?;
+            (total > 25e6).then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(during.value("crius_image_pulls_in_progress", &[]), 1.0);
+
+    let out = pull.await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let id = fixture("CRIUS_TEST_MULTILAYER_ID").unwrap();
+    assert_eq!(stdout.trim(), format!("pulled {image}: {id}"), "{stderr}");
+    // Not a terminal: plain lines, a state change per layer and rate summaries.
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines.iter().filter(|l| l.contains(" done ")).count() == 4,
+        "every layer ends done:\n{stderr}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" downloading ") && l.ends_with("/25174184 bytes")),
+        "{stderr}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("B/s,")),
+        "a summary with the rate:\n{stderr}"
+    );
+    // The daemon logged the pull at its steady interval, per layer, with the rate.
+    let log = daemon.log();
+    let progress: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("pull in progress"))
+        .collect();
+    assert!(!progress.is_empty(), "no progress logged:\n{log}");
+    assert!(
+        progress
+            .iter()
+            .any(|l| l.contains("/25174184") && l.contains("B/s")),
+        "{progress:?}"
+    );
+    let after = Scrape::take(metrics_port).await;
+    assert!(
+        after
+            .get(
+                "crius_image_pull_progress_bytes",
+                &[("image", image.as_str())]
+            )
+            .is_none(),
+        "the finished pull's progress series stayed"
+    );
+
+    // On a terminal each layer gets a bar.
+    if std::path::Path::new("/usr/bin/script").exists() {
+        let mut cmd = daemon.command();
+        cmd.arg("pull").arg(busybox());
+        let line = format!("{cmd:?}");
+        let mut script = std::process::Command::new("/usr/bin/script");
+        script.args(["-qec", &line, "/dev/null"]);
+        let out = run_to_exit(script, Duration::from_secs(120)).await;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("[=============================="), "{text}");
+        assert!(text.contains(&format!("pulled {}", busybox())), "{text}");
+    } else if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("no /usr/bin/script (util-linux) to run crius pull on a terminal");
+    } else {
+        eprintln!("skipped the terminal part: no /usr/bin/script");
+    }
+}
+
+#[tokio::test]
+async fn crius_pull_of_a_bad_name_or_a_refusing_registry_fails_clearly_and_the_daemon_serves_on() {
+    let daemon = builder().start().await.expect("daemon");
+    let mut cmd = daemon.command();
+    cmd.arg("pull").arg("Bad::Name");
+    let out = run_to_exit(cmd, Duration::from_secs(120)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("cannot pull Bad::Name") && stderr.contains("InvalidArgument"),
+        "{stderr}"
+    );
+
+    let auth = fixture("CRIUS_TEST_AUTH_REGISTRY").unwrap();
+    let refused = format!("{auth}/crius-test/busybox:latest");
+    let mut cmd = daemon.command();
+    cmd.arg("pull").arg(&refused);
+    let out = run_to_exit(cmd, Duration::from_secs(120)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("cannot pull {refused}")) && stderr.contains("not authorized"),
+        "{stderr}"
+    );
+
+    let mut rt = daemon.runtime_client().await.unwrap();
+    rt.version(cri::VersionRequest::default()).await.unwrap();
 }

@@ -24,6 +24,16 @@ impl Daemon {
         Ok(self.images.pull(name, auth.as_ref()).await?)
     }
 
+    /// A pull as PullImage makes it, with `progress` following its layers (for
+    /// `crius pull`).
+    pub async fn pull_image_with_progress(
+        &self,
+        name: &str,
+        progress: std::sync::Arc<crius_image::PullProgress>,
+    ) -> Result<Image> {
+        Ok(self.images.pull_with_progress(name, None, progress).await?)
+    }
+
     /// ListImages.
     pub fn list_images(&self) -> Vec<Image> {
         let pause = self.pause_image_id();

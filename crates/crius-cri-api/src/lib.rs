@@ -6,6 +6,13 @@
 //! The daemon serves it; the e2e harness and the bench talk to the daemon with its
 //! clients, so all three agree on one contract.
 
+/// crius's pull progress side service (`crius.pull.v1`, `proto/crius/pull.proto`),
+/// served on the CRI socket for `crius pull`.
+#[allow(clippy::all, missing_docs)]
+pub mod pull {
+    tonic::include_proto!("crius.pull.v1");
+}
+
 /// CRI v1 (`runtime.v1`).
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {

@@ -7,6 +7,7 @@ mod events;
 mod image;
 mod list_stream;
 mod pod;
+mod pull_progress;
 mod runtime_info;
 mod stats;
 mod status;
@@ -43,10 +44,17 @@ pub fn routes_with_streaming(
     })
     .max_decoding_message_size(16 << 20)
     .max_encoding_message_size(16 << 20);
-    let images = ImageServiceServer::new(Images { daemon })
-        .max_decoding_message_size(16 << 20)
-        .max_encoding_message_size(16 << 20);
-    tonic::service::Routes::new(runtime).add_service(images)
+    let images = ImageServiceServer::new(Images {
+        daemon: daemon.clone(),
+    })
+    .max_decoding_message_size(16 << 20)
+    .max_encoding_message_size(16 << 20);
+    let pulls = crius_cri_api::pull::pull_progress_server::PullProgressServer::new(
+        pull_progress::PullService { daemon },
+    );
+    tonic::service::Routes::new(runtime)
+        .add_service(images)
+        .add_service(pulls)
 }
 
 /// The CRI RuntimeService.

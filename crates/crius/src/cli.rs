@@ -43,6 +43,12 @@ pub enum Command {
         #[arg(long, short)]
         verbose: bool,
     },
+    /// Pull an image through the running daemon (its registries config and credentials),
+    /// showing each layer's progress: bars on a terminal, plain lines otherwise.
+    Pull {
+        /// The image, as the kubelet names it (short names resolved by registries.conf).
+        image: String,
+    },
     /// Remove all state under root and runroot (images, pods, containers). Stop every pod
     /// and the daemon first.
     Wipe {

@@ -9,6 +9,7 @@ pub mod logging;
 pub mod metrics;
 pub mod mounts;
 pub mod notify;
+pub mod pull;
 pub mod server;
 pub mod socket;
 pub mod status;

@@ -1,5 +1,6 @@
 //! `crius`: the Kubernetes CRI daemon and its subcommands.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use clap::Parser;
 
 use crius::cli::{Cli, Command};
 use crius::config::Config;
-use crius::{logging, server, status, wipe};
+use crius::{logging, pull, server, status, wipe};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -49,6 +50,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !report.ready {
                 bail!("not ready");
             }
+            Ok(())
+        }
+        Some(Command::Pull { image }) => {
+            let config = cli.opts.effective_config()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let terminal = std::io::stderr().is_terminal();
+            let id = runtime.block_on(pull::pull(&config.crius.api.listen, &image, terminal))?;
+            println!("pulled {image}: {id}");
             Ok(())
         }
         Some(Command::Wipe { force }) => {
