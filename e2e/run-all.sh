@@ -29,7 +29,8 @@ set -euo pipefail
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 cd "$TOP"
 PACKAGES="build-essential pkg-config protobuf-compiler ca-certificates runc crun
-  containernetworking-plugins iptables iproute2 util-linux procps kmod libseccomp-dev"
+  containernetworking-plugins iptables iproute2 util-linux procps kmod libseccomp-dev
+  containerd"
 FIXTURES=e2e/fixtures
 FIXTURES_ENV=/var/tmp/crius-fixtures/env
 

@@ -236,7 +236,7 @@ impl Daemon {
     ) -> Result<()> {
         let mut rec = ctr.entry.get();
         let id = rec.id.clone();
-        let (runtime, monitor_path, handler) = self.runtime_handler(&pod.runtime_handler)?;
+        let handler = pod.runtime_handler.clone();
         let dir = self.container_dir(&id);
         let run_dir = self.container_run_dir(&id);
         for d in [&dir, &run_dir] {
@@ -285,6 +285,15 @@ impl Daemon {
         })?;
         spec::write_bundle(&dir, &oci)?;
         rec.user = ProcessUser::of_spec(&oci);
+        if self.vm_of(&handler).is_some() {
+            rec.pid = Some(
+                self.vm_create_container(pod, &rec, &dir, &run_dir, undo)
+                    .await?,
+            );
+            self.save_container(ctr, |r| *r = rec)?;
+            return Ok(());
+        }
+        let (runtime, monitor_path, _) = self.runtime_handler(&handler)?;
         let handle = spawn_monitor(&MonitorSpec {
             id: id.clone(),
             bundle: dir.clone(),
@@ -327,6 +336,14 @@ impl Daemon {
         let daemon = self.clone();
         tokio::spawn(async move {
             let id = ctr.entry.get().id;
+            let handler = daemon
+                .pod_entry(&ctr.entry.get().pod_id)
+                .map(|p| p.get().runtime_handler)
+                .unwrap_or_default();
+            if daemon.vm_of(&handler).is_some() {
+                daemon.vm_watch_exit(&ctr).await;
+                return;
+            }
             let dir = daemon.container_run_dir(&id);
             let client = MonitorClient::new(&dir);
             let status = match client.wait_exit().await {
@@ -363,6 +380,10 @@ impl Daemon {
     /// `RUNTIME delete` of a container (or pause) that has exited, off the request path.
     /// False, logged, when the runtime could not: removal then tries again with --force.
     pub(crate) async fn delete_exited(&self, handler: &str, id: &str) -> bool {
+        // A vm pod's tasks are deleted through its shim at removal.
+        if self.vm_of(handler).is_some() {
+            return false;
+        }
         let result = match self.runtime_handler(handler) {
             Ok((runtime, _, _)) => runtime.delete(id, false).await.map_err(Error::from),
             Err(e) => Err(e),
@@ -445,13 +466,21 @@ impl Daemon {
             )));
         }
         let pod = self.pod_entry(&rec.pod_id)?.get();
-        let (runtime, _, _) = self.runtime_handler(&pod.runtime_handler)?;
-        tokio::time::timeout(RUNTIME_TIMEOUT, runtime.start(&rec.id))
-            .await
-            .map_err(|_| {
-                Error::DeadlineExceeded(format!("start of container {} timed out", rec.id))
-            })?
-            .map_err(|e| Error::from(e).at_step("start container"))?;
+        if self.vm_of(&pod.runtime_handler).is_some() {
+            self.shim_of(&pod)
+                .await?
+                .start(&rec.id, "")
+                .await
+                .map_err(|e| Error::from(e).at_step("start container"))?;
+        } else {
+            let (runtime, _, _) = self.runtime_handler(&pod.runtime_handler)?;
+            tokio::time::timeout(RUNTIME_TIMEOUT, runtime.start(&rec.id))
+                .await
+                .map_err(|_| {
+                    Error::DeadlineExceeded(format!("start of container {} timed out", rec.id))
+                })?
+                .map_err(|e| Error::from(e).at_step("start container"))?;
+        }
         let started = now_ns();
         self.save_container(&ctr, |r| {
             if r.state == ContainerState::Created {
@@ -499,6 +528,9 @@ impl Daemon {
             return Ok(());
         }
         let pod = self.pod_entry(&rec.pod_id)?.get();
+        if self.vm_of(&pod.runtime_handler).is_some() {
+            return self.vm_stop_container(&pod, ctr, timeout).await;
+        }
         let (runtime, _, _) = self.runtime_handler(&pod.runtime_handler)?;
         let mut exited = ctr.exited.subscribe();
         if timeout > 0 && rec.state == ContainerState::Running {
@@ -564,7 +596,12 @@ impl Daemon {
             .pod_entry(&rec.pod_id)
             .map(|p| p.get().runtime_handler)
             .unwrap_or_default();
-        if !ctr.runtime_deleted.load(Ordering::Acquire) {
+        if let Some(pod) = self
+            .vm_of(&handler)
+            .and_then(|_| self.pod_entry(&rec.pod_id).ok())
+        {
+            self.vm_delete_container(&pod.get(), &rec.id).await?;
+        } else if !ctr.runtime_deleted.load(Ordering::Acquire) {
             let (runtime, _, _) = self.runtime_handler(&handler)?;
             runtime
                 .delete(&rec.id, true)

@@ -2,7 +2,7 @@
 //! operations crius-cri calls. The pod flows are in `pod.rs`, the container flows in
 //! `container.rs`, images in `image.rs`, restart recovery in `restore.rs`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
@@ -149,6 +149,14 @@ pub struct Daemon {
     pub(crate) handler_features: RwLock<HashMap<String, HandlerFeatures>>,
     /// The last probe of each handler's binary; emptied on reload.
     pub(crate) handler_probes: Mutex<handler::Probes>,
+    /// Connections to the shims of vm pods, by pod id.
+    pub(crate) shims: Arc<Mutex<HashMap<String, crius_oci::shim::Shim>>>,
+    /// Containers whose shim reported an OOM kill, until their exit is recorded.
+    pub(crate) shim_ooms: Mutex<HashSet<String>>,
+    /// The log copiers of running vm containers.
+    pub(crate) log_copiers: Mutex<crate::vm::Copiers>,
+    /// The socket the shims publish their events to.
+    pub(crate) shim_events: tokio::sync::Mutex<Option<crius_oci::shim::EventServer>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -241,7 +249,12 @@ impl Daemon {
             cpu_samples: Mutex::new(HashMap::new()),
             handler_features: RwLock::new(handler_features),
             handler_probes: Mutex::new(handler::Probes::new()),
+            shims: Arc::new(Mutex::new(HashMap::new())),
+            shim_ooms: Mutex::new(HashSet::new()),
+            log_copiers: Mutex::new(HashMap::new()),
+            shim_events: tokio::sync::Mutex::new(None),
         });
+        daemon.serve_shim_events().await?;
         daemon.restore().await?;
         let config = daemon.config();
         info!(
@@ -282,6 +295,9 @@ impl Daemon {
 
     /// Stops background work before exit. Containers and their monitors keep running.
     pub async fn shutdown(&self) {
+        if let Some(server) = self.shim_events.lock().await.take() {
+            server.stop().await;
+        }
         info!("daemon shutting down; containers keep running");
     }
 

@@ -79,6 +79,8 @@ mod tests {
             shm: None,
             pause_image: String::new(),
             pause_deleted: false,
+            shim_address: None,
+            shim_pid: None,
         }
     }
 

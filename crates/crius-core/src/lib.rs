@@ -27,6 +27,7 @@ mod stream;
 mod undo;
 mod usage;
 mod validate;
+mod vm;
 
 pub use config::{
     CgroupDriver, CoreConfig, ImageSettings, NetworkSettings, RegistryAuth, RuntimeHandlerConfig,

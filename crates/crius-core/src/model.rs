@@ -60,6 +60,12 @@ pub struct PodRecord {
     /// removal asks again.
     #[serde(skip)]
     pub pause_deleted: bool,
+    /// vm handlers: the ttrpc address of the pod's shim, kept so a restart reconnects.
+    #[serde(default)]
+    pub shim_address: Option<String>,
+    /// vm handlers: the shim's pid, to make sure it is gone when the pod is removed.
+    #[serde(default)]
+    pub shim_pid: Option<u32>,
 }
 
 /// A container's lifecycle state.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crius_cri_api::v1 as cri;
 use crius_net::{NetNs, PodNetwork, PortMapping, Protocol};
-use crius_oci::monitor::{spawn_monitor, MonitorClient, MonitorHandle, MonitorSpec};
+use crius_oci::monitor::{spawn_monitor, MonitorClient, MonitorSpec};
 use crius_oci::spec;
 use tracing::{info, warn};
 
@@ -159,7 +159,10 @@ impl Daemon {
         // Fail on an unknown or unusable handler, or one that cannot do what the pod asks,
         // before anything is made.
         self.ensure_handler_ready(&runtime_handler).await?;
-        let (_, _, handler) = self.runtime_handler(&runtime_handler)?;
+        let handler = match self.vm_of(&runtime_handler) {
+            Some(vm) => vm.name,
+            None => self.runtime_handler(&runtime_handler)?.2,
+        };
         if spec::pod_user_namespace(&config).is_some()
             && !self.features_of(&handler).user_namespaces
         {
@@ -215,6 +218,8 @@ impl Daemon {
             shm: None,
             pause_image: String::new(),
             pause_deleted: false,
+            shim_address: None,
+            shim_pid: None,
         };
         let entry = Arc::new(Entry::new(record, false));
         let op = entry.op.clone().lock_owned().await;
@@ -286,8 +291,18 @@ impl Daemon {
     async fn create_pod_steps(&self, pod: &mut PodRecord, undo: &mut Undo) -> Result<()> {
         let id = pod.id.clone();
         let host_net = host_network(&pod.config);
-        let (runtime, _, handler) = self.runtime_handler(&pod.runtime_handler)?;
-        pod.runtime_handler = handler;
+        // A vm pod's tasks go through its shim, made with the pause task.
+        let runtime = match self.vm_of(&pod.runtime_handler) {
+            Some(vm) => {
+                pod.runtime_handler = vm.name;
+                None
+            }
+            None => {
+                let (runtime, _, handler) = self.runtime_handler(&pod.runtime_handler)?;
+                pod.runtime_handler = handler;
+                Some(runtime)
+            }
+        };
 
         let dir = self.pod_dir(&id);
         let run_dir = self.pod_run_dir(&id);
@@ -333,18 +348,31 @@ impl Daemon {
         undo.append(net_undo);
         undo.append(pause_undo);
         pod.ips = ips?;
-        let (handle, shm) = pause?;
+        let (pause_pid, shm, shim) = pause?;
         pod.shm = shm;
+        if let Some((address, pid)) = shim {
+            pod.shim_address = Some(address);
+            pod.shim_pid = Some(pid);
+        }
         if !pod.ips.is_empty() {
             podfiles::write_hosts(&files, &pod.config, &pod.ips)
                 .map_err(|e| e.at_step("write hosts with the pod IPs"))?;
         }
 
-        tokio::time::timeout(RUNTIME_TIMEOUT, runtime.start(&id))
-            .await
-            .map_err(|_| Error::DeadlineExceeded("start pause container timed out".into()))?
-            .map_err(|e| Error::from(e).at_step("start pause container"))?;
-        pod.pause_pid = Some(handle.container_pid);
+        match runtime {
+            Some(runtime) => tokio::time::timeout(RUNTIME_TIMEOUT, runtime.start(&id))
+                .await
+                .map_err(|_| Error::DeadlineExceeded("start pause container timed out".into()))?
+                .map_err(|e| Error::from(e).at_step("start pause container"))?,
+            None => {
+                self.shim_of(pod)
+                    .await?
+                    .start(&id, "")
+                    .await
+                    .map_err(|e| Error::from(e).at_step("start pause task"))?;
+            }
+        }
+        pod.pause_pid = Some(pause_pid);
         pod.state = PodState::Ready;
         self.pod_records.write(&id, pod)?;
         Ok(())
@@ -369,18 +397,19 @@ impl Daemon {
     }
 
     /// Creates (not starts) the pause container under its monitor: shm, rootfs, spec,
-    /// bundle, `runc create`. Returns the monitor's handle and the shm mount, if any.
+    /// bundle, `runc create` (for a vm handler: the pod's shim and its pause task).
+    /// Returns the pause pid, the shm mount, if any, and a vm pod's shim address and pid.
     async fn create_pause(
         &self,
         pod: &PodRecord,
         files: &PodFiles,
         pause_image: &str,
         undo: &mut Undo,
-    ) -> Result<(MonitorHandle, Option<PathBuf>)> {
+    ) -> Result<PauseMade> {
         let id = &pod.id;
         let dir = self.pod_dir(id);
         let run_dir = self.pod_run_dir(id);
-        let (runtime, monitor_path, handler) = self.runtime_handler(&pod.runtime_handler)?;
+        let handler = pod.runtime_handler.clone();
         let mut shm = None;
         if !host_ipc(&pod.config) {
             let path = run_dir.join("shm");
@@ -423,6 +452,11 @@ impl Daemon {
             .map_err(|e| Error::from(e).at_step("generate pause spec"))?;
         spec::write_bundle(&dir, &oci)?;
 
+        if let Some(vm) = self.vm_of(&pod.runtime_handler) {
+            let (pid, address, shim_pid) = self.vm_create_pause(&vm, pod, &dir, undo).await?;
+            return Ok((pid, shm, Some((address, shim_pid))));
+        }
+        let (runtime, monitor_path, _) = self.runtime_handler(&pod.runtime_handler)?;
         let handle = spawn_monitor(&MonitorSpec {
             id: id.clone(),
             bundle: dir.clone(),
@@ -443,7 +477,7 @@ impl Daemon {
                 runtime.delete(&id, true).await.map_err(|e| e.to_string())
             });
         }
-        Ok((handle, shm))
+        Ok((handle.container_pid, shm, None))
     }
 
     /// Follows a pod's pause container: when it dies (killed, OOM, or stopped), the pod is
@@ -452,9 +486,20 @@ impl Daemon {
         let daemon = self.clone();
         tokio::spawn(async move {
             let id = entry.get().id;
-            let client = MonitorClient::new(&daemon.pod_run_dir(&id).join("monitor"));
-            if let Err(e) = client.wait_exit().await {
-                warn!(pod_id = %id, error = %e, "lost the pause container's monitor");
+            let pod = entry.get();
+            if daemon.vm_of(&pod.runtime_handler).is_some() {
+                let waited = match daemon.shim_of(&pod).await {
+                    Ok(s) => s.wait(&id, "").await.map(|_| ()).map_err(Error::from),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = waited {
+                    warn!(pod_id = %id, error = %e, "lost the pod's shim");
+                }
+            } else {
+                let client = MonitorClient::new(&daemon.pod_run_dir(&id).join("monitor"));
+                if let Err(e) = client.wait_exit().await {
+                    warn!(pod_id = %id, error = %e, "lost the pause container's monitor");
+                }
             }
             // After any operation on the pod in flight: a StopPodSandbox that killed the
             // pause has recorded the pod NotReady and told of it by then.
@@ -524,8 +569,12 @@ impl Daemon {
         for ctr in containers {
             self.stop_container_entry(&ctr, 0).await?;
         }
-        let (runtime, _, _) = self.runtime_handler(&pod.runtime_handler)?;
-        if pod.state == PodState::Ready || pod.pause_pid.is_some() {
+        if self.vm_of(&pod.runtime_handler).is_some() {
+            if pod.state == PodState::Ready || pod.pause_pid.is_some() {
+                self.vm_stop_pause(&pod).await;
+            }
+        } else if pod.state == PodState::Ready || pod.pause_pid.is_some() {
+            let (runtime, _, _) = self.runtime_handler(&pod.runtime_handler)?;
             let client = MonitorClient::new(&self.pod_run_dir(&pod.id).join("monitor"));
             if let Err(e) = runtime.kill(&pod.id, libc::SIGKILL, false).await {
                 warn!(pod_id = %pod.id, error = %e, "kill pause container");
@@ -580,7 +629,9 @@ impl Daemon {
         for ctr in self.pod_containers(&pod.id) {
             self.remove_container_entry(&ctr).await?;
         }
-        if !pod.pause_deleted {
+        if self.vm_of(&pod.runtime_handler).is_some() {
+            self.vm_remove_pause(&pod).await;
+        } else if !pod.pause_deleted {
             let (runtime, _, _) = self.runtime_handler(&pod.runtime_handler)?;
             runtime
                 .delete(&pod.id, true)
@@ -670,6 +721,10 @@ impl Daemon {
 }
 
 /// The process an image runs by default: entrypoint then cmd.
+/// What making the pause container gives: its pid, the shm mount, and for a vm pod its
+/// shim's address and pid.
+type PauseMade = (u32, Option<PathBuf>, Option<(String, u32)>);
+
 pub(crate) fn image_args(config: &oci_spec::image::ImageConfiguration) -> Vec<String> {
     let mut args = Vec::new();
     if let Some(c) = config.config() {

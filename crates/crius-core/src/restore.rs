@@ -26,7 +26,11 @@ impl Daemon {
         }
         let mut pod_ids = HashSet::new();
         for mut pod in pods {
-            let alive = monitor_alive(&self.pod_run_dir(&pod.id).join("monitor"));
+            let alive = if self.vm_of(&pod.runtime_handler).is_some() {
+                self.vm_pause_alive(&pod).await
+            } else {
+                monitor_alive(&self.pod_run_dir(&pod.id).join("monitor"))
+            };
             if pod.state == PodState::Ready && !alive {
                 info!(pod_id = %pod.id, "pause container is gone; pod is NotReady");
                 pod.state = PodState::NotReady;
@@ -59,7 +63,24 @@ impl Daemon {
             }
             ctr_ids.insert(rec.id.clone());
             let run_dir = self.container_run_dir(&rec.id);
-            let alive = rec.state != ContainerState::Exited && monitor_alive(&run_dir);
+            let vm_pod = self
+                .pod_entry(&rec.pod_id)
+                .ok()
+                .map(|p| p.get())
+                .filter(|p| self.vm_of(&p.runtime_handler).is_some());
+            // A vm container's exit while crius was away is read back from its shim.
+            let mut vm_exit = None;
+            let alive = rec.state != ContainerState::Exited
+                && match &vm_pod {
+                    Some(pod) => match self.vm_restore_container(pod, &rec).await {
+                        Ok(()) => true,
+                        Err(exit) => {
+                            vm_exit = exit;
+                            false
+                        }
+                    },
+                    None => monitor_alive(&run_dir),
+                };
             let ctr = Arc::new(ContainerEntry {
                 entry: Entry::new(rec.clone(), true),
                 exited: watch::channel(rec.state == ContainerState::Exited).0,
@@ -77,6 +98,8 @@ impl Daemon {
             }
             if alive {
                 self.watch_exit(ctr);
+            } else if rec.state != ContainerState::Exited && vm_pod.is_some() {
+                self.record_exit(&ctr, vm_exit);
             } else if rec.state != ContainerState::Exited {
                 self.record_exit(&ctr, read_exit_file(&run_dir).ok().flatten());
             }

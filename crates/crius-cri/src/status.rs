@@ -78,7 +78,7 @@ fn oci_code(e: &crius_oci::Error) -> Code {
         E::CdiSpecInvalid { .. } | E::CdiEdit { .. } | E::HookFile { .. } => {
             Code::FailedPrecondition
         }
-        E::RuntimeTimeout { .. } => Code::DeadlineExceeded,
+        E::RuntimeTimeout { .. } | E::ShimTimeout { .. } => Code::DeadlineExceeded,
         _ => Code::Internal,
     }
 }

@@ -238,4 +238,32 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+
+    // ---- containerd shim v2 (vm handlers) --------------------------------
+    /// The shim binary's `start` failed or printed no address.
+    #[error("runtime handler {handler:?}: shim {binary} did not start for {id}: {msg}")]
+    ShimStart {
+        handler: String,
+        binary: PathBuf,
+        id: String,
+        msg: String,
+    },
+
+    /// A task API call failed (the shim answered with an error, or its connection broke).
+    #[error("runtime handler {handler:?}: shim call {call} for {id} failed: {msg}")]
+    ShimCall {
+        handler: String,
+        call: &'static str,
+        id: String,
+        msg: String,
+    },
+
+    /// A task API call got no answer in time.
+    #[error("runtime handler {handler:?}: shim call {call} for {id} got no answer within {secs}s")]
+    ShimTimeout {
+        handler: String,
+        call: &'static str,
+        id: String,
+        secs: u64,
+    },
 }

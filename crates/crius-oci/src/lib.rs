@@ -4,6 +4,7 @@
 pub mod monitor;
 mod private;
 pub mod runtime;
+pub mod shim;
 pub mod spec;
 
 mod error;
