@@ -79,8 +79,10 @@ pub fn compile(s: &LinuxSeccomp) -> Result<ScmpFilterContext> {
             continue;
         }
         for name in rule.names() {
-            let sc = ScmpSyscall::from_name(name)
-                .map_err(|_| Error::Seccomp(format!("unknown syscall {name:?}")))?;
+            let Some(sc) = resolve(name)? else {
+                // A syscall of another architecture only (mmap2, socketcall, ...).
+                continue;
+            };
             let conds: Vec<ScmpArgCompare> = rule
                 .args()
                 .iter()
@@ -106,6 +108,38 @@ pub fn compile(s: &LinuxSeccomp) -> Result<ScmpFilterContext> {
     Ok(ctx)
 }
 
+/// The native number of `name`; `None` for a syscall that exists only on
+/// other architectures (profiles list those for 32-bit and other ABIs);
+/// an error for a name no architecture knows.
+fn resolve(name: &str) -> Result<Option<ScmpSyscall>> {
+    if let Ok(sc) = ScmpSyscall::from_name(name) {
+        return Ok(Some(sc));
+    }
+    let others = [
+        ScmpArch::X86,
+        ScmpArch::X32,
+        ScmpArch::Arm,
+        ScmpArch::Aarch64,
+        ScmpArch::Mips,
+        ScmpArch::Mips64,
+        ScmpArch::Ppc,
+        ScmpArch::Ppc64,
+        ScmpArch::S390,
+        ScmpArch::S390X,
+        ScmpArch::Riscv64,
+        ScmpArch::Parisc,
+        ScmpArch::M68k,
+        ScmpArch::Loongarch64,
+    ];
+    if others
+        .iter()
+        .any(|a| ScmpSyscall::from_name_by_arch(name, *a).is_ok())
+    {
+        return Ok(None);
+    }
+    Err(Error::Seccomp(format!("unknown syscall {name:?}")))
+}
+
 /// Loads a compiled filter into this thread.
 pub fn load(ctx: &ScmpFilterContext) -> Result<()> {
     ctx.load()
@@ -129,6 +163,13 @@ mod tests {
                 .contains("unknown syscall \"no_such_syscall\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn crius_default_profile_compiles() {
+        let text = include_str!("../../crius-oci/src/spec/seccomp_default.json");
+        let s: LinuxSeccomp = serde_json::from_str(text).unwrap();
+        compile(&s).unwrap();
     }
 
     #[test]
