@@ -17,8 +17,8 @@
 # 4. checks formatting and clippy with warnings as errors (CRIUS_LINT=0 skips this);
 # 5. runs `cargo test --workspace --no-fail-fast` with at most CRIUS_TEST_THREADS (default 2)
 #    tests at once per test binary;
-# 6. runs critest twice against the real daemon, with Debian's runc and with the pinned runc
-#    as handler (e2e/tests/critest.rs, ignored by plain `cargo test`), and compares each run
+# 6. runs critest three times against the real daemon, with Debian's runc, with the pinned
+#    runc and with the built-in crius-runtime as handler (e2e/tests/critest.rs, ignored by plain `cargo test`), and compares each run
 #    with its expected results (e2e/critest/expected-*.txt); prints `N passed, N failed,
 #    N skipped` per run and fails on a spec that passed before (CRIUS_CRITEST=0 skips this);
 # 7. stops the registries again (e2e/fixtures/teardown.sh), also when a step fails, unless
@@ -137,7 +137,7 @@ say "cargo test --workspace --no-fail-fast"
 cargo test --workspace --no-fail-fast "$@" -- --test-threads="${CRIUS_TEST_THREADS:-2}" </dev/null
 if [ "${CRIUS_CRITEST:-1}" != 0 ]; then
   # One run at a time: critest binds host ports, and its timing specs want the CPUs.
-  say "critest against crius, with Debian's runc and with runc-upstream (e2e/tests/critest.rs)"
+  say "critest against crius, with Debian's runc, runc-upstream and crius-runtime (e2e/tests/critest.rs)"
   cargo test -p crius-e2e --test critest -- --ignored --test-threads=1 --nocapture </dev/null
 fi
 

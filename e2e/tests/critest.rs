@@ -1,7 +1,8 @@
 //! critest, the CRI conformance suite of cri-tools (pinned in `e2e/peers/versions`), against
-//! the real daemon, once per runtime: Debian's runc (the default handler) and the pinned
-//! upstream runc (`CRIUS_PEER_RUNC`) as handler `runc-upstream`, made the default and named
-//! to critest with `--runtime-handler`. Each run compares its results with its
+//! the real daemon, once per runtime: Debian's runc (the default handler), the pinned
+//! upstream runc (`CRIUS_PEER_RUNC`) as handler `runc-upstream`, and the built-in
+//! `crius-runtime` as handler `crius`, each made the default and named to critest with
+//! `--runtime-handler`. Each run compares its results with its
 //! expected-results file (`e2e/critest/expected-*.txt`, format in `crius_e2e::critest`):
 //! a spec expected to pass that fails fails the test, unless it passes when run again on
 //! its own (then it is reported as flaky); a spec that newly passes is reported.
@@ -78,6 +79,34 @@ async fn critest_with_upstream_runc_handler() {
             label: "handler runc-upstream (CRIUS_PEER_RUNC)",
             handler: Some(("runc-upstream", runc)),
             expected: "expected-runc-upstream.txt",
+        },
+    )
+    .await;
+}
+
+/// The built-in runtime, `crius-runtime` from the target dir, as handler `crius`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs critest (about 2 min); e2e/run-all.sh runs it after the other tests"]
+async fn critest_with_crius_runtime_handler() {
+    let Some(critest) = peer_or_skip("CRITEST", "critest_with_crius_runtime_handler") else {
+        return;
+    };
+    let runtime = crius_e2e::crius_binary()
+        .expect("the crius binary")
+        .parent()
+        .expect("the crius binary's directory")
+        .join("crius-runtime");
+    assert!(
+        runtime.exists(),
+        "{} not found: build it with `cargo build -p crius-runtime`",
+        runtime.display()
+    );
+    run(
+        &critest,
+        Suite {
+            label: "handler crius (the built-in crius-runtime)",
+            handler: Some(("crius", runtime)),
+            expected: "expected-crius-runtime.txt",
         },
     )
     .await;

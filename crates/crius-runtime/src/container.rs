@@ -514,6 +514,7 @@ fn init_main(c: InitCtx) -> Result<()> {
     let fifo = open_path(c.fifo)?;
     let host_proc = open_path(Path::new("/proc/self/fd"))?;
     rootfs::enter(c.rootfs, c.no_pivot)?;
+    rootfs::apply_root_propagation(c.spec)?;
     let linux = c.spec.linux().clone().unwrap_or_default();
     for (k, v) in linux.sysctl().clone().unwrap_or_default() {
         set_sysctl(&k, &v)?;

@@ -153,6 +153,9 @@ impl RootfsSetup<'_> {
             .rootfs
             .to_str()
             .ok_or_else(|| Error::Spec("rootfs path is not UTF-8".into()))?;
+        // The parent goes private first: the rootfs bind then is a private
+        // mount too, which pivot_root needs even under a shared "/".
+        make_parent_mount_private(self.rootfs)?;
         mnt(
             Some(rootfs),
             rootfs,
@@ -161,7 +164,6 @@ impl RootfsSetup<'_> {
             None,
         )
         .map_err(|e| merr(rootfs, "bind rootfs", e))?;
-        make_parent_mount_private(self.rootfs)?;
 
         let root = resolve::open_root(self.rootfs)?;
         let mut has_dev = false;
@@ -546,10 +548,12 @@ pub fn mount_setattr(
     Ok(())
 }
 
-/// pivot_root needs the rootfs's parent mount not to be shared.
+/// pivot_root needs the mount the rootfs is on not to be shared.
 fn make_parent_mount_private(rootfs: &Path) -> Result<()> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let parent = rootfs.parent().unwrap_or(Path::new("/"));
+    // The mount holding the rootfs (its own, when it is a mount point as
+    // an overlay is): the rest of the tree keeps its propagation.
+    let parent = rootfs;
     let mut best: Option<PathBuf> = None;
     for line in info.lines() {
         let Some(mp) = line.split(' ').nth(4) else {
@@ -586,6 +590,25 @@ pub fn enter(rootfs: &Path, no_pivot: bool) -> Result<()> {
         umount2(".", MntFlags::MNT_DETACH).map_err(|e| merr("/", "unmount old root", e))?;
     }
     nix::unistd::chdir("/").map_err(|e| merr("/", "chdir", e))?;
+    Ok(())
+}
+
+/// linux.rootfsPropagation on the new "/", recursively, once it is the root
+/// (before, it would have gone to the old root).
+pub fn apply_root_propagation(spec: &Spec) -> Result<()> {
+    let Some(p) = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.rootfs_propagation().clone())
+        .filter(|p| !p.is_empty())
+    else {
+        return Ok(());
+    };
+    let o = parse_options(std::slice::from_ref(&p))?;
+    for flag in o.propagation {
+        mnt(None, "/", None, flag | MsFlags::MS_REC, None)
+            .map_err(|e| merr("/", &format!("rootfs propagation {p}"), e))?;
+    }
     Ok(())
 }
 
