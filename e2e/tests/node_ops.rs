@@ -425,3 +425,88 @@ async fn crius_pull_of_a_bad_name_or_a_refusing_registry_fails_clearly_and_the_d
     let mut rt = daemon.runtime_client().await.unwrap();
     rt.version(cri::VersionRequest::default()).await.unwrap();
 }
+
+/// The rows of `crius check`'s table: (status, check).
+fn check_rows(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let status = l.get(..6)?.trim();
+            let rest = l.get(7..)?;
+            let check = rest.split("  ").next()?.trim();
+            ["OK", "WARN", "FAIL"]
+                .contains(&status)
+                .then(|| (status.to_string(), check.to_string()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn crius_check_reports_this_node_as_it_is_and_fails_without_the_daemon() {
+    let mut daemon = builder().bridge_network().start().await.expect("daemon");
+    let mut cmd = daemon.command();
+    cmd.arg("check");
+    let out = run_to_exit(cmd, Duration::from_secs(60)).await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rows = check_rows(&text);
+    let level = |check: &str| {
+        rows.iter()
+            .find(|(_, c)| c == check)
+            .map(|(l, _)| l.as_str())
+            .unwrap_or_else(|| panic!("no {check} row in:\n{text}"))
+    };
+    for check in [
+        "overlayfs",
+        "seccomp",
+        "runtime runc",
+        "CNI config",
+        "CNI bridge forward rule",
+        "socket",
+        "daemon",
+        "pause image",
+    ] {
+        assert_eq!(level(check), "OK", "{check}:\n{text}");
+    }
+    for check in ["id-mapped mounts", "user namespaces", "cgroup controllers"] {
+        level(check);
+    }
+    // What this machine really lacks is a warning, not a failure, and says how to fix it.
+    let lsm = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
+    if !lsm.contains("apparmor") && !lsm.contains("selinux") {
+        assert_eq!(level("LSM"), "WARN", "{text}");
+    }
+    if std::path::Path::new("/sys/fs/cgroup/unified").is_dir() {
+        assert_eq!(level("cgroup layout"), "WARN", "{text}");
+        assert!(text.contains("cgroup v1, hybrid"), "{text}");
+    }
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("WARN") || l.starts_with("FAIL"))
+    {
+        let next = text.lines().skip_while(|l| *l != line).nth(1).unwrap_or("");
+        assert!(
+            next.trim_start().starts_with("fix: "),
+            "no fix under {line:?}:\n{text}"
+        );
+    }
+    let fails = rows.iter().filter(|(l, _)| l == "FAIL").count();
+    assert_eq!(
+        out.status.success(),
+        fails == 0,
+        "exit status vs FAIL rows:\n{text}"
+    );
+    assert!(text.contains(&format!("{fails} FAIL")), "{text}");
+
+    // Without the daemon: the socket and the daemon fail, and so does the exit status.
+    daemon.stop().await.unwrap();
+    let mut cmd = daemon.command();
+    cmd.arg("check");
+    let out = run_to_exit(cmd, Duration::from_secs(60)).await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rows = check_rows(&text);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        rows.contains(&("FAIL".to_string(), "socket".to_string())),
+        "{text}"
+    );
+}

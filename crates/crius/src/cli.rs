@@ -43,6 +43,10 @@ pub enum Command {
         #[arg(long, short)]
         verbose: bool,
     },
+    /// Check the node: kernel features, runtime handlers, CNI, the pause image, disk, the
+    /// socket and the daemon; a table of OK/WARN/FAIL with a fix for each problem (exit 0
+    /// only when nothing FAILs).
+    Check,
     /// Pull an image through the running daemon (its registries config and credentials),
     /// showing each layer's progress: bars on a terminal, plain lines otherwise.
     Pull {

@@ -1,6 +1,7 @@
 //! The crius daemon: configuration, command line, logging, the CRI socket and signals.
 //! The binary in `main.rs` only dispatches to these modules.
 
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod core_config;

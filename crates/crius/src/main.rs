@@ -9,7 +9,7 @@ use clap::Parser;
 
 use crius::cli::{Cli, Command};
 use crius::config::Config;
-use crius::{logging, pull, server, status, wipe};
+use crius::{check, logging, pull, server, status, wipe};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -49,6 +49,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", report.text);
             if !report.ready {
                 bail!("not ready");
+            }
+            Ok(())
+        }
+        Some(Command::Check) => {
+            let config = cli.opts.effective_config()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let findings = runtime.block_on(check::run(&config));
+            print!("{}", check::render(&findings));
+            if findings.iter().any(|f| f.level == check::Level::Fail) {
+                bail!("the node has problems (FAIL above)");
             }
             Ok(())
         }
