@@ -220,3 +220,60 @@ async fn a_pod_in_its_own_user_namespace_sees_its_files_through_id_mapped_mounts
     remove_pod(&mut rt, &pod).await;
     assert_nothing_left(&daemon, &mut rt).await;
 }
+
+/// Benchmark, not CI (`cargo test -p crius-e2e --test userns -- --ignored --nocapture`):
+/// pod start (RunPodSandbox, CreateContainer, StartContainer) with a user namespace of its
+/// own against the same pod without, both on runc 1.5, alternating so that load on the
+/// machine falls on both alike; medians and p90 over 20 of each, and their ratio.
+#[tokio::test]
+#[ignore = "benchmark"]
+async fn bench_pod_start_with_and_without_a_user_namespace() {
+    let test = "bench_pod_start_with_and_without_a_user_namespace";
+    let Some(daemon) = daemon(test).await else {
+        return;
+    };
+    let (mut rt, mut images) = clients(&daemon).await;
+    pull(&mut images, &busybox()).await;
+    const N: usize = 20;
+    let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    // One warm-up of each, not counted.
+    for i in 0..=N {
+        for (k, with_userns) in [false, true].into_iter().enumerate() {
+            let name = format!("bench-{k}-{i}");
+            let config = if with_userns {
+                userns_pod(
+                    &daemon,
+                    &name,
+                    cri::NamespaceMode::Pod,
+                    &[(0, 65536 * (i as u32 + 2), 65536)],
+                )
+            } else {
+                pod_config(&daemon, &name)
+            };
+            let started = std::time::Instant::now();
+            let pod = try_run(&mut rt, &config, UPSTREAM)
+                .await
+                .expect("RunPodSandbox");
+            run_container(&mut rt, &pod, &config, shell("c", "exec sleep 600")).await;
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            if i > 0 {
+                times[k].push(ms);
+            }
+            remove_pod(&mut rt, &pod).await;
+        }
+    }
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        (v[v.len() / 2], v[(v.len() * 9).div_ceil(10) - 1])
+    };
+    let (plain, plain_p90) = stats(&mut times[0]);
+    let (userns, userns_p90) = stats(&mut times[1]);
+    println!(
+        "pod start, runc 1.5, n={N}: without a user namespace median {plain:.1} ms (p90 \
+         {plain_p90:.1}), with one median {userns:.1} ms (p90 {userns_p90:.1}); ratio {:.2} \
+         (p90 {:.2})",
+        userns / plain,
+        userns_p90 / plain_p90
+    );
+    assert_nothing_left(&daemon, &mut rt).await;
+}

@@ -250,7 +250,7 @@ impl Daemon {
             });
         }
         let rootfs = self
-            .mount_rootfs(&pod.config, &rec.image_id, &id, &dir)
+            .mount_rootfs(&pod.config, pod.pause_pid, &rec.image_id, &id, &dir)
             .map_err(|e| e.at_step("mount container rootfs"))?;
         {
             let (userns_dir, dir) = (self.userns_rootfs_dir(&id), dir.clone());

@@ -427,7 +427,7 @@ impl Daemon {
         }
 
         let rootfs = self
-            .mount_rootfs(&pod.config, pause_image, id, &dir)
+            .mount_rootfs(&pod.config, None, pause_image, id, &dir)
             .map_err(|e| e.at_step("mount pause rootfs"))?;
         {
             let (userns_dir, dir) = (self.userns_rootfs_dir(id), dir.clone());

@@ -38,10 +38,12 @@ impl Daemon {
     }
 
     /// Mounts the rootfs of `id` (a container, or a pod's pause) from `image_id`, with its
-    /// upper dir in `dir`; id-mapped when the pod has a user namespace. Returns the rootfs.
+    /// upper dir in `dir`; id-mapped when the pod has a user namespace (the pause's, when
+    /// `pause_pid` names it, saves making one). Returns the rootfs.
     pub(crate) fn mount_rootfs(
         &self,
         pod: &cri::PodSandboxConfig,
+        pause_pid: Option<u32>,
         image_id: &str,
         id: &str,
         dir: &Path,
@@ -59,8 +61,34 @@ impl Daemon {
         std::os::unix::fs::chown(&parent, Some(uid), Some(gid))
             .map_err(|e| Error::io("give the rootfs dir to the pod's root", &parent, e))?;
         let rootfs = parent.join(crius_image::ROOTFS_DIR);
+        // The pause's namespace, opened first and then checked to have the pod's maps (a
+        // pid taken over by another process would not).
+        let userns = pause_pid.and_then(|pid| {
+            let fd = std::fs::File::open(format!("/proc/{pid}/ns/user")).ok()?;
+            let same = |file: &str, maps: &[IdMap]| {
+                let want: Vec<[u32; 3]> = maps
+                    .iter()
+                    .map(|m| [m.container_id, m.host_id, m.size])
+                    .collect();
+                std::fs::read_to_string(format!("/proc/{pid}/{file}")).is_ok_and(|text| {
+                    let got: Vec<[u32; 3]> = text
+                        .lines()
+                        .filter_map(|l| {
+                            let v: Vec<u32> = l
+                                .split_whitespace()
+                                .filter_map(|x| x.parse().ok())
+                                .collect();
+                            v.try_into().ok()
+                        })
+                        .collect();
+                    got == want
+                })
+            };
+            (same("uid_map", &maps.uids) && same("gid_map", &maps.gids))
+                .then(|| std::os::fd::OwnedFd::from(fd))
+        });
         self.images
-            .mount_rootfs_idmapped(image_id, dir, &rootfs, &maps)?;
+            .mount_rootfs_idmapped(image_id, dir, &rootfs, &maps, userns)?;
         Ok(rootfs)
     }
 }

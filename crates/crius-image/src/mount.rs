@@ -89,7 +89,8 @@ const IDMAPPED_LAYERS: &str = "idmapped-layers";
 /// Mounts the overlay of a pod in a user namespace of its own at `target`: each layer is
 /// attached id-mapped by `maps` (so the image's root-owned files are the pod root's, with
 /// nothing chowned), the overlay is made over those, and they are detached again (the
-/// overlay keeps its own references). The upper and work dirs in `container_dir` belong
+/// overlay keeps its own references). `userns` is a user namespace with `maps` already
+/// made (the pod's), else one is made for the call. The upper and work dirs in `container_dir` belong
 /// to the pod's root, so what it writes is owned by its mapped ids on disk.
 pub fn mount_overlay_idmapped(
     layers_dir: &Path,
@@ -97,6 +98,7 @@ pub fn mount_overlay_idmapped(
     container_dir: &Path,
     target: &Path,
     maps: &crate::idmap::IdMappings,
+    userns: Option<std::os::fd::OwnedFd>,
 ) -> Result<(), Error> {
     if is_mountpoint(target) {
         debug!(target = %target.display(), "overlay already mounted");
@@ -111,8 +113,11 @@ pub fn mount_overlay_idmapped(
         std::os::unix::fs::chown(d, Some(uid), Some(gid)).map_err(|e| Error::io(d, e))?;
     }
     let start = Instant::now();
-    let userns = crate::idmap::user_namespace(maps)
-        .map_err(|e| mount_err("make a user namespace for id-mapped layers", target, e))?;
+    let userns = match userns {
+        Some(fd) => fd,
+        None => crate::idmap::user_namespace(maps)
+            .map_err(|e| mount_err("make a user namespace for id-mapped layers", target, e))?,
+    };
     let staging = container_dir.join(IDMAPPED_LAYERS);
     let mut names = Vec::with_capacity(lowers.len());
     let result = (|| {

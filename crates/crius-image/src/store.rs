@@ -543,13 +543,15 @@ impl ImageStore {
     }
 
     /// Mounts a container's rootfs at `target` for a pod in a user namespace of its own:
-    /// the image's layers id-mapped by `maps`, upper and work dirs in `container_dir`.
+    /// the image's layers id-mapped by `maps` (through `userns` when the pod's user
+    /// namespace exists already), upper and work dirs in `container_dir`.
     pub fn mount_rootfs_idmapped(
         &self,
         image_id: &str,
         container_dir: &Path,
         target: &Path,
         maps: &crate::idmap::IdMappings,
+        userns: Option<std::os::fd::OwnedFd>,
     ) -> Result<(), Error> {
         let lowers = self.lowers(image_id)?;
         mount::mount_overlay_idmapped(
@@ -558,6 +560,7 @@ impl ImageStore {
             container_dir,
             target,
             maps,
+            userns,
         )
     }
 
