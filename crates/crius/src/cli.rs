@@ -53,6 +53,15 @@ pub enum Command {
         /// The image, as the kubelet names it (short names resolved by registries.conf).
         image: String,
     },
+    /// Print a shell completion script, generated from these command definitions
+    /// (e.g. `crius completion bash > /usr/share/bash-completion/completions/crius`).
+    Completion {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the crius(8) man page (roff), generated from these command definitions
+    /// (e.g. `crius man > /usr/share/man/man8/crius.8`).
+    Man,
     /// Remove all state under root and runroot (images, pods, containers). Stop every pod
     /// and the daemon first.
     Wipe {
@@ -323,6 +332,36 @@ mod tests {
         assert_eq!(c.metrics.metrics_host, "127.0.0.2");
         assert_eq!(c.metrics.metrics_port, 9095);
         assert!(cli.command.is_none());
+    }
+
+    #[test]
+    fn every_subcommand_has_help_and_is_in_the_completions_and_the_man_page() {
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let mut bash = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut cmd.clone(),
+            "crius",
+            &mut bash,
+        );
+        let bash = String::from_utf8(bash).unwrap();
+        let mut man = Vec::new();
+        clap_mangen::Man::new(cmd.clone()).render(&mut man).unwrap();
+        let man = String::from_utf8(man).unwrap();
+        for sub in cmd.get_subcommands() {
+            let name = sub.get_name();
+            assert!(sub.get_about().is_some(), "{name} has no help");
+            assert!(
+                bash.contains(&format!("crius__subcmd__{name}")),
+                "{name} not in:\n{bash}"
+            );
+            assert!(man.contains(name), "{name} not in the man page");
+        }
+        for arg in cmd.get_arguments() {
+            assert!(arg.get_help().is_some(), "--{} has no help", arg.get_id());
+        }
     }
 
     #[test]

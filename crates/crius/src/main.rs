@@ -1,11 +1,11 @@
 //! `crius`: the Kubernetes CRI daemon and its subcommands.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::bail;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use crius::cli::{Cli, Command};
 use crius::config::Config;
@@ -50,6 +50,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !report.ready {
                 bail!("not ready");
             }
+            Ok(())
+        }
+        Some(Command::Completion { shell }) => {
+            let mut cmd = Cli::command();
+            // Into a buffer first: clap_complete panics when its writer fails (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "crius", &mut script);
+            std::io::stdout().write_all(&script)?;
+            Ok(())
+        }
+        Some(Command::Man) => {
+            let cmd = Cli::command().name("crius");
+            clap_mangen::Man::new(cmd)
+                .section("8")
+                .render(&mut std::io::stdout())?;
             Ok(())
         }
         Some(Command::Check) => {
