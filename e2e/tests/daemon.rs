@@ -171,15 +171,15 @@ async fn an_unbuilt_rpc_is_unimplemented_and_names_itself() {
     let daemon = CriusDaemon::start().await.unwrap();
     let mut client = daemon.runtime_client().await.unwrap();
     let err = client
-        .checkpoint_container(cri::CheckpointContainerRequest {
-            container_id: "abc".into(),
-            location: "/tmp/x.tar".into(),
-            timeout: 10,
+        .checkpoint_pod(cri::CheckpointPodRequest {
+            pod_sandbox_id: "abc".into(),
+            output_path: "/tmp/x.tar".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
-    assert!(err.message().contains("CheckpointContainer"), "{err:?}");
+    assert!(err.message().contains("CheckpointPod"), "{err:?}");
 }
 
 #[tokio::test]

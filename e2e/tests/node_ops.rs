@@ -107,7 +107,7 @@ async fn the_metrics_endpoint_shows_calls_pulls_pods_oom_kills_and_the_process()
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
-    rt.checkpoint_container(cri::CheckpointContainerRequest::default())
+    rt.checkpoint_pod(cri::CheckpointPodRequest::default())
         .await
         .unwrap_err();
 
@@ -162,10 +162,7 @@ async fn the_metrics_endpoint_shows_calls_pulls_pods_oom_kills_and_the_process()
     assert_eq!(
         s.value(
             "crius_operations_errors_total",
-            &[
-                ("operation", "CheckpointContainer"),
-                ("code", "Unimplemented")
-            ]
+            &[("operation", "CheckpointPod"), ("code", "Unimplemented")]
         ),
         1.0
     );

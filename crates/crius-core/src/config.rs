@@ -103,6 +103,9 @@ pub struct CoreConfig {
     pub cdi_spec_dirs: Vec<PathBuf>,
     /// Where OCI hook files (oci-hooks(5)) are read (later dirs take precedence).
     pub hooks_dirs: Vec<PathBuf>,
+    /// The only dirs CheckpointContainer may write archives to and restores may read them
+    /// from.
+    pub checkpoint_dirs: Vec<PathBuf>,
     /// Address of the streaming server (exec, attach, port-forward).
     pub stream_address: String,
     /// Port of the streaming server (0 picks one).

@@ -137,6 +137,9 @@ impl Daemon {
             .as_ref()
             .map(|i| i.image.clone())
             .unwrap_or_default();
+        if image_name.starts_with('/') {
+            return self.restore_container(&pod.id, &image_name).await;
+        }
         let image = self.images.resolve(&image_name).map_err(|e| {
             if e.is_not_found() {
                 Error::NotFound {

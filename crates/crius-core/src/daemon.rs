@@ -371,6 +371,10 @@ impl Daemon {
             "oomScoreAdjMin": self.oom_score_adj_min,
             "restrictOomScoreAdj": self.oom_score_adj_min > -1000,
             "apparmor": host::apparmor_enabled(),
+            "checkpoint": match crate::checkpoint::criu_probe().await {
+                Ok(version) => serde_json::json!({"available": true, "criu": version}),
+                Err(reason) => serde_json::json!({"available": false, "reason": reason}),
+            },
         });
         RuntimeStatus {
             runtime_ready,

@@ -5,6 +5,7 @@
 
 mod bandwidth;
 mod cgroup;
+pub mod checkpoint;
 mod config;
 mod container;
 mod daemon;

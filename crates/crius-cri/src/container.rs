@@ -1,5 +1,5 @@
 //! Container RPCs: CreateContainer, StartContainer, StopContainer, RemoveContainer,
-//! ListContainers, ContainerStatus, UpdateContainerResources, ReopenContainerLog, ExecSync.
+//! ListContainers, ContainerStatus, UpdateContainerResources, ReopenContainerLog, ExecSync, CheckpointContainer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +33,20 @@ pub async fn create(
         .await
         .map_err(to_status)?;
     Ok(cri::CreateContainerResponse { container_id: id })
+}
+
+/// CheckpointContainer: the archive is written at `location` (restores go through
+/// CreateContainer with the archive's path as the image).
+pub async fn checkpoint(
+    daemon: &Daemon,
+    req: cri::CheckpointContainerRequest,
+) -> Result<cri::CheckpointContainerResponse, Status> {
+    need_id("CheckpointContainer", &req.container_id)?;
+    daemon
+        .checkpoint_container(&req.container_id, &req.location)
+        .await
+        .map_err(to_status)?;
+    Ok(cri::CheckpointContainerResponse {})
 }
 
 /// StartContainer.

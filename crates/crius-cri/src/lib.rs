@@ -325,7 +325,7 @@ impl RuntimeService for Runtime {
     ) -> Reply<cri::CheckpointContainerResponse> {
         let id = req.get_ref().container_id.clone();
         traced("CheckpointContainer", Ids::container(&id), async {
-            Err(unimplemented("CheckpointContainer"))
+            container::checkpoint(&self.daemon, req.into_inner()).await
         })
         .await
     }

@@ -3,7 +3,7 @@
 //! (see [`crate::monitor`]), which holds the container's stdio.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -265,6 +265,54 @@ impl RuntimeCli {
                 debug!(runtime = %self.path.display(), error = %e, "runtime features unknown");
                 RuntimeFeatures::default()
             }
+        }
+    }
+
+    /// Checkpoints a running container with CRIU and leaves it running
+    /// (`RUNTIME checkpoint --leave-running`): CRIU's images go to `image_dir`, its log
+    /// (`dump.log`) to `work_dir`. On failure the error carries the tail of that log,
+    /// which says why CRIU could not.
+    pub async fn checkpoint(
+        &self,
+        id: &str,
+        image_dir: &Path,
+        work_dir: &Path,
+    ) -> Result<(), Error> {
+        let args: Vec<OsString> = vec![
+            "--leave-running".into(),
+            "--file-locks".into(),
+            "--image-path".into(),
+            image_dir.into(),
+            "--work-path".into(),
+            work_dir.into(),
+            id.into(),
+        ];
+        match self.run("checkpoint", &args, id, None).await {
+            Ok(_) => Ok(()),
+            Err(Error::RuntimeFailed {
+                runtime,
+                command,
+                container,
+                msg,
+            }) => {
+                let log = std::fs::read_to_string(work_dir.join("dump.log")).unwrap_or_default();
+                let errors: Vec<&str> = log.lines().filter(|l| l.contains("Error")).collect();
+                let tail = if errors.is_empty() {
+                    String::new()
+                } else {
+                    format!("; CRIU: {}", errors.join(" | "))
+                };
+                Err(self.not_found(
+                    Error::RuntimeFailed {
+                        runtime,
+                        command,
+                        container,
+                        msg: format!("{msg}{tail}"),
+                    },
+                    id,
+                ))
+            }
+            Err(e) => Err(e),
         }
     }
 

@@ -188,6 +188,7 @@ pub struct RuntimeConfig {
     pub seccomp_profile_root: PathBuf,
     pub cdi_spec_dirs: Vec<PathBuf>,
     pub hooks_dir: Vec<PathBuf>,
+    pub checkpoint_dirs: Vec<PathBuf>,
     pub runtimes: BTreeMap<String, RuntimeHandler>,
 }
 
@@ -210,6 +211,7 @@ impl Default for RuntimeConfig {
                 .iter()
                 .map(PathBuf::from)
                 .collect(),
+            checkpoint_dirs: vec![PathBuf::from("/var/lib/kubelet/checkpoints")],
             runtimes,
         }
     }
@@ -722,6 +724,7 @@ fn doc_for(path: &str) -> Option<&'static str> {
         "crius.runtime.log_size_max" => "Largest size of a container log file in bytes; -1 for no limit,\notherwise at least 8192.",
         "crius.runtime.seccomp_profile_root" => "Directory that Localhost seccomp profiles are relative to.",
         "crius.runtime.cdi_spec_dirs" => "Directories of CDI spec files (.yaml, .json) that define the devices a\ncontainer may ask for by name (CDI_devices, cdi.k8s.io/* annotations); a\nlater directory wins for a device both define. Read at each CreateContainer.",
+        "crius.runtime.checkpoint_dirs" => "The only directories CheckpointContainer may write checkpoint archives to,\nand that a container may be restored from (its image given as the archive's\npath). The kubelet writes to /var/lib/kubelet/checkpoints.",
         "crius.runtime.hooks_dir" => "Directories of OCI hook files (oci-hooks(5), version 1.0.0), added to\ncontainers by their `when` conditions; a file replaces the one of the same\nname in an earlier directory. Read at each CreateContainer; one invalid\nfile fails container creation.",
         "crius.runtime.runtimes" => "Runtime handlers, one table each, picked by the CRI runtime_handler:\n[crius.runtime.runtimes.NAME].",
         "crius.runtime.runtimes.*" => "A runtime handler.",

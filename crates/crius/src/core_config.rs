@@ -69,6 +69,7 @@ pub fn core_config(config: &Config, exe_dir: Option<&Path>) -> CoreConfig {
         seccomp_profile_root: c.runtime.seccomp_profile_root,
         cdi_spec_dirs: c.runtime.cdi_spec_dirs,
         hooks_dirs: c.runtime.hooks_dir,
+        checkpoint_dirs: c.runtime.checkpoint_dirs,
         stream_address: c.api.stream_address,
         stream_port: c.api.stream_port,
         effective_config,
