@@ -22,6 +22,10 @@ pub struct CgroupUsage {
     pub rss_bytes: Option<u64>,
     /// The memory limit, if any.
     pub memory_limit: Option<u64>,
+    /// Swap in use; `None` where the kernel does not account swap for cgroups.
+    pub swap_bytes: Option<u64>,
+    /// How much swap the cgroup may use, if limited.
+    pub swap_limit: Option<u64>,
     /// Page faults.
     pub page_faults: Option<u64>,
     /// Major page faults.
@@ -184,6 +188,28 @@ struct MemoryFiles {
     major_page_faults: &'static str,
 }
 
+/// Swap as one cgroup version accounts it.
+fn read_swap(
+    dir: &Path,
+    v1: bool,
+    stat: &HashMap<String, u64>,
+    memory_limit: Option<u64>,
+) -> (Option<u64>, Option<u64>) {
+    if v1 {
+        // `total_swap` is in memory.stat only with swap accounting (swapaccount=1); the
+        // swap allowance is the memory+swap limit less the memory limit.
+        let limit = real_limit(read_u64(&dir.join("memory.memsw.limit_in_bytes")))
+            .zip(memory_limit)
+            .map(|(memsw, mem)| memsw.saturating_sub(mem));
+        (stat.get("total_swap").copied(), limit)
+    } else {
+        (
+            read_u64(&dir.join("memory.swap.current")),
+            read_u64(&dir.join("memory.swap.max")),
+        )
+    }
+}
+
 const MEMORY_V1: MemoryFiles = MemoryFiles {
     usage: "memory.usage_in_bytes",
     limit: "memory.limit_in_bytes",
@@ -251,6 +277,8 @@ pub fn read_usage(paths: &HashMap<String, String>) -> CgroupUsage {
         u.page_faults = stat.get(files.page_faults).copied();
         u.major_page_faults = stat.get(files.major_page_faults).copied();
         u.memory_limit = real_limit(read_u64(&dir.join(files.limit)));
+        let v1 = std::ptr::eq(files, &MEMORY_V1);
+        (u.swap_bytes, u.swap_limit) = read_swap(&dir, v1, &stat, u.memory_limit);
     }
     if let Some(dir) = v1("pids") {
         u.pids = read_u64(&dir.join("pids.current"));
@@ -379,5 +407,107 @@ mod tests {
     fn own_process_usage_is_readable() {
         let u = process_usage(std::process::id()).expect("own cgroup");
         assert!(u.cpu_ns.is_some() || u.memory_bytes.is_some());
+    }
+
+    /// A systemd-style slice tree made by hand in the v1 hierarchies (no systemd runs
+    /// here), holding one process; removed on drop.
+    struct SliceTree {
+        dirs: Vec<PathBuf>,
+        child: std::process::Child,
+    }
+
+    impl Drop for SliceTree {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            for dir in self.dirs.iter().rev() {
+                let _ = fs::remove_dir(dir);
+            }
+        }
+    }
+
+    #[test]
+    fn a_pod_slice_of_the_systemd_driver_is_read_where_systemd_puts_it() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: needs root to make cgroups");
+            return;
+        }
+        let top = format!("criust{}", std::process::id());
+        let slice = format!("{top}-pod1.slice");
+        let dir =
+            crius_oci::spec::parent_cgroupfs_dir(crius_oci::spec::CgroupDriver::Systemd, &slice)
+                .unwrap();
+        assert_eq!(dir, format!("/{top}.slice/{slice}"));
+        // The shell works (CPU, fresh pages: v1 charges memory where it is first used)
+        // only once it is in the slice, when a line arrives.
+        let child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "read go; i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done; exec sleep 30",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut tree = SliceTree {
+            dirs: Vec::new(),
+            child,
+        };
+        for ctrl in ["cpuacct", "memory", "pids"] {
+            let hierarchy = Path::new(CGROUP_MOUNT).join(ctrl);
+            if !hierarchy.join("cgroup.procs").exists() {
+                eprintln!("skipped: no v1 {ctrl} hierarchy");
+                return;
+            }
+            let parent = hierarchy.join(format!("{top}.slice"));
+            let leaf = parent.join(&slice);
+            for d in [&parent, &leaf] {
+                fs::create_dir(d).unwrap();
+                tree.dirs.push(d.clone());
+            }
+            fs::write(leaf.join("cgroup.procs"), tree.child.id().to_string()).unwrap();
+        }
+        use std::io::Write;
+        tree.child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let u = loop {
+            let u = path_usage(&dir);
+            let read = u.cpu_ns.is_some_and(|c| c > 0) && u.memory_bytes.is_some_and(|m| m > 0);
+            if read || std::time::Instant::now() > deadline {
+                break u;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert_eq!(u.pids, Some(1), "{u:?}");
+        assert!(u.memory_bytes.is_some_and(|m| m > 0), "{u:?}");
+        assert!(u.cpu_ns.is_some_and(|c| c > 0), "{u:?}");
+        // Swap is reported where the kernel accounts it (memory.memsw.* exists then).
+        let accounted = Path::new(CGROUP_MOUNT)
+            .join("memory")
+            .join(dir.trim_start_matches('/'))
+            .join("memory.memsw.usage_in_bytes")
+            .exists();
+        assert_eq!(u.swap_bytes.is_some(), accounted, "{u:?}");
+    }
+
+    #[test]
+    fn swap_is_read_from_either_version() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("memory.memsw.limit_in_bytes"), "3000\n").unwrap();
+        let stat = HashMap::from([("total_swap".to_string(), 100)]);
+        assert_eq!(
+            read_swap(dir.path(), true, &stat, Some(1000)),
+            (Some(100), Some(2000))
+        );
+        // Without swap accounting memory.stat has no total_swap.
+        assert_eq!(
+            read_swap(dir.path(), true, &HashMap::new(), None),
+            (None, None)
+        );
+        fs::write(dir.path().join("memory.swap.current"), "42\n").unwrap();
+        fs::write(dir.path().join("memory.swap.max"), "max\n").unwrap();
+        assert_eq!(
+            read_swap(dir.path(), false, &HashMap::new(), None),
+            (Some(42), None)
+        );
     }
 }

@@ -98,16 +98,32 @@ impl Daemon {
             .collect()
     }
 
+    /// Where the pod's cgroup is in the cgroup filesystem, with either driver. `None`
+    /// for a systemd pod without a parent of its own: its containers' scopes sit in the
+    /// shared default slice.
+    pub(crate) fn pod_cgroupfs_dir(&self, record: &PodRecord) -> Option<String> {
+        let driver = self.config().cgroup_driver;
+        let requested = record
+            .config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.as_str())
+            .unwrap_or("");
+        if driver == crate::config::CgroupDriver::Systemd && requested.is_empty() {
+            return None;
+        }
+        crius_oci::spec::parent_cgroupfs_dir(
+            crate::pod::cgroup_driver(driver),
+            &record.cgroup_parent,
+        )
+    }
+
     fn pod_usage(&self, record: PodRecord) -> PodUsage {
         let at = now_ns();
         let ready = record.state == PodState::Ready;
-        let cgroup = if ready {
-            match self.config().cgroup_driver {
-                crate::config::CgroupDriver::Cgroupfs => stats::path_usage(&record.cgroup_parent),
-                crate::config::CgroupDriver::Systemd => CgroupUsage::default(),
-            }
-        } else {
-            CgroupUsage::default()
+        let cgroup = match self.pod_cgroupfs_dir(&record) {
+            Some(dir) if ready => stats::path_usage(&dir),
+            _ => CgroupUsage::default(),
         };
         let nano_cores = self.nano_cores(&record.id, at, cgroup.cpu_ns);
         let interfaces = match (ready, record.netns.is_some(), record.pause_pid) {

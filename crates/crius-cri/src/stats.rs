@@ -61,6 +61,16 @@ fn memory(at: i64, usage: &CgroupUsage) -> cri::MemoryUsage {
     }
 }
 
+/// Swap, where the kernel accounts it for cgroups.
+fn swap(at: i64, usage: &CgroupUsage) -> Option<cri::SwapUsage> {
+    let used = usage.swap_bytes?;
+    Some(cri::SwapUsage {
+        timestamp: at,
+        swap_available_bytes: value(usage.swap_limit.map(|l| l.saturating_sub(used))),
+        swap_usage_bytes: value(Some(used)),
+    })
+}
+
 fn container_stats(u: &ContainerUsage) -> cri::ContainerStats {
     cri::ContainerStats {
         attributes: Some(cri::ContainerAttributes {
@@ -79,7 +89,7 @@ fn container_stats(u: &ContainerUsage) -> cri::ContainerStats {
             used_bytes: value(Some(u.writable_layer.0)),
             inodes_used: value(Some(u.writable_layer.1)),
         }),
-        swap: None,
+        swap: swap(u.at, &u.cgroup),
         io: io(u.at, &u.cgroup),
     }
 }

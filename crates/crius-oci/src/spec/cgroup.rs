@@ -27,6 +27,43 @@ const DEFAULT_SYSTEMD_SLICE: &str = "system.slice";
 /// Prefix of every cgroup or scope crius creates.
 pub const CGROUP_PREFIX: &str = "crius";
 
+/// Where a pod's cgroup `parent` is in the cgroup filesystem (a path under each hierarchy),
+/// for reading its usage; `None` for a systemd parent that names no slice.
+///
+/// cgroupfs: the parent itself. systemd: the slice (the parent's last component) expanded
+/// as systemd places it, each `-` opening a level: `kubepods-besteffort-pod1.slice` is
+/// `/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice`, and
+/// `-.slice` the root.
+pub fn parent_cgroupfs_dir(driver: CgroupDriver, parent: &str) -> Option<String> {
+    match driver {
+        CgroupDriver::Cgroupfs => Some(format!("/{}", parent.trim_matches('/'))),
+        CgroupDriver::Systemd => {
+            let slice = parent.trim_end_matches('/').rsplit('/').next()?;
+            let name = slice.strip_suffix(".slice")?;
+            if name == "-" {
+                return Some("/".to_string());
+            }
+            if name.is_empty()
+                || name.starts_with('-')
+                || name.ends_with('-')
+                || name.contains("--")
+            {
+                return None;
+            }
+            let mut path = String::new();
+            let mut prefix = String::new();
+            for part in name.split('-') {
+                if !prefix.is_empty() {
+                    prefix.push('-');
+                }
+                prefix.push_str(part);
+                path.push_str(&format!("/{prefix}.slice"));
+            }
+            Some(path)
+        }
+    }
+}
+
 /// The `linux.cgroupsPath` of a container or pod sandbox `id` under `parent`.
 ///
 /// cgroupfs: `<parent>/crius-<id>` (an empty parent means `/crius`).
@@ -555,5 +592,42 @@ mod tests {
         assert_eq!(cpu_shares_to_weight(262_144), 10_000);
         assert_eq!(cpu_shares_to_weight(1_000_000), 10_000);
         assert_eq!(cpu_shares_to_weight(0), 0);
+    }
+
+    #[test]
+    fn parents_map_to_their_cgroupfs_dirs() {
+        for (driver, parent, want) in [
+            (
+                CgroupDriver::Cgroupfs,
+                "/kubepods/pod1",
+                Some("/kubepods/pod1"),
+            ),
+            (
+                CgroupDriver::Cgroupfs,
+                "kubepods/pod1/",
+                Some("/kubepods/pod1"),
+            ),
+            (
+                CgroupDriver::Systemd,
+                "kubepods-besteffort-pod1.slice",
+                Some("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice"),
+            ),
+            (
+                CgroupDriver::Systemd,
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod2.slice",
+                Some("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod2.slice"),
+            ),
+            (CgroupDriver::Systemd, "system.slice", Some("/system.slice")),
+            (CgroupDriver::Systemd, "-.slice", Some("/")),
+            (CgroupDriver::Systemd, "kubepods", None),
+            (CgroupDriver::Systemd, "a--b.slice", None),
+            (CgroupDriver::Systemd, "", None),
+        ] {
+            assert_eq!(
+                parent_cgroupfs_dir(driver, parent).as_deref(),
+                want,
+                "{driver:?} {parent:?}"
+            );
+        }
     }
 }

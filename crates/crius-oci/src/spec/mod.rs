@@ -43,8 +43,8 @@ pub use cdi::{
     ANNOTATION_PREFIX as CDI_ANNOTATION_PREFIX, DEFAULT_SPEC_DIRS as DEFAULT_CDI_SPEC_DIRS,
 };
 pub use cgroup::{
-    cgroup_v2_unified, cgroups_path, cpu_shares_to_weight, linux_resources, systemd_scope_name,
-    CgroupDriver, CgroupHost, CGROUP_PREFIX,
+    cgroup_v2_unified, cgroups_path, cpu_shares_to_weight, linux_resources, parent_cgroupfs_dir,
+    systemd_scope_name, CgroupDriver, CgroupHost, CGROUP_PREFIX,
 };
 pub use hooks::DEFAULT_HOOKS_DIRS;
 pub use seccomp::DEFAULT_PROFILE_JSON as DEFAULT_SECCOMP_PROFILE_JSON;
