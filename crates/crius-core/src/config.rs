@@ -70,6 +70,14 @@ pub struct ImageSettings {
     pub max_concurrent_downloads: usize,
     /// Images reported pinned (the kubelet never collects them), besides the pause image.
     pub pinned_images: crius_image::PinnedImages,
+    /// Bytes of one decompressed layer (`max_layer_size`).
+    pub max_layer_size: u64,
+    /// Entries of one layer (`max_layer_entries`).
+    pub max_layer_entries: u64,
+    /// Bytes of a manifest or index (`max_manifest_size`).
+    pub max_manifest_size: u64,
+    /// Bytes of an image config (`max_config_size`).
+    pub max_config_size: u64,
 }
 
 /// Everything the core needs to run pods and containers.

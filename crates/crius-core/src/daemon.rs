@@ -194,6 +194,14 @@ fn image_store_config(config: &CoreConfig) -> ImageStoreConfig {
             .collect(),
         auth_file: config.images.auth_file.clone(),
         max_concurrent_downloads: config.images.max_concurrent_downloads.max(1),
+        limits: crius_image::ImageLimits {
+            layer: crius_image::unpack::LayerLimits {
+                max_size: config.images.max_layer_size,
+                max_entries: config.images.max_layer_entries,
+            },
+            max_manifest_size: config.images.max_manifest_size,
+            max_config_size: config.images.max_config_size,
+        },
     }
 }
 

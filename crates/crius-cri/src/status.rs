@@ -35,6 +35,8 @@ fn image_code(e: &crius_image::Error) -> Code {
         Code::FailedPrecondition
     } else if e.is_blocked() {
         Code::PermissionDenied
+    } else if e.is_limit_exceeded() {
+        Code::ResourceExhausted
     } else if e.is_unavailable() {
         Code::Unavailable
     } else {

@@ -98,6 +98,15 @@ pub enum Error {
     #[error("invalid registries config {path}: {reason}")]
     InvalidRegistriesConf { path: PathBuf, reason: String },
 
+    /// An image passed one of the configured bounds (`[crius.image]` key `key`).
+    #[error("{what}: {found}, over the bound crius.image.{key} = {limit}; raise that key in crius.conf to accept it")]
+    LimitExceeded {
+        what: String,
+        found: String,
+        key: &'static str,
+        limit: u64,
+    },
+
     /// The store's own records are unreadable.
     #[error("corrupt image store record {path}: {reason}")]
     CorruptStore { path: PathBuf, reason: String },
@@ -176,6 +185,11 @@ impl Error {
     /// The registry could not be reached (gRPC Unavailable).
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Error::RegistryUnreachable { .. })
+    }
+
+    /// A configured bound was passed (gRPC ResourceExhausted).
+    pub fn is_limit_exceeded(&self) -> bool {
+        matches!(self, Error::LimitExceeded { .. })
     }
 
     /// Refused by policy (gRPC PermissionDenied / FailedPrecondition).

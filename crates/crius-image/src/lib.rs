@@ -51,6 +51,35 @@ pub struct ImageStoreConfig {
     pub auth_file: Option<PathBuf>,
     /// Layer downloads in flight at once, over all pulls.
     pub max_concurrent_downloads: usize,
+    /// How large a pulled image may be.
+    pub limits: ImageLimits,
+}
+
+/// Bounds on what a registry may make crius read or write; passing one fails
+/// the pull (`Error::LimitExceeded`) and leaves nothing behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageLimits {
+    /// `max_layer_size`, `max_layer_entries`: one decompressed layer.
+    pub layer: unpack::LayerLimits,
+    /// `max_manifest_size`: bytes of a manifest or index, counted as it arrives.
+    pub max_manifest_size: u64,
+    /// `max_config_size`: bytes of an image config, counted as it arrives.
+    pub max_config_size: u64,
+}
+
+/// Default of `max_manifest_size` (containers/image allows 4 MiB too).
+pub const DEFAULT_MAX_MANIFEST_SIZE: u64 = 4 << 20;
+/// Default of `max_config_size`.
+pub const DEFAULT_MAX_CONFIG_SIZE: u64 = 8 << 20;
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        ImageLimits {
+            layer: unpack::LayerLimits::default(),
+            max_manifest_size: DEFAULT_MAX_MANIFEST_SIZE,
+            max_config_size: DEFAULT_MAX_CONFIG_SIZE,
+        }
+    }
 }
 
 impl ImageStoreConfig {
@@ -63,6 +92,7 @@ impl ImageStoreConfig {
             registry_auths: HashMap::new(),
             auth_file: None,
             max_concurrent_downloads: 3,
+            limits: ImageLimits::default(),
         }
     }
 }

@@ -84,7 +84,12 @@ impl ImageStore {
         let chain = &chains[0];
         if !inner.layers.exists(chain) {
             let temp = inner.layers.begin(chain)?;
-            unpack_layer(tar.as_slice(), &temp.diff(), &diff_id)?;
+            unpack_layer(
+                tar.as_slice(),
+                &temp.diff(),
+                &diff_id,
+                &crate::unpack::LayerLimits::default(),
+            )?;
             let (usage_bytes, usage_inodes) =
                 disk_usage(&temp.diff()).map_err(|e| Error::io(temp.diff(), e))?;
             let meta = LayerMeta {

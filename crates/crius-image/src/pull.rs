@@ -56,9 +56,6 @@ const ACCEPTED_MANIFESTS: &[&str] = &[
     MT_DOCKER_MANIFEST,
 ];
 
-/// Largest manifest or config crius reads into memory.
-const MAX_JSON_BLOB: i64 = 8 << 20;
-
 /// Layer compression, from the media type and confirmed by magic bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Compression {
@@ -486,7 +483,12 @@ fn unpack_blob(inner: &Inner, job: &LayerJob, mut blob: BlobReader) -> Result<()
                     inner: reader,
                     hasher: Sha256::new(),
                 };
-                let r = unpack_layer(&mut hashing, &temp.diff(), &job.digest);
+                let r = unpack_layer(
+                    &mut hashing,
+                    &temp.diff(),
+                    &format!("{} of image {}", job.digest, job.image),
+                    &inner.config.limits.layer,
+                );
                 // the tar may end before the stream does (padding): hash the rest
                 let rest = r.and_then(|stats| {
                     io::copy(&mut hashing, &mut io::sink())
@@ -548,6 +550,150 @@ fn unpack_blob(inner: &Inner, job: &LayerJob, mut blob: BlobReader) -> Result<()
         "layer unpacked"
     );
     Ok(())
+}
+
+/// An `AsyncWrite` into memory that refuses to grow past `limit` bytes, so a
+/// blob is bounded while it arrives.
+struct BoundedSink {
+    buf: Vec<u8>,
+    limit: u64,
+    over: bool,
+}
+
+impl BoundedSink {
+    fn new(limit: u64) -> Self {
+        BoundedSink {
+            buf: Vec::new(),
+            limit,
+            over: false,
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for BoundedSink {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        if (self.buf.len() + data.len()) as u64 > self.limit {
+            self.over = true;
+            return std::task::Poll::Ready(Err(io::Error::other("size bound passed")));
+        }
+        self.buf.extend_from_slice(data);
+        std::task::Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl Inner {
+    /// GETs a manifest or index, counting its bytes as they arrive against
+    /// `max_manifest_size` (oci-client reads whole bodies into memory). The
+    /// credentials are oci-client's: it answers the registry's challenge and
+    /// keeps the token for the blob requests that follow.
+    async fn fetch_manifest(
+        &self,
+        client: &Client,
+        ep: &Endpoint,
+        oref: &Reference,
+        auth: &RegistryAuth,
+        plain_http: bool,
+        image: &str,
+    ) -> Result<Bytes, Error> {
+        let registry = &ep.name.registry;
+        let token = client
+            .auth(oref, auth, oci_client::RegistryOperation::Pull)
+            .await
+            .map_err(|e| map_err(e, image, registry))?;
+        let http = self.manifest_http[usize::from(ep.insecure)].get_or_init(|| {
+            reqwest::Client::builder()
+                .danger_accept_invalid_certs(ep.insecure)
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .read_timeout(std::time::Duration::from_secs(120))
+                .build()
+                .unwrap_or_default()
+        });
+        let url = format!(
+            "{}://{}/v2/{}/manifests/{}",
+            if plain_http { "http" } else { "https" },
+            oref.resolve_registry(),
+            oref.repository(),
+            oref.digest().or(oref.tag()).unwrap_or("latest"),
+        );
+        let mut req = http
+            .get(&url)
+            .header(reqwest::header::ACCEPT, ACCEPTED_MANIFESTS.join(", "));
+        match (token, auth) {
+            (Some(t), _) => req = req.bearer_auth(t),
+            (None, RegistryAuth::Basic(u, p)) => req = req.basic_auth(u, Some(p)),
+            (None, _) => {}
+        }
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| map_err(e.into(), image, registry))?;
+        let limit = self.config.limits.max_manifest_size;
+        let over = |n: u64| Error::LimitExceeded {
+            what: format!("image {image}"),
+            found: format!("manifest {url} of more than {n} bytes"),
+            key: "max_manifest_size",
+            limit,
+        };
+        let status = resp.status();
+        if resp.content_length().is_some_and(|n| n > limit) && status.is_success() {
+            return Err(over(limit));
+        }
+        let mut body = Vec::new();
+        loop {
+            let chunk = resp
+                .chunk()
+                .await
+                .map_err(|e| map_err(e.into(), image, registry))?;
+            let Some(chunk) = chunk else { break };
+            if (body.len() + chunk.len()) as u64 > limit {
+                if status.is_success() {
+                    return Err(over(limit));
+                }
+                break; // an error page: its start says enough
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if status == reqwest::StatusCode::OK {
+            return Ok(Bytes::from(body));
+        }
+        let e = match status {
+            reqwest::StatusCode::UNAUTHORIZED => OciDistributionError::UnauthorizedError { url },
+            s if s.is_client_error() => {
+                match serde_json::from_slice::<oci_client::errors::OciEnvelope>(&body) {
+                    Ok(envelope) => OciDistributionError::RegistryError { envelope, url },
+                    Err(_) => OciDistributionError::ServerError {
+                        code: s.as_u16(),
+                        url,
+                        message: String::from_utf8_lossy(&body).into_owned(),
+                    },
+                }
+            }
+            s => OciDistributionError::ServerError {
+                code: s.as_u16(),
+                url,
+                message: String::from_utf8_lossy(&body).into_owned(),
+            },
+        };
+        Err(map_err(e, image, registry))
+    }
 }
 
 impl Inner {
@@ -740,14 +886,13 @@ impl Inner {
         let mut fetched = None;
         for (i, plain_http) in schemes.iter().copied().enumerate() {
             let client = self.client(ep, &auth, plain_http);
-            match client
-                .pull_manifest_raw(&oref, &auth, ACCEPTED_MANIFESTS)
+            match self
+                .fetch_manifest(&client, ep, &oref, &auth, plain_http, &image)
                 .await
-                .map_err(|e| map_err(e, &image, &registry))
             {
                 Ok(answer) => {
                     self.remember_scheme(ep, plain_http);
-                    fetched = Some((client, answer));
+                    fetched = Some((client, plain_http, answer));
                     break;
                 }
                 // no TLS there (or nothing at all): try plain HTTP next
@@ -757,21 +902,27 @@ impl Inner {
                 Err(e) => return Err(e),
             }
         }
-        let Some((client, (raw, digest))) = fetched else {
+        let Some((client, plain_http, raw)) = fetched else {
             return Err(Error::RegistryUnreachable {
                 image,
                 registry,
                 reason: "no scheme to try".into(),
             });
         };
-        debug!(image = %image, endpoint = %ep.name, digest = %digest, elapsed = ?t.elapsed(), "manifest fetched");
+        debug!(image = %image, endpoint = %ep.name, bytes = raw.len(), elapsed = ?t.elapsed(), "manifest fetched");
         let invalid = |reason: String| Error::InvalidManifest {
             image: image.clone(),
             reason,
         };
         let top_digest = sha256_digest(&raw);
         if let Some(want) = &name.digest {
-            if *want != top_digest && digest != *want {
+            let got = match want.split_once(':') {
+                Some(("sha512", _)) => {
+                    format!("sha512:{}", hex::encode(sha2::Sha512::digest(&raw)))
+                }
+                _ => top_digest.clone(),
+            };
+            if *want != got {
                 return Err(invalid(format!(
                     "manifest digest {top_digest}, wanted {want}"
                 )));
@@ -823,10 +974,9 @@ impl Inner {
                     }
                 }
                 let child_ref = oref.clone_with_digest(entry.digest.clone());
-                let (child_raw, _) = client
-                    .pull_manifest_raw(&child_ref, &auth, ACCEPTED_MANIFESTS)
-                    .await
-                    .map_err(|e| map_err(e, &image, &registry))?;
+                let child_raw = self
+                    .fetch_manifest(&client, ep, &child_ref, &auth, plain_http, &image)
+                    .await?;
                 let child_digest = sha256_digest(&child_raw);
                 if child_digest != entry.digest {
                     return Err(invalid(format!(
@@ -852,8 +1002,17 @@ impl Inner {
                 media_type: config.media_type,
             });
         }
-        if digest_hex(&config.digest).is_none() || config.size < 0 || config.size > MAX_JSON_BLOB {
+        if digest_hex(&config.digest).is_none() || config.size < 0 {
             return Err(invalid(format!("bad config descriptor {}", config.digest)));
+        }
+        let max_config = self.config.limits.max_config_size;
+        if config.size as u64 > max_config {
+            return Err(Error::LimitExceeded {
+                what: format!("image {image}"),
+                found: format!("config {} of {} bytes", config.digest, config.size),
+                key: "max_config_size",
+                limit: max_config,
+            });
         }
         let layers = manifest.layers.unwrap_or_default();
         for l in &layers {
@@ -914,11 +1073,25 @@ impl Inner {
             annotations: None,
             ..OciDescriptor::default()
         };
-        let mut config_raw: Vec<u8> = Vec::new();
-        r.client
-            .pull_blob(&oref, &config_desc, &mut config_raw)
-            .await
-            .map_err(|e| map_err(e, &image, &registry))?;
+        let max_config = self.config.limits.max_config_size;
+        let mut config_sink = BoundedSink::new(max_config);
+        let fetched = r
+            .client
+            .pull_blob(&oref, &config_desc, &mut config_sink)
+            .await;
+        if config_sink.over {
+            return Err(Error::LimitExceeded {
+                what: format!("image {image}"),
+                found: format!(
+                    "config {} sent more than {max_config} bytes",
+                    r.config.digest
+                ),
+                key: "max_config_size",
+                limit: max_config,
+            });
+        }
+        fetched.map_err(|e| map_err(e, &image, &registry))?;
+        let config_raw = config_sink.buf;
         let config_digest = sha256_digest(&config_raw);
         if config_digest != r.config.digest {
             return Err(Error::LayerDigestMismatch {
@@ -976,7 +1149,12 @@ impl Inner {
             };
             self.ensure_layer(&r.client, &oref, desc, job, &registry, counter)
         });
-        futures::future::try_join_all(jobs).await?;
+        // every layer job ends (commits or cleans up) before a failure is
+        // reported, so the pin guard's cleanup sees all that this pull made
+        let results = futures::future::join_all(jobs).await;
+        if let Some(e) = results.into_iter().find_map(Result::err) {
+            return Err(e);
+        }
 
         let size = r
             .layers

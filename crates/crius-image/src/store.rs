@@ -42,6 +42,8 @@ pub struct Inner {
     pub(crate) plain_http_hosts: Mutex<HashMap<String, bool>>,
     pub(crate) downloads: Semaphore,
     pub(crate) download_count: AtomicU64,
+    /// HTTP clients for manifests, by `insecure` (accepts any certificate).
+    pub(crate) manifest_http: [std::sync::OnceLock<reqwest::Client>; 2],
 }
 
 /// The image store. Cheap to clone; all clones share one store.
@@ -65,7 +67,9 @@ enum Match {
     Digest,
 }
 
-/// Releases layer pins when a pull ends.
+/// Releases layer pins when a pull ends, and takes out of the store the
+/// layers of the pull that no image records (it failed or was cancelled), so
+/// a failed pull leaves nothing behind.
 pub(crate) struct PinGuard<'a> {
     inner: &'a Inner,
     chains: Vec<String>,
@@ -85,6 +89,8 @@ impl Drop for PinGuard<'_> {
         drop(pins);
         let mut locks = lock(&self.inner.layer_locks);
         locks.retain(|_, l| Arc::strong_count(l) > 1);
+        drop(locks);
+        self.inner.discard_unrecorded(&self.chains);
     }
 }
 
@@ -129,6 +135,31 @@ impl Inner {
             .entry(chain_id.to_string())
             .or_default()
             .clone()
+    }
+
+    /// Deletes those of `chains` that no image record uses and no pull holds.
+    fn discard_unrecorded(&self, chains: &[String]) {
+        let images = lock(&self.images);
+        let pins = lock(&self.pins);
+        let mut doomed = Vec::new();
+        for c in chains {
+            if pins.contains_key(c) || images.iter().any(|r| r.layers.contains(c)) {
+                continue;
+            }
+            match self.layers.detach(c) {
+                Ok(Some(dir)) => doomed.push(dir),
+                Ok(None) => {}
+                Err(e) => warn!(chain_id = %c, error = %e, "cannot remove layer of a failed pull"),
+            }
+        }
+        drop(pins);
+        drop(images);
+        for dir in doomed {
+            debug!(dir = %dir.display(), "removing layer of a failed pull");
+            if let Err(e) = fs::remove_dir_all(&dir) {
+                warn!(dir = %dir.display(), error = %e, "cannot delete layer of a failed pull");
+            }
+        }
     }
 
     /// Keeps removal from deleting these layers while a pull uses them.
@@ -393,6 +424,7 @@ impl ImageStore {
             clients: Mutex::new(HashMap::new()),
             plain_http_hosts: Mutex::new(HashMap::new()),
             download_count: AtomicU64::new(0),
+            manifest_http: Default::default(),
         };
         let store = ImageStore {
             inner: Arc::new(inner),

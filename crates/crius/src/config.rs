@@ -281,6 +281,10 @@ pub struct ImageConfig {
     pub registries_conf: PathBuf,
     pub insecure_registries: Vec<String>,
     pub max_concurrent_downloads: usize,
+    pub max_layer_size: u64,
+    pub max_layer_entries: u64,
+    pub max_manifest_size: u64,
+    pub max_config_size: u64,
     pub auths: BTreeMap<String, RegistryAuth>,
     pub global_auth_file: PathBuf,
     pub pinned_images: crius_core::PinnedImages,
@@ -294,6 +298,10 @@ impl Default for ImageConfig {
             registries_conf: PathBuf::new(),
             insecure_registries: Vec::new(),
             max_concurrent_downloads: 3,
+            max_layer_size: 32 << 30,
+            max_layer_entries: 2_000_000,
+            max_manifest_size: 4 << 20,
+            max_config_size: 8 << 20,
             auths: BTreeMap::new(),
             global_auth_file: PathBuf::new(),
             pinned_images: crius_core::PinnedImages::default(),
@@ -538,6 +546,16 @@ impl Config {
                 "must be at least 1".to_string(),
             );
         }
+        for (key, v) in [
+            ("crius.image.max_layer_size", c.image.max_layer_size),
+            ("crius.image.max_layer_entries", c.image.max_layer_entries),
+            ("crius.image.max_manifest_size", c.image.max_manifest_size),
+            ("crius.image.max_config_size", c.image.max_config_size),
+        ] {
+            if v == 0 {
+                return semantic(key, "must be at least 1".to_string());
+            }
+        }
         if c.image.pause_image.trim().is_empty() {
             return semantic("crius.image.pause_image", "is empty".to_string());
         }
@@ -740,6 +758,10 @@ fn doc_for(path: &str) -> Option<&'static str> {
         "crius.image.registries_conf" => "containers-registries.conf(5) file (mirrors, short names, insecure\nregistries). Empty: /etc/containers/registries.conf (and registries.conf.d)\nwhen present. Reloaded on SIGHUP.",
         "crius.image.insecure_registries" => "Registries (host[:port]) reached over plain HTTP. Reloaded on SIGHUP.",
         "crius.image.max_concurrent_downloads" => "Layers downloaded at the same time by one pull.",
+        "crius.image.max_layer_size" => "Bytes one layer may take decompressed (sparse files at their full size);\na pull of a larger layer fails and leaves nothing behind.",
+        "crius.image.max_layer_entries" => "Files, directories and links one layer may hold.",
+        "crius.image.max_manifest_size" => "Bytes a manifest or index may take, counted while it arrives.",
+        "crius.image.max_config_size" => "Bytes an image config may take, counted while it arrives.",
         "crius.image.auths" => "Credentials per registry host[:port], used when a pull carries none\n(reloaded on SIGHUP):\n[crius.image.auths.\"registry.example.com:5000\"]\nusername = \"user\"\npassword = \"secret\"\nauth = \"\"  # base64 of user:password, instead of the two above",
         "crius.image.auths.*" => "Credentials for one registry.",
         "crius.image.auths.*.username" => "User name.",

@@ -271,6 +271,20 @@ async fn reload(
             "crius.image.max_concurrent_downloads",
             oi.max_concurrent_downloads != ni.max_concurrent_downloads,
         ),
+        (
+            "crius.image.max_*_size, max_layer_entries",
+            (
+                oi.max_layer_size,
+                oi.max_layer_entries,
+                oi.max_manifest_size,
+                oi.max_config_size,
+            ) != (
+                ni.max_layer_size,
+                ni.max_layer_entries,
+                ni.max_manifest_size,
+                ni.max_config_size,
+            ),
+        ),
     ];
     for (key, _) in restart_only.iter().filter(|(_, changed)| *changed) {
         warn!(
