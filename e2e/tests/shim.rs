@@ -155,6 +155,31 @@ async fn pod_and_container_lifecycle(binary: &Path) {
         Duration::from_secs(30),
     )
     .await;
+    // ExecSync through the shim: output, exit code, and a timeout that kills it.
+    assert_eq!(
+        exec_ok(&mut rt, &long, &["echo", "in-exec"]).await,
+        "in-exec\n"
+    );
+    let out = try_exec(&mut rt, &long, &["sh", "-c", "echo oops >&2; exit 5"], 20)
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, 5, "{out:?}");
+    assert_eq!(out.stderr, b"oops\n", "{out:?}");
+    // Streaming exec is not built for vm handlers: said at once, not at the stream.
+    let err = rt
+        .exec(cri::ExecRequest {
+            container_id: long.clone(),
+            cmd: vec!["true".into()],
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
+    let err = try_exec(&mut rt, &long, &["sleep", "60"], 1)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
     rt.stop_container(cri::StopContainerRequest {
         container_id: long.clone(),
         timeout: 10,

@@ -674,9 +674,14 @@ impl Daemon {
             )));
         }
         let timeout = (timeout_secs > 0).then(|| Duration::from_secs(timeout_secs as u64));
-        let out = MonitorClient::new(&self.container_run_dir(&rec.id))
-            .exec_sync(&cmd, timeout)
-            .await?;
+        let pod = self.pod_entry(&rec.pod_id)?.get();
+        let out = if self.vm_of(&pod.runtime_handler).is_some() {
+            self.vm_exec_sync(&pod, &rec, &cmd, timeout).await?
+        } else {
+            MonitorClient::new(&self.container_run_dir(&rec.id))
+                .exec_sync(&cmd, timeout)
+                .await?
+        };
         if out.timed_out {
             return Err(Error::DeadlineExceeded(format!(
                 "command {:?} in container {} timed out after {}s",

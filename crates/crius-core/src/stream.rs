@@ -57,6 +57,16 @@ impl Daemon {
                 rec.id, rec.state
             )));
         }
+        // A vm container's stdio is its shim's; streaming through it is not built yet.
+        if let Ok(pod) = self.pod_entry(&rec.pod_id) {
+            let handler = pod.get().runtime_handler;
+            if self.vm_of(&handler).is_some() {
+                return Err(Error::Unimplemented(format!(
+                    "streaming exec and attach in container {} of vm runtime handler {handler:?}",
+                    rec.id
+                )));
+            }
+        }
         Ok(rec)
     }
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crius_oci::monitor::ExitStatus;
+use crius_oci::monitor::{ExecOutput, ExitStatus};
 use crius_oci::shim::{self, LogCopier, Shim, ShimEvent, ShimStart, TaskIo};
 use tracing::{debug, info, warn};
 
@@ -550,6 +550,95 @@ impl Daemon {
             Err(e) => warn!(container_id = %rec.id, error = %e, "container log not reattached"),
         }
         Ok(())
+    }
+
+    /// ExecSync in a vm container: an exec process of its task (the container's own process
+    /// spec with `cmd` as args), its output through two fifos, killed after `timeout`.
+    pub(crate) async fn vm_exec_sync(
+        &self,
+        pod: &PodRecord,
+        rec: &ContainerRecord,
+        cmd: &[String],
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput> {
+        let bundle = self.container_dir(&rec.id).join("config.json");
+        let text =
+            std::fs::read(&bundle).map_err(|e| Error::io("read container spec", &bundle, e))?;
+        let spec: serde_json::Value = serde_json::from_slice(&text)
+            .map_err(|e| Error::Internal(format!("container spec {}: {e}", bundle.display())))?;
+        let mut process = spec["process"].clone();
+        process["args"] = serde_json::json!(cmd);
+        process["terminal"] = serde_json::json!(false);
+        let process = serde_json::to_vec(&process)
+            .map_err(|e| Error::Internal(format!("exec process spec: {e}")))?;
+        let exec_id = format!("exec-{}", &crate::model::new_id()[..12]);
+        let run_dir = self.container_run_dir(&rec.id);
+        let fifos = [
+            run_dir.join(format!("{exec_id}-stdout")),
+            run_dir.join(format!("{exec_id}-stderr")),
+        ];
+        for f in &fifos {
+            shim::make_fifo(f)?;
+        }
+        let result = self
+            .vm_exec_steps(pod, rec, &exec_id, &process, &fifos, timeout)
+            .await;
+        for f in &fifos {
+            let _ = std::fs::remove_file(f);
+        }
+        result
+    }
+
+    async fn vm_exec_steps(
+        &self,
+        pod: &PodRecord,
+        rec: &ContainerRecord,
+        exec_id: &str,
+        process: &[u8],
+        fifos: &[PathBuf; 2],
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput> {
+        let s = self.shim_of(pod).await?;
+        let mut capture = shim::FifoCapture::start(fifos)?;
+        let io = TaskIo {
+            stdout: fifos[0].display().to_string(),
+            stderr: fifos[1].display().to_string(),
+            ..Default::default()
+        };
+        if let Err(e) = s.exec(&rec.id, exec_id, process, &io).await {
+            std::thread::spawn(move || capture.join());
+            return Err(Error::from(e).at_step("exec in container"));
+        }
+        // The shim opens an exec's fifos at Start: crius holds their write ends till then.
+        let waited = async {
+            s.start(&rec.id, exec_id).await?;
+            capture.writers_attached();
+            let wait = s.wait(&rec.id, exec_id);
+            match timeout {
+                None => wait.await.map(|st| (st, false)),
+                Some(limit) => match tokio::time::timeout(limit, wait).await {
+                    Ok(st) => st.map(|st| (st, false)),
+                    Err(_) => {
+                        let _ = s.kill(&rec.id, exec_id, libc::SIGKILL as u32, false).await;
+                        s.wait(&rec.id, exec_id).await.map(|st| (st, true))
+                    }
+                },
+            }
+        }
+        .await;
+        let _ = s.delete(&rec.id, exec_id).await;
+        let mut out = tokio::task::spawn_blocking(move || capture.join())
+            .await
+            .unwrap_or_default()
+            .into_iter();
+        let (status, timed_out) =
+            waited.map_err(|e| Error::from(e).at_step("exec in container"))?;
+        Ok(ExecOutput {
+            stdout: out.next().unwrap_or_default(),
+            stderr: out.next().unwrap_or_default(),
+            exit_code: status.code as i32,
+            timed_out,
+        })
     }
 
     /// A handle on the shim map for undo steps.

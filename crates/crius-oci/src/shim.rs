@@ -239,8 +239,12 @@ impl std::fmt::Debug for Shim {
 fn timestamp_ns(
     t: &MessageField<containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp>,
 ) -> i64 {
+    // Go's zero time (year 1) is what an unset exit time looks like: 0, not an overflow.
     t.as_ref()
-        .map(|t| t.seconds * 1_000_000_000 + i64::from(t.nanos))
+        .and_then(|t| t.seconds.checked_mul(1_000_000_000))
+        .zip(t.as_ref().map(|t| i64::from(t.nanos)))
+        .and_then(|(s, n)| s.checked_add(n))
+        .filter(|ns| *ns > 0)
         .unwrap_or(0)
 }
 
@@ -904,6 +908,81 @@ impl LogCopier {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+/// Collects what a process writes into fifos (an exec's stdout and stderr), up to
+/// [`CAPTURE_MAX`] bytes each; opened like [`LogCopier`]'s.
+pub struct FifoCapture {
+    own_writers: Vec<std::fs::File>,
+    threads: Vec<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+/// The most bytes kept of one exec stream (the monitor's bound).
+pub const CAPTURE_MAX: usize = 16 << 20;
+
+impl FifoCapture {
+    /// Starts reading each of `fifos`.
+    pub fn start(fifos: &[PathBuf]) -> Result<FifoCapture, Error> {
+        let mut own_writers = Vec::new();
+        let mut threads = Vec::new();
+        for path in fifos {
+            let open_err = |e| Error::MonitorFile {
+                path: path.clone(),
+                source: e,
+            };
+            let mut reader = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(path)
+                .map_err(open_err)?;
+            own_writers.push(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                    .open(path)
+                    .map_err(open_err)?,
+            );
+            set_blocking(&reader).map_err(open_err)?;
+            threads.push(
+                std::thread::Builder::new()
+                    .name("shim-exec".into())
+                    .spawn(move || {
+                        let mut out = Vec::new();
+                        let mut buf = vec![0u8; cri_log::CHUNK];
+                        loop {
+                            match reader.read(&mut buf) {
+                                Ok(0) => return out,
+                                Ok(n) => {
+                                    let room = CAPTURE_MAX.saturating_sub(out.len());
+                                    out.extend_from_slice(&buf[..n.min(room)]);
+                                }
+                                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                                Err(_) => return out,
+                            }
+                        }
+                    })
+                    .map_err(open_err)?,
+            );
+        }
+        Ok(FifoCapture {
+            own_writers,
+            threads,
+        })
+    }
+
+    /// The shim holds the fifos: reading ends when it closes them.
+    pub fn writers_attached(&mut self) {
+        self.own_writers.clear();
+    }
+
+    /// What each fifo carried, in order, once all are closed.
+    pub fn join(mut self) -> Vec<Vec<u8>> {
+        self.own_writers.clear();
+        self.threads
+            .drain(..)
+            .map(|t| t.join().unwrap_or_default())
+            .collect()
     }
 }
 
