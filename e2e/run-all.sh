@@ -96,6 +96,13 @@ if [ -f "$PEERS_ENV" ]; then
   . "$PEERS_ENV"
   set +a
 fi
+# A CI machine starts empty and is thrown away after the run: Go's build and module caches
+# (several GB once the kubelet is built) serve no later build there, and the Rust build
+# below needs that disk. The built peers themselves stay in their cache.
+if [ -n "${CI:-}" ] && command -v go >/dev/null; then
+  say "CI: freeing Go's build and module caches ($(du -sch "$(go env GOCACHE)" "$(go env GOMODCACHE)" 2>/dev/null | tail -1 | cut -f1))"
+  go clean -cache -modcache || say "warning: go clean failed; going on"
+fi
 
 # ---------------------------------------------------------------- a non-Go gRPC client
 # e2e/tests/grpc_clients.rs drives the socket with Python's grpcio, from PyPI, in a venv.
