@@ -259,6 +259,8 @@ fn create_inner(g: &Globals, o: &CreateOpts, keep_subreaper: bool) -> Result<Rec
         rootfs::parse_options(opt.options().as_deref().unwrap_or(&[]))?;
     }
     let inner = cgroup::inner_path(linux.cgroups_path().as_deref(), &o.id)?;
+    // In the host's user namespace, before any fork: see `rootfs::idmap`.
+    let idmapped = rootfs::idmap::IdmappedMounts::prepare(&spec, &bundle)?;
     let terminal = process.terminal() == Some(true);
     let console = match (&o.console_socket, terminal) {
         (Some(p), true) => {
@@ -290,6 +292,13 @@ fn create_inner(g: &Globals, o: &CreateOpts, keep_subreaper: bool) -> Result<Rec
     let fifo = dir.join(state::EXEC_FIFO);
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
         .map_err(|e| Error::sys(format!("mkfifo {}", fifo.display()), e))?;
+    // Past the umask: an init in a user namespace is "other" to this file, and reaches it
+    // only through the descriptor it holds (the state dir is the runtime's alone).
+    std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622))
+        .map_err(|e| Error::io("chmod exec fifo", &fifo, e))?;
+    // Opened here, in the host's user namespace: the init of a user namespace cannot
+    // pass the state dirs by path.
+    let fifo_fd = open_path(&fifo)?;
 
     let dirs = cgroup::dirs_for(&inner);
     undo.cgroups = dirs.clone();
@@ -305,10 +314,8 @@ fn create_inner(g: &Globals, o: &CreateOpts, keep_subreaper: bool) -> Result<Rec
             .any(|(f, _, _)| *f == CloneFlags::CLONE_NEWUSER);
     let stage1 = fork_child(&child, || {
         child.expect("go")?;
-        for (flag, fd, path) in &ns.join {
-            nix::sched::setns(fd, *flag)
-                .map_err(|e| Error::sys(format!("join namespace {}", path.display()), e))?;
-        }
+        crate::process::set_oom_score_adj(&process)?;
+        join_namespaces(&ns.join)?;
         if ns.new.contains(CloneFlags::CLONE_NEWUSER) {
             nix::sched::unshare(CloneFlags::CLONE_NEWUSER)
                 .map_err(|e| Error::sys("unshare user namespace", e))?;
@@ -327,11 +334,12 @@ fn create_inner(g: &Globals, o: &CreateOpts, keep_subreaper: bool) -> Result<Rec
                 id: &o.id,
                 host_pid,
                 sync: &child,
-                fifo: &fifo,
+                fifo: &fifo_fd,
                 console: console.as_ref(),
                 seccomp,
                 cgroup_dirs: &dirs,
                 in_userns,
+                idmapped: &idmapped,
                 no_pivot: o.no_pivot,
                 process: &process,
             })
@@ -453,6 +461,36 @@ fn take_pid(parent: &Sync, stage1: Pid, undo: &mut CreateUndo) -> Result<i32> {
     }
 }
 
+/// Joins the opened namespaces `join`. A user namespace is joined last, and its root
+/// become: the others, owned by the host's (a pod's pinned network namespace) or by that
+/// user namespace, are joined first while the runtime is still host root; those that
+/// only the user namespace's root may join (EPERM before) are tried again after it.
+fn join_namespaces(join: &[(CloneFlags, OwnedFd, PathBuf)]) -> Result<()> {
+    let setns = |(flag, fd, path): &(CloneFlags, OwnedFd, PathBuf)| {
+        nix::sched::setns(fd, *flag)
+            .map_err(|e| Error::sys(format!("join namespace {}", path.display()), e))
+    };
+    let user = join
+        .iter()
+        .find(|(f, _, _)| *f == CloneFlags::CLONE_NEWUSER);
+    let mut later = Vec::new();
+    for ns in join
+        .iter()
+        .filter(|(f, _, _)| *f != CloneFlags::CLONE_NEWUSER)
+    {
+        match nix::sched::setns(&ns.1, ns.0) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EPERM) if user.is_some() => later.push(ns),
+            Err(e) => return Err(Error::sys(format!("join namespace {}", ns.2.display()), e)),
+        }
+    }
+    if let Some(user) = user {
+        setns(user)?;
+        become_root()?;
+    }
+    later.into_iter().try_for_each(setns)
+}
+
 fn become_root() -> Result<()> {
     // SAFETY: plain integer arguments.
     if unsafe { libc::setresgid(0, 0, 0) } < 0 || unsafe { libc::setresuid(0, 0, 0) } < 0 {
@@ -471,11 +509,13 @@ struct InitCtx<'a> {
     id: &'a str,
     host_pid: i32,
     sync: &'a Sync,
-    fifo: &'a Path,
+    /// The exec fifo, an O_PATH descriptor.
+    fifo: &'a OwnedFd,
     console: Option<&'a UnixStream>,
     seccomp: Option<libseccomp::ScmpFilterContext>,
     cgroup_dirs: &'a [PathBuf],
     in_userns: bool,
+    idmapped: &'a rootfs::idmap::IdmappedMounts,
     no_pivot: bool,
     process: &'a Process,
 }
@@ -489,6 +529,7 @@ fn init_main(c: InitCtx) -> Result<()> {
         bundle: c.bundle,
         cgroup_dirs: c.cgroup_dirs,
         in_userns: c.in_userns,
+        idmapped: c.idmapped,
     }
     .prepare()?;
     #[allow(deprecated)]
@@ -511,7 +552,7 @@ fn init_main(c: InitCtx) -> Result<()> {
             &hook_state(c.spec, c.id, "created", c.host_pid, c.bundle),
         )?;
     }
-    let fifo = open_path(c.fifo)?;
+    let fifo = c.fifo;
     let host_proc = open_path(Path::new("/proc/self/fd"))?;
     rootfs::enter(c.rootfs, c.no_pivot)?;
     rootfs::apply_root_propagation(c.spec)?;
@@ -548,7 +589,6 @@ fn init_main(c: InitCtx) -> Result<()> {
     .map_err(|e| Error::sys("open exec fifo", e))?;
     nix::unistd::write(&fifo_w, b"0").map_err(|e| Error::sys("write exec fifo", e))?;
     drop(fifo_w);
-    drop(fifo);
     drop(host_proc);
     if let Some(h) = c
         .spec
@@ -931,7 +971,7 @@ pub fn exec(g: &Globals, o: &ExecOpts) -> Result<i32> {
         }
         let f =
             std::fs::File::open(&theirs).map_err(|e| Error::io("open namespace", &theirs, e))?;
-        join.push((ns_flag(t)?, OwnedFd::from(f), theirs));
+        join.push((ns_flag(t)?, OwnedFd::from(f), PathBuf::from(theirs)));
     }
     let terminal = process.terminal() == Some(true);
     let console = match (&o.console_socket, terminal) {
@@ -947,10 +987,8 @@ pub fn exec(g: &Globals, o: &ExecOpts) -> Result<i32> {
     let (parent, child) = sync::pair()?;
     let stage1 = fork_child(&child, || {
         child.expect("go")?;
-        for (flag, fd, path) in &join {
-            nix::sched::setns(fd, *flag)
-                .map_err(|e| Error::sys(format!("join namespace {path}"), e))?;
-        }
+        crate::process::set_oom_score_adj(&process)?;
+        join_namespaces(&join)?;
         let proc_pid = fork_child(&child, || {
             child.expect("go")?;
             if let Some(sock) = &console {

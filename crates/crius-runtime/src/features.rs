@@ -11,9 +11,9 @@ pub fn document() -> Value {
         "ociVersionMax": crate::OCI_VERSION,
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         "mountOptions": [
-            "async", "atime", "bind", "dev", "diratime", "dirsync", "exec", "mand", "noatime",
+            "async", "atime", "bind", "dev", "diratime", "dirsync", "exec", "idmap", "mand", "noatime",
             "nodev", "nodiratime", "noexec", "nomand", "norelatime", "nostrictatime", "nosuid",
-            "private", "rbind", "relatime", "remount", "ro", "rprivate", "rro", "rshared",
+            "private", "rbind", "relatime", "remount", "ridmap", "ro", "rprivate", "rro", "rshared",
             "rslave", "runbindable", "rw", "shared", "slave", "strictatime", "suid", "sync",
             "tmpcopyup", "unbindable"
         ],
@@ -32,7 +32,7 @@ pub fn document() -> Value {
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false},
             "intelRdt": {"enabled": false},
-            "mountExtensions": {"idmap": {"enabled": false}}
+            "mountExtensions": {"idmap": {"enabled": true}}
         },
         "annotations": {
             "org.opencontainers.runtime-spec.features.name": "crius-runtime",

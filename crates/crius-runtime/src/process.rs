@@ -29,7 +29,6 @@ pub struct Prepared {
     umask: Option<u32>,
     no_new_privs: bool,
     rlimits: Vec<PosixRlimit>,
-    oom_score_adj: Option<i32>,
 }
 
 fn cstr(s: &str) -> Result<CString> {
@@ -66,7 +65,6 @@ pub fn prepare(p: &Process, seccomp: Option<ScmpFilterContext>) -> Result<Prepar
         umask: user.umask(),
         no_new_privs: p.no_new_privileges() == Some(true),
         rlimits: p.rlimits().clone().unwrap_or_default(),
-        oom_score_adj: p.oom_score_adj(),
     })
 }
 
@@ -156,7 +154,13 @@ fn apply_rlimits(rl: &[PosixRlimit]) -> Result<()> {
     Ok(())
 }
 
-fn write_oom_score(v: i32) -> Result<()> {
+/// The process's OOM score, written while the runtime still runs as host root in the
+/// host's namespaces (a process that became root of a user namespace may no longer
+/// write its own); the container's processes inherit it through fork and exec.
+pub fn set_oom_score_adj(p: &Process) -> Result<()> {
+    let Some(v) = p.oom_score_adj() else {
+        return Ok(());
+    };
     std::fs::write("/proc/self/oom_score_adj", v.to_string())
         .map_err(|e| Error::io("write oom_score_adj", "/proc/self/oom_score_adj", e))
 }
@@ -196,9 +200,6 @@ fn set_ids(p: &Prepared) -> Result<()> {
 /// Applies the process's credentials and limits and execs it. Returns only on error.
 pub fn finish(p: Prepared) -> Result<Infallible> {
     apply_rlimits(&p.rlimits)?;
-    if let Some(v) = p.oom_score_adj {
-        write_oom_score(v)?;
-    }
     if !p.no_new_privs {
         // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: do it while we have it.
         if let Some(f) = &p.seccomp {

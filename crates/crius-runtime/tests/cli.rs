@@ -187,6 +187,19 @@ fn bad_input_is_refused_cleanly() {
             }),
             "refused the uid_map",
         ),
+        (
+            "mount-uidmap",
+            Box::new(|b: &Bundle| {
+                b.edit(|v| {
+                    let huge =
+                        json!([{"containerID": 0, "hostID": 4000000000u32, "size": 4000000000u32}]);
+                    v["mounts"].as_array_mut().unwrap().push(json!({
+                        "destination": "/mapped", "type": "bind", "source": "/tmp",
+                        "options": ["rbind"], "uidMappings": huge, "gidMappings": huge}));
+                })
+            }),
+            "refused the mount's uid_map",
+        ),
     ];
     for (name, edit, want) in cases {
         let b = Bundle::new(&format!("bad-{name}"), &["true"]);
@@ -211,12 +224,175 @@ fn bad_input_is_refused_cleanly() {
             b.cgroup_dirs()
         );
         assert!(!std::path::Path::new("/tmp/x").exists() || name != "escape");
+        assert_nothing_mounted_under(&b.dir, name);
     }
     // A missing bundle.
     let b = Bundle::new("bad-missing", &["true"]);
     let o = b.cmd(&["create", "--bundle", "/nonexistent/bundle", &b.id]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/bundle"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("/nonexistent/bundle"), "{err}");
+    let log = b.log_text();
+    assert!(
+        log.contains("\"level\":\"error\"") && log.contains("/nonexistent/bundle"),
+        "missing bundle: log {log:?}"
+    );
+    assert!(std::fs::read_dir(&b.root).map_or(true, |mut d| d.next().is_none()));
+    assert!(b.cgroup_dirs().is_empty());
+}
+
+/// No mount of the host's (this test's) namespace lies under `dir`.
+fn assert_nothing_mounted_under(dir: &std::path::Path, case: &str) {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let dir = dir.to_string_lossy();
+    let left: Vec<&str> = info.lines().filter(|l| l.contains(dir.as_ref())).collect();
+    assert!(left.is_empty(), "{case}: left mounted: {left:?}");
+}
+
+/// Id-mapped mounts: in a user namespace mapping 0 to 100000, a bind whose
+/// uidMappings/gidMappings are the same shows host root's files as the container's root
+/// and what the container's root writes there lands as host root's; a plain bind of the
+/// same dir shows them as the overflow id. `features` says so.
+#[test]
+fn an_id_mapped_bind_shows_host_root_files_as_the_containers_root() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let features: serde_json::Value =
+        serde_json::from_str(&Bundle::new("feat", &["true"]).ok(&["features"])).unwrap();
+    assert_eq!(
+        features["linux"]["mountExtensions"]["idmap"]["enabled"],
+        true
+    );
+
+    let b = Bundle::new(
+        "idmap",
+        &[
+            "sh",
+            "-c",
+            "stat -c %u:%g /mapped/f /plain/f && id -u && echo x > /mapped/new",
+        ],
+    );
+    // The user namespace's root passes the bundle's dirs as "other".
+    std::fs::set_permissions(b.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The targets, as an image has them: the namespace's root cannot write host root's rootfs.
+    for d in ["mapped", "plain"] {
+        std::fs::create_dir(b.dir.join("rootfs").join(d)).unwrap();
+    }
+    let data = b.tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("f"), "host root's").unwrap();
+    let map = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    let src = data.to_string_lossy().into_owned();
+    b.edit(|v| {
+        v["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "user"}));
+        v["linux"]["uidMappings"] = map.clone();
+        v["linux"]["gidMappings"] = map.clone();
+        let mounts = v["mounts"].as_array_mut().unwrap();
+        mounts.push(
+            json!({"destination": "/mapped", "type": "bind", "source": src,
+            "options": ["rbind", "rw"], "uidMappings": map, "gidMappings": map}),
+        );
+        mounts.push(
+            json!({"destination": "/plain", "type": "bind", "source": src,
+            "options": ["rbind", "ro"]}),
+        );
+    });
+    let (code, out, err) = b.run();
+    assert_eq!(code, 0, "stdout {out:?}, stderr {err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["0:0", "65534:65534", "0"],
+        "{err}"
+    );
+    let made = std::fs::metadata(data.join("new")).unwrap();
+    assert_eq!((made.uid(), made.gid()), (0, 0));
+}
+
+/// Unmounts (detached) what a test mounted on the host, even when it fails.
+struct HostMounts(Vec<std::path::PathBuf>);
+
+impl Drop for HostMounts {
+    fn drop(&mut self) {
+        for p in self.0.iter().rev() {
+            let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// rootfsPropagation "rshared" and an rshared bind of a shared host dir (a Bidirectional
+/// volume): a mount made in the container shows on the host, one made on the host shows
+/// in the container.
+#[test]
+fn an_rshared_bind_propagates_both_ways() {
+    use nix::mount::{mount, MsFlags};
+    let b = Bundle::new(
+        "rshared",
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /shared/in && mount -t tmpfs tmpfs /shared/in && touch /shared/in/made-inside && sleep 100",
+        ],
+    );
+    let shared = b.tmp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let mut host = HostMounts(Vec::new());
+    mount(
+        Some(&shared),
+        &shared,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .unwrap();
+    host.0.push(shared.clone());
+    mount(
+        None::<&str>,
+        &shared,
+        None::<&str>,
+        MsFlags::MS_SHARED | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .unwrap();
+    let src = shared.to_string_lossy().into_owned();
+    b.edit(|v| {
+        let caps = json!(["CAP_SYS_ADMIN", "CAP_KILL"]);
+        for set in ["bounding", "effective", "permitted"] {
+            v["process"]["capabilities"][set] = caps.clone();
+        }
+        v["linux"]["rootfsPropagation"] = json!("rshared");
+        v["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"destination": "/shared",
+            "type": "bind", "source": src, "options": ["rbind", "rshared", "rw"]}));
+    });
+    b.create();
+    b.ok(&["start", &b.id]);
+    host.0.push(shared.join("in"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !shared.join("in/made-inside").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the container's mount did not reach the host"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = shared.join("out");
+    std::fs::create_dir(&out).unwrap();
+    mount(
+        Some("tmpfs"),
+        &out,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    host.0.push(out.clone());
+    std::fs::write(out.join("made-outside"), "").unwrap();
+    let seen = b.ok(&["exec", &b.id, "ls", "/shared/out"]);
+    assert_eq!(seen.trim(), "made-outside");
 }
 
 /// CVE-2022-24769: no inheritable capabilities unless the spec asks.

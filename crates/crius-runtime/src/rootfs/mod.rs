@@ -1,6 +1,7 @@
 //! The container's mount namespace: rootfs propagation, the spec's mounts,
 //! /dev, pivot_root (or MS_MOVE), masked and read-only paths.
 
+pub mod idmap;
 pub mod resolve;
 
 use std::ffi::CString;
@@ -85,12 +86,8 @@ pub fn parse_options(opts: &[String]) -> Result<Options> {
                 o.rro = true;
                 continue;
             }
-            "tmpcopyup" => continue,
-            "idmap" | "ridmap" => {
-                return Err(Error::Spec(format!(
-                    "mount option {opt:?} (id-mapped mounts) is not supported yet"
-                )))
-            }
+            // Id-mapped mounts are made ahead, in `idmap`.
+            "tmpcopyup" | "idmap" | "ridmap" => continue,
             other => {
                 o.data.push(other.to_string());
                 continue;
@@ -133,6 +130,8 @@ pub struct RootfsSetup<'a> {
     /// Host cgroup directories of the container, for a `cgroup` mount.
     pub cgroup_dirs: &'a [PathBuf],
     pub in_userns: bool,
+    /// The spec's id-mapped mounts, made by the runtime before the fork.
+    pub idmapped: &'a idmap::IdmappedMounts,
 }
 
 impl RootfsSetup<'_> {
@@ -167,7 +166,7 @@ impl RootfsSetup<'_> {
 
         let root = resolve::open_root(self.rootfs)?;
         let mut has_dev = false;
-        for m in self.spec.mounts().iter().flatten() {
+        for (i, m) in self.spec.mounts().iter().flatten().enumerate() {
             let dest = m.destination().to_string_lossy().into_owned();
             if !dest.starts_with('/') {
                 return Err(Error::Mount {
@@ -178,7 +177,7 @@ impl RootfsSetup<'_> {
             if dest == "/dev" {
                 has_dev = !is_bind(m, &parse_options(m.options().as_deref().unwrap_or(&[]))?);
             }
-            self.mount_one(&root, m, &dest)?;
+            self.mount_one(&root, m, &dest, self.idmapped.get(i))?;
         }
         if has_dev {
             self.setup_dev(&root)?;
@@ -186,7 +185,13 @@ impl RootfsSetup<'_> {
         Ok(())
     }
 
-    fn mount_one(&self, root: &OwnedFd, m: &Mount, dest: &str) -> Result<()> {
+    fn mount_one(
+        &self,
+        root: &OwnedFd,
+        m: &Mount,
+        dest: &str,
+        idmapped: Option<&OwnedFd>,
+    ) -> Result<()> {
         let o = parse_options(m.options().as_deref().unwrap_or(&[]))?;
         let typ = m.typ().as_deref().unwrap_or("");
         if typ == "cgroup"
@@ -200,42 +205,34 @@ impl RootfsSetup<'_> {
         }
         let data = o.data.join(",");
         if is_bind(m, &o) {
-            let src = m
-                .source()
-                .as_ref()
-                .map(|s| {
-                    if s.is_absolute() {
-                        s.clone()
-                    } else {
-                        self.bundle.join(s)
-                    }
-                })
-                .ok_or_else(|| Error::Mount {
-                    dest: dest.to_string(),
-                    reason: "bind mount without a source".into(),
-                })?;
-            let meta = std::fs::metadata(&src).map_err(|e| Error::Mount {
-                dest: dest.to_string(),
-                reason: format!("source {}: {e}", src.display()),
-            })?;
-            let target = resolve(
-                root,
-                dest,
-                if meta.is_dir() {
-                    Create::Dir
-                } else {
-                    Create::File
-                },
-            )?;
+            let src = bind_source(m, self.bundle, dest)?;
+            // An id-mapped source is read through its mount: the path may pass dirs
+            // that only host root can, which a user namespace's root cannot.
+            let is_dir = match idmapped {
+                Some(tree) => nix::sys::stat::fstat(tree)
+                    .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+                    .map_err(|e| merr(dest, &format!("source {}", src.display()), e))?,
+                None => std::fs::metadata(&src)
+                    .map_err(|e| Error::Mount {
+                        dest: dest.to_string(),
+                        reason: format!("source {}: {e}", src.display()),
+                    })?
+                    .is_dir(),
+            };
+            let target = resolve(root, dest, if is_dir { Create::Dir } else { Create::File })?;
             let src_s = src.to_string_lossy();
-            mnt(
-                Some(&src_s),
-                &fd_path(&target),
-                None,
-                MsFlags::MS_BIND | (o.flags & MsFlags::MS_REC),
-                None,
-            )
-            .map_err(|e| merr(dest, &format!("bind {src_s}"), e))?;
+            match idmapped {
+                Some(tree) => idmap::move_onto(tree, &target)
+                    .map_err(|e| merr(dest, &format!("move id-mapped {src_s}"), e))?,
+                None => mnt(
+                    Some(&src_s),
+                    &fd_path(&target),
+                    None,
+                    MsFlags::MS_BIND | (o.flags & MsFlags::MS_REC),
+                    None,
+                )
+                .map_err(|e| merr(dest, &format!("bind {src_s}"), e))?,
+            }
             drop(target);
             let remount = o.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
             if !remount.is_empty() || !o.propagation.is_empty() || o.rro {
@@ -518,17 +515,53 @@ pub fn set_readonly_recursive(fd: &OwnedFd) -> std::result::Result<(), nix::errn
     mount_setattr(fd, libc::AT_RECURSIVE, libc::MOUNT_ATTR_RDONLY)
 }
 
+/// A bind mount's source: absolute, or relative to the bundle.
+pub(crate) fn bind_source(m: &Mount, bundle: &Path, dest: &str) -> Result<PathBuf> {
+    m.source()
+        .as_ref()
+        .map(|s| {
+            if s.is_absolute() {
+                s.clone()
+            } else {
+                bundle.join(s)
+            }
+        })
+        .ok_or_else(|| Error::Mount {
+            dest: dest.to_string(),
+            reason: "bind mount without a source".into(),
+        })
+}
+
 /// mount_setattr on the mount of `fd` itself (AT_EMPTY_PATH), setting `attr_set`.
 pub fn mount_setattr(
     fd: &OwnedFd,
     flags: libc::c_int,
     attr_set: u64,
 ) -> std::result::Result<(), nix::errno::Errno> {
+    setattr(fd, flags, attr_set, None)
+}
+
+/// mount_setattr as above with the user namespace `userns` (for MOUNT_ATTR_IDMAP).
+pub fn mount_setattr_userns(
+    fd: &OwnedFd,
+    flags: libc::c_int,
+    attr_set: u64,
+    userns: &OwnedFd,
+) -> std::result::Result<(), nix::errno::Errno> {
+    setattr(fd, flags, attr_set, Some(userns))
+}
+
+fn setattr(
+    fd: &OwnedFd,
+    flags: libc::c_int,
+    attr_set: u64,
+    userns: Option<&OwnedFd>,
+) -> std::result::Result<(), nix::errno::Errno> {
     let attr = libc::mount_attr {
         attr_set,
         attr_clr: 0,
         propagation: 0,
-        userns_fd: 0,
+        userns_fd: userns.map_or(0, |u| u.as_raw_fd() as u64),
     };
     // SAFETY: `attr` is a valid mount_attr of the size passed; "" with
     // AT_EMPTY_PATH names the descriptor's own mount.
@@ -583,8 +616,21 @@ pub fn enter(rootfs: &Path, no_pivot: bool) -> Result<()> {
             .map_err(|e| merr(&r, "move rootfs to /", e))?;
         nix::unistd::chroot(".").map_err(|e| merr(&r, "chroot", e))?;
     } else {
+        // Held to step onto the old root once it is stacked over the new one: "." would
+        // name the new root's own mount, and making that a slave would cut the
+        // container's shared mounts off from their host peers.
+        let old_root = nix::fcntl::open(
+            "/",
+            nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| merr("/", "open old root", e))?;
         nix::unistd::pivot_root(".", ".").map_err(|e| merr(&r, "pivot_root", e))?;
-        // The old root is stacked under "."; it must not take our unmount to the host.
+        nix::unistd::fchdir(&old_root).map_err(|e| merr("/", "chdir to old root", e))?;
+        drop(old_root);
+        // The old root must not take our unmount to the host.
         mnt(None, ".", None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None)
             .map_err(|e| merr("/", "make old root slave", e))?;
         umount2(".", MntFlags::MNT_DETACH).map_err(|e| merr("/", "unmount old root", e))?;
@@ -724,6 +770,10 @@ mod tests {
         assert_eq!(o.propagation, [MsFlags::MS_SLAVE]);
         let o = parse_options(&s(&["rshared"])).unwrap();
         assert_eq!(o.propagation, [MsFlags::MS_SHARED | MsFlags::MS_REC]);
-        assert!(parse_options(&s(&["idmap"])).is_err());
+        // Id-mapping is no mount flag: made ahead by `idmap`.
+        assert_eq!(
+            parse_options(&s(&["idmap", "ridmap"])).unwrap(),
+            Options::default()
+        );
     }
 }

@@ -28,7 +28,7 @@ pub fn make_rootfs(rootfs: &Path) {
     fs::copy(&bb, rootfs.join("bin/busybox")).unwrap();
     for a in [
         "sh", "true", "false", "sleep", "cat", "ls", "echo", "grep", "id", "hostname", "pwd",
-        "stat", "readlink", "mount",
+        "stat", "readlink", "mount", "mkdir", "touch",
     ] {
         symlink("busybox", rootfs.join("bin").join(a)).unwrap();
     }
