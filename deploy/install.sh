@@ -5,7 +5,8 @@
 #
 # On a fresh Debian 12 machine this installs the build and runtime packages from apt
 # (and Rust through rustup when no cargo is found), builds the release binaries, installs
-#   /usr/local/bin/crius, /usr/libexec/crius/{crius-conmon,crius-pause}, the crius(8) man
+#   /usr/local/bin/{crius,crius-runtime} (the built-in OCI runtime, handler "crius"),
+#   /usr/libexec/crius/{crius-conmon,crius-pause}, the crius(8) man
 #   page and bash, zsh and fish completions,
 #   /etc/crius/crius.conf, /etc/cni/net.d/10-crius-bridge.conflist, /etc/crictl.yaml
 # (config files only when absent, so local changes survive a reinstall), adds a FORWARD
@@ -72,7 +73,7 @@ export PATH
 
 # ---------------------------------------------------------------- build
 say "building release binaries (cargo build --release)"
-(cd "$TOP" && cargo build --release -p crius -p crius-conmon -p crius-pause)
+(cd "$TOP" && cargo build --release -p crius -p crius-conmon -p crius-pause -p crius-runtime)
 TARGET=${CARGO_TARGET_DIR:-$TOP/target}/release
 
 # ---------------------------------------------------------------- stop a running crius
@@ -104,6 +105,8 @@ install_bin() {
   mv -f "$2.new" "$2"
 }
 install_bin "$TARGET/crius" "$BIN_DIR/crius"
+# Beside crius, where the default handler "crius" finds it (and in PATH for standalone use).
+install_bin "$TARGET/crius-runtime" "$BIN_DIR/crius-runtime"
 install_bin "$TARGET/crius-conmon" "$LIBEXEC_DIR/crius-conmon"
 install_bin "$TARGET/crius-pause" "$LIBEXEC_DIR/crius-pause"
 

@@ -477,9 +477,14 @@ pub struct CriusDaemon {
     runtimes: HashMap<String, PathBuf>,
 }
 
-/// The handlers every daemon has (crius's defaults) and their binaries.
+/// The handlers every daemon has (crius's defaults) and their binaries, found as the
+/// daemon finds them (`crius-runtime` next to the crius binary under test).
 fn default_runtimes() -> HashMap<String, PathBuf> {
+    let exe_dir = crius_binary()
+        .ok()
+        .and_then(|b| b.parent().map(Path::to_path_buf));
     crius::config::Config::default()
+        .resolved(exe_dir.as_deref())
         .crius
         .runtime
         .runtimes

@@ -83,6 +83,85 @@ async fn status_without_cni_config_is_runtime_ready_but_not_network_ready() {
     );
 }
 
+/// The built-in runtime is handler `crius` out of the box: found next to the crius binary
+/// (the target dir holds both), probed like any handler, its `features` in verbose Status
+/// and its user namespace support as the runtime itself reports it. The same handler with
+/// a runtime found nowhere is not ready, with the reason, and the default handler stays
+/// runc, so the node still runs pods.
+#[tokio::test]
+async fn the_builtin_runtime_is_a_handler_out_of_the_box() {
+    let runtime = crius_e2e::crius_binary()
+        .unwrap()
+        .with_file_name("crius-runtime");
+    assert!(
+        runtime.is_file(),
+        "{} not built: cargo build --workspace --bins",
+        runtime.display()
+    );
+    let daemon = CriusDaemon::start().await.unwrap();
+    let mut client = daemon.runtime_client().await.unwrap();
+    let st = status(&mut client, true).await;
+    let config = parse_info(&st.info, "config").unwrap();
+    assert_eq!(config["crius"]["runtime"]["default_runtime"], "runc");
+    assert_eq!(
+        config["crius"]["runtime"]["runtimes"]["crius"]["runtime_path"].as_str(),
+        runtime.to_str(),
+        "found next to crius: {config}"
+    );
+    let handlers = parse_info(&st.info, "runtimeHandlers").unwrap();
+    let entry = &handlers["crius"];
+    assert_eq!(entry["ready"], true, "{handlers}");
+    // What the runtime itself says, read here the same way.
+    let out = std::process::Command::new(&runtime)
+        .arg("features")
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let features = &entry["features"];
+    assert_eq!(
+        features["namespaces"], doc["linux"]["namespaces"],
+        "{entry}"
+    );
+    assert_eq!(features["mountOptions"], doc["mountOptions"], "{entry}");
+    assert_eq!(
+        features["idmapMounts"], doc["linux"]["mountExtensions"]["idmap"]["enabled"],
+        "{entry}"
+    );
+    let listed = st
+        .runtime_handlers
+        .iter()
+        .find(|h| h.name == "crius")
+        .and_then(|h| h.features)
+        .unwrap_or_else(|| panic!("crius not in {:?}", st.runtime_handlers));
+    assert_eq!(
+        serde_json::Value::Bool(listed.user_namespaces),
+        features["userNamespaces"],
+        "{entry}"
+    );
+    assert!(listed.recursive_read_only_mounts, "{listed:?}");
+    // No user namespaces is said with the reason, never silently.
+    if !listed.user_namespaces {
+        assert!(features["userNamespacesReason"].is_string(), "{entry}");
+    }
+
+    // The runtime found nowhere: not ready, named; the runtime as a whole stays ready.
+    let missing = CriusDaemon::builder()
+        .config("[crius.runtime.runtimes.crius]\nruntime_path = \"crius-runtime-absent\"\n")
+        .start()
+        .await
+        .unwrap();
+    let mut client = missing.runtime_client().await.unwrap();
+    let st = status(&mut client, true).await;
+    assert!(condition(&st, "RuntimeReady").status);
+    let handlers = parse_info(&st.info, "runtimeHandlers").unwrap();
+    let reason = handlers["crius"]["reason"].as_str().unwrap_or_default();
+    assert_eq!(handlers["crius"]["ready"], false, "{handlers}");
+    assert!(
+        reason.contains("crius-runtime-absent") && reason.contains("not found"),
+        "{reason}"
+    );
+}
+
 #[tokio::test]
 async fn status_with_a_conflist_is_network_ready() {
     let daemon = CriusDaemon::builder()

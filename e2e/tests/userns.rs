@@ -1,5 +1,7 @@
 //! User namespaces (`hostUsers: false`) through the CRI socket: `Status` reports per handler
-//! what its runtime can do (the pinned runc 1.5 can, Debian's runc 1.1 cannot), a pod that
+//! what its runtime can do (the pinned runc 1.5 and the built-in crius-runtime can, Debian's
+//! runc 1.1 cannot), pods on each handler that can see their files through id-mapped
+//! mounts, a pod that
 //! asks for one on a handler that cannot is refused with FailedPrecondition naming the
 //! handler, and bad mappings are refused with InvalidArgument before anything is made.
 
@@ -10,6 +12,8 @@ use crius_e2e::{cri, peers::peer_or_skip, CriusDaemon};
 use tonic::Code;
 
 const UPSTREAM: &str = "runc-upstream";
+/// The built-in crius-runtime, a handler of the default config.
+const BUILTIN: &str = "crius";
 
 /// Uid and gid mappings as (container id, host id, length).
 type Maps<'a> = &'a [(u32, u32, u32)];
@@ -96,6 +100,7 @@ async fn status_reports_user_namespaces_per_handler_and_bad_requests_are_refused
             .user_namespaces
     };
     assert!(userns(UPSTREAM), "runc 1.5 can: {status:?}");
+    assert!(userns(BUILTIN), "crius-runtime can: {status:?}");
     assert!(!userns("runc"), "runc 1.1 cannot: {status:?}");
     assert!(!userns(""), "the default (runc 1.1) cannot: {status:?}");
 
@@ -156,22 +161,36 @@ async fn a_pod_in_its_own_user_namespace_sees_its_files_through_id_mapped_mounts
     };
     let (mut rt, mut images) = clients(&daemon).await;
     pull(&mut images, &busybox()).await;
-    // As the kubelet maps a pod: 65536 ids from a multiple of 65536.
-    let (host_root, len) = (3 * 65536, 65536);
+    // Each handler whose runtime makes id-mapped mounts, one pod after the other.
+    for (handler, host_root) in [(UPSTREAM, 3 * 65536), (BUILTIN, 4 * 65536)] {
+        files_through_id_mapped_mounts(&daemon, &mut rt, handler, host_root).await;
+    }
+    assert_nothing_left(&daemon, &mut rt).await;
+}
+
+/// A pod of `handler` mapping its root to `host_root` (as the kubelet maps a pod: 65536
+/// ids from a multiple of 65536) sees its files, shm and a volume as its root's.
+async fn files_through_id_mapped_mounts(
+    daemon: &CriusDaemon,
+    rt: &mut Runtime,
+    handler: &str,
+    host_root: u32,
+) {
+    let len = 65536;
     let config = userns_pod(
-        &daemon,
-        "userns",
+        daemon,
+        &format!("userns-{handler}"),
         cri::NamespaceMode::Pod,
         &[(0, host_root, len)],
     );
-    let pod = try_run(&mut rt, &config, UPSTREAM)
+    let pod = try_run(rt, &config, handler)
         .await
-        .unwrap_or_else(|e| panic!("RunPodSandbox with a user namespace: {e:?}"));
+        .unwrap_or_else(|e| panic!("{handler}: RunPodSandbox with a user namespace: {e:?}"));
 
     // A volume the kubelet made (root-owned on the host) is the pod root's inside, and
     // what the pod's root writes there keeps the ids the pod sees (the mount shifts them
     // back), so the volume reads the same from any pod and from the host.
-    let volume = daemon.dir.join("userns-volume");
+    let volume = daemon.dir.join(format!("userns-volume-{handler}"));
     std::fs::create_dir_all(&volume).unwrap();
     let mut ctr = shell(
         "probe",
@@ -184,9 +203,9 @@ async fn a_pod_in_its_own_user_namespace_sees_its_files_through_id_mapped_mounts
         host_path: volume.display().to_string(),
         ..Default::default()
     });
-    let id = run_container(&mut rt, &pod, &config, ctr).await;
+    let id = run_container(rt, &pod, &config, ctr).await;
     let st = wait_state(
-        &mut rt,
+        rt,
         &id,
         cri::ContainerState::ContainerExited,
         std::time::Duration::from_secs(30),
@@ -195,7 +214,7 @@ async fn a_pod_in_its_own_user_namespace_sees_its_files_through_id_mapped_mounts
     let log =
         std::fs::read_to_string(std::path::Path::new(&config.log_directory).join("probe.log"))
             .unwrap_or_default();
-    assert_eq!(st.exit_code, 0, "{st:?}\n{log}");
+    assert_eq!(st.exit_code, 0, "{handler}: {st:?}\n{log}");
     let uid_map: Vec<&str> = log
         .lines()
         .find_map(|l| {
@@ -209,16 +228,15 @@ async fn a_pod_in_its_own_user_namespace_sees_its_files_through_id_mapped_mounts
     assert_eq!(
         uid_map,
         ["0", &host_root.to_string(), &len.to_string()],
-        "{log}"
+        "{handler}: {log}"
     );
     for line in ["root 0:0", "etc 0:0", "hosts 0:0", "shm 0:0", "vol 0:0"] {
-        assert!(log.contains(line), "{line:?} not in\n{log}");
+        assert!(log.contains(line), "{handler}: {line:?} not in\n{log}");
     }
     use std::os::unix::fs::MetadataExt;
     let f = std::fs::metadata(volume.join("f")).expect("file written through the volume");
-    assert_eq!((f.uid(), f.gid()), (0, 0));
-    remove_pod(&mut rt, &pod).await;
-    assert_nothing_left(&daemon, &mut rt).await;
+    assert_eq!((f.uid(), f.gid()), (0, 0), "{handler}");
+    remove_pod(rt, &pod).await;
 }
 
 /// Benchmark, not CI (`cargo test -p crius-e2e --test userns -- --ignored --nocapture`):

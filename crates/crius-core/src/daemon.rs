@@ -59,15 +59,20 @@ pub struct HandlerStatus {
     /// Its runtime (and the kernel) can run a pod in a user namespace of its own with
     /// id-mapped mounts.
     pub user_namespaces: bool,
+    /// The handler's `RUNTIME features`, as verbose Status shows them (null when none).
+    pub features_info: serde_json::Value,
 }
 
 /// What a handler's runtime can do on this kernel, probed at start and on reload.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct HandlerFeatures {
     /// Recursive read-only mounts ("rro").
     pub rro: bool,
     /// User namespaces with id-mapped mounts.
     pub user_namespaces: bool,
+    /// What `RUNTIME features` said and what crius makes of it, for Status's verbose
+    /// info (`runtimeHandlers.NAME.features`); null for a handler without the command.
+    pub info: serde_json::Value,
 }
 
 /// One pod or container in memory: `op` serialises the operations that change it (so one
@@ -347,6 +352,7 @@ impl Daemon {
             handlers.push(HandlerStatus {
                 recursive_read_only_mounts: f.rro,
                 user_namespaces: f.user_namespaces,
+                features_info: f.info,
                 ready,
                 name,
             });
@@ -367,7 +373,7 @@ impl Daemon {
             .iter()
             .map(|h| {
                 let entry = match &h.ready {
-                    Ok(()) => serde_json::json!({"ready": true}),
+                    Ok(()) => serde_json::json!({"ready": true, "features": h.features_info}),
                     Err(reason) => serde_json::json!({"ready": false, "reason": reason}),
                 };
                 (h.name.clone(), entry)
@@ -447,7 +453,7 @@ impl Daemon {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
-            .copied()
+            .cloned()
             .unwrap_or_default()
     }
 
@@ -480,14 +486,51 @@ async fn handler_features(config: &CoreConfig) -> HashMap<String, HandlerFeature
             .unwrap_or_default();
         out.insert(
             name.clone(),
-            HandlerFeatures {
-                rro: rro_kernel && features.mount_options.iter().any(|o| o == "rro"),
-                user_namespaces: userns_kernel && features.user_namespaces(),
-            },
+            features_of_handler(&features, rro_kernel, userns_kernel),
         );
     }
     info!(handlers = ?out, "runtime handler features");
     out
+}
+
+/// What crius makes of one handler's `features` on a kernel with or without
+/// mount_setattr (`rro_kernel`) and id-mapped tmpfs (`userns_kernel`); the reasons a
+/// feature is off are spelled out for Status's verbose info.
+fn features_of_handler(
+    f: &crius_oci::runtime::RuntimeFeatures,
+    rro_kernel: bool,
+    userns_kernel: bool,
+) -> HandlerFeatures {
+    let rro = rro_kernel && f.mount_options.iter().any(|o| o == "rro");
+    let user_namespaces = userns_kernel && f.user_namespaces();
+    if !f.answered {
+        return HandlerFeatures {
+            rro,
+            user_namespaces,
+            info: serde_json::Value::Null,
+        };
+    }
+    let userns_reason = if user_namespaces {
+        None
+    } else if !f.namespaces.iter().any(|n| n == "user") {
+        Some("the runtime cannot make user namespaces (no \"user\" in features.linux.namespaces)")
+    } else if !f.idmap_mounts {
+        Some("the runtime makes no id-mapped mounts (features.linux.mountExtensions.idmap)")
+    } else {
+        Some("the kernel cannot id-map tmpfs and overlayfs layers (Linux 6.3 or later)")
+    };
+    HandlerFeatures {
+        rro,
+        user_namespaces,
+        info: serde_json::json!({
+            "namespaces": f.namespaces,
+            "mountOptions": f.mount_options,
+            "idmapMounts": f.idmap_mounts,
+            "recursiveReadOnlyMounts": rro,
+            "userNamespaces": user_namespaces,
+            "userNamespacesReason": userns_reason,
+        }),
+    }
 }
 
 /// The error for a handler `name` that `config` does not have.

@@ -43,6 +43,14 @@ fn executable(what: &str, path: &Path) -> Result<FileId, String> {
     if path.as_os_str().is_empty() {
         return Err(format!("no {what} is configured"));
     }
+    // A bare name the config could not find (next to crius, in PATH) stays relative;
+    // it must not be looked up in the daemon's working directory.
+    if !path.is_absolute() {
+        return Err(format!(
+            "{what} {} not found (looked next to the crius executable and in PATH)",
+            path.display()
+        ));
+    }
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => format!("{what} {} not found", path.display()),
         _ => format!("{what} {}: {e}", path.display()),
@@ -168,9 +176,16 @@ mod tests {
         let plain = script(dir.path(), "plain", "exit 0", 0o644);
         let failing = script(dir.path(), "fail", "echo broken >&2; exit 3", 0o755);
         let missing = dir.path().join("missing");
-        let rows: [(&str, &Path, &Path, Option<&str>); 7] = [
+        let bare = Path::new("crius-runtime");
+        let rows: [(&str, &Path, &Path, Option<&str>); 8] = [
             ("oci", &ok, &ok, None),
             ("oci", &missing, &ok, Some("runtime binary")),
+            (
+                "oci",
+                bare,
+                &ok,
+                Some("not found (looked next to the crius executable"),
+            ),
             ("oci", &plain, &ok, Some("is not executable")),
             ("oci", dir.path(), &ok, Some("is not a regular file")),
             ("oci", &ok, &missing, Some("monitor binary")),

@@ -46,6 +46,8 @@ pub struct RuntimeFeatures {
     pub namespaces: Vec<String>,
     /// It makes id-mapped mounts from a mount's `uidMappings`/`gidMappings` (runc 1.2+).
     pub idmap_mounts: bool,
+    /// It printed a features document at all (runc 1.1+; Debian's crun 1.8 has none).
+    pub answered: bool,
 }
 
 impl RuntimeFeatures {
@@ -73,9 +75,13 @@ impl RuntimeFeatures {
             mount_options: Vec<String>,
             linux: Option<Linux>,
         }
-        let f: Features = serde_json::from_slice(json).unwrap_or_default();
+        let (f, answered): (Features, bool) = match serde_json::from_slice(json) {
+            Ok(f) => (f, true),
+            Err(_) => (Features::default(), false),
+        };
         let linux = f.linux.unwrap_or_default();
         RuntimeFeatures {
+            answered,
             mount_options: f.mount_options,
             namespaces: linux.namespaces,
             idmap_mounts: linux

@@ -261,9 +261,11 @@ fn handlers(config: &Config) -> Vec<Finding> {
         let check = format!("runtime {name}");
         let is_default = *name == rt.default_runtime;
         let path = &handler.runtime_path;
-        let executable = std::fs::metadata(path)
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false);
+        // A relative path is a bare name found neither next to crius nor in PATH.
+        let executable = path.is_absolute()
+            && std::fs::metadata(path)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false);
         if !executable {
             let detail = format!("{} is missing or not executable", path.display());
             let fix = format!(

@@ -21,6 +21,8 @@ pub const DEFAULT_CONFIG_FILE: &str = "/etc/crius/crius.conf";
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/crius/crius.conf.d";
 /// Where helper binaries are installed when they are not next to the `crius` executable.
 pub const LIBEXEC_DIR: &str = "/usr/libexec/crius";
+/// The built-in OCI runtime's binary name, the runtime of the default handler `crius`.
+pub const BUILTIN_RUNTIME: &str = "crius-runtime";
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -197,6 +199,8 @@ impl Default for RuntimeConfig {
         let mut runtimes = BTreeMap::new();
         runtimes.insert("runc".to_string(), RuntimeHandler::oci("/usr/sbin/runc"));
         runtimes.insert("crun".to_string(), RuntimeHandler::oci("/usr/bin/crun"));
+        // The built-in runtime, found next to crius or in PATH (see `resolved`).
+        runtimes.insert("crius".to_string(), RuntimeHandler::oci(BUILTIN_RUNTIME));
         RuntimeConfig {
             default_runtime: "runc".to_string(),
             cgroup_manager: CgroupManager::Cgroupfs,
@@ -746,7 +750,7 @@ fn doc_for(path: &str) -> Option<&'static str> {
         "crius.runtime.hooks_dir" => "Directories of OCI hook files (oci-hooks(5), version 1.0.0), added to\ncontainers by their `when` conditions; a file replaces the one of the same\nname in an earlier directory. Read at each CreateContainer; one invalid\nfile fails container creation.",
         "crius.runtime.runtimes" => "Runtime handlers, one table each, picked by the CRI runtime_handler:\n[crius.runtime.runtimes.NAME].",
         "crius.runtime.runtimes.*" => "A runtime handler.",
-        "crius.runtime.runtimes.*.runtime_path" => "The runtime binary; for runtime_type vm, the containerd shim v2 binary\n(containerd-shim-kata-v2, containerd-shim-runsc-v1, ...).",
+        "crius.runtime.runtimes.*.runtime_path" => "The runtime binary; for runtime_type vm, the containerd shim v2 binary\n(containerd-shim-kata-v2, containerd-shim-runsc-v1, ...). A name without\na slash is looked up next to the crius executable, then in PATH.",
         "crius.runtime.runtimes.*.runtime_type" => "oci: a runc-compatible CLI run through the monitor; vm: a containerd\nshim v2 binary, one per pod, driven over ttrpc.",
         "crius.runtime.runtimes.*.runtime_config_path" => "vm only: the shim's own config file, passed in the task options\n(Kata: configuration.toml; gVisor: runsc.toml). Empty: the shim's default.",
         "crius.runtime.runtimes.*.runtime_root" => "State directory passed to the runtime as --root; empty: RUNROOT/runtimes/NAME.",
@@ -799,6 +803,27 @@ pub fn helper_path(exe_dir: Option<&Path>, name: &str) -> PathBuf {
     Path::new(LIBEXEC_DIR).join(name)
 }
 
+/// Where a runtime named without a slash (`crius-runtime`) is: next to the crius
+/// executable, else the first executable file of that name in `PATH`. `None` for a path
+/// with a slash (taken as given) or a name found nowhere (left for the handler check to
+/// report as not found).
+pub fn find_program(exe_dir: Option<&Path>, name: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let text = name.to_str()?;
+    if text.is_empty() || text.contains('/') {
+        return None;
+    }
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    exe_dir
+        .map(Path::to_path_buf)
+        .into_iter()
+        .chain(std::env::split_paths(&path_var).filter(|d| d.is_absolute()))
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
 impl Config {
     /// Fills the keys whose empty default means "work it out" with the concrete value, so
     /// the daemon and `Status` see real paths.
@@ -809,6 +834,9 @@ impl Config {
             c.image.pause_binary = helper_path(exe_dir, "crius-pause");
         }
         for handler in c.runtime.runtimes.values_mut() {
+            if let Some(found) = find_program(exe_dir, &handler.runtime_path) {
+                handler.runtime_path = found;
+            }
             if handler.monitor_path.as_os_str().is_empty() {
                 handler.monitor_path = helper_path(exe_dir, "crius-conmon");
             }
@@ -1109,6 +1137,39 @@ mod tests {
         assert_eq!(
             resolved.crius.network.cache_dir,
             Path::new("/var/lib/crius/cni-cache")
+        );
+    }
+
+    #[test]
+    fn the_builtin_runtime_is_found_next_to_crius_or_left_unresolved() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            Config::default().crius.runtime.runtimes["crius"].runtime_path,
+            Path::new(BUILTIN_RUNTIME)
+        );
+        // Not beside crius and (on a test machine) not in PATH: the bare name stays,
+        // and the handler check reports it not found.
+        let bin = dir.path().join(BUILTIN_RUNTIME);
+        let unresolved = find_program(Some(dir.path()), Path::new(BUILTIN_RUNTIME));
+        assert_ne!(unresolved.as_deref(), Some(bin.as_path()));
+        std::fs::write(&bin, "#!/bin/sh\n").unwrap();
+        // Not executable: passed over.
+        assert_ne!(
+            find_program(Some(dir.path()), Path::new(BUILTIN_RUNTIME)).as_deref(),
+            Some(bin.as_path())
+        );
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let resolved = Config::default().resolved(Some(dir.path()));
+        assert_eq!(resolved.crius.runtime.runtimes["crius"].runtime_path, bin);
+        // A path with a slash is taken as given.
+        assert_eq!(
+            resolved.crius.runtime.runtimes["runc"].runtime_path,
+            Path::new("/usr/sbin/runc")
+        );
+        assert_eq!(
+            find_program(Some(dir.path()), Path::new("./crius-runtime")),
+            None
         );
     }
 
