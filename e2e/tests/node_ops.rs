@@ -456,6 +456,8 @@ async fn crius_check_reports_this_node_as_it_is_and_fails_without_the_daemon() {
         "overlayfs",
         "seccomp",
         "runtime runc",
+        // The built-in runtime, found next to crius as the daemon finds it.
+        "runtime crius",
         "CNI config",
         "CNI bridge forward rule",
         "socket",

@@ -256,7 +256,9 @@ const RUNC_CVE_2024_21626_FIXED: (u64, u64, u64) = (1, 1, 12);
 
 fn handlers(config: &Config) -> Vec<Finding> {
     let mut out = Vec::new();
-    let rt = &config.crius.runtime;
+    // Runtimes named without a slash are found as the daemon finds them.
+    let resolved = config.resolved(crate::config::exe_dir().as_deref());
+    let rt = &resolved.crius.runtime;
     for (name, handler) in &rt.runtimes {
         let check = format!("runtime {name}");
         let is_default = *name == rt.default_runtime;
@@ -267,7 +269,14 @@ fn handlers(config: &Config) -> Vec<Finding> {
                 .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
                 .unwrap_or(false);
         if !executable {
-            let detail = format!("{} is missing or not executable", path.display());
+            let detail = if path.is_absolute() {
+                format!("{} is missing or not executable", path.display())
+            } else {
+                format!(
+                    "{} not found next to the crius executable or in PATH",
+                    path.display()
+                )
+            };
             let fix = format!(
                 "install it, or change [crius.runtime.runtimes.{name}] runtime_path{}",
                 if is_default {
