@@ -13,7 +13,7 @@
 //!     cargo test -p crius-e2e --test critest -- --ignored --test-threads=1 --nocapture
 //!
 //! Each daemon has its own root, run dir, socket, cgroup parent and bridge network (with
-//! portmap and the FORWARD drop rule); the images come from the fixture registry through
+//! portmap and the FORWARD drop rule) and serves every pod metric group; the images come from the fixture registry through
 //! `e2e/critest/registries.conf` (`e2e/fixtures/setup.sh` pushes them). Pods critest left
 //! behind are removed through the CRI, then the harness stops the daemon and removes the
 //! rest. The two HostNetwork specs are skipped: they listen on every interface.
@@ -121,9 +121,11 @@ async fn run(critest: &Path, suite: Suite) {
     let registries = std::fs::read_to_string(Path::new(CRITEST_DIR).join("registries.conf"))
         .expect("e2e/critest/registries.conf");
 
+    // Every metric group, so that the metrics specs see cAdvisor's series.
     let mut builder = CriusDaemon::builder()
         .bridge_network()
-        .registries_conf(&registries);
+        .registries_conf(&registries)
+        .config("[crius.stats]\nincluded_pod_metrics = [\"all\"]\n");
     if let Some((name, runtime)) = &suite.handler {
         builder = builder.runtime_handler(name, runtime, true);
     }

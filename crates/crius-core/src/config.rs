@@ -80,6 +80,104 @@ pub struct ImageSettings {
     pub max_config_size: u64,
 }
 
+/// A group of cAdvisor series that ListPodSandboxMetrics can serve, by CRI-O's names in
+/// `included_pod_metrics`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum MetricGroup {
+    /// `container_cpu_*`: usage, user, system, CFS throttling.
+    #[serde(rename = "cpu")]
+    Cpu,
+    /// `container_fs_{usage,limit}_bytes`, `container_fs_inodes_*`: the writable layer.
+    #[serde(rename = "disk")]
+    Disk,
+    /// `container_fs_{reads,writes}*`, `container_blkio_device_usage_total`.
+    #[serde(rename = "diskIO")]
+    DiskIo,
+    /// `container_hugetlb_*`.
+    #[serde(rename = "hugetlb")]
+    Hugetlb,
+    /// `container_memory_*`.
+    #[serde(rename = "memory")]
+    Memory,
+    /// `container_network_*`: the pod network's interfaces.
+    #[serde(rename = "network")]
+    Network,
+    /// `container_oom_events_total`.
+    #[serde(rename = "oom")]
+    Oom,
+    /// `container_processes`, `container_threads*`, `container_file_descriptors`,
+    /// `container_sockets`, `container_ulimits_soft`.
+    #[serde(rename = "process")]
+    Process,
+    /// `container_spec_*`, `container_start_time_seconds`.
+    #[serde(rename = "spec")]
+    Spec,
+    /// `container_pressure_*`.
+    #[serde(rename = "pressure")]
+    Pressure,
+}
+
+impl MetricGroup {
+    /// Every group, in CRI-O's order.
+    pub const ALL: [MetricGroup; 10] = [
+        MetricGroup::Cpu,
+        MetricGroup::Disk,
+        MetricGroup::DiskIo,
+        MetricGroup::Hugetlb,
+        MetricGroup::Memory,
+        MetricGroup::Network,
+        MetricGroup::Oom,
+        MetricGroup::Process,
+        MetricGroup::Spec,
+        MetricGroup::Pressure,
+    ];
+
+    /// The name in `included_pod_metrics`.
+    pub fn name(self) -> &'static str {
+        match self {
+            MetricGroup::Cpu => "cpu",
+            MetricGroup::Disk => "disk",
+            MetricGroup::DiskIo => "diskIO",
+            MetricGroup::Hugetlb => "hugetlb",
+            MetricGroup::Memory => "memory",
+            MetricGroup::Network => "network",
+            MetricGroup::Oom => "oom",
+            MetricGroup::Process => "process",
+            MetricGroup::Spec => "spec",
+            MetricGroup::Pressure => "pressure",
+        }
+    }
+
+    /// The groups named in an `included_pod_metrics` list: CRI-O's names, or "all" alone.
+    pub fn parse_list(names: &[String]) -> Result<Vec<MetricGroup>, String> {
+        if names.len() == 1 && names[0] == "all" {
+            return Ok(MetricGroup::ALL.to_vec());
+        }
+        let mut out = Vec::new();
+        for name in names {
+            if name == "all" {
+                return Err("\"all\" must be the only element".to_string());
+            }
+            let group = MetricGroup::ALL
+                .into_iter()
+                .find(|g| g.name() == name)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = MetricGroup::ALL.iter().map(|g| g.name()).collect();
+                    format!(
+                        "unknown metric group {name:?}; known: {}, or \"all\" alone",
+                        known.join(", ")
+                    )
+                })?;
+            if !out.contains(&group) {
+                out.push(group);
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Everything the core needs to run pods and containers.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CoreConfig {
@@ -118,6 +216,8 @@ pub struct CoreConfig {
     pub stream_address: String,
     /// Port of the streaming server (0 picks one).
     pub stream_port: u16,
+    /// The metric groups ListPodSandboxMetrics serves (`included_pod_metrics`).
+    pub pod_metrics: Vec<MetricGroup>,
     /// The whole effective config, shown by `Status` with `verbose`.
     pub effective_config: serde_json::Value,
 }

@@ -31,7 +31,8 @@ mod validate;
 mod vm;
 
 pub use config::{
-    CgroupDriver, CoreConfig, ImageSettings, NetworkSettings, RegistryAuth, RuntimeHandlerConfig,
+    CgroupDriver, CoreConfig, ImageSettings, MetricGroup, NetworkSettings, RegistryAuth,
+    RuntimeHandlerConfig,
 };
 pub use crius_image::PinnedImages;
 pub use crius_oci::spec::annotations::{
@@ -45,7 +46,10 @@ pub use events::{Event, EventKind};
 pub use filter::{container_state_cri, pod_state_cri};
 pub use model::{now_ns, ContainerRecord, ContainerState, PodRecord, PodState, ProcessUser};
 pub use signal::number_to_cri as cri_signal;
-pub use stats::{CgroupUsage, InterfaceUsage, Pressure, PressureLine};
+pub use stats::{
+    block_device_name, CgroupSpec, CgroupUsage, DeviceIo, FilesystemUsage, InterfaceUsage,
+    Pressure, PressureLine, ProcessCounts,
+};
 pub use stream::StreamIo;
 pub use undo::Undo;
-pub use usage::{ContainerUsage, PodUsage};
+pub use usage::{ContainerMetricsUsage, ContainerUsage, PodMetricsUsage, PodUsage};

@@ -38,6 +38,79 @@ pub struct CgroupUsage {
     pub memory_pressure: Option<Pressure>,
     /// IO pressure.
     pub io_pressure: Option<Pressure>,
+    /// The cgroup's path in its hierarchy (the memory controller's, else the v2 one):
+    /// what cAdvisor calls a container's `id`.
+    pub path: Option<String>,
+    /// CPU time in user mode, in ns.
+    pub cpu_user_ns: Option<u64>,
+    /// CPU time in kernel mode, in ns.
+    pub cpu_system_ns: Option<u64>,
+    /// CFS bandwidth periods elapsed.
+    pub cfs_periods: Option<u64>,
+    /// CFS bandwidth periods in which the cgroup was throttled.
+    pub cfs_throttled_periods: Option<u64>,
+    /// Time the cgroup was throttled, in ns.
+    pub cfs_throttled_ns: Option<u64>,
+    /// Page cache.
+    pub cache_bytes: Option<u64>,
+    /// Memory-mapped files.
+    pub mapped_file_bytes: Option<u64>,
+    /// Kernel memory charged to the cgroup.
+    pub kernel_bytes: Option<u64>,
+    /// The most memory the cgroup ever used.
+    pub max_usage_bytes: Option<u64>,
+    /// Times the memory limit was hit.
+    pub failcnt: Option<u64>,
+    /// Page faults of the cgroup's own tasks, children not counted (v2 gives only the
+    /// hierarchy's, so the same as `page_faults`).
+    pub own_page_faults: Option<u64>,
+    /// Major page faults of the cgroup's own tasks.
+    pub own_major_page_faults: Option<u64>,
+    /// Processes the OOM killer killed in the cgroup.
+    pub oom_kills: Option<u64>,
+    /// The task limit (`pids.max`); `None` without one.
+    pub pids_max: Option<u64>,
+    /// The processes in the cgroup (`cgroup.procs`).
+    pub procs: Vec<u32>,
+    /// The resource settings the cgroup runs with.
+    pub spec: CgroupSpec,
+    /// Block IO per device.
+    pub io: Vec<DeviceIo>,
+    /// Huge pages per page size ("2MB"): bytes in use and the most ever used (v1 only;
+    /// v2 keeps no maximum).
+    pub hugetlb: Vec<(String, u64, Option<u64>)>,
+}
+
+/// The limits and weights set on a cgroup, as cAdvisor reports a container's spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CgroupSpec {
+    /// CFS period, in µs.
+    pub cpu_period: Option<u64>,
+    /// CFS quota per period, in µs; `None` without a quota.
+    pub cpu_quota: Option<u64>,
+    /// CPU shares (v2's weight converted back to shares, as cAdvisor does).
+    pub cpu_shares: Option<u64>,
+    /// Memory the kernel tries to leave the cgroup (v1 soft limit, v2 `memory.min`).
+    pub memory_reservation: Option<u64>,
+    /// The memory+swap limit (v1) or swap limit (v2).
+    pub memory_swap_limit: Option<u64>,
+}
+
+/// Block IO of one device, summed over the cgroup's hierarchy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceIo {
+    /// Device major number.
+    pub major: u64,
+    /// Device minor number.
+    pub minor: u64,
+    /// Bytes read.
+    pub read_bytes: u64,
+    /// Bytes written.
+    pub write_bytes: u64,
+    /// Reads completed.
+    pub reads: u64,
+    /// Writes completed.
+    pub writes: u64,
 }
 
 /// One `*.pressure` file: how long tasks stalled on the resource.
@@ -99,12 +172,20 @@ pub struct InterfaceUsage {
     pub name: String,
     /// Bytes received.
     pub rx_bytes: u64,
+    /// Packets received.
+    pub rx_packets: u64,
     /// Receive errors.
     pub rx_errors: u64,
+    /// Packets dropped on receive.
+    pub rx_dropped: u64,
     /// Bytes sent.
     pub tx_bytes: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
     /// Send errors.
     pub tx_errors: u64,
+    /// Packets dropped on send.
+    pub tx_dropped: u64,
 }
 
 /// Where a process's cgroups are: controller -> path in /proc/<pid>/cgroup. The v2
@@ -151,12 +232,16 @@ pub fn parse_net_dev(text: &str) -> Vec<InterfaceUsage> {
                 .split_whitespace()
                 .filter_map(|v| v.parse().ok())
                 .collect();
-            (f.len() >= 11).then(|| InterfaceUsage {
+            (f.len() >= 12).then(|| InterfaceUsage {
                 name: name.to_string(),
                 rx_bytes: f[0],
+                rx_packets: f[1],
                 rx_errors: f[2],
+                rx_dropped: f[3],
                 tx_bytes: f[8],
+                tx_packets: f[9],
                 tx_errors: f[10],
+                tx_dropped: f[11],
             })
         })
         .collect()
@@ -179,13 +264,17 @@ fn read_keyed(path: &Path) -> HashMap<String, u64> {
 
 /// Where each memory figure lives in one cgroup version.
 struct MemoryFiles {
+    v1: bool,
     usage: &'static str,
     limit: &'static str,
-    stat: &'static str,
     inactive_file: &'static str,
     rss: &'static str,
+    cache: &'static str,
+    mapped_file: &'static str,
     page_faults: &'static str,
     major_page_faults: &'static str,
+    own_page_faults: &'static str,
+    own_major_page_faults: &'static str,
 }
 
 /// Swap as one cgroup version accounts it.
@@ -211,23 +300,31 @@ fn read_swap(
 }
 
 const MEMORY_V1: MemoryFiles = MemoryFiles {
+    v1: true,
     usage: "memory.usage_in_bytes",
     limit: "memory.limit_in_bytes",
-    stat: "memory.stat",
     inactive_file: "total_inactive_file",
     rss: "total_rss",
+    cache: "total_cache",
+    mapped_file: "total_mapped_file",
     page_faults: "total_pgfault",
     major_page_faults: "total_pgmajfault",
+    own_page_faults: "pgfault",
+    own_major_page_faults: "pgmajfault",
 };
 
 const MEMORY_V2: MemoryFiles = MemoryFiles {
+    v1: false,
     usage: "memory.current",
     limit: "memory.max",
-    stat: "memory.stat",
     inactive_file: "inactive_file",
     rss: "anon",
+    cache: "file",
+    mapped_file: "file_mapped",
     page_faults: "pgfault",
     major_page_faults: "pgmajfault",
+    own_page_faults: "pgfault",
+    own_major_page_faults: "pgmajfault",
 };
 
 /// A v1 limit of "no limit" is a huge number; report it as none.
@@ -235,59 +332,78 @@ fn real_limit(v: Option<u64>) -> Option<u64> {
     v.filter(|l| *l < (1u64 << 62))
 }
 
+/// The directories of one cgroup: per v1 controller where that controller is mounted,
+/// and in the v2 hierarchy.
+struct CgroupDirs {
+    v1: HashMap<&'static str, PathBuf>,
+    v2: Option<PathBuf>,
+}
+
+impl CgroupDirs {
+    fn new(paths: &HashMap<String, String>) -> CgroupDirs {
+        let root = Path::new(CGROUP_MOUNT);
+        let v1 = ["cpu", "cpuacct", "memory", "pids", "blkio", "hugetlb"]
+            .into_iter()
+            .filter_map(|ctrl| {
+                let dir = root
+                    .join(ctrl)
+                    .join(paths.get(ctrl)?.trim_start_matches('/'));
+                dir.is_dir().then_some((ctrl, dir))
+            })
+            .collect();
+        let v2 = paths.get("").map(|p| {
+            let unified = root.join("unified");
+            let base = if unified.join("cgroup.controllers").exists()
+                && !root.join("cgroup.controllers").exists()
+            {
+                unified
+            } else {
+                root.to_path_buf()
+            };
+            base.join(p.trim_start_matches('/'))
+        });
+        CgroupDirs { v1, v2 }
+    }
+
+    /// The dir holding a controller's files: its v1 hierarchy, else the v2 one.
+    fn controller(&self, ctrl: &str) -> Option<(&Path, bool)> {
+        match self.v1.get(ctrl) {
+            Some(dir) => Some((dir, true)),
+            None => self.v2.as_deref().map(|d| (d, false)),
+        }
+    }
+}
+
 /// Usage of the cgroups at `paths` (as from [`parse_proc_cgroup`]): v1 controllers when
 /// mounted, else the v2 hierarchy.
 pub fn read_usage(paths: &HashMap<String, String>) -> CgroupUsage {
-    let root = Path::new(CGROUP_MOUNT);
-    let v1 = |ctrl: &str| -> Option<PathBuf> {
-        let p = paths.get(ctrl)?;
-        let dir = root.join(ctrl).join(p.trim_start_matches('/'));
-        dir.is_dir().then_some(dir)
+    let dirs = CgroupDirs::new(paths);
+    let mut u = CgroupUsage {
+        path: cgroup_id(paths),
+        ..Default::default()
     };
-    let v2 = paths.get("").map(|p| {
-        let unified = root.join("unified");
-        let base = if unified.join("cgroup.controllers").exists()
-            && !root.join("cgroup.controllers").exists()
-        {
-            unified
-        } else {
-            root.to_path_buf()
-        };
-        base.join(p.trim_start_matches('/'))
-    });
-    let mut u = CgroupUsage::default();
-    if let Some(dir) = v1("cpuacct") {
-        u.cpu_ns = read_u64(&dir.join("cpuacct.usage"));
-    } else if let Some(dir) = &v2 {
-        u.cpu_ns = read_keyed(&dir.join("cpu.stat"))
-            .get("usage_usec")
-            .map(|us| us * 1000);
+    read_cpu(&dirs, &mut u);
+    read_memory(&dirs, &mut u);
+    if let Some((dir, _)) = dirs.controller("pids") {
+        u.pids = read_u64(&dir.join("pids.current"));
+        u.pids_max = read_u64(&dir.join("pids.max"));
+        u.procs = fs::read_to_string(dir.join("cgroup.procs"))
+            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default();
     }
-    let memory = match (v1("memory"), &v2) {
-        (Some(dir), _) => Some((dir, &MEMORY_V1)),
-        (None, Some(dir)) => Some((dir.clone(), &MEMORY_V2)),
-        (None, None) => None,
+    u.io = match dirs.controller("blkio") {
+        Some((dir, true)) => read_blkio_v1(dir),
+        Some((dir, false)) => fs::read_to_string(dir.join("io.stat"))
+            .map(|t| parse_io_stat(&t))
+            .unwrap_or_default(),
+        None => Vec::new(),
     };
-    if let Some((dir, files)) = memory {
-        let stat = read_keyed(&dir.join(files.stat));
-        u.memory_bytes = read_u64(&dir.join(files.usage));
-        let inactive = stat.get(files.inactive_file).copied().unwrap_or(0);
-        u.working_set_bytes = u.memory_bytes.map(|m| m.saturating_sub(inactive));
-        u.rss_bytes = stat.get(files.rss).copied();
-        u.page_faults = stat.get(files.page_faults).copied();
-        u.major_page_faults = stat.get(files.major_page_faults).copied();
-        u.memory_limit = real_limit(read_u64(&dir.join(files.limit)));
-        let v1 = std::ptr::eq(files, &MEMORY_V1);
-        (u.swap_bytes, u.swap_limit) = read_swap(&dir, v1, &stat, u.memory_limit);
-    }
-    if let Some(dir) = v1("pids") {
-        u.pids = read_u64(&dir.join("pids.current"));
-    } else if let Some(dir) = &v2 {
-        u.pids = read_u64(&dir.join("pids.current"));
+    if let Some((dir, v1)) = dirs.controller("hugetlb") {
+        u.hugetlb = read_hugetlb(dir, v1);
     }
     // Pressure files exist only in the v2 hierarchy, for every cgroup there whatever its
     // controllers: on a hybrid host too, where runc makes the container's v2 cgroup.
-    if let Some(dir) = &v2 {
+    if let Some(dir) = &dirs.v2 {
         let pressure = |file: &str| {
             fs::read_to_string(dir.join(file))
                 .ok()
@@ -300,6 +416,259 @@ pub fn read_usage(paths: &HashMap<String, String>) -> CgroupUsage {
     u
 }
 
+/// The huge page sizes of the machine, in the kernel's cgroup file names ("2MB", "1GB").
+fn huge_page_sizes() -> Vec<String> {
+    let mut sizes: Vec<(u64, String)> = fs::read_dir("/sys/kernel/mm/hugepages")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let kb: u64 = name
+                        .strip_prefix("hugepages-")?
+                        .strip_suffix("kB")?
+                        .parse()
+                        .ok()?;
+                    Some((kb, page_size_name(kb)))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    sizes.sort();
+    sizes.into_iter().map(|(_, n)| n).collect()
+}
+
+/// A huge page size in KiB as the hugetlb controller names it (2048 -> "2MB").
+pub fn page_size_name(kb: u64) -> String {
+    match kb {
+        kb if kb >= 1 << 20 && kb % (1 << 20) == 0 => format!("{}GB", kb >> 20),
+        kb if kb >= 1 << 10 && kb % (1 << 10) == 0 => format!("{}MB", kb >> 10),
+        kb => format!("{kb}KB"),
+    }
+}
+
+fn read_hugetlb(dir: &Path, v1: bool) -> Vec<(String, u64, Option<u64>)> {
+    huge_page_sizes()
+        .into_iter()
+        .filter_map(|size| {
+            if v1 {
+                let used = read_u64(&dir.join(format!("hugetlb.{size}.usage_in_bytes")))?;
+                let max = read_u64(&dir.join(format!("hugetlb.{size}.max_usage_in_bytes")));
+                Some((size, used, max))
+            } else {
+                let used = read_u64(&dir.join(format!("hugetlb.{size}.current")))?;
+                Some((size, used, None))
+            }
+        })
+        .collect()
+}
+
+/// USER_HZ, the unit of v1's cpuacct.stat.
+const CLOCK_TICK_NS: u64 = 10_000_000;
+
+fn read_cpu(dirs: &CgroupDirs, u: &mut CgroupUsage) {
+    if let Some(dir) = dirs.v1.get("cpuacct") {
+        u.cpu_ns = read_u64(&dir.join("cpuacct.usage"));
+        u.cpu_user_ns = read_u64(&dir.join("cpuacct.usage_user"));
+        u.cpu_system_ns = read_u64(&dir.join("cpuacct.usage_sys"));
+        if u.cpu_user_ns.is_none() {
+            let ticks = read_keyed(&dir.join("cpuacct.stat"));
+            u.cpu_user_ns = ticks.get("user").map(|t| t * CLOCK_TICK_NS);
+            u.cpu_system_ns = ticks.get("system").map(|t| t * CLOCK_TICK_NS);
+        }
+    }
+    if let Some(dir) = dirs.v1.get("cpu") {
+        let stat = read_keyed(&dir.join("cpu.stat"));
+        u.cfs_periods = stat.get("nr_periods").copied();
+        u.cfs_throttled_periods = stat.get("nr_throttled").copied();
+        u.cfs_throttled_ns = stat.get("throttled_time").copied();
+        u.spec.cpu_period = read_u64(&dir.join("cpu.cfs_period_us"));
+        // -1 (no quota) does not parse as u64.
+        u.spec.cpu_quota = read_u64(&dir.join("cpu.cfs_quota_us"));
+        u.spec.cpu_shares = read_u64(&dir.join("cpu.shares"));
+    }
+    let Some(dir) = &dirs.v2 else { return };
+    let stat = read_keyed(&dir.join("cpu.stat"));
+    let ns = |k: &str| stat.get(k).map(|us| us * 1000);
+    if !dirs.v1.contains_key("cpuacct") {
+        u.cpu_ns = ns("usage_usec");
+        u.cpu_user_ns = ns("user_usec");
+        u.cpu_system_ns = ns("system_usec");
+    }
+    if !dirs.v1.contains_key("cpu") {
+        u.cfs_periods = stat.get("nr_periods").copied();
+        u.cfs_throttled_periods = stat.get("nr_throttled").copied();
+        u.cfs_throttled_ns = ns("throttled_usec");
+        if let Ok(max) = fs::read_to_string(dir.join("cpu.max")) {
+            let mut it = max.split_whitespace();
+            u.spec.cpu_quota = it.next().and_then(|q| q.parse().ok());
+            u.spec.cpu_period = it.next().and_then(|p| p.parse().ok());
+        }
+        u.spec.cpu_shares = read_u64(&dir.join("cpu.weight")).map(weight_to_shares);
+    }
+}
+
+/// cgroup v2's cpu.weight (1..10000) as v1 shares (2..262144), the inverse of the
+/// conversion runc applies.
+fn weight_to_shares(weight: u64) -> u64 {
+    2 + (weight.clamp(1, 10_000) - 1) * 262_142 / 9_999
+}
+
+fn read_memory(dirs: &CgroupDirs, u: &mut CgroupUsage) {
+    let Some((dir, v1)) = dirs.controller("memory") else {
+        return;
+    };
+    let files = if v1 { &MEMORY_V1 } else { &MEMORY_V2 };
+    let stat = read_keyed(&dir.join("memory.stat"));
+    let get = |k: &str| stat.get(k).copied();
+    u.memory_bytes = read_u64(&dir.join(files.usage));
+    let inactive = get(files.inactive_file).unwrap_or(0);
+    u.working_set_bytes = u.memory_bytes.map(|m| m.saturating_sub(inactive));
+    u.rss_bytes = get(files.rss);
+    u.cache_bytes = get(files.cache);
+    u.mapped_file_bytes = get(files.mapped_file);
+    u.page_faults = get(files.page_faults);
+    u.major_page_faults = get(files.major_page_faults);
+    u.own_page_faults = get(files.own_page_faults);
+    u.own_major_page_faults = get(files.own_major_page_faults);
+    u.memory_limit = real_limit(read_u64(&dir.join(files.limit)));
+    (u.swap_bytes, u.swap_limit) = read_swap(dir, files.v1, &stat, u.memory_limit);
+    if files.v1 {
+        u.kernel_bytes = read_u64(&dir.join("memory.kmem.usage_in_bytes"));
+        u.max_usage_bytes = read_u64(&dir.join("memory.max_usage_in_bytes"));
+        u.failcnt = read_u64(&dir.join("memory.failcnt"));
+        u.oom_kills = read_keyed(&dir.join("memory.oom_control"))
+            .get("oom_kill")
+            .copied();
+        u.spec.memory_reservation = real_limit(read_u64(&dir.join("memory.soft_limit_in_bytes")));
+        u.spec.memory_swap_limit = real_limit(read_u64(&dir.join("memory.memsw.limit_in_bytes")));
+    } else {
+        u.kernel_bytes = get("kernel");
+        u.max_usage_bytes = read_u64(&dir.join("memory.peak"));
+        let events = read_keyed(&dir.join("memory.events"));
+        u.failcnt = events.get("max").copied();
+        u.oom_kills = events.get("oom_kill").copied();
+        u.spec.memory_reservation = read_u64(&dir.join("memory.min"));
+        u.spec.memory_swap_limit = read_u64(&dir.join("memory.swap.max"));
+    }
+}
+
+/// v1 blkio: the throttling layer's recursive figures, which every IO scheduler fills.
+fn read_blkio_v1(dir: &Path) -> Vec<DeviceIo> {
+    let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap_or_default();
+    parse_blkio_v1(
+        &read("blkio.throttle.io_service_bytes_recursive"),
+        &read("blkio.throttle.io_serviced_recursive"),
+    )
+}
+
+/// v1 blkio files: `MAJ:MIN Read N` lines of bytes and of operations.
+pub fn parse_blkio_v1(bytes: &str, ops: &str) -> Vec<DeviceIo> {
+    let mut out: Vec<DeviceIo> = Vec::new();
+    for (text, is_bytes) in [(bytes, true), (ops, false)] {
+        for line in text.lines() {
+            let mut it = line.split_whitespace();
+            let (Some(dev), Some(op), Some(v)) = (it.next(), it.next(), it.next()) else {
+                continue;
+            };
+            let Some((major, minor)) = parse_dev(dev) else {
+                continue;
+            };
+            let Ok(v) = v.parse::<u64>() else { continue };
+            let entry = device_entry(&mut out, major, minor);
+            match (op, is_bytes) {
+                ("Read", true) => entry.read_bytes = v,
+                ("Write", true) => entry.write_bytes = v,
+                ("Read", false) => entry.reads = v,
+                ("Write", false) => entry.writes = v,
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// v2 io.stat: `MAJ:MIN rbytes=N wbytes=N rios=N wios=N ...` per device.
+pub fn parse_io_stat(text: &str) -> Vec<DeviceIo> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        let Some((major, minor)) = it.next().and_then(parse_dev) else {
+            continue;
+        };
+        let mut d = DeviceIo {
+            major,
+            minor,
+            ..Default::default()
+        };
+        for kv in it {
+            let Some((k, v)) = kv.split_once('=') else {
+                continue;
+            };
+            let v = v.parse().unwrap_or(0);
+            match k {
+                "rbytes" => d.read_bytes = v,
+                "wbytes" => d.write_bytes = v,
+                "rios" => d.reads = v,
+                "wios" => d.writes = v,
+                _ => {}
+            }
+        }
+        out.push(d);
+    }
+    out
+}
+
+fn parse_dev(dev: &str) -> Option<(u64, u64)> {
+    let (major, minor) = dev.split_once(':')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+fn device_entry(out: &mut Vec<DeviceIo>, major: u64, minor: u64) -> &mut DeviceIo {
+    let at = match out
+        .iter()
+        .position(|d| d.major == major && d.minor == minor)
+    {
+        Some(at) => at,
+        None => {
+            out.push(DeviceIo {
+                major,
+                minor,
+                ..Default::default()
+            });
+            out.len() - 1
+        }
+    };
+    &mut out[at]
+}
+
+/// The name of a block device (`/dev/vda`) from its numbers, as cAdvisor labels IO; the
+/// numbers when sysfs does not know it.
+pub fn block_device_name(major: u64, minor: u64) -> String {
+    fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("DEVNAME=").map(|n| format!("/dev/{n}")))
+        })
+        .unwrap_or_else(|| format!("{major}:{minor}"))
+}
+
+/// A process's cgroup as cAdvisor names it (its `id` label): the memory controller's
+/// path, else the v2 one.
+fn cgroup_id(paths: &HashMap<String, String>) -> Option<String> {
+    paths
+        .get("memory")
+        .or(paths.get(""))
+        .or(paths.get("cpuacct"))
+        .cloned()
+}
+
+/// The cgroup of a live process, as cAdvisor names it.
+pub fn process_cgroup_id(pid: u32) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    cgroup_id(&parse_proc_cgroup(&text))
+}
+
 /// Usage of the cgroups a live process is in.
 pub fn process_usage(pid: u32) -> Option<CgroupUsage> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
@@ -309,12 +678,104 @@ pub fn process_usage(pid: u32) -> Option<CgroupUsage> {
 /// Usage of a cgroupfs path in every hierarchy (a pod cgroup, which has no process of
 /// its own).
 pub fn path_usage(path: &str) -> CgroupUsage {
-    let mut paths: HashMap<String, String> = ["cpuacct", "memory", "pids"]
-        .iter()
-        .map(|c| (c.to_string(), path.to_string()))
-        .collect();
+    let mut paths: HashMap<String, String> =
+        ["cpu", "cpuacct", "memory", "pids", "blkio", "hugetlb"]
+            .iter()
+            .map(|c| (c.to_string(), path.to_string()))
+            .collect();
     paths.insert(String::new(), path.to_string());
     read_usage(&paths)
+}
+
+/// What the processes of a cgroup hold, as cAdvisor counts it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessCounts {
+    /// Threads of all the processes.
+    pub threads: u64,
+    /// Open file descriptors.
+    pub fds: u64,
+    /// Of those, sockets.
+    pub sockets: u64,
+    /// The soft limit of open files of the first process (the container's own).
+    pub max_open_files: Option<u64>,
+}
+
+/// Threads, descriptors and sockets of `procs` (processes that exit meanwhile are
+/// skipped).
+pub fn process_counts(procs: &[u32]) -> ProcessCounts {
+    let mut out = ProcessCounts::default();
+    for pid in procs {
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        if let Ok(tasks) = fs::read_dir(proc_dir.join("task")) {
+            out.threads += tasks.count() as u64;
+        }
+        if let Ok(fds) = fs::read_dir(proc_dir.join("fd")) {
+            for fd in fds.flatten() {
+                out.fds += 1;
+                let is_socket = fs::read_link(fd.path())
+                    .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"));
+                out.sockets += u64::from(is_socket);
+            }
+        }
+    }
+    out.max_open_files = procs.iter().min().and_then(|pid| {
+        let text = fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+        parse_soft_limit(&text, "Max open files")
+    });
+    out
+}
+
+/// The soft value of one line of /proc/<pid>/limits; `None` when unlimited.
+pub fn parse_soft_limit(text: &str, name: &str) -> Option<u64> {
+    let rest = text.lines().find_map(|l| l.strip_prefix(name))?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// The filesystem holding a dir: its device and size, as cAdvisor reports a container's
+/// filesystem.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FilesystemUsage {
+    /// The mount's source (`/dev/vda1`, `overlay`).
+    pub device: String,
+    /// Size in bytes.
+    pub capacity_bytes: u64,
+    /// Inodes in all.
+    pub inodes: u64,
+    /// Inodes free.
+    pub inodes_free: u64,
+}
+
+/// The filesystem `dir` is on; `None` when statvfs fails.
+pub fn filesystem_usage(dir: &Path) -> Option<FilesystemUsage> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    let device = fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|t| mount_source(&t, dir))
+        .unwrap_or_default();
+    Some(FilesystemUsage {
+        device,
+        capacity_bytes: st.blocks() as u64 * st.fragment_size() as u64,
+        inodes: st.files() as u64,
+        inodes_free: st.files_free() as u64,
+    })
+}
+
+/// The source of the mount holding `path` in a mountinfo text: the last (innermost) of
+/// the mounts whose point is `path` or one of its parents.
+pub fn mount_source(mountinfo: &str, path: &Path) -> Option<String> {
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let point = left.split_whitespace().nth(4)?;
+            let source = right.split_whitespace().nth(1)?;
+            path.starts_with(point).then_some((point.len(), source))
+        })
+        .fold(None, |best: Option<(usize, &str)>, (len, src)| match best {
+            Some((b, _)) if b > len => best,
+            _ => Some((len, src)),
+        })
+        .map(|(_, src)| src.to_string())
 }
 
 /// The network interfaces of a process's network namespace.
@@ -389,18 +850,92 @@ mod tests {
 
     #[test]
     fn net_dev_skips_loopback_and_headers() {
-        let text = "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    lo:     100       1    0    0    0     0          0         0      100       1    0    0    0     0       0          0\n  eth0:    2048      10    1    0    0     0          0         0     4096      20    2    0    0     0       0          0\n";
+        let text = "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    lo:     100       1    0    0    0     0          0         0      100       1    0    0    0     0       0          0\n  eth0:    2048      10    1    0    0     0          0         0     4096      20    2    3    0     0       0          0\n";
         let v = parse_net_dev(text);
         assert_eq!(
             v,
             vec![InterfaceUsage {
                 name: "eth0".into(),
                 rx_bytes: 2048,
+                rx_packets: 10,
                 rx_errors: 1,
+                rx_dropped: 0,
                 tx_bytes: 4096,
-                tx_errors: 2
+                tx_packets: 20,
+                tx_errors: 2,
+                tx_dropped: 3,
             }]
         );
+    }
+
+    #[test]
+    fn block_io_parses_from_either_version() {
+        let bytes = "253:0 Read 4096\n253:0 Write 8192\n253:0 Sync 0\n253:0 Total 12288\n8:0 Read 1\nTotal 12289\n";
+        let ops = "253:0 Read 2\n253:0 Write 3\n";
+        let v1 = parse_blkio_v1(bytes, ops);
+        assert_eq!(
+            v1[0],
+            DeviceIo {
+                major: 253,
+                minor: 0,
+                read_bytes: 4096,
+                write_bytes: 8192,
+                reads: 2,
+                writes: 3
+            }
+        );
+        assert_eq!((v1[1].major, v1[1].read_bytes, v1.len()), (8, 1, 2));
+        let v2 =
+            parse_io_stat("253:0 rbytes=4096 wbytes=8192 rios=2 wios=3 dbytes=0 dios=0\nbroken\n");
+        assert_eq!(v2, vec![v1[0].clone()]);
+    }
+
+    #[test]
+    fn limits_mounts_page_sizes_and_weights_convert() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max processes             unlimited            unlimited            processes\n\
+                      Max open files            1024                 524288               files\n";
+        assert_eq!(parse_soft_limit(limits, "Max open files"), Some(1024));
+        assert_eq!(parse_soft_limit(limits, "Max processes"), None);
+        let mountinfo = "21 1 253:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n\
+                         30 21 0:25 / /var/lib/crius rw shared:2 - xfs /dev/vdb rw\n\
+                         31 21 0:26 / /var/lib/criusx rw shared:3 - tmpfs tmpfs rw\n";
+        let source = |p: &str| mount_source(mountinfo, Path::new(p));
+        assert_eq!(
+            source("/var/lib/crius/containers").as_deref(),
+            Some("/dev/vdb")
+        );
+        assert_eq!(source("/var/lib/crius").as_deref(), Some("/dev/vdb"));
+        assert_eq!(source("/var/lib").as_deref(), Some("/dev/vda1"));
+        assert_eq!(page_size_name(2048), "2MB");
+        assert_eq!(page_size_name(1 << 20), "1GB");
+        assert_eq!(page_size_name(64), "64KB");
+        // runc's shares -> weight conversion, undone.
+        assert_eq!(weight_to_shares(1), 2);
+        assert_eq!(weight_to_shares(10_000), 262_144);
+        // 1024 shares are weight 39, which reads back as 998: the kernel keeps no more.
+        assert_eq!(weight_to_shares(39), 998);
+    }
+
+    #[test]
+    fn own_process_counts_and_filesystem_match_the_kernel() {
+        let me = std::process::id();
+        let counts = process_counts(&[me]);
+        let tasks = fs::read_dir("/proc/self/task").unwrap().count() as u64;
+        assert!(
+            counts.threads >= 1 && counts.threads.abs_diff(tasks) <= 2,
+            "{counts:?}"
+        );
+        assert!(counts.fds >= 3, "{counts:?}");
+        let (soft, _) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        assert_eq!(counts.max_open_files, Some(soft));
+        let fs = filesystem_usage(Path::new("/")).unwrap();
+        assert!(
+            fs.capacity_bytes > 0 && fs.inodes_free <= fs.inodes,
+            "{fs:?}"
+        );
+        assert!(!fs.device.is_empty(), "{fs:?}");
     }
 
     #[test]
@@ -478,6 +1013,13 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(50));
         };
         assert_eq!(u.pids, Some(1), "{u:?}");
+        assert_eq!(u.procs, [tree.child.id()], "{u:?}");
+        assert_eq!(process_counts(&u.procs).threads, 1);
+        assert!(
+            u.cpu_user_ns.is_some() && u.max_usage_bytes >= u.memory_bytes,
+            "{u:?}"
+        );
+        assert!(u.cache_bytes.is_some() && u.failcnt.is_some(), "{u:?}");
         assert!(u.memory_bytes.is_some_and(|m| m > 0), "{u:?}");
         assert!(u.cpu_ns.is_some_and(|c| c > 0), "{u:?}");
         // Swap is reported where the kernel accounts it (memory.memsw.* exists then).

@@ -2,11 +2,12 @@
 
 use crius_cri_api::v1 as cri;
 
+use crate::config::MetricGroup;
 use crate::daemon::Daemon;
 use crate::error::Result;
 use crate::filter::labels_match;
 use crate::model::{now_ns, ContainerRecord, ContainerState, PodRecord, PodState};
-use crate::stats::{self, CgroupUsage, InterfaceUsage};
+use crate::stats::{self, CgroupUsage, FilesystemUsage, InterfaceUsage, ProcessCounts};
 
 /// A container's usage at one moment.
 #[derive(Debug, Clone)]
@@ -42,6 +43,48 @@ pub struct PodUsage {
     pub containers: Vec<ContainerUsage>,
 }
 
+/// A running container's figures for ListPodSandboxMetrics: its cgroup, and what the
+/// enabled metric groups need beyond it.
+#[derive(Debug, Clone)]
+pub struct ContainerMetricsUsage {
+    /// The container.
+    pub record: ContainerRecord,
+    /// When it was read (ns).
+    pub at: i64,
+    /// cgroup figures.
+    pub cgroup: CgroupUsage,
+    /// Threads, descriptors and sockets (with the `process` group).
+    pub processes: Option<ProcessCounts>,
+    /// Bytes and inodes of the writable layer (with the `disk` group).
+    pub writable_layer: Option<(u64, u64)>,
+    /// The filesystem holding the writable layer (with the `disk` group).
+    pub filesystem: Option<FilesystemUsage>,
+}
+
+/// A ready pod's figures for ListPodSandboxMetrics.
+#[derive(Debug, Clone)]
+pub struct PodMetricsUsage {
+    /// The pod.
+    pub record: PodRecord,
+    /// When its network was read (ns).
+    pub at: i64,
+    /// The cgroup of the process whose network namespace was read (the pause's): the
+    /// `id` cAdvisor gives the pod's network series.
+    pub network_cgroup: Option<String>,
+    /// The pod network's interfaces (with the `network` group; none with host network).
+    pub interfaces: Vec<InterfaceUsage>,
+    /// Its running containers.
+    pub containers: Vec<ContainerMetricsUsage>,
+}
+
+/// The cgroup figures of a container while it runs.
+fn running_cgroup(record: &ContainerRecord) -> CgroupUsage {
+    match (record.state, record.pid) {
+        (ContainerState::Running, Some(pid)) => stats::process_usage(pid).unwrap_or_default(),
+        _ => CgroupUsage::default(),
+    }
+}
+
 impl Daemon {
     fn nano_cores(&self, key: &str, at: i64, cpu_ns: Option<u64>) -> Option<u64> {
         let cpu = cpu_ns?;
@@ -57,10 +100,7 @@ impl Daemon {
 
     fn container_usage(&self, record: ContainerRecord) -> ContainerUsage {
         let at = now_ns();
-        let cgroup = match (record.state, record.pid) {
-            (ContainerState::Running, Some(pid)) => stats::process_usage(pid).unwrap_or_default(),
-            _ => CgroupUsage::default(),
-        };
+        let cgroup = running_cgroup(&record);
         let nano_cores = self.nano_cores(&record.id, at, cgroup.cpu_ns);
         let upper = self.container_dir(&record.id).join("upper");
         ContainerUsage {
@@ -167,6 +207,65 @@ impl Daemon {
                 })
             })
             .map(|p| self.pod_usage(p))
+            .collect()
+    }
+
+    /// ListPodSandboxMetrics: every ready pod with its running containers, read for the
+    /// configured metric groups (none: only what `container_last_seen` needs).
+    pub fn pod_metrics(&self) -> Vec<PodMetricsUsage> {
+        let groups = &self.config().pod_metrics;
+        let has = |g: MetricGroup| groups.contains(&g);
+        let filesystem = has(MetricGroup::Disk)
+            .then(|| stats::filesystem_usage(&self.config().root_dir))
+            .flatten();
+        self.list_pods(None)
+            .into_iter()
+            .filter(|p| p.state == PodState::Ready)
+            .map(|record| {
+                let containers: Vec<ContainerMetricsUsage> = self
+                    .list_containers(Some(&cri::ContainerFilter {
+                        pod_sandbox_id: record.id.clone(),
+                        ..Default::default()
+                    }))
+                    .into_iter()
+                    .filter(|c| c.state == ContainerState::Running)
+                    .map(|c| {
+                        let at = now_ns();
+                        let cgroup = running_cgroup(&c);
+                        let processes =
+                            has(MetricGroup::Process).then(|| stats::process_counts(&cgroup.procs));
+                        let writable_layer = has(MetricGroup::Disk)
+                            .then(|| stats::dir_usage(&self.container_dir(&c.id).join("upper")));
+                        ContainerMetricsUsage {
+                            record: c,
+                            at,
+                            cgroup,
+                            processes,
+                            writable_layer,
+                            filesystem: filesystem.clone(),
+                        }
+                    })
+                    .collect();
+                // The pause holds the pod network; without one (no infra container) any
+                // running container of the pod does.
+                let holder = record
+                    .pause_pid
+                    .or_else(|| containers.iter().find_map(|c| c.record.pid));
+                let at = now_ns();
+                let (interfaces, network_cgroup) = match holder {
+                    Some(pid) if has(MetricGroup::Network) && record.netns.is_some() => {
+                        (stats::network_usage(pid), stats::process_cgroup_id(pid))
+                    }
+                    _ => (Vec::new(), None),
+                };
+                PodMetricsUsage {
+                    record,
+                    at,
+                    network_cgroup,
+                    interfaces,
+                    containers,
+                }
+            })
             .collect()
     }
 }

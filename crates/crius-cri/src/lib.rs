@@ -6,6 +6,7 @@ mod container;
 mod events;
 mod image;
 mod list_stream;
+mod metrics;
 mod pod;
 mod pull_progress;
 mod runtime_info;
@@ -346,10 +347,10 @@ impl RuntimeService for Runtime {
         &self,
         _req: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Reply<cri::ListMetricDescriptorsResponse> {
-        // crius offers no metrics beyond the CRI stats (CRI-O's answer with no
-        // `included_pod_metrics`); an empty answer keeps the kubelet's collector quiet.
         traced("ListMetricDescriptors", Ids::none(), async {
-            Ok(cri::ListMetricDescriptorsResponse::default())
+            Ok(cri::ListMetricDescriptorsResponse {
+                descriptors: metrics::descriptors(&self.daemon.config().pod_metrics),
+            })
         })
         .await
     }
@@ -359,7 +360,9 @@ impl RuntimeService for Runtime {
         _req: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Reply<cri::ListPodSandboxMetricsResponse> {
         traced("ListPodSandboxMetrics", Ids::none(), async {
-            Ok(cri::ListPodSandboxMetricsResponse::default())
+            Ok(cri::ListPodSandboxMetricsResponse {
+                pod_metrics: metrics::collect(self.daemon.clone()).await?,
+            })
         })
         .await
     }
@@ -442,14 +445,12 @@ impl RuntimeService for Runtime {
         _req: Request<cri::StreamPodSandboxMetricsRequest>,
     ) -> Reply<Self::StreamPodSandboxMetricsStream> {
         traced("StreamPodSandboxMetrics", Ids::none(), async {
-            // As ListPodSandboxMetrics: no metrics beyond the CRI stats.
-            Ok(
-                Box::pin(list_stream::chunked(Vec::new(), |pod_sandbox_metrics| {
-                    cri::StreamPodSandboxMetricsResponse {
-                        pod_sandbox_metrics,
-                    }
-                })) as Self::StreamPodSandboxMetricsStream,
-            )
+            let items = metrics::collect(self.daemon.clone()).await?;
+            Ok(Box::pin(list_stream::chunked(items, |pod_sandbox_metrics| {
+                cri::StreamPodSandboxMetricsResponse {
+                    pod_sandbox_metrics,
+                }
+            })) as Self::StreamPodSandboxMetricsStream)
         })
         .await
     }

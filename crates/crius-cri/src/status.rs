@@ -102,6 +102,12 @@ pub fn unimplemented(rpc: &str) -> Status {
     Status::unimplemented(format!("{rpc} is not implemented by crius"))
 }
 
+/// The answer when work handed to a blocking thread did not come back (it panicked or
+/// the runtime is shutting down).
+pub fn lost_task(what: &str, err: tokio::task::JoinError) -> Status {
+    Status::internal(format!("{what}: {err}"))
+}
+
 /// The answer for a request that lacks a field or has a bad one.
 pub fn invalid(msg: impl Into<String>) -> Status {
     Status::invalid_argument(msg.into())

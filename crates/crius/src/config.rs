@@ -84,6 +84,7 @@ pub struct CriusConfig {
     pub image: ImageConfig,
     pub network: NetworkConfig,
     pub metrics: MetricsConfig,
+    pub stats: StatsConfig,
 }
 
 impl Default for CriusConfig {
@@ -98,6 +99,7 @@ impl Default for CriusConfig {
             image: ImageConfig::default(),
             network: NetworkConfig::default(),
             metrics: MetricsConfig::default(),
+            stats: StatsConfig::default(),
         }
     }
 }
@@ -378,6 +380,13 @@ impl Default for MetricsConfig {
     }
 }
 
+/// `[crius.stats]`: what ListPodSandboxMetrics serves (CRI-O's key).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatsConfig {
+    pub included_pod_metrics: Vec<String>,
+}
+
 /// The files a configuration is read from.
 #[derive(Clone, Debug)]
 pub struct ConfigSources {
@@ -568,6 +577,9 @@ impl Config {
                 "crius.metrics.metrics_host",
                 format!("{:?} is not an IP address", c.metrics.metrics_host),
             );
+        }
+        if let Err(message) = crius_core::MetricGroup::parse_list(&c.stats.included_pod_metrics) {
+            return semantic("crius.stats.included_pod_metrics", message);
         }
         if c.network.plugin_dirs.is_empty() {
             return semantic(
@@ -781,6 +793,8 @@ fn doc_for(path: &str) -> Option<&'static str> {
         "crius.metrics.enable_metrics" => "Serve the metrics endpoint. If its address cannot be bound (a port in use),\ncrius logs an error, keeps serving CRI and tries again every 30 s.",
         "crius.metrics.metrics_host" => "Address the metrics endpoint binds to; keep it on loopback unless a\nfirewall guards the port.",
         "crius.metrics.metrics_port" => "Port of the metrics endpoint; 0 picks a free port (logged).",
+        "crius.stats" => "Container and pod metrics for the kubelet (CRI ListPodSandboxMetrics, shown on\nits /metrics/cadvisor with the PodAndContainerStatsFromCRI feature gate).",
+        "crius.stats.included_pod_metrics" => "Groups of cAdvisor series to serve, by CRI-O's names: cpu, disk (the\nwritable layer), diskIO, hugetlb, memory, network (the pod's interfaces),\noom, process, spec, pressure; or [\"all\"] alone. container_last_seen is\nalways served. Empty: nothing else, as with CRI-O. Reloaded on SIGHUP (the\nkubelet reads the list of series once, when it starts).",
         _ => return None,
     })
 }
@@ -1067,6 +1081,40 @@ mod tests {
             err.contains("crius.runtime.runtimes.runc.allowed_annotations: \"x.io/y\" is not"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn included_pod_metrics_takes_cri_o_group_names_or_all_alone() {
+        let config =
+            load("[crius.stats]\nincluded_pod_metrics = [\"cpu\", \"diskIO\", \"network\"]\n")
+                .unwrap();
+        let core = crate::core_config::core_config(&config, None);
+        use crius_core::MetricGroup;
+        assert_eq!(
+            core.pod_metrics,
+            [MetricGroup::Cpu, MetricGroup::DiskIo, MetricGroup::Network]
+        );
+        let all = load("[crius.stats]\nincluded_pod_metrics = [\"all\"]\n").unwrap();
+        assert_eq!(
+            crate::core_config::core_config(&all, None).pod_metrics,
+            MetricGroup::ALL
+        );
+        assert!(crate::core_config::core_config(&Config::default(), None)
+            .pod_metrics
+            .is_empty());
+        for (text, says) in [
+            ("[\"cpu\", \"all\"]", "\"all\" must be the only element"),
+            (
+                "[\"cpus\"]",
+                "unknown metric group \"cpus\"; known: cpu, disk, diskIO",
+            ),
+        ] {
+            let err = load(&format!("[crius.stats]\nincluded_pod_metrics = {text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("crius.stats.included_pod_metrics"), "{err}");
+            assert!(err.contains(says), "{err}");
+        }
     }
 
     #[test]

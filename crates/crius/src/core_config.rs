@@ -76,6 +76,9 @@ pub fn core_config(config: &Config, exe_dir: Option<&Path>) -> CoreConfig {
         checkpoint_dirs: c.runtime.checkpoint_dirs,
         stream_address: c.api.stream_address,
         stream_port: c.api.stream_port,
+        // Checked by `Config::validate`; an unchecked bad list serves no group.
+        pod_metrics: crius_core::MetricGroup::parse_list(&c.stats.included_pod_metrics)
+            .unwrap_or_default(),
         effective_config,
     }
 }
