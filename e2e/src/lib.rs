@@ -26,6 +26,7 @@ use tonic::transport::Channel;
 pub use crius_cri_api::v1 as cri;
 
 pub mod kubelet;
+pub mod otlp;
 pub mod peers;
 
 pub mod critest;

@@ -8,7 +8,7 @@ use crius_cri_api::v1 as cri;
 use crius_net::{NetNs, PodNetwork, PortMapping, Protocol};
 use crius_oci::monitor::{spawn_monitor, MonitorClient, MonitorSpec};
 use crius_oci::spec;
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
 use crate::cgroup;
 use crate::config::CgroupDriver;
@@ -242,19 +242,23 @@ impl Daemon {
         // does not cut it half way; its retry finds the pod.
         let daemon = self.clone();
         let task_entry = entry.clone();
-        let task = tokio::spawn(async move {
-            let _op = op;
-            let result = daemon.create_pod(&task_entry).await;
-            match &result {
-                Ok(()) => daemon.watch_pause(task_entry.clone()),
-                Err(_) => {
-                    let mut index = daemon.index.lock().unwrap_or_else(|e| e.into_inner());
-                    index.pods.remove(&task_entry.get().id);
-                    index.pod_names.remove(&key);
+        // In the call's span, so its steps (CNI, runtime) are its children.
+        let task = tokio::spawn(
+            async move {
+                let _op = op;
+                let result = daemon.create_pod(&task_entry).await;
+                match &result {
+                    Ok(()) => daemon.watch_pause(task_entry.clone()),
+                    Err(_) => {
+                        let mut index = daemon.index.lock().unwrap_or_else(|e| e.into_inner());
+                        index.pods.remove(&task_entry.get().id);
+                        index.pod_names.remove(&key);
+                    }
                 }
+                result
             }
-            result
-        });
+            .instrument(tracing::Span::current()),
+        );
         task.await
             .map_err(|e| Error::Internal(format!("pod creation task failed: {e}")))??;
         crius_metrics::metrics().pod_run(&id, arrived);

@@ -32,6 +32,7 @@ pub async fn create(
         .create_container(&req.pod_sandbox_id, config)
         .await
         .map_err(to_status)?;
+    tracing::Span::current().record("container_id", id.as_str());
     Ok(cri::CreateContainerResponse { container_id: id })
 }
 

@@ -25,6 +25,7 @@ use tonic::{Request, Response, Status};
 
 use status::unimplemented;
 pub use streaming::start_streaming;
+pub use trace::on_call_span;
 use trace::{traced, Ids};
 
 /// Both CRI services, ready for `tonic::transport::Server::add_routes`. The streaming

@@ -23,6 +23,7 @@ pub async fn run(
         .run_pod(config, req.runtime_handler)
         .await
         .map_err(to_status)?;
+    tracing::Span::current().record("pod_id", id.as_str());
     Ok(cri::RunPodSandboxResponse { pod_sandbox_id: id })
 }
 

@@ -53,7 +53,13 @@ impl PullProgress for PullService {
         let progress = crius_image::PullProgress::new(&name);
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let daemon = self.daemon.clone();
-        let span = tracing::info_span!("cri", method = "PullImageWithProgress", image = %name);
+        let span = tracing::info_span!(
+            "cri",
+            method = "PullImageWithProgress",
+            image = %name,
+            otel.name = "PullImageWithProgress",
+            otel.kind = "server",
+        );
         // The pull runs on its own task: a client that goes away does not cut it.
         tokio::spawn(
             async move {

@@ -128,7 +128,12 @@ impl RuntimeCli {
         stdin: Option<Vec<u8>>,
     ) -> Result<Output, Error> {
         let _running = crius_metrics::metrics().runtime_process();
-        let span = tracing::info_span!("runtime", command, container_id = id);
+        let span = tracing::info_span!(
+            "runtime",
+            command,
+            container_id = id,
+            otel.name = %format_args!("runtime {command}"),
+        );
         self.run_command(command, args, id, stdin)
             .instrument(span)
             .await

@@ -168,6 +168,25 @@ pub struct ConfigOpts {
     /// Port of the metrics endpoint; 0 picks one (crius.metrics.metrics_port).
     #[arg(long, global = true, env = "CRIUS_METRICS_PORT", value_name = "PORT")]
     pub metrics_port: Option<u16>,
+    /// Export OpenTelemetry spans over OTLP/gRPC (crius.tracing.enable_tracing).
+    #[arg(long, global = true, env = "CRIUS_ENABLE_TRACING", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub enable_tracing: Option<bool>,
+    /// OTLP/gRPC collector, HOST:PORT or http://HOST:PORT (crius.tracing.tracing_endpoint).
+    #[arg(
+        long,
+        global = true,
+        env = "CRIUS_TRACING_ENDPOINT",
+        value_name = "ADDR"
+    )]
+    pub tracing_endpoint: Option<String>,
+    /// Traces kept per million, 0 to 1000000 (crius.tracing.tracing_sampling_rate_per_million).
+    #[arg(
+        long,
+        global = true,
+        env = "CRIUS_TRACING_SAMPLING_RATE_PER_MILLION",
+        value_name = "N"
+    )]
+    pub tracing_sampling_rate_per_million: Option<u32>,
 }
 
 impl ConfigOpts {
@@ -241,6 +260,15 @@ impl ConfigOpts {
         if let Some(v) = self.metrics_port {
             c.metrics.metrics_port = v;
         }
+        if let Some(v) = self.enable_tracing {
+            c.tracing.enable_tracing = v;
+        }
+        if let Some(v) = &self.tracing_endpoint {
+            c.tracing.tracing_endpoint = v.clone();
+        }
+        if let Some(v) = self.tracing_sampling_rate_per_million {
+            c.tracing.tracing_sampling_rate_per_million = v;
+        }
     }
 
     /// The files, then the flags, checked: what the daemon runs with.
@@ -303,6 +331,11 @@ mod tests {
             "127.0.0.2",
             "--metrics-port",
             "9095",
+            "--enable-tracing",
+            "--tracing-endpoint",
+            "127.0.0.1:4318",
+            "--tracing-sampling-rate-per-million",
+            "1000000",
         ]);
         let mut config = Config::default();
         cli.opts.apply(&mut config);
@@ -331,6 +364,9 @@ mod tests {
         assert!(c.metrics.enable_metrics);
         assert_eq!(c.metrics.metrics_host, "127.0.0.2");
         assert_eq!(c.metrics.metrics_port, 9095);
+        assert!(c.tracing.enable_tracing);
+        assert_eq!(c.tracing.tracing_endpoint, "127.0.0.1:4318");
+        assert_eq!(c.tracing.tracing_sampling_rate_per_million, 1_000_000);
         assert!(cli.command.is_none());
     }
 

@@ -85,6 +85,7 @@ pub struct CriusConfig {
     pub network: NetworkConfig,
     pub metrics: MetricsConfig,
     pub stats: StatsConfig,
+    pub tracing: TracingConfig,
 }
 
 impl Default for CriusConfig {
@@ -100,6 +101,7 @@ impl Default for CriusConfig {
             network: NetworkConfig::default(),
             metrics: MetricsConfig::default(),
             stats: StatsConfig::default(),
+            tracing: TracingConfig::default(),
         }
     }
 }
@@ -387,6 +389,55 @@ pub struct StatsConfig {
     pub included_pod_metrics: Vec<String>,
 }
 
+/// `[crius.tracing]`: OpenTelemetry spans exported over OTLP/gRPC (CRI-O's keys).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracingConfig {
+    pub enable_tracing: bool,
+    pub tracing_endpoint: String,
+    pub tracing_sampling_rate_per_million: u32,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            enable_tracing: false,
+            tracing_endpoint: "127.0.0.1:4317".to_string(),
+            tracing_sampling_rate_per_million: 0,
+        }
+    }
+}
+
+/// Most a sampling rate per million can be: every trace.
+pub const SAMPLING_RATE_ALL: u32 = 1_000_000;
+
+impl TracingConfig {
+    /// The endpoint as a URI the gRPC client takes: CRI-O's `HOST:PORT` gains `http://`.
+    pub fn endpoint_uri(&self) -> Result<String, String> {
+        let endpoint = self.tracing_endpoint.trim();
+        if endpoint.is_empty() {
+            return Err("is empty".to_string());
+        }
+        let uri = if endpoint.contains("://") {
+            endpoint.to_string()
+        } else {
+            format!("http://{endpoint}")
+        };
+        let parsed: tonic::codegen::http::Uri = uri
+            .parse()
+            .map_err(|err| format!("{endpoint:?} is not HOST:PORT or a URI: {err}"))?;
+        if parsed.scheme_str() != Some("http") {
+            return Err(format!(
+                "{endpoint:?}: only plain gRPC (http:// or HOST:PORT) is supported, as CRI-O's exporter"
+            ));
+        }
+        if parsed.host().is_none_or(str::is_empty) {
+            return Err(format!("{endpoint:?} names no host"));
+        }
+        Ok(uri)
+    }
+}
+
 /// The files a configuration is read from.
 #[derive(Clone, Debug)]
 pub struct ConfigSources {
@@ -580,6 +631,20 @@ impl Config {
         }
         if let Err(message) = crius_core::MetricGroup::parse_list(&c.stats.included_pod_metrics) {
             return semantic("crius.stats.included_pod_metrics", message);
+        }
+        if c.tracing.enable_tracing {
+            if let Err(message) = c.tracing.endpoint_uri() {
+                return semantic("crius.tracing.tracing_endpoint", message);
+            }
+        }
+        if c.tracing.tracing_sampling_rate_per_million > SAMPLING_RATE_ALL {
+            return semantic(
+                "crius.tracing.tracing_sampling_rate_per_million",
+                format!(
+                    "{} is more than {SAMPLING_RATE_ALL} (every trace)",
+                    c.tracing.tracing_sampling_rate_per_million
+                ),
+            );
         }
         if c.network.plugin_dirs.is_empty() {
             return semantic(
@@ -795,6 +860,10 @@ fn doc_for(path: &str) -> Option<&'static str> {
         "crius.metrics.metrics_port" => "Port of the metrics endpoint; 0 picks a free port (logged).",
         "crius.stats" => "Container and pod metrics for the kubelet (CRI ListPodSandboxMetrics, shown on\nits /metrics/cadvisor with the PodAndContainerStatsFromCRI feature gate).",
         "crius.stats.included_pod_metrics" => "Groups of cAdvisor series to serve, by CRI-O's names: cpu, disk (the\nwritable layer), diskIO, hugetlb, memory, network (the pod's interfaces),\noom, process, spec, pressure; or [\"all\"] alone. container_last_seen is\nalways served. Empty: nothing else, as with CRI-O. Reloaded on SIGHUP (the\nkubelet reads the list of series once, when it starts).",
+        "crius.tracing" => "OpenTelemetry tracing: the span of every CRI call and its steps (CNI,\nruntime commands, pulls), exported over OTLP/gRPC.",
+        "crius.tracing.enable_tracing" => "Export spans. An endpoint that cannot be reached costs nothing but a\nwarning in the log: spans wait in a bounded queue and are dropped when it\nis full.",
+        "crius.tracing.tracing_endpoint" => "OTLP/gRPC collector, HOST:PORT or http://HOST:PORT (plain gRPC, no TLS).",
+        "crius.tracing.tracing_sampling_rate_per_million" => "Traces kept per million: 0 keeps none, 1000000 every one.",
         _ => return None,
     })
 }
@@ -1239,5 +1308,40 @@ mod tests {
         );
         assert!(json.contains("\"username\":\"u\""), "{json}");
         assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn tracing_keys_are_cri_o_s_and_checked() {
+        let c = load("").unwrap().crius.tracing;
+        assert!(!c.enable_tracing);
+        assert_eq!(c.tracing_endpoint, "127.0.0.1:4317");
+        assert_eq!(c.tracing_sampling_rate_per_million, 0);
+        let c = load(
+            "[crius.tracing]\nenable_tracing = true\ntracing_endpoint = \"collector:4317\"\ntracing_sampling_rate_per_million = 1000000\n",
+        )
+        .unwrap()
+        .crius
+        .tracing;
+        assert_eq!(c.endpoint_uri().unwrap(), "http://collector:4317");
+        for (endpoint, why) in [
+            ("https://collector:4317", "only plain gRPC"),
+            ("", "is empty"),
+            ("a b:1", "is not HOST:PORT"),
+        ] {
+            let text = format!(
+                "[crius.tracing]\nenable_tracing = true\ntracing_endpoint = {endpoint:?}\n"
+            );
+            let err = load(&text).unwrap_err().to_string();
+            assert!(
+                err.contains("crius.tracing.tracing_endpoint") && err.contains(why),
+                "{endpoint:?}: {err}"
+            );
+        }
+        // Not checked while tracing is off.
+        load("[crius.tracing]\ntracing_endpoint = \"\"\n").unwrap();
+        let err = load("[crius.tracing]\ntracing_sampling_rate_per_million = 1000001\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tracing_sampling_rate_per_million"), "{err}");
     }
 }

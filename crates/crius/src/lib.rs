@@ -10,6 +10,7 @@ pub mod logging;
 pub mod metrics;
 pub mod mounts;
 pub mod notify;
+pub mod otlp;
 pub mod pull;
 pub mod server;
 pub mod socket;

@@ -100,11 +100,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // the state dirs and secret files set their own, tighter modes.
             nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
             let config = cli.opts.effective_config()?;
-            let log = logging::init(config.crius.log_level, config.crius.log_format)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("crius")
                 .build()?;
+            // The span exporter's gRPC channel lives on this runtime.
+            let log = {
+                let _runtime = runtime.enter();
+                logging::init(
+                    config.crius.log_level,
+                    config.crius.log_format,
+                    &config.crius.tracing,
+                )?
+            };
             runtime.block_on(server::serve(cli.opts, config, log))
         }
     }

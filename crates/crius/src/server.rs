@@ -22,7 +22,7 @@ use crate::core_config::core_config;
 use crate::h2_authority::AuthorityFix;
 use crate::logging::LogHandle;
 use crate::metrics::CallTimer;
-use crate::{metrics, notify, socket};
+use crate::{metrics, notify, otlp, socket};
 
 /// How long in-flight calls may take to finish after SIGTERM/SIGINT.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -80,6 +80,18 @@ pub async fn serve(opts: ConfigOpts, config: Config, log: LogHandle) -> anyhow::
         }
     }
 
+    let t = &config.crius.tracing;
+    if t.enable_tracing {
+        info!(
+            endpoint = %t.tracing_endpoint,
+            sampling_rate_per_million = t.tracing_sampling_rate_per_million,
+            "exporting spans over OTLP/gRPC"
+        );
+        if t.tracing_sampling_rate_per_million == 0 {
+            warn!("tracing_sampling_rate_per_million is 0: only calls whose client sends a sampled trace context are exported");
+        }
+    }
+
     // Exec, Attach and PortForward hand out URLs of this server; if it cannot start now,
     // the first such call tries again and reports why.
     let streaming = match crius_cri::start_streaming(daemon.clone()).await {
@@ -93,8 +105,14 @@ pub async fn serve(opts: ConfigOpts, config: Config, log: LogHandle) -> anyhow::
     // Each connection goes through AuthorityFix, so clients that send the socket path as
     // :authority (grpc-core, grpc-java, grpcurl) are served too.
     let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new));
+    if config.crius.tracing.enable_tracing {
+        otlp::follow_callers();
+    }
     let server = tonic::transport::Server::builder()
         .layer(in_flight.clone())
+        .layer(otlp::CallerContext {
+            enabled: config.crius.tracing.enable_tracing,
+        })
         .add_routes(crius_cri::routes_with_streaming(daemon.clone(), streaming))
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
@@ -153,6 +171,12 @@ pub async fn serve(opts: ConfigOpts, config: Config, log: LogHandle) -> anyhow::
     }
     daemon.shutdown().await;
     cri_socket.remove();
+    // The exporter's last batch waits on the gRPC channel of this runtime.
+    let _ = tokio::task::spawn_blocking(move || {
+        let mut log = log;
+        log.shutdown();
+    })
+    .await;
     info!("stopped");
     served
 }
@@ -267,6 +291,7 @@ async fn reload(
         ("crius.runroot", o.runroot != n.runroot),
         ("crius.api", o.api != n.api),
         ("crius.log_format", o.log_format != n.log_format),
+        ("crius.tracing", o.tracing != n.tracing),
         (
             "crius.image.max_concurrent_downloads",
             oi.max_concurrent_downloads != ni.max_concurrent_downloads,

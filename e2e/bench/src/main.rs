@@ -7,7 +7,8 @@
 //! - `floor`: how long plain tar takes to unpack the same image layers;
 //! - `kubelet`: static pods through a real kubelet, until it reports them running;
 //! - `report`: the tables (metric, each run, ratio A/B per pair) and summary.json;
-//! - `cleanup`: stops and removes every pod an endpoint knows.
+//! - `cleanup`: stops and removes every pod an endpoint knows;
+//! - `otlp-collector`: an OTLP/gRPC span sink for `metrics-overhead.sh tracing`.
 
 mod bench;
 mod cri;
@@ -57,6 +58,12 @@ enum Cmd {
         #[arg(long)]
         endpoint: String,
     },
+    /// Receive OTLP/gRPC spans on 127.0.0.1:PORT until SIGTERM, then print how many came.
+    OtlpCollector {
+        /// Port on 127.0.0.1.
+        #[arg(long)]
+        port: u16,
+    },
 }
 
 #[tokio::main]
@@ -99,6 +106,17 @@ async fn main() -> anyhow::Result<()> {
             let cri = cri::Cri::connect(&endpoint).await?;
             let n = cri::remove_all_pods(&cri).await?;
             eprintln!("crius-bench: removed {n} pods from {endpoint}");
+        }
+        Cmd::OtlpCollector { port } => {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate())?;
+            let collector = crius_e2e::otlp::Collector::default();
+            collector.start_on(port).await?;
+            term.recv().await;
+            eprintln!(
+                "crius-bench: the OTLP collector received {} spans",
+                collector.spans().len()
+            );
         }
     }
     Ok(())

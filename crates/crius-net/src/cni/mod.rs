@@ -204,7 +204,8 @@ impl Cni {
     /// for a later teardown, only if that unwinding fails too).
     pub async fn setup(&self, pod: &PodNetwork) -> Result<NetworkStatus> {
         let started = Instant::now();
-        let span = tracing::info_span!("cni", operation = "ADD", pod_id = %pod.id);
+        let span =
+            tracing::info_span!("cni", operation = "ADD", pod_id = %pod.id, otel.name = "cni ADD");
         let result = self.setup_chain(pod).instrument(span).await;
         crius_metrics::metrics().record_cni("ADD", started.elapsed());
         result
@@ -333,7 +334,8 @@ impl Cni {
     /// is safe); the first error is returned and the cache entry is kept for that retry.
     pub async fn teardown(&self, pod: &PodNetwork) -> Result<()> {
         let started = Instant::now();
-        let span = tracing::info_span!("cni", operation = "DEL", pod_id = %pod.id);
+        let span =
+            tracing::info_span!("cni", operation = "DEL", pod_id = %pod.id, otel.name = "cni DEL");
         let result = self.teardown_chain(pod).instrument(span).await;
         crius_metrics::metrics().record_cni("DEL", started.elapsed());
         result
