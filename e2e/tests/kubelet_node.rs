@@ -1,6 +1,6 @@
 //! The real kubelet (standalone, static pods) and crius as a node: crius or the kubelet
 //! restarted under running pods, the kubelet's image and container garbage collection,
-//! `/stats/summary` from crius's CRI stats, the evented PLEG fed by `GetContainerEvents`,
+//! `/stats/summary` and `/metrics/cadvisor` from crius's CRI stats and metrics, the evented PLEG fed by `GetContainerEvents`,
 //! and host-network and host-port pods on loopback. Each test has its own kubelet, crius,
 //! bridge, ports and cgroup root ([`crius_e2e::kubelet`]) and checks that every CRI error
 //! the kubelet logged is one it expects and explains.
@@ -572,6 +572,7 @@ async fn stats_summary_comes_from_crius_cri_stats_with_real_cpu_memory_fs_and_ne
         "stats_summary_comes_from_crius_cri_stats_with_real_cpu_memory_fs_and_network_figures";
     let Some(kubelet) = Kubelet::builder()
         .feature_gate("PodAndContainerStatsFromCRI", true)
+        .crius(|c| c.config("[crius.stats]\nincluded_pod_metrics = [\"all\"]\n"))
         .start_or_skip(test)
         .await
     else {
@@ -700,6 +701,53 @@ async fn stats_summary_comes_from_crius_cri_stats_with_real_cpu_memory_fs_and_ne
     );
     eprintln!(
         "{test}: server working set {ws} B, CPU {cpu} ns, writable layer {rootfs} B, sent {tx} B; client received {rx} B"
+    );
+
+    // /metrics/cadvisor: with the gate, the kubelet's container series are crius's
+    // ListPodSandboxMetrics, under cAdvisor's names and labels.
+    let text = kubelet.get("/metrics/cadvisor").await.unwrap();
+    let server_pod = kubelet.static_pod_name("server");
+    let pod_label = format!("pod=\"{server_pod}\"");
+    let sample = |name: &str, labels: &[&str]| -> u64 {
+        let found: Vec<f64> = text
+            .lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(name)?.strip_prefix('{')?;
+                let (set, value) = rest.split_once("} ")?;
+                let ours = labels.iter().all(|want| set.contains(want));
+                ours.then(|| value.split_whitespace().next()?.parse().ok())?
+            })
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "{name} {labels:?} in /metrics/cadvisor:\n{text}"
+        );
+        found[0] as u64
+    };
+    let ws_series = sample(
+        "container_memory_working_set_bytes",
+        &["container=\"server\"", &pod_label],
+    );
+    assert!(
+        ws_series >= SHM_MIB << 20,
+        "cadvisor working set {ws_series}"
+    );
+    let fs_series = sample(
+        "container_fs_usage_bytes",
+        &["container=\"server\"", &pod_label],
+    );
+    assert!(
+        fs_series >= (LAYER_MIB + SERVED_MIB) << 20,
+        "cadvisor fs {fs_series}"
+    );
+    let tx_series = sample(
+        "container_network_transmit_bytes_total",
+        &["container=\"POD\"", "interface=\"eth0\"", &pod_label],
+    );
+    assert!(tx_series >= tx, "cadvisor tx {tx_series}, summary {tx}");
+    eprintln!(
+        "{test}: /metrics/cadvisor working set {ws_series} B, fs {fs_series} B, sent {tx_series} B"
     );
 
     kubelet.assert_no_unexplained_cri_errors(&[Kubelet::STATS_PROBE]);
