@@ -280,6 +280,11 @@ impl CriusDaemonBuilder {
         c.network.cache_dir = daemon.dir.join("cni-cache");
         c.network.plugin_dirs = vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")];
         c.runtime.cgroup_root = daemon.cgroup_parent.clone();
+        // Runs any test with pods without an infra container (a drop-in can still say
+        // otherwise): CRIUS_E2E_DROP_INFRA_CTR=true.
+        if let Ok(v) = std::env::var("CRIUS_E2E_DROP_INFRA_CTR") {
+            c.runtime.drop_infra_ctr = matches!(v.as_str(), "1" | "true");
+        }
         for (name, path, default) in &self.runtimes {
             let handler = crius::config::RuntimeHandler {
                 runtime_path: path.clone(),

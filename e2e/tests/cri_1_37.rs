@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::*;
-use crius_e2e::{cri, parse_info};
+use crius_e2e::cri;
 use tonic::Code;
 
 async fn stop(rt: &mut Runtime, id: &str, timeout: i64) -> Duration {
@@ -70,15 +70,7 @@ async fn the_configured_stop_signal_is_sent_kept_across_a_restart_and_reported()
 }
 
 async fn pod_config_json(rt: &mut Runtime, pod: &str) -> serde_json::Value {
-    let reply = rt
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.to_string(),
-            verbose: true,
-        })
-        .await
-        .expect("PodSandboxStatus")
-        .into_inner();
-    parse_info(&reply.info, "info").expect("verbose info")["config"].clone()
+    pod_info(rt, pod).await["config"].clone()
 }
 
 #[tokio::test]

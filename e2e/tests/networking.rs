@@ -11,16 +11,6 @@ use std::time::Duration;
 use common::*;
 use crius_e2e::cri;
 
-/// A busybox httpd serving `body` as /index.html on `port`.
-fn web_server(name: &str, port: u16, body: &str) -> cri::ContainerConfig {
-    shell(
-        name,
-        &format!(
-            "mkdir -p /www && echo '{body}' > /www/index.html && exec httpd -f -p {port} -h /www"
-        ),
-    )
-}
-
 #[tokio::test]
 async fn two_pods_reach_each_other_by_pod_ip() {
     let daemon = bridge_daemon().await;

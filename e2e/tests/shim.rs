@@ -248,7 +248,7 @@ async fn a_restart_reconnects_to_the_shim() {
         )
         .await;
     }
-    let gone_pid = verbose_pid(&mut rt, &gone).await;
+    let gone_pid = container_pid(&mut rt, &gone).await;
 
     daemon.stop().await.unwrap();
     kill(Pid::from_raw(gone_pid as i32), Signal::SIGKILL).unwrap();
@@ -286,21 +286,6 @@ async fn a_restart_reconnects_to_the_shim() {
     assert_eq!(shims.pids(), Vec::<u32>::new(), "shim left running");
 }
 
-/// The pid in verbose ContainerStatus.
-async fn verbose_pid(rt: &mut Runtime, id: &str) -> u32 {
-    let reply = rt
-        .container_status(cri::ContainerStatusRequest {
-            container_id: id.to_string(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value =
-        serde_json::from_str(reply.info.get("info").expect("verbose info")).unwrap();
-    info["pid"].as_u64().expect("pid") as u32
-}
-
 /// A shim killed under a running pod: the pod and its container can still be stopped and
 /// removed, leaving nothing.
 #[tokio::test]
@@ -320,7 +305,7 @@ async fn a_pod_whose_shim_died_is_stopped_and_removed() {
     let config = pod_config(&daemon, "dies");
     let pod = run_pod(&mut rt, &config).await;
     let ctr = run_container(&mut rt, &pod, &config, shell("c", "exec sleep 600")).await;
-    let ctr_pid = verbose_pid(&mut rt, &ctr).await;
+    let ctr_pid = container_pid(&mut rt, &ctr).await;
     let address = shim_address(&daemon, &pod);
     for pid in shims.pids() {
         kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();

@@ -189,7 +189,10 @@ pub struct CoreConfig {
     pub cgroup_driver: CgroupDriver,
     /// Every pod's cgroup parent must lie under this path ("/" allows any).
     pub cgroup_root: String,
-    /// The infra image every pod runs.
+    /// Run pods that need no pause process (no shared PID namespace, no user namespace of
+    /// their own, not a vm handler) without one, their namespaces pinned by crius.
+    pub drop_infra_ctr: bool,
+    /// The infra image pods with a pause container run.
     pub pause_image: String,
     /// The static pause binary installed as the pause image when it cannot be pulled.
     pub pause_binary: PathBuf,

@@ -55,6 +55,8 @@ impl Daemon {
             id: &pod.id,
             netns_path: pod.netns.as_deref(),
             pause_pid: pod.pause_pid,
+            ipc_ns_path: pod.ipc_ns.as_deref(),
+            uts_ns_path: pod.uts_ns.as_deref(),
             hostname_path: &files.hostname,
             resolv_conf_path: &files.resolv_conf,
             hosts_path: &files.hosts,

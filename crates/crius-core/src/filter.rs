@@ -81,6 +81,9 @@ mod tests {
             pause_deleted: false,
             shim_address: None,
             shim_pid: None,
+            infra_dropped: false,
+            ipc_ns: None,
+            uts_ns: None,
         }
     }
 

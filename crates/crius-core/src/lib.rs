@@ -18,6 +18,7 @@ mod image;
 mod image_volume;
 mod model;
 mod pod;
+mod pod_ns;
 mod podfiles;
 mod record;
 mod restore;

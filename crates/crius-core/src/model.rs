@@ -66,6 +66,18 @@ pub struct PodRecord {
     /// vm handlers: the shim's pid, to make sure it is gone when the pod is removed.
     #[serde(default)]
     pub shim_pid: Option<u32>,
+    /// The pod runs without a pause container (`drop_infra_ctr`): its namespaces are the
+    /// pins below and `netns`. Records of older versions, without the field, had one.
+    #[serde(default)]
+    pub infra_dropped: bool,
+    /// A pod without a pause container: its pinned IPC namespace; `None` with host IPC
+    /// or once stopped.
+    #[serde(default)]
+    pub ipc_ns: Option<PathBuf>,
+    /// A pod without a pause container: its pinned UTS namespace; `None` with host
+    /// network (whose pods keep the host's UTS namespace) or once stopped.
+    #[serde(default)]
+    pub uts_ns: Option<PathBuf>,
 }
 
 /// A container's lifecycle state.

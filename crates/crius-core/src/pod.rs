@@ -1,5 +1,6 @@
 //! The pod flows: RunPodSandbox, StopPodSandbox, RemovePodSandbox, status and list.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use crius_cri_api::v1 as cri;
 use crius_net::{NetNs, PodNetwork, PortMapping, Protocol};
 use crius_oci::monitor::{spawn_monitor, MonitorClient, MonitorSpec};
+use crius_oci::runtime::RuntimeCli;
 use crius_oci::spec;
 use tracing::{info, warn, Instrument};
 
@@ -17,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
 use crate::filter;
 use crate::model::{new_id, now_ns, ContainerState, PodRecord, PodState};
+use crate::pod_ns;
 use crate::podfiles::{self, PodFiles};
 use crate::undo::Undo;
 use crate::validate;
@@ -35,6 +38,18 @@ fn namespace_options(config: &cri::PodSandboxConfig) -> cri::NamespaceOption {
         .and_then(|l| l.security_context.as_ref())
         .and_then(|s| s.namespace_options.clone())
         .unwrap_or_default()
+}
+
+/// Whether a pod needs a pause container to hold its namespaces (CRI-O's `NeedsInfra`):
+/// always without `drop_infra_ctr`; with it, when the pod shares one PID namespace (a PID
+/// namespace has no pin that keeps it alive without a process), runs with a vm handler
+/// (the pause task makes the VM), or asks for a user namespace of its own (crius pins no
+/// user namespace; the pause process holds it).
+pub(crate) fn needs_infra(config: &cri::PodSandboxConfig, drop_infra_ctr: bool, vm: bool) -> bool {
+    !drop_infra_ctr
+        || vm
+        || namespace_options(config).pid == cri::NamespaceMode::Pod as i32
+        || spec::pod_user_namespace(config).is_some()
 }
 
 /// Whether the pod uses the host's network namespace.
@@ -220,6 +235,9 @@ impl Daemon {
             pause_deleted: false,
             shim_address: None,
             shim_pid: None,
+            infra_dropped: false,
+            ipc_ns: None,
+            uts_ns: None,
         };
         let entry = Arc::new(Entry::new(record, false));
         let op = entry.op.clone().lock_owned().await;
@@ -308,6 +326,9 @@ impl Daemon {
             }
         };
 
+        let infra = needs_infra(&pod.config, self.config().drop_infra_ctr, runtime.is_none());
+        pod.infra_dropped = !infra;
+
         let dir = self.pod_dir(&id);
         let run_dir = self.pod_run_dir(&id);
         for d in [&dir, &run_dir] {
@@ -321,10 +342,13 @@ impl Daemon {
             });
         }
 
-        let pause_image = self
-            .ensure_pause_image()
-            .await
-            .map_err(|e| e.at_step("pause image"))?;
+        let pause_image = if infra {
+            self.ensure_pause_image()
+                .await
+                .map_err(|e| e.at_step("pause image"))?
+        } else {
+            String::new()
+        };
         pod.pause_image = pause_image.clone();
 
         if !host_net {
@@ -342,12 +366,82 @@ impl Daemon {
         podfiles::write_pod_files(&files, &pod.config, host_net, &[])
             .map_err(|e| e.at_step("write hostname, resolv.conf and hosts"))?;
 
+        let Some(runtime) = runtime.filter(|_| infra) else {
+            if infra {
+                // A vm pod: its shim makes the pause task.
+                return self
+                    .create_pod_with_pause(pod, &files, &pause_image, None, undo)
+                    .await;
+            }
+            return self.create_pod_without_pause(pod, &files, undo).await;
+        };
+        self.create_pod_with_pause(pod, &files, &pause_image, Some(runtime), undo)
+            .await
+    }
+
+    /// The rest of RunPodSandbox for a pod without a pause container: shm, the pinned IPC
+    /// and UTS namespaces, the network. Nothing runs until the first container starts.
+    async fn create_pod_without_pause(
+        &self,
+        pod: &mut PodRecord,
+        files: &PodFiles,
+        undo: &mut Undo,
+    ) -> Result<()> {
+        let id = pod.id.clone();
+        pod.shm = self.pod_shm_and_cgroup(pod, undo)?;
+        let host_net = host_network(&pod.config);
+        let no_sysctls = HashMap::new();
+        let sysctls = pod
+            .config
+            .linux
+            .as_ref()
+            .map_or(&no_sysctls, |l| &l.sysctls);
+        let pins = pod_ns::pin(
+            &self.pod_run_dir(&id),
+            !host_ipc(&pod.config),
+            (!host_net).then_some(pod.config.hostname.as_str()),
+            sysctls,
+        )
+        .map_err(|e| e.at_step("pin the pod's IPC and UTS namespaces"))?;
+        {
+            let pins = pins.clone();
+            undo.push("unpin ipc and uts namespaces", move || {
+                pod_ns::unpin(&pins).map_err(|e| e.to_string())
+            });
+        }
+        pod.ipc_ns = pins.ipc;
+        pod.uts_ns = pins.uts;
+        if let Some(netns) = &pod.netns {
+            pod_ns::set_net_sysctls(netns, sysctls).map_err(|e| e.at_step("set net sysctls"))?;
+        }
+        pod.ips = self.set_up_pod_network(pod, undo).await?;
+        if !pod.ips.is_empty() {
+            podfiles::write_hosts(files, &pod.config, &pod.ips)
+                .map_err(|e| e.at_step("write hosts with the pod IPs"))?;
+        }
+        pod.state = PodState::Ready;
+        self.pod_records.write(&id, pod)?;
+        Ok(())
+    }
+
+    /// The rest of RunPodSandbox for a pod with a pause container (`runtime`; `None` for a
+    /// vm pod, whose shim runs it).
+    async fn create_pod_with_pause(
+        &self,
+        pod: &mut PodRecord,
+        files: &PodFiles,
+        pause_image: &str,
+        runtime: Option<RuntimeCli>,
+        undo: &mut Undo,
+    ) -> Result<()> {
+        let id = pod.id.clone();
+
         // The network (CNI ADD) and the pause container (runc create) are made at once:
         // neither needs the other, and each takes tens of milliseconds.
         let mut net_undo = Undo::new();
         let mut pause_undo = Undo::new();
         let network = self.set_up_pod_network(pod, &mut net_undo);
-        let pause = self.create_pause(pod, &files, &pause_image, &mut pause_undo);
+        let pause = self.create_pause(pod, files, pause_image, &mut pause_undo);
         let (ips, pause) = tokio::join!(network, pause);
         undo.append(net_undo);
         undo.append(pause_undo);
@@ -359,7 +453,7 @@ impl Daemon {
             pod.shim_pid = Some(pid);
         }
         if !pod.ips.is_empty() {
-            podfiles::write_hosts(&files, &pod.config, &pod.ips)
+            podfiles::write_hosts(files, &pod.config, &pod.ips)
                 .map_err(|e| e.at_step("write hosts with the pod IPs"))?;
         }
 
@@ -414,21 +508,7 @@ impl Daemon {
         let dir = self.pod_dir(id);
         let run_dir = self.pod_run_dir(id);
         let handler = pod.runtime_handler.clone();
-        let mut shm = None;
-        if !host_ipc(&pod.config) {
-            let path = run_dir.join("shm");
-            podfiles::mount_shm(&path).map_err(|e| e.at_step("mount shm"))?;
-            let p = path.clone();
-            undo.push("unmount shm", move || {
-                podfiles::unmount_shm(&p).map_err(|e| e.to_string())
-            });
-            shm = Some(path);
-        }
-
-        if pod.owns_cgroup && self.config().cgroup_driver == CgroupDriver::Cgroupfs {
-            let cg = pod.cgroup_parent.clone();
-            undo.push("remove pod cgroup", move || cgroup::remove_cgroupfs(&cg));
-        }
+        let shm = self.pod_shm_and_cgroup(pod, undo)?;
 
         let rootfs = self
             .mount_rootfs(&pod.config, None, pause_image, id, &dir)
@@ -446,6 +526,8 @@ impl Daemon {
             id,
             netns_path: pod.netns.as_deref(),
             pause_pid: None,
+            ipc_ns_path: None,
+            uts_ns_path: None,
             hostname_path: &files.hostname,
             resolv_conf_path: &files.resolv_conf,
             hosts_path: &files.hosts,
@@ -484,10 +566,34 @@ impl Daemon {
         Ok((handle.container_pid, shm, None))
     }
 
+    /// Mounts the pod's /dev/shm (unless it uses the host IPC) and, for a cgroup crius
+    /// makes, has the unwinding remove it. Returns the shm mount.
+    fn pod_shm_and_cgroup(&self, pod: &PodRecord, undo: &mut Undo) -> Result<Option<PathBuf>> {
+        let mut shm = None;
+        if !host_ipc(&pod.config) {
+            let path = self.pod_run_dir(&pod.id).join("shm");
+            podfiles::mount_shm(&path).map_err(|e| e.at_step("mount shm"))?;
+            let p = path.clone();
+            undo.push("unmount shm", move || {
+                podfiles::unmount_shm(&p).map_err(|e| e.to_string())
+            });
+            shm = Some(path);
+        }
+        if pod.owns_cgroup && self.config().cgroup_driver == CgroupDriver::Cgroupfs {
+            let cg = pod.cgroup_parent.clone();
+            undo.push("remove pod cgroup", move || cgroup::remove_cgroupfs(&cg));
+        }
+        Ok(shm)
+    }
+
     /// Follows a pod's pause container: when it dies (killed, OOM, or stopped), the pod is
     /// NotReady, so the kubelet sees it and makes a new one.
     pub(crate) fn watch_pause(self: &Arc<Self>, entry: Arc<Entry<PodRecord>>) {
         let daemon = self.clone();
+        if entry.get().infra_dropped {
+            // Nothing to follow: the pod is Ready until it is stopped.
+            return;
+        }
         tokio::spawn(async move {
             let id = entry.get().id;
             let pod = entry.get();
@@ -560,6 +666,8 @@ impl Daemon {
         let already_stopped = pod.state == PodState::NotReady
             && pod.pause_pid.is_none()
             && pod.netns.is_none()
+            && pod.ipc_ns.is_none()
+            && pod.uts_ns.is_none()
             && containers
                 .iter()
                 .all(|c| c.entry.get().state == ContainerState::Exited);
@@ -577,7 +685,7 @@ impl Daemon {
             if pod.state == PodState::Ready || pod.pause_pid.is_some() {
                 self.vm_stop_pause(&pod).await;
             }
-        } else if pod.state == PodState::Ready || pod.pause_pid.is_some() {
+        } else if !pod.infra_dropped && (pod.state == PodState::Ready || pod.pause_pid.is_some()) {
             let (runtime, _, _) = self.runtime_handler(&pod.runtime_handler)?;
             let client = MonitorClient::new(&self.pod_run_dir(&pod.id).join("monitor"));
             if let Err(e) = runtime.kill(&pod.id, libc::SIGKILL, false).await {
@@ -597,6 +705,12 @@ impl Daemon {
                 .map_err(|e| Error::from(e).at_step("tear down pod network (CNI DEL)"))?;
             NetNs::from_path(ns).remove()?;
             pod.netns = None;
+        }
+        if pod.ipc_ns.is_some() || pod.uts_ns.is_some() {
+            pod_ns::unpin(&pod_ns::PodNamespaces {
+                ipc: pod.ipc_ns.take(),
+                uts: pod.uts_ns.take(),
+            })?;
         }
         if let Some(shm) = &pod.shm {
             podfiles::unmount_shm(shm)?;
@@ -635,7 +749,7 @@ impl Daemon {
         }
         if self.vm_of(&pod.runtime_handler).is_some() {
             self.vm_remove_pause(&pod).await;
-        } else if !pod.pause_deleted {
+        } else if !pod.pause_deleted && !pod.infra_dropped {
             let (runtime, _, _) = self.runtime_handler(&pod.runtime_handler)?;
             runtime
                 .delete(&pod.id, true)
@@ -739,4 +853,52 @@ pub(crate) fn image_args(config: &oci_spec::image::ImageConfiguration) -> Vec<St
         args.push("/pause".to_string());
     }
     args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(pid: cri::NamespaceMode, userns: bool) -> cri::PodSandboxConfig {
+        cri::PodSandboxConfig {
+            linux: Some(cri::LinuxPodSandboxConfig {
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption {
+                        pid: pid as i32,
+                        userns_options: userns.then(|| cri::UserNamespace {
+                            mode: cri::NamespaceMode::Pod as i32,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_infra_container_is_dropped_only_where_nothing_needs_it() {
+        use cri::NamespaceMode::{Container, Node, Pod};
+        // (pid mode, own user namespace, drop_infra_ctr, vm handler, needs infra)
+        let rows = [
+            (Container, false, false, false, true),
+            (Container, false, true, false, false),
+            (Node, false, true, false, false),
+            (Pod, false, true, false, true),
+            (Container, true, true, false, true),
+            (Container, false, true, true, true),
+        ];
+        for (pid, userns, drop, vm, want) in rows {
+            assert_eq!(
+                needs_infra(&pod(pid, userns), drop, vm),
+                want,
+                "pid {pid:?} userns {userns} drop {drop} vm {vm}"
+            );
+        }
+        // No namespace options at all reads as pid POD, as in CRI-O.
+        assert!(needs_infra(&cri::PodSandboxConfig::default(), true, false));
+    }
 }

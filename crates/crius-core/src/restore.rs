@@ -26,13 +26,19 @@ impl Daemon {
         }
         let mut pod_ids = HashSet::new();
         for mut pod in pods {
-            let alive = if self.vm_of(&pod.runtime_handler).is_some() {
+            let alive = if pod.infra_dropped {
+                // No process holds the pod: its pins do (gone after a reboot).
+                crate::pod_ns::all_pinned(&[&pod.netns, &pod.ipc_ns, &pod.uts_ns])
+            } else if self.vm_of(&pod.runtime_handler).is_some() {
                 self.vm_pause_alive(&pod).await
             } else {
                 monitor_alive(&self.pod_run_dir(&pod.id).join("monitor"))
             };
             if pod.state == PodState::Ready && !alive {
-                info!(pod_id = %pod.id, "pause container is gone; pod is NotReady");
+                info!(
+                    pod_id = %pod.id,
+                    "pause container or namespace pins gone; pod is NotReady"
+                );
                 pod.state = PodState::NotReady;
                 pod.pause_pid = None;
                 self.pod_records.write(&pod.id, &pod)?;
@@ -186,6 +192,9 @@ impl Daemon {
             if !pods.contains(&id) {
                 let dir = self.pod_run_dir(&id);
                 let _ = crate::podfiles::unmount_shm(&dir.join("shm"));
+                if let Err(e) = crate::pod_ns::unpin_all_under(&dir) {
+                    warn!(pod_id = %id, error = %e, "namespace pins of a half-made pod not removed");
+                }
                 let _ = remove_dir_all(&dir);
             }
         }

@@ -785,6 +785,16 @@ pub fn network_usage(pid: u32) -> Vec<InterfaceUsage> {
         .unwrap_or_default()
 }
 
+/// The network interfaces of a pinned network namespace (a pod without a pause process),
+/// read on a thread inside it.
+pub fn netns_usage(netns: &Path) -> Vec<InterfaceUsage> {
+    crius_net::in_netns(netns, || fs::read_to_string("/proc/thread-self/net/dev"))
+        .ok()
+        .and_then(|r| r.ok())
+        .map(|t| parse_net_dev(&t))
+        .unwrap_or_default()
+}
+
 /// Bytes and inodes used under a dir (a container's writable layer), not following links.
 pub fn dir_usage(dir: &Path) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;

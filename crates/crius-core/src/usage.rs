@@ -166,8 +166,9 @@ impl Daemon {
             _ => CgroupUsage::default(),
         };
         let nano_cores = self.nano_cores(&record.id, at, cgroup.cpu_ns);
-        let interfaces = match (ready, record.netns.is_some(), record.pause_pid) {
-            (true, true, Some(pid)) => stats::network_usage(pid),
+        let interfaces = match (ready, &record.netns, record.pause_pid) {
+            (true, Some(_), Some(pid)) => stats::network_usage(pid),
+            (true, Some(netns), None) if record.infra_dropped => stats::netns_usage(netns),
             _ => Vec::new(),
         };
         let containers = self

@@ -122,6 +122,9 @@ pub fn status(
             serde_json::json!({
                 "pid": pod.pause_pid.unwrap_or(0),
                 "netns": pod.netns,
+                "infraContainer": !pod.infra_dropped,
+                "ipcNs": pod.ipc_ns,
+                "utsNs": pod.uts_ns,
                 "cgroupParent": pod.cgroup_parent,
                 "runtimeHandler": pod.runtime_handler,
                 "pauseImage": pod.pause_image,

@@ -62,6 +62,8 @@ fn main() {
         id: "pod",
         netns_path: Some(&netns),
         pause_pid: Some(1),
+        ipc_ns_path: None,
+        uts_ns_path: None,
         hostname_path: &h,
         resolv_conf_path: &r,
         hosts_path: &hs,

@@ -195,6 +195,7 @@ pub struct RuntimeConfig {
     pub cdi_spec_dirs: Vec<PathBuf>,
     pub hooks_dir: Vec<PathBuf>,
     pub checkpoint_dirs: Vec<PathBuf>,
+    pub drop_infra_ctr: bool,
     pub runtimes: BTreeMap<String, RuntimeHandler>,
 }
 
@@ -220,6 +221,7 @@ impl Default for RuntimeConfig {
                 .map(PathBuf::from)
                 .collect(),
             checkpoint_dirs: vec![PathBuf::from("/var/lib/kubelet/checkpoints")],
+            drop_infra_ctr: false,
             runtimes,
         }
     }
@@ -804,6 +806,19 @@ fn comment(doc: &str) -> String {
         .collect()
 }
 
+/// `crius.runtime.drop_infra_ctr`: long enough to keep out of the table below.
+const DROP_INFRA_CTR_DOC: &str =
+    "Run pods without an infra (pause) container where none is needed (CRI-O's\n\
+key): crius makes and pins the pod's network, IPC and UTS namespaces itself\n\
+(bind mounts under RUNROOT/netns and RUNROOT/pods/ID/ns) and the containers\n\
+join them by path. A pod still gets its pause container when it shares one\n\
+PID namespace (namespace_options.pid POD), asks for a user namespace of its\n\
+own (userns_options POD: crius cannot pin a user namespace without a helper\n\
+process, so the pause holds it), or runs with a vm handler. Each pod keeps\n\
+the choice it was run with. Off by default (CRI-O's default is on) until the\n\
+whole test suite runs with it; the pod, container, networking and restart\n\
+end-to-end tests pass with it on.";
+
 /// The comment printed above a key in `crius config`; `None` for keys without one.
 fn doc_for(path: &str) -> Option<&'static str> {
     Some(match path {
@@ -825,6 +840,7 @@ fn doc_for(path: &str) -> Option<&'static str> {
         "crius.runtime.cdi_spec_dirs" => "Directories of CDI spec files (.yaml, .json) that define the devices a\ncontainer may ask for by name (CDI_devices, cdi.k8s.io/* annotations); a\nlater directory wins for a device both define. Read at each CreateContainer.",
         "crius.runtime.checkpoint_dirs" => "The only directories CheckpointContainer may write checkpoint archives to,\nand that a container may be restored from (its image given as the archive's\npath). The kubelet writes to /var/lib/kubelet/checkpoints.",
         "crius.runtime.hooks_dir" => "Directories of OCI hook files (oci-hooks(5), version 1.0.0), added to\ncontainers by their `when` conditions; a file replaces the one of the same\nname in an earlier directory. Read at each CreateContainer; one invalid\nfile fails container creation.",
+        "crius.runtime.drop_infra_ctr" => DROP_INFRA_CTR_DOC,
         "crius.runtime.runtimes" => "Runtime handlers, one table each, picked by the CRI runtime_handler:\n[crius.runtime.runtimes.NAME].",
         "crius.runtime.runtimes.*" => "A runtime handler.",
         "crius.runtime.runtimes.*.runtime_path" => "The runtime binary; for runtime_type vm, the containerd shim v2 binary\n(containerd-shim-kata-v2, containerd-shim-runsc-v1, ...). A name without\na slash is looked up next to the crius executable, then in PATH.",

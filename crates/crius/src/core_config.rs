@@ -21,6 +21,7 @@ pub fn core_config(config: &Config, exe_dir: Option<&Path>) -> CoreConfig {
             CgroupManager::Systemd => CgroupDriver::Systemd,
         },
         cgroup_root: c.runtime.cgroup_root,
+        drop_infra_ctr: c.runtime.drop_infra_ctr,
         pause_image: c.image.pause_image,
         pause_binary: c.image.pause_binary,
         default_runtime: c.runtime.default_runtime,

@@ -537,6 +537,44 @@ pub struct PodFixture {
     pub config: cri::PodSandboxConfig,
 }
 
+/// The pid of a running container's init process, from verbose ContainerStatus.
+pub async fn container_pid(rt: &mut Runtime, id: &str) -> u32 {
+    let reply = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.to_string(),
+            verbose: true,
+        })
+        .await
+        .expect("ContainerStatus")
+        .into_inner();
+    let info: serde_json::Value =
+        serde_json::from_str(reply.info.get("info").expect("verbose info")).unwrap();
+    info["pid"].as_u64().expect("pid") as u32
+}
+
+/// The verbose PodSandboxStatus info of a pod (its record as crius keeps it).
+pub async fn pod_info(rt: &mut Runtime, pod: &str) -> serde_json::Value {
+    let reply = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.to_string(),
+            verbose: true,
+        })
+        .await
+        .expect("PodSandboxStatus")
+        .into_inner();
+    crius_e2e::parse_info(&reply.info, "info").expect("verbose info")
+}
+
+/// A busybox httpd serving `body` as /index.html on `port`.
+pub fn web_server(name: &str, port: u16, body: &str) -> cri::ContainerConfig {
+    shell(
+        name,
+        &format!(
+            "mkdir -p /www && echo '{body}' > /www/index.html && exec httpd -f -p {port} -h /www"
+        ),
+    )
+}
+
 /// A bridge-network daemon, busybox pulled, and a pod named `name` running in it.
 pub async fn pod_fixture(name: &str) -> PodFixture {
     let daemon = bridge_daemon().await;
@@ -586,18 +624,7 @@ impl PodFixture {
 
     /// The pid of a running container's init process, from verbose ContainerStatus.
     pub async fn pid(&mut self, id: &str) -> u32 {
-        let reply = self
-            .rt
-            .container_status(cri::ContainerStatusRequest {
-                container_id: id.to_string(),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let info: serde_json::Value =
-            serde_json::from_str(reply.info.get("info").expect("verbose info")).unwrap();
-        info["pid"].as_u64().expect("pid") as u32
+        container_pid(&mut self.rt, id).await
     }
 
     /// Restarts the daemon (SIGTERM, then the same dirs and config) and reconnects.

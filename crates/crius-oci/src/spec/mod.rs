@@ -170,6 +170,10 @@ pub struct PodContext<'a> {
     pub netns_path: Option<&'a Path>,
     /// The pause process: containers join /proc/<pid>/ns/{ipc,uts,pid}.
     pub pause_pid: Option<u32>,
+    /// A pod without a pause process: its pinned IPC namespace, joined instead.
+    pub ipc_ns_path: Option<&'a Path>,
+    /// A pod without a pause process: its pinned UTS namespace, joined instead.
+    pub uts_ns_path: Option<&'a Path>,
     /// The pod's /etc/hostname file.
     pub hostname_path: &'a Path,
     /// The pod's /etc/resolv.conf file.
@@ -914,7 +918,8 @@ fn container_spec_with(
     };
     resources.set_devices(Some(rules));
 
-    // Namespaces: the pod's, joined through the pause process.
+    // Namespaces: the pod's, joined through the pause process or, for a pod without one,
+    // by their pins.
     let pause_ns = |what: &str| -> Result<PathBuf, Error> {
         pod.pause_pid
             .map(|pid| PathBuf::from(format!("/proc/{pid}/ns/{what}")))
@@ -922,6 +927,10 @@ fn container_spec_with(
                 pod: pod.id.to_string(),
                 reason: format!("no pause process to join its {what} namespace"),
             })
+    };
+    let pod_ns = |pinned: Option<&Path>, what: &str| match pinned {
+        Some(path) => Ok(path.to_path_buf()),
+        None => pause_ns(what),
     };
     let mut namespaces = vec![namespace(LinuxNamespaceType::Mount, None)];
     if userns.is_some() {
@@ -933,10 +942,12 @@ fn container_spec_with(
             None => pause_ns("net")?,
         };
         namespaces.push(namespace(LinuxNamespaceType::Network, Some(netns)));
-        namespaces.push(namespace(LinuxNamespaceType::Uts, Some(pause_ns("uts")?)));
+        let uts = pod_ns(pod.uts_ns_path, "uts")?;
+        namespaces.push(namespace(LinuxNamespaceType::Uts, Some(uts)));
     }
     if !pns.host_ipc {
-        namespaces.push(namespace(LinuxNamespaceType::Ipc, Some(pause_ns("ipc")?)));
+        let ipc = pod_ns(pod.ipc_ns_path, "ipc")?;
+        namespaces.push(namespace(LinuxNamespaceType::Ipc, Some(ipc)));
     }
     let pid_mode = scr
         .namespace_options
