@@ -32,7 +32,12 @@ fn in_subnet(ip: &str, subnet: &str) -> bool {
 
 #[tokio::test]
 async fn run_pod_sandbox_makes_a_ready_pod_with_an_ip_and_a_full_status() {
-    let daemon = bridge_daemon().await;
+    let daemon = builder()
+        .config(WITH_INFRA)
+        .bridge_network()
+        .start()
+        .await
+        .expect("daemon");
     let (mut rt, _) = clients(&daemon).await;
     let mut config = pod_config(&daemon, "status");
     config.labels.insert("tier".into(), "web".into());
@@ -568,6 +573,7 @@ async fn annotations_a_runtime_acts_on_reach_the_spec_only_where_the_handler_all
     // Two handlers on the same runc: the default allows nothing, `runc-open` allows
     // crun's `run.oci.` options.
     let daemon = builder()
+        .config(WITH_INFRA)
         .runtime_handler("runc-open", Path::new("/usr/sbin/runc"), false)
         .config("[crius.runtime.runtimes.runc-open]\nallowed_annotations = [\"run.oci.\"]\n")
         .start()

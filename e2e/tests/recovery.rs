@@ -213,7 +213,12 @@ async fn a_running_container_survives_a_daemon_sigkill() {
 
 #[tokio::test]
 async fn a_pod_whose_pause_died_while_the_daemon_was_down_is_not_ready_and_removable() {
-    let mut daemon = bridge_daemon().await;
+    let mut daemon = builder()
+        .config(WITH_INFRA)
+        .bridge_network()
+        .start()
+        .await
+        .expect("daemon");
     let (mut rt, _) = clients(&daemon).await;
     let config = pod_config(&daemon, "orphaned");
     let pod = run_pod(&mut rt, &config).await;
@@ -227,6 +232,8 @@ async fn a_pod_whose_pause_died_while_the_daemon_was_down_is_not_ready_and_remov
         .into_inner();
     let info: serde_json::Value = serde_json::from_str(&reply.info["info"]).unwrap();
     let pause = info["pid"].as_u64().expect("pause pid") as i32;
+    // kill(0) would hit this test's own process group.
+    assert!(pause > 0, "no pause pid: {info}");
     drop(rt);
     daemon.stop().await.unwrap();
     // The pause process dies with nobody watching (as after an OOM kill or a crash).

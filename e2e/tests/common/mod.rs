@@ -45,6 +45,10 @@ pub fn registry_dropin() -> String {
     )
 }
 
+/// A drop-in for tests about the pause container itself: keeps it whatever
+/// `CRIUS_E2E_DROP_INFRA_CTR` says.
+pub const WITH_INFRA: &str = "[crius.runtime]\ndrop_infra_ctr = false\n";
+
 /// A builder for a daemon that can pull from the fixture registries.
 pub fn builder() -> CriusDaemonBuilder {
     CriusDaemon::builder().config(&registry_dropin())

@@ -1605,6 +1605,58 @@ fn joining_needs_the_pause_process() {
 }
 
 #[test]
+fn a_pod_without_pause_is_joined_by_its_pinned_namespaces() {
+    let fx = Fixture::new();
+    // pid CONTAINER: nothing to join there.
+    let pod_cfg = pod_ns(
+        NamespaceMode::Pod,
+        NamespaceMode::Container,
+        NamespaceMode::Pod,
+    );
+    let c = ctr_config();
+    let (h, r, hs) = (
+        fx.path("hostname"),
+        fx.path("resolv.conf"),
+        fx.path("hosts"),
+    );
+    let (netns, ipc, uts) = (fx.path("netns"), fx.path("ipc"), fx.path("uts"));
+    let pod = PodContext {
+        config: &pod_cfg,
+        id: "pod1",
+        netns_path: Some(&netns),
+        pause_pid: None,
+        ipc_ns_path: Some(&ipc),
+        uts_ns_path: Some(&uts),
+        hostname_path: &h,
+        resolv_conf_path: &r,
+        hosts_path: &hs,
+        shm_path: None,
+        cgroup_parent: "",
+    };
+    let rootfs = fx.path("rootfs");
+    let img = default_image();
+    let ctx = ContainerContext {
+        id: "c",
+        config: &c,
+        image_config: &img,
+        rootfs: &rootfs,
+        image_name: "i",
+        pid_target: None,
+    };
+    let spec = container_spec_with(&pod, &ctx, &opts(), &host()).unwrap();
+    let got = namespaces(&spec);
+    let path = |p: &std::path::Path| Some(p.display().to_string());
+    for want in [
+        (LinuxNamespaceType::Network, path(&netns)),
+        (LinuxNamespaceType::Ipc, path(&ipc)),
+        (LinuxNamespaceType::Uts, path(&uts)),
+        (LinuxNamespaceType::Pid, None),
+    ] {
+        assert!(got.contains(&want), "{want:?} not in {got:?}");
+    }
+}
+
+#[test]
 fn sysctl_rows_in_container_specs() {
     // (sysctl, host network, accepted)
     let rows: &[(&str, NamespaceMode, bool)] = &[
