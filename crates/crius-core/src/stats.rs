@@ -340,8 +340,8 @@ struct CgroupDirs {
 }
 
 impl CgroupDirs {
-    fn new(paths: &HashMap<String, String>) -> CgroupDirs {
-        let root = Path::new(CGROUP_MOUNT);
+    /// The dirs of `paths` under the cgroup mount `root` (/sys/fs/cgroup).
+    fn new(root: &Path, paths: &HashMap<String, String>) -> CgroupDirs {
         let v1 = ["cpu", "cpuacct", "memory", "pids", "blkio", "hugetlb"]
             .into_iter()
             .filter_map(|ctrl| {
@@ -377,7 +377,12 @@ impl CgroupDirs {
 /// Usage of the cgroups at `paths` (as from [`parse_proc_cgroup`]): v1 controllers when
 /// mounted, else the v2 hierarchy.
 pub fn read_usage(paths: &HashMap<String, String>) -> CgroupUsage {
-    let dirs = CgroupDirs::new(paths);
+    read_usage_under(Path::new(CGROUP_MOUNT), paths)
+}
+
+/// [`read_usage`] with the hierarchies mounted under `root`.
+fn read_usage_under(root: &Path, paths: &HashMap<String, String>) -> CgroupUsage {
+    let dirs = CgroupDirs::new(root, paths);
     let mut u = CgroupUsage {
         path: cgroup_id(paths),
         ..Default::default()
@@ -875,6 +880,188 @@ mod tests {
                 tx_errors: 2,
                 tx_dropped: 3,
             }]
+        );
+    }
+
+    /// Writes `files` (name, content) into `dir`, made first.
+    fn write_files(dir: &Path, files: &[(&str, &str)]) {
+        fs::create_dir_all(dir).unwrap();
+        for (name, content) in files {
+            fs::write(dir.join(name), content).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_v2_only_cgroup_reads_every_figure_from_the_unified_hierarchy() {
+        let root = tempfile::tempdir().unwrap();
+        fs::write(
+            root.path().join("cgroup.controllers"),
+            "cpu memory pids io\n",
+        )
+        .unwrap();
+        let dir = root.path().join("kubepods/pod1/c1");
+        write_files(
+            &dir,
+            &[
+                ("cpu.stat", "usage_usec 3500000\nuser_usec 2000000\nsystem_usec 1500000\nnr_periods 40\nnr_throttled 4\nthrottled_usec 250000\n"),
+                ("cpu.max", "50000 100000\n"),
+                ("cpu.weight", "39\n"),
+                ("memory.current", "1000000\n"),
+                ("memory.max", "max\n"),
+                ("memory.stat", "anon 600000\nfile 300000\nfile_mapped 1000\nkernel 50000\ninactive_file 200000\npgfault 70\npgmajfault 2\n"),
+                ("memory.events", "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n"),
+                ("memory.peak", "1200000\n"),
+                ("memory.min", "4096\n"),
+                ("memory.swap.current", "0\n"),
+                ("memory.swap.max", "max\n"),
+                ("pids.current", "2\n"),
+                ("pids.max", "max\n"),
+                ("cgroup.procs", "10\n11\n"),
+                ("io.stat", "253:0 rbytes=4096 wbytes=8192 rios=2 wios=3\n"),
+                ("cpu.pressure", "some avg10=0.00 avg60=0.00 avg300=0.00 total=5000000\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=2000000\n"),
+            ],
+        );
+        let paths = HashMap::from([(String::new(), "/kubepods/pod1/c1".to_string())]);
+        let u = read_usage_under(root.path(), &paths);
+        assert_eq!(u.path.as_deref(), Some("/kubepods/pod1/c1"));
+        assert_eq!(
+            (u.cpu_ns, u.cpu_user_ns, u.cpu_system_ns),
+            (
+                Some(3_500_000_000),
+                Some(2_000_000_000),
+                Some(1_500_000_000)
+            )
+        );
+        assert_eq!(
+            (u.cfs_periods, u.cfs_throttled_periods, u.cfs_throttled_ns),
+            (Some(40), Some(4), Some(250_000_000))
+        );
+        assert_eq!(
+            (u.spec.cpu_quota, u.spec.cpu_period, u.spec.cpu_shares),
+            (Some(50_000), Some(100_000), Some(998))
+        );
+        assert_eq!(
+            (u.memory_bytes, u.working_set_bytes),
+            (Some(1_000_000), Some(800_000))
+        );
+        assert_eq!((u.rss_bytes, u.cache_bytes), (Some(600_000), Some(300_000)));
+        assert_eq!(
+            (u.mapped_file_bytes, u.kernel_bytes),
+            (Some(1000), Some(50_000))
+        );
+        assert_eq!(
+            (u.failcnt, u.oom_kills, u.max_usage_bytes),
+            (Some(3), Some(1), Some(1_200_000))
+        );
+        assert_eq!((u.page_faults, u.own_page_faults), (Some(70), Some(70)));
+        assert_eq!(
+            (u.memory_limit, u.spec.memory_reservation),
+            (None, Some(4096))
+        );
+        assert_eq!((u.swap_bytes, u.spec.memory_swap_limit), (Some(0), None));
+        assert_eq!(
+            (u.pids, u.pids_max, u.procs.clone()),
+            (Some(2), None, vec![10, 11])
+        );
+        assert_eq!(u.io.len(), 1);
+        assert_eq!((u.io[0].read_bytes, u.io[0].writes), (4096, 3));
+        assert_eq!(u.cpu_pressure.unwrap().full.unwrap().total_us, 2_000_000);
+    }
+
+    #[test]
+    fn a_v1_cgroup_reads_each_controller_from_its_own_hierarchy() {
+        let root = tempfile::tempdir().unwrap();
+        let at = |ctrl: &str| root.path().join(ctrl).join("kubepods/c1");
+        write_files(
+            &at("cpuacct"),
+            &[
+                ("cpuacct.usage", "3500000000\n"),
+                ("cpuacct.stat", "user 200\nsystem 150\n"),
+            ],
+        );
+        write_files(
+            &at("cpu"),
+            &[
+                (
+                    "cpu.stat",
+                    "nr_periods 40\nnr_throttled 4\nthrottled_time 250000000\n",
+                ),
+                ("cpu.cfs_period_us", "100000\n"),
+                ("cpu.cfs_quota_us", "-1\n"),
+                ("cpu.shares", "512\n"),
+            ],
+        );
+        write_files(
+            &at("memory"),
+            &[
+                ("memory.usage_in_bytes", "1000000\n"),
+                ("memory.limit_in_bytes", "9223372036854771712\n"),
+                ("memory.stat", "cache 1\npgfault 5\ntotal_cache 300000\ntotal_rss 600000\ntotal_mapped_file 1000\ntotal_inactive_file 200000\ntotal_pgfault 70\ntotal_pgmajfault 2\n"),
+                ("memory.kmem.usage_in_bytes", "50000\n"),
+                ("memory.max_usage_in_bytes", "1200000\n"),
+                ("memory.failcnt", "3\n"),
+                ("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n"),
+                ("memory.soft_limit_in_bytes", "9223372036854771712\n"),
+            ],
+        );
+        write_files(
+            &at("pids"),
+            &[
+                ("pids.current", "2\n"),
+                ("pids.max", "1024\n"),
+                ("cgroup.procs", "10\n11\n"),
+            ],
+        );
+        write_files(
+            &at("blkio"),
+            &[
+                (
+                    "blkio.throttle.io_service_bytes_recursive",
+                    "253:0 Read 4096\n253:0 Write 8192\nTotal 12288\n",
+                ),
+                (
+                    "blkio.throttle.io_serviced_recursive",
+                    "253:0 Read 2\n253:0 Write 3\n",
+                ),
+            ],
+        );
+        let paths: HashMap<String, String> = ["cpu", "cpuacct", "memory", "pids", "blkio"]
+            .into_iter()
+            .map(|c| (c.to_string(), "/kubepods/c1".to_string()))
+            .collect();
+        let u = read_usage_under(root.path(), &paths);
+        // No cpuacct.usage_user here (older kernels): cpuacct.stat's ticks.
+        assert_eq!(
+            (u.cpu_ns, u.cpu_user_ns, u.cpu_system_ns),
+            (
+                Some(3_500_000_000),
+                Some(2_000_000_000),
+                Some(1_500_000_000)
+            )
+        );
+        assert_eq!(u.cfs_throttled_ns, Some(250_000_000));
+        assert_eq!(
+            (u.spec.cpu_quota, u.spec.cpu_period, u.spec.cpu_shares),
+            (None, Some(100_000), Some(512))
+        );
+        assert_eq!(
+            (u.working_set_bytes, u.cache_bytes),
+            (Some(800_000), Some(300_000))
+        );
+        assert_eq!((u.page_faults, u.own_page_faults), (Some(70), Some(5)));
+        assert_eq!(
+            (u.kernel_bytes, u.max_usage_bytes, u.failcnt),
+            (Some(50_000), Some(1_200_000), Some(3))
+        );
+        assert_eq!(u.oom_kills, Some(1));
+        assert_eq!((u.memory_limit, u.spec.memory_reservation), (None, None));
+        assert_eq!(
+            (u.pids, u.pids_max, u.procs.clone()),
+            (Some(2), Some(1024), vec![10, 11])
+        );
+        assert_eq!(
+            (u.io[0].read_bytes, u.io[0].write_bytes, u.io[0].reads),
+            (4096, 8192, 2)
         );
     }
 
