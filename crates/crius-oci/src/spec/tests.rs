@@ -1565,10 +1565,13 @@ fn container_namespace_rows() {
     }
 }
 
-#[test]
-fn joining_needs_the_pause_process() {
-    let fx = Fixture::new();
-    let pod_cfg = pod_config();
+/// A container spec for a pod with no pause process, joining the pins given (net, ipc,
+/// uts) if any.
+fn spec_without_pause(
+    fx: &Fixture,
+    pod_cfg: &PodSandboxConfig,
+    pins: [Option<&std::path::Path>; 3],
+) -> Result<Spec, Error> {
     let mut c = ctr_config();
     c.command = strings(&["/x"]);
     let (h, r, hs) = (
@@ -1577,12 +1580,12 @@ fn joining_needs_the_pause_process() {
         fx.path("hosts"),
     );
     let pod = PodContext {
-        config: &pod_cfg,
+        config: pod_cfg,
         id: "pod1",
-        netns_path: None,
+        netns_path: pins[0],
         pause_pid: None,
-        ipc_ns_path: None,
-        uts_ns_path: None,
+        ipc_ns_path: pins[1],
+        uts_ns_path: pins[2],
         hostname_path: &h,
         resolv_conf_path: &r,
         hosts_path: &hs,
@@ -1599,7 +1602,13 @@ fn joining_needs_the_pause_process() {
         image_name: "i",
         pid_target: None,
     };
-    let err = container_spec_with(&pod, &ctx, &opts(), &host()).unwrap_err();
+    container_spec_with(&pod, &ctx, &opts(), &host())
+}
+
+#[test]
+fn joining_needs_the_pause_process() {
+    let fx = Fixture::new();
+    let err = spec_without_pause(&fx, &pod_config(), [None, None, None]).unwrap_err();
     assert!(matches!(err, Error::PodNamespace { .. }), "{err:?}");
     assert!(err.to_string().contains("pod1"), "{err}");
 }
@@ -1613,37 +1622,8 @@ fn a_pod_without_pause_is_joined_by_its_pinned_namespaces() {
         NamespaceMode::Container,
         NamespaceMode::Pod,
     );
-    let c = ctr_config();
-    let (h, r, hs) = (
-        fx.path("hostname"),
-        fx.path("resolv.conf"),
-        fx.path("hosts"),
-    );
     let (netns, ipc, uts) = (fx.path("netns"), fx.path("ipc"), fx.path("uts"));
-    let pod = PodContext {
-        config: &pod_cfg,
-        id: "pod1",
-        netns_path: Some(&netns),
-        pause_pid: None,
-        ipc_ns_path: Some(&ipc),
-        uts_ns_path: Some(&uts),
-        hostname_path: &h,
-        resolv_conf_path: &r,
-        hosts_path: &hs,
-        shm_path: None,
-        cgroup_parent: "",
-    };
-    let rootfs = fx.path("rootfs");
-    let img = default_image();
-    let ctx = ContainerContext {
-        id: "c",
-        config: &c,
-        image_config: &img,
-        rootfs: &rootfs,
-        image_name: "i",
-        pid_target: None,
-    };
-    let spec = container_spec_with(&pod, &ctx, &opts(), &host()).unwrap();
+    let spec = spec_without_pause(&fx, &pod_cfg, [Some(&netns), Some(&ipc), Some(&uts)]).unwrap();
     let got = namespaces(&spec);
     let path = |p: &std::path::Path| Some(p.display().to_string());
     for want in [
