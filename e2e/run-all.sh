@@ -145,7 +145,10 @@ cargo test --workspace --no-fail-fast "$@" -- --test-threads="${CRIUS_TEST_THREA
 if [ "${CRIUS_CRITEST:-1}" != 0 ]; then
   # One run at a time: critest binds host ports, and its timing specs want the CPUs.
   say "critest against crius, with Debian's runc, runc-upstream and crius-runtime (e2e/tests/critest.rs)"
-  cargo test -p crius-e2e --test critest -- --ignored --test-threads=1 --nocapture </dev/null
+  # critest_with_shim_handler (a vm handler as the default) is run by hand: see
+  # e2e/critest/expected-shim.txt.
+  cargo test -p crius-e2e --test critest -- --ignored --test-threads=1 --nocapture \
+    --skip critest_with_shim_handler </dev/null
 fi
 
 say "disk free for $target_dir: $(disk_free) (target: $(du -sh "$target_dir" | cut -f1))"

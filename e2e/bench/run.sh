@@ -6,6 +6,8 @@
 #   containerd-1.6  Debian's containerd 1.6, runc 1.1.5   }
 #   crius-runc15    crius, runc 1.5 (the peer) as handler runc15 } crius-runc15/containerd-2.4
 #   containerd-2.4  containerd 2.4 (the peer) with its own shim, runc 1.5 }
+#   crius-shim      crius, default handler a vm handler on containerd 2.4's shim (runc 1.5),
+#                   against crius-runc15 and containerd-2.4 (the same shim)
 # and the kubelet's view (the peer kubelet, standalone, one config): static pods written
 # until the kubelet reports them running, kubelet-crius (crius, runc 1.5) against
 # kubelet-containerd-2.4. Each daemon has private state under a temp dir, its own bridge and
@@ -25,7 +27,8 @@
 #     --quick        small series (5 pods, 10 execs, 2 pulls, 3 kubelet pods) to check the setup
 #     --keep         keep the temp dir (daemon logs, state) for a look afterwards
 #     --only NAMES   measure these runs only: crius containerd-1.6 crius-runc15
-#                    containerd-2.4 kubelet-crius kubelet-containerd-2.4 (comma-separated)
+#                    containerd-2.4 crius-builtin crius-shim kubelet-crius
+#                    kubelet-containerd-2.4 (comma-separated)
 # Environment: CRITEST (default the peer's), CRITEST_PARAMS (default
 # e2e/bench/critest-params.yaml), CONTAINERD (default
 # /usr/bin/containerd, 1.6), RUNC (default /usr/sbin/runc, 1.1.5), CARGO_TARGET_DIR,
@@ -45,7 +48,7 @@ RUNC=${RUNC:-/usr/sbin/runc}
 CNI_BIN=/usr/lib/cni
 REGISTRY=127.0.0.1:5000
 PAUSE_IMAGE=registry.k8s.io/pause:3.10
-ALL_RUNS="crius containerd-1.6 crius-runc15 containerd-2.4 crius-builtin kubelet-crius kubelet-containerd-2.4"
+ALL_RUNS="crius containerd-1.6 crius-runc15 containerd-2.4 crius-builtin crius-shim kubelet-crius kubelet-containerd-2.4"
 
 RESULTS=/var/tmp/crius-bench-results/$(date +%Y%m%d-%H%M%S)
 BUILD=1
@@ -138,11 +141,11 @@ declare -A SUBNET=(
     [crius]=10.99.0.0/16 [containerd-1.6]=10.98.0.0/16
     [crius-runc15]=10.97.0.0/16 [containerd-2.4]=10.96.0.0/16
     [kubelet-crius]=10.95.0.0/16 [kubelet-containerd-2.4]=10.94.0.0/16
-    [crius-builtin]=10.93.0.0/16
+    [crius-builtin]=10.93.0.0/16 [crius-shim]=10.92.0.0/16
 )
 declare -A LETTER=(
     [crius]=a [containerd-1.6]=b [crius-runc15]=c [containerd-2.4]=d
-    [kubelet-crius]=e [kubelet-containerd-2.4]=f [crius-builtin]=g
+    [kubelet-crius]=e [kubelet-containerd-2.4]=f [crius-builtin]=g [crius-shim]=h
 )
 for name in $ALL_RUNS; do
     subnet=${SUBNET[$name]}
@@ -340,7 +343,20 @@ start_crius() {
             echo "[crius.runtime.runtimes.crius]"
             echo "runtime_path = \"$RELEASE/crius-runtime\""
         fi
+        if [ "$name" = crius-shim ]; then
+            echo "[crius.runtime.runtimes.shim]"
+            echo "runtime_path = \"$CONTAINERD24_SHIM\""
+            echo "runtime_type = \"vm\""
+        fi
     } >"$c/crius.conf"
+    # A vm handler's shim runs the `runc` it finds in its PATH: runc 1.5, as containerd
+    # 2.4's shim runs it in the containerd-2.4 run.
+    local path=$PATH
+    if [ "$name" = crius-shim ]; then
+        mkdir -p "$c/bin"
+        ln -sf "$RUNC15" "$c/bin/runc"
+        path=$c/bin:$PATH
+    fi
     RUNC_ROOTS+=("$RUNC $c/run/runtimes/runc" "${RUNC15:-$RUNC} $c/run/runtimes/runc15"
         "$RELEASE/crius-runtime $c/run/runtimes/crius")
     SOCK=$c/run/crius.sock
@@ -349,7 +365,7 @@ start_crius() {
     # pending from earlier work on this disk, so none pays for them.
     sync
     log "starting crius for $name (default handler $handler)"
-    "$RELEASE/crius" --config "$c/crius.conf" --config-dir "$c/conf.d" \
+    PATH=$path "$RELEASE/crius" --config "$c/crius.conf" --config-dir "$c/conf.d" \
         --root "$c/root" --runroot "$c/run" --listen "unix://$SOCK" \
         --log-level "$CRIUS_LOG_LEVEL" --cgroup-manager cgroupfs \
         --cni-config-dir "$c/cni" --cni-plugin-dir "$CNI_BIN" \
@@ -663,6 +679,13 @@ if wanted crius-builtin; then
     bench crius-builtin crius-conmon crius
     finish crius-builtin
 fi
+# A vm handler on containerd 2.4's shim (which runs runc 1.5): the shim v2 protocol from
+# crius, against crius-runc15 (runc 1.5 under crius-conmon) and containerd-2.4 (that shim).
+if wanted crius-shim && peer_ok crius-shim "$CONTAINERD24_SHIM" "$RUNC15"; then
+    start_crius crius-shim shim
+    bench crius-shim containerd-shim-runc-v2 shim
+    finish crius-shim
+fi
 
 # --- the kubelet's view: one kubelet binary and config, runc 1.5 under both --------------
 if wanted kubelet-crius && peer_ok kubelet-crius "$KUBELET" "$RUNC15"; then
@@ -681,6 +704,7 @@ fi
 echo
 "$BENCH" report --results "$RESULTS" \
     --table crius:containerd-1.6,crius-runc15:containerd-2.4,crius-builtin:containerd-2.4 \
+    --table crius-shim:crius-runc15,crius-shim:containerd-2.4 \
     --table kubelet-crius:kubelet-containerd-2.4 ||
     log "nothing to compare (a side of every pair is missing); see $RESULTS/*.json"
 if /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then

@@ -45,6 +45,8 @@ struct Suite {
     label: &'static str,
     /// A handler to add and make the default: (name, runtime binary).
     handler: Option<(&'static str, PathBuf)>,
+    /// Or a config drop-in that defines the default handler (name, drop-in).
+    dropin: Option<(&'static str, String)>,
     expected: &'static str,
 }
 
@@ -59,6 +61,7 @@ async fn critest_with_debian_runc() {
         Suite {
             label: "handler runc (Debian's runc)",
             handler: None,
+            dropin: None,
             expected: "expected-runc.txt",
         },
     )
@@ -78,6 +81,7 @@ async fn critest_with_upstream_runc_handler() {
         Suite {
             label: "handler runc-upstream (CRIUS_PEER_RUNC)",
             handler: Some(("runc-upstream", runc)),
+            dropin: None,
             expected: "expected-runc-upstream.txt",
         },
     )
@@ -106,7 +110,42 @@ async fn critest_with_crius_runtime_handler() {
         Suite {
             label: "handler crius (the built-in crius-runtime)",
             handler: Some(("crius", runtime)),
+            dropin: None,
             expected: "expected-crius-runtime.txt",
+        },
+    )
+    .await;
+}
+
+/// A `vm` handler on Debian's containerd-shim-runc-v2 as the default handler `shim`: pods
+/// and containers through the containerd shim v2 protocol. Not in `e2e/run-all.sh` (see
+/// expected-shim.txt for why); run it by hand:
+///
+///     cargo test -p crius-e2e --test critest -- --ignored --nocapture critest_with_shim_handler
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs critest (about 3 min); by hand, not in e2e/run-all.sh"]
+async fn critest_with_shim_handler() {
+    let Some(critest) = peer_or_skip("CRITEST", "critest_with_shim_handler") else {
+        return;
+    };
+    let shim = Path::new("/usr/bin/containerd-shim-runc-v2");
+    assert!(
+        shim.exists(),
+        "{} is missing (apt-get install containerd)",
+        shim.display()
+    );
+    let dropin = format!(
+        "[crius.runtime]\ndefault_runtime = \"shim\"\n[crius.runtime.runtimes.shim]\n\
+         runtime_path = \"{}\"\nruntime_type = \"vm\"\n",
+        shim.display()
+    );
+    run(
+        &critest,
+        Suite {
+            label: "handler shim (vm: Debian's containerd-shim-runc-v2)",
+            handler: None,
+            dropin: Some(("shim", dropin)),
+            expected: "expected-shim.txt",
         },
     )
     .await;
@@ -129,8 +168,15 @@ async fn run(critest: &Path, suite: Suite) {
     if let Some((name, runtime)) = &suite.handler {
         builder = builder.runtime_handler(name, runtime, true);
     }
+    if let Some((_, dropin)) = &suite.dropin {
+        builder = builder.config(dropin);
+    }
     let daemon = builder.start().await.expect("start crius");
-    let handler = suite.handler.as_ref().map(|(name, _)| *name);
+    let handler = suite
+        .handler
+        .as_ref()
+        .map(|(name, _)| *name)
+        .or(suite.dropin.as_ref().map(|(name, _)| *name));
     let extra = std::env::var("CRIUS_CRITEST_ARGS").unwrap_or_default();
     let extra: Vec<String> = extra.split_whitespace().map(String::from).collect();
     let partial = extra.iter().any(|a| a.contains("focus"));

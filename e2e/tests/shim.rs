@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -13,31 +13,6 @@ use crius_e2e::{cri, CriusDaemon};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tonic::Code;
-
-/// Debian's shim (the `containerd` package).
-const DEBIAN_SHIM: &str = "/usr/bin/containerd-shim-runc-v2";
-
-/// Debian's shim, or `None` after saying the test was skipped (failing in CI).
-fn debian_shim(test: &str) -> Option<PathBuf> {
-    let path = PathBuf::from(DEBIAN_SHIM);
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: {DEBIAN_SHIM} is missing (apt-get install containerd); CI needs it"
-    );
-    eprintln!("SKIPPED {test}: {DEBIAN_SHIM} is missing (apt-get install containerd)");
-    None
-}
-
-/// A drop-in making `shim` (runtime_type vm, `binary`) the default handler.
-fn shim_dropin(binary: &Path) -> String {
-    format!(
-        "[crius.runtime]\ndefault_runtime = \"shim\"\n[crius.runtime.runtimes.shim]\nruntime_path = \"{}\"\nruntime_type = \"vm\"\n",
-        binary.display()
-    )
-}
 
 /// The shim processes of one test daemon: those given its event socket as `-address`.
 /// Killed on drop, so a failing test leaves none.
@@ -165,17 +140,7 @@ async fn pod_and_container_lifecycle(binary: &Path) {
         .unwrap();
     assert_eq!(out.exit_code, 5, "{out:?}");
     assert_eq!(out.stderr, b"oops\n", "{out:?}");
-    // Streaming exec is not built for vm handlers: said at once, not at the stream.
-    let err = rt
-        .exec(cri::ExecRequest {
-            container_id: long.clone(),
-            cmd: vec!["true".into()],
-            stdout: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
+    stats_and_update_through_the_shim(&mut rt, &pod, &long).await;
     let err = try_exec(&mut rt, &long, &["sleep", "60"], 1)
         .await
         .unwrap_err();
@@ -198,6 +163,87 @@ async fn pod_and_container_lifecycle(binary: &Path) {
         Vec::<String>::new(),
         "shim socket left"
     );
+}
+
+/// ContainerStats, ListContainerStats and PodSandboxStats of a running vm container come
+/// from the shim's Stats; UpdateContainerResources goes through its Update, and the new
+/// memory limit shows in the next stats.
+async fn stats_and_update_through_the_shim(rt: &mut Runtime, pod: &str, ctr: &str) {
+    let stats = |rt: &mut Runtime| {
+        let mut rt = rt.clone();
+        let ctr = ctr.to_string();
+        async move {
+            rt.container_stats(cri::ContainerStatsRequest { container_id: ctr })
+                .await
+                .expect("ContainerStats")
+                .into_inner()
+                .stats
+                .expect("stats")
+        }
+    };
+    let s = stats(rt).await;
+    let cpu = s.cpu.as_ref().and_then(|c| c.usage_core_nano_seconds);
+    assert!(cpu.is_some_and(|v| v.value > 0), "cpu from the shim: {s:?}");
+    let ws = s.memory.as_ref().and_then(|m| m.working_set_bytes);
+    assert!(
+        ws.is_some_and(|v| v.value > 0),
+        "memory from the shim: {s:?}"
+    );
+
+    let listed = rt
+        .list_container_stats(cri::ListContainerStatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert!(
+        listed
+            .iter()
+            .any(|s| s.attributes.as_ref().is_some_and(|a| a.id == ctr)),
+        "ListContainerStats lists the vm container: {listed:?}"
+    );
+    let p = rt
+        .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: pod.to_string(),
+        })
+        .await
+        .expect("PodSandboxStats")
+        .into_inner()
+        .stats
+        .unwrap();
+    let linux = p.linux.unwrap();
+    assert!(
+        linux
+            .containers
+            .iter()
+            .any(|c| c.attributes.as_ref().is_some_and(|a| a.id == ctr)),
+        "{linux:?}"
+    );
+    assert!(
+        linux
+            .memory
+            .and_then(|m| m.working_set_bytes)
+            .is_some_and(|v| v.value > 0),
+        "pod memory"
+    );
+
+    let limit = 96 << 20;
+    rt.update_container_resources(cri::UpdateContainerResourcesRequest {
+        container_id: ctr.to_string(),
+        linux: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: limit,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("UpdateContainerResources through the shim");
+    let m = stats(rt).await.memory.unwrap();
+    let (ws, avail) = (
+        m.working_set_bytes.unwrap().value,
+        m.available_bytes.expect("a limit now").value,
+    );
+    assert_eq!(ws + avail, limit as u64, "the shim's limit is the new one");
 }
 
 #[tokio::test]
@@ -336,6 +382,24 @@ async fn a_pod_whose_shim_died_is_stopped_and_removed() {
     );
 }
 
+/// A config table making `binary` the vm handler `name`.
+fn vm_handler(name: &str, binary: &Path) -> String {
+    format!(
+        "[crius.runtime.runtimes.{name}]\nruntime_path = \"{}\"\nruntime_type = \"vm\"\n",
+        binary.display()
+    )
+}
+
+/// A daemon with a bridge network and the drop-in `dropin`.
+async fn daemon_with(dropin: &str) -> CriusDaemon {
+    builder()
+        .bridge_network()
+        .config(dropin)
+        .start()
+        .await
+        .unwrap()
+}
+
 /// Shims that fail at start: a clear error naming the handler, and nothing left.
 #[tokio::test]
 async fn shims_that_fail_at_start_unwind_the_pod() {
@@ -363,17 +427,9 @@ async fn shims_that_fail_at_start_unwind_the_pod() {
         )
         .unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        dropin.push_str(&format!(
-            "[crius.runtime.runtimes.{name}]\nruntime_path = \"{}\"\nruntime_type = \"vm\"\n",
-            path.display()
-        ));
+        dropin.push_str(&vm_handler(name, &path));
     }
-    let daemon = builder()
-        .bridge_network()
-        .config(&dropin)
-        .start()
-        .await
-        .unwrap();
+    let daemon = daemon_with(&dropin).await;
     let (mut rt, mut images) = clients(&daemon).await;
     pull(&mut images, &busybox()).await;
     let mut failures = Vec::new();
@@ -395,4 +451,76 @@ async fn shims_that_fail_at_start_unwind_the_pod() {
     }
     assert_nothing_left(&daemon, &mut rt).await;
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// Shims that break once started (e2e/tests/shims/broken-shim.py): one answers garbage on
+/// its socket, one hangs after Connect (every call is bounded: DeadlineExceeded), one dies
+/// in the middle of Create. Each RunPodSandbox fails with an error naming the handler, and
+/// the pod is unwound: no shim process, socket, mount or netns left.
+#[tokio::test]
+async fn shims_that_break_after_start_unwind_the_pod() {
+    let bins = tempfile::Builder::new()
+        .prefix("crius-e2e-shims-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/shims/broken-shim.py");
+    // (handler and mode, the gRPC code, words the message must hold)
+    let cases = [
+        ("garbage", None, "shim call"),
+        (
+            "hangs",
+            Some(Code::DeadlineExceeded),
+            "got no answer within",
+        ),
+        ("dies", None, "shim call create"),
+    ];
+    let mut dropin = String::new();
+    for (name, _, _) in &cases {
+        let path = bins.path().join(name);
+        std::fs::copy(&script, &path).unwrap();
+        dropin.push_str(&vm_handler(name, &path));
+    }
+    let daemon = daemon_with(&dropin).await;
+    let shims = ShimProcesses::of(&daemon);
+    let (mut rt, mut images) = clients(&daemon).await;
+    pull(&mut images, &busybox()).await;
+    let runs = cases.iter().map(|(name, _, _)| {
+        let mut rt = rt.clone();
+        let config = pod_config(&daemon, name);
+        async move {
+            let started = std::time::Instant::now();
+            let result = rt
+                .run_pod_sandbox(cri::RunPodSandboxRequest {
+                    config: Some(config),
+                    runtime_handler: name.to_string(),
+                })
+                .await;
+            (result, started.elapsed())
+        }
+    });
+    let results = futures::future::join_all(runs).await;
+    let mut failures = Vec::new();
+    for ((name, code, words), (result, took)) in cases.iter().zip(results) {
+        let Err(err) = result else {
+            failures.push(format!("{name}: a broken shim ran a pod"));
+            continue;
+        };
+        println!("{name} ({took:?}): {:?}: {}", err.code(), err.message());
+        if code.is_some_and(|c| c != err.code())
+            || !err.message().contains(&format!("{name:?}"))
+            || !err.message().contains(words)
+        {
+            failures.push(format!("{name}: {err:?}"));
+        }
+    }
+    assert_nothing_left(&daemon, &mut rt).await;
+    assert_eq!(shims.pids(), Vec::<u32>::new(), "shim processes left");
+    let sockets: Vec<_> = std::fs::read_dir("/run")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("crius-e2e-") && n.ends_with(".sock"))
+        .collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(sockets, Vec::<String>::new(), "shim sockets left");
 }

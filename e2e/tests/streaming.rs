@@ -2,7 +2,8 @@
 //! of the streaming server, and the client speaks WebSocket to it (the v5 remote command
 //! channel protocol, and the channel port-forward protocol). The WebSocket client is the
 //! few lines below, written from RFC 6455, so these tests depend on no streaming library.
-//! critest drives the SPDY side with the Kubernetes Go client.
+//! critest drives the SPDY side with the Kubernetes Go client. Exec and attach run twice:
+//! under crius's monitor (runc) and through a containerd shim (a `vm` handler).
 
 mod common;
 
@@ -217,9 +218,9 @@ fn exec_request(id: &str, cmd: &[&str]) -> cri::ExecRequest {
     }
 }
 
-#[tokio::test]
-async fn exec_streams_stdout_and_stderr_and_reports_the_exit_code() {
-    let daemon = bridge_daemon().await;
+async fn exec_streams_stdout_and_stderr_and_reports_the_exit_code_on(
+    daemon: crius_e2e::CriusDaemon,
+) {
     let (mut rt, mut images) = clients(&daemon).await;
     let (_pod, ctr) = pod_with_sleeper(&daemon, &mut rt, &mut images, "exec-out").await;
 
@@ -264,9 +265,7 @@ async fn exec_streams_stdout_and_stderr_and_reports_the_exit_code() {
     assert_eq!(status_json(&out)["status"], "Success");
 }
 
-#[tokio::test]
-async fn exec_feeds_stdin_until_the_client_closes_it() {
-    let daemon = bridge_daemon().await;
+async fn exec_feeds_stdin_until_the_client_closes_it_on(daemon: crius_e2e::CriusDaemon) {
     let (mut rt, mut images) = clients(&daemon).await;
     let (_pod, ctr) = pod_with_sleeper(&daemon, &mut rt, &mut images, "exec-in").await;
 
@@ -288,9 +287,7 @@ async fn exec_feeds_stdin_until_the_client_closes_it() {
     assert_eq!(status_json(&out)["status"], "Success");
 }
 
-#[tokio::test]
-async fn exec_stdin_arrives_whole_however_large() {
-    let daemon = bridge_daemon().await;
+async fn exec_stdin_arrives_whole_however_large_on(daemon: crius_e2e::CriusDaemon) {
     let (mut rt, mut images) = clients(&daemon).await;
     let (_pod, ctr) = pod_with_sleeper(&daemon, &mut rt, &mut images, "exec-big").await;
 
@@ -313,9 +310,7 @@ async fn exec_stdin_arrives_whole_however_large() {
     assert_eq!(status_json(&out)["status"], "Success", "{stdout:?}");
 }
 
-#[tokio::test]
-async fn exec_on_a_terminal_takes_the_client_terminal_size() {
-    let daemon = bridge_daemon().await;
+async fn exec_on_a_terminal_takes_the_client_terminal_size_on(daemon: crius_e2e::CriusDaemon) {
     let (mut rt, mut images) = clients(&daemon).await;
     let (_pod, ctr) = pod_with_sleeper(&daemon, &mut rt, &mut images, "exec-tty").await;
 
@@ -348,9 +343,9 @@ async fn exec_on_a_terminal_takes_the_client_terminal_size() {
     assert_eq!(status_json(&out)["details"]["causes"][0]["message"], "4");
 }
 
-#[tokio::test]
-async fn attach_relays_the_container_stdio_and_stdin_once_ends_it() {
-    let daemon = bridge_daemon().await;
+async fn attach_relays_the_container_stdio_and_stdin_once_ends_it_on(
+    daemon: crius_e2e::CriusDaemon,
+) {
     let (mut rt, mut images) = clients(&daemon).await;
     pull(&mut images, &busybox()).await;
     let config = pod_config(&daemon, "attach");
@@ -391,6 +386,83 @@ async fn attach_relays_the_container_stdio_and_stdin_once_ends_it() {
     )
     .await;
     assert_eq!(status.exit_code, 0);
+}
+
+// Each runs with runc under crius's monitor and with a `vm` handler through Debian's
+// containerd shim: the client sees no difference.
+
+#[tokio::test]
+async fn exec_streams_stdout_and_stderr_and_reports_the_exit_code() {
+    exec_streams_stdout_and_stderr_and_reports_the_exit_code_on(bridge_daemon().await).await;
+}
+
+#[tokio::test]
+async fn exec_streams_stdout_and_stderr_and_reports_the_exit_code_through_a_shim() {
+    if let Some(daemon) = shim_bridge_daemon(
+        "exec_streams_stdout_and_stderr_and_reports_the_exit_code_through_a_shim",
+    )
+    .await
+    {
+        exec_streams_stdout_and_stderr_and_reports_the_exit_code_on(daemon).await;
+    }
+}
+
+#[tokio::test]
+async fn exec_feeds_stdin_until_the_client_closes_it() {
+    exec_feeds_stdin_until_the_client_closes_it_on(bridge_daemon().await).await;
+}
+
+#[tokio::test]
+async fn exec_feeds_stdin_until_the_client_closes_it_through_a_shim() {
+    if let Some(daemon) =
+        shim_bridge_daemon("exec_feeds_stdin_until_the_client_closes_it_through_a_shim").await
+    {
+        exec_feeds_stdin_until_the_client_closes_it_on(daemon).await;
+    }
+}
+
+#[tokio::test]
+async fn exec_stdin_arrives_whole_however_large() {
+    exec_stdin_arrives_whole_however_large_on(bridge_daemon().await).await;
+}
+
+#[tokio::test]
+async fn exec_stdin_arrives_whole_however_large_through_a_shim() {
+    if let Some(daemon) =
+        shim_bridge_daemon("exec_stdin_arrives_whole_however_large_through_a_shim").await
+    {
+        exec_stdin_arrives_whole_however_large_on(daemon).await;
+    }
+}
+
+#[tokio::test]
+async fn exec_on_a_terminal_takes_the_client_terminal_size() {
+    exec_on_a_terminal_takes_the_client_terminal_size_on(bridge_daemon().await).await;
+}
+
+#[tokio::test]
+async fn exec_on_a_terminal_takes_the_client_terminal_size_through_a_shim() {
+    if let Some(daemon) =
+        shim_bridge_daemon("exec_on_a_terminal_takes_the_client_terminal_size_through_a_shim").await
+    {
+        exec_on_a_terminal_takes_the_client_terminal_size_on(daemon).await;
+    }
+}
+
+#[tokio::test]
+async fn attach_relays_the_container_stdio_and_stdin_once_ends_it() {
+    attach_relays_the_container_stdio_and_stdin_once_ends_it_on(bridge_daemon().await).await;
+}
+
+#[tokio::test]
+async fn attach_relays_the_container_stdio_and_stdin_once_ends_it_through_a_shim() {
+    if let Some(daemon) = shim_bridge_daemon(
+        "attach_relays_the_container_stdio_and_stdin_once_ends_it_through_a_shim",
+    )
+    .await
+    {
+        attach_relays_the_container_stdio_and_stdin_once_ends_it_on(daemon).await;
+    }
 }
 
 #[tokio::test]

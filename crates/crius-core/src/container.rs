@@ -709,13 +709,23 @@ impl Daemon {
             )));
         }
         let pod = self.pod_entry(&rec.pod_id)?.get();
-        let (runtime, _, _) = self.runtime_handler(&pod.runtime_handler)?;
         let oci = spec::linux_resources(&resources, spec::CgroupHost::probe())
             .map_err(|e| Error::from(e).at_step("convert resources"))?;
-        runtime
-            .update(&rec.id, &oci)
-            .await
-            .map_err(|e| Error::from(e).at_step("update container resources"))?;
+        if self.vm_of(&pod.runtime_handler).is_some() {
+            let json = serde_json::to_vec(&oci)
+                .map_err(|e| Error::Internal(format!("container {} resources: {e}", rec.id)))?;
+            self.shim_of(&pod)
+                .await?
+                .update(&rec.id, &json)
+                .await
+                .map_err(|e| Error::from(e).at_step("update container resources"))?;
+        } else {
+            let (runtime, _, _) = self.runtime_handler(&pod.runtime_handler)?;
+            runtime
+                .update(&rec.id, &oci)
+                .await
+                .map_err(|e| Error::from(e).at_step("update container resources"))?;
+        }
         self.save_container(&ctr, |r| {
             if let Some(linux) = r.config.linux.as_mut() {
                 linux.resources = Some(resources);
@@ -738,6 +748,21 @@ impl Daemon {
                 "container {} is not running; its log cannot be reopened",
                 rec.id
             )));
+        }
+        let pod = self.pod_entry(&rec.pod_id)?.get();
+        if self.vm_of(&pod.runtime_handler).is_some() {
+            // crius itself writes a vm container's log.
+            let copiers = self.log_copiers.lock().unwrap_or_else(|e| e.into_inner());
+            let copier = copiers.get(&rec.id).ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "container {} has no log being written; its log cannot be reopened",
+                    rec.id
+                ))
+            })?;
+            let path = rec.log_path.clone().unwrap_or_default();
+            return copier
+                .reopen_log()
+                .map_err(|e| Error::io("reopen container log", &path, e));
         }
         MonitorClient::new(&self.container_run_dir(&rec.id))
             .reopen_log()

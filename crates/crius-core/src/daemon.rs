@@ -160,6 +160,8 @@ pub struct Daemon {
     pub(crate) shim_ooms: Mutex<HashSet<String>>,
     /// The log copiers of running vm containers.
     pub(crate) log_copiers: Mutex<crate::vm::Copiers>,
+    /// The stdin fifos crius holds open for running vm containers with stdin.
+    pub(crate) vm_stdins: Mutex<HashMap<String, crius_oci::shim_stream::ContainerStdin>>,
     /// The socket the shims publish their events to.
     pub(crate) shim_events: tokio::sync::Mutex<Option<crius_oci::shim::EventServer>>,
 }
@@ -265,6 +267,7 @@ impl Daemon {
             shims: Arc::new(Mutex::new(HashMap::new())),
             shim_ooms: Mutex::new(HashSet::new()),
             log_copiers: Mutex::new(HashMap::new()),
+            vm_stdins: Mutex::new(HashMap::new()),
             shim_events: tokio::sync::Mutex::new(None),
         });
         daemon.serve_shim_events().await?;

@@ -30,6 +30,7 @@ mod undo;
 mod usage;
 mod validate;
 mod vm;
+mod vm_stats;
 
 pub use config::{
     CgroupDriver, CoreConfig, ImageSettings, MetricGroup, NetworkSettings, RegistryAuth,

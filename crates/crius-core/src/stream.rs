@@ -4,6 +4,9 @@
 //!   exec`, on a terminal of its own when asked) or holds the container's stdio, and relays
 //!   frames; terminal sizes travel on the same session. The end of the client's stdin
 //!   closes the exec's stdin, and the container's when it is `stdin_once`.
+//! - In a container of a `vm` handler they go through the pod's shim instead
+//!   (`crius_oci::shim_stream`): an exec process of the container's task, or the
+//!   container's own fifos; the streaming server sees no difference.
 //! - Port-forward connects to 127.0.0.1:PORT (then [::1]:PORT) from a thread inside the
 //!   pod's network namespace; the socket keeps working from any thread after that.
 
@@ -12,6 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crius_oci::monitor::MonitorClient;
+use crius_oci::shim_stream::{self, StreamAttach, StreamExec};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tracing::debug;
@@ -57,17 +61,13 @@ impl Daemon {
                 rec.id, rec.state
             )));
         }
-        // A vm container's stdio is its shim's; streaming through it is not built yet.
-        if let Ok(pod) = self.pod_entry(&rec.pod_id) {
-            let handler = pod.get().runtime_handler;
-            if self.vm_of(&handler).is_some() {
-                return Err(Error::Unimplemented(format!(
-                    "streaming exec and attach in container {} of vm runtime handler {handler:?}",
-                    rec.id
-                )));
-            }
-        }
         Ok(rec)
+    }
+
+    /// The pod of a container when its handler is a `vm` one (streams go through its shim).
+    pub(crate) fn vm_pod_of(&self, rec: &ContainerRecord) -> Result<Option<PodRecord>> {
+        let pod = self.pod_entry(&rec.pod_id)?.get();
+        Ok(self.vm_of(&pod.runtime_handler).map(|_| pod))
     }
 
     /// The record of a pod that exists and is ready: the precondition of PortForward.
@@ -95,13 +95,29 @@ impl Daemon {
             return Err(Error::InvalidArgument("exec command is empty".into()));
         }
         let rec = self.running_container(id)?;
-        let client = MonitorClient::new(&self.container_run_dir(&rec.id));
         // A terminal merges stderr into stdout.
         let stderr = io.stderr.filter(|_| !tty);
         let started = Instant::now();
-        let result = client
-            .exec_stream(&cmd, tty, io.stdin, io.stdout, stderr, io.resize)
-            .await;
+        let result = match self.vm_pod_of(&rec)? {
+            Some(pod) => {
+                let shim = self.shim_of(&pod).await?;
+                let process = self.vm_exec_process(&rec.id, &cmd, tty)?;
+                let exec_id = crate::vm::new_exec_id();
+                let exec = StreamExec {
+                    id: &rec.id,
+                    exec_id: &exec_id,
+                    process: &process,
+                    tty,
+                    dir: &self.container_run_dir(&rec.id),
+                };
+                shim_stream::exec_stream(&shim, exec, io.stdin, io.stdout, stderr, io.resize).await
+            }
+            None => {
+                MonitorClient::new(&self.container_run_dir(&rec.id))
+                    .exec_stream(&cmd, tty, io.stdin, io.stdout, stderr, io.resize)
+                    .await
+            }
+        };
         debug!(
             container_id = %rec.id,
             ?cmd,
@@ -117,19 +133,49 @@ impl Daemon {
     /// or the client detaches. Dropping the future ends the attach session.
     pub async fn attach_stream(&self, id: &str, io: StreamIo) -> Result<()> {
         let rec = self.running_container(id)?;
-        let client = MonitorClient::new(&self.container_run_dir(&rec.id));
         // A container without an open stdin takes none; the client's input is dropped.
         let stdin = io.stdin.filter(|_| rec.config.stdin);
         let started = Instant::now();
-        let result = client
-            .attach_stdio(
-                stdin,
-                io.stdout,
-                io.stderr,
-                io.resize,
-                rec.config.stdin_once,
-            )
-            .await;
+        let result = match self.vm_pod_of(&rec)? {
+            Some(pod) => {
+                let shim = self.shim_of(&pod).await?;
+                let output = self
+                    .log_copiers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&rec.id)
+                    .and_then(|c| c.subscribe());
+                let Some(output) = output else {
+                    // Its output has ended: the container is exiting.
+                    return Ok(());
+                };
+                let stdin_fifo = self
+                    .vm_stdins
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&rec.id)
+                    .cloned();
+                let attach = StreamAttach {
+                    id: &rec.id,
+                    output,
+                    stdin_fifo,
+                    stdin_once: rec.config.stdin_once,
+                };
+                shim_stream::attach_stream(&shim, attach, stdin, io.stdout, io.stderr, io.resize)
+                    .await
+            }
+            None => {
+                MonitorClient::new(&self.container_run_dir(&rec.id))
+                    .attach_stdio(
+                        stdin,
+                        io.stdout,
+                        io.stderr,
+                        io.resize,
+                        rec.config.stdin_once,
+                    )
+                    .await
+            }
+        };
         debug!(container_id = %rec.id, elapsed = ?started.elapsed(), ok = result.is_ok(), "attach ended");
         Ok(result?)
     }

@@ -98,9 +98,15 @@ impl Daemon {
         rate
     }
 
-    fn container_usage(&self, record: ContainerRecord) -> ContainerUsage {
+    async fn container_usage(&self, record: ContainerRecord) -> ContainerUsage {
         let at = now_ns();
-        let cgroup = running_cgroup(&record);
+        let cgroup = match self.vm_pod_of(&record).ok().flatten() {
+            // The shim knows where the container runs (a VM's own cgroups for Kata).
+            Some(pod) if record.state == ContainerState::Running => {
+                self.vm_task_usage(&pod, &record.id).await
+            }
+            _ => running_cgroup(&record),
+        };
         let nano_cores = self.nano_cores(&record.id, at, cgroup.cpu_ns);
         let upper = self.container_dir(&record.id).join("upper");
         ContainerUsage {
@@ -114,17 +120,18 @@ impl Daemon {
     }
 
     /// ContainerStats.
-    pub fn container_stats(&self, id: &str) -> Result<ContainerUsage> {
+    pub async fn container_stats(&self, id: &str) -> Result<ContainerUsage> {
         let record = self.container_entry(id)?.entry.get();
-        Ok(self.container_usage(record))
+        Ok(self.container_usage(record).await)
     }
 
     /// ListContainerStats: running containers only, as the kubelet expects.
-    pub fn list_container_stats(
+    pub async fn list_container_stats(
         &self,
         filter: Option<&cri::ContainerStatsFilter>,
     ) -> Vec<ContainerUsage> {
-        self.list_containers(None)
+        let running = self
+            .list_containers(None)
             .into_iter()
             .filter(|c| c.state == ContainerState::Running)
             .filter(|c| {
@@ -133,9 +140,8 @@ impl Daemon {
                         && (f.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&f.pod_sandbox_id))
                         && labels_match(&f.label_selector, &c.config.labels)
                 })
-            })
-            .map(|c| self.container_usage(c))
-            .collect()
+            });
+        futures::future::join_all(running.map(|c| self.container_usage(c))).await
     }
 
     /// Where the pod's cgroup is in the cgroup filesystem, with either driver. `None`
@@ -158,28 +164,39 @@ impl Daemon {
         )
     }
 
-    fn pod_usage(&self, record: PodRecord) -> PodUsage {
+    async fn pod_usage(&self, record: PodRecord) -> PodUsage {
         let at = now_ns();
         let ready = record.state == PodState::Ready;
-        let cgroup = match self.pod_cgroupfs_dir(&record) {
+        let vm = self.vm_of(&record.runtime_handler).is_some();
+        let mut cgroup = match self.pod_cgroupfs_dir(&record) {
             Some(dir) if ready => stats::path_usage(&dir),
             _ => CgroupUsage::default(),
         };
-        let nano_cores = self.nano_cores(&record.id, at, cgroup.cpu_ns);
         let interfaces = match (ready, &record.netns, record.pause_pid) {
+            // A vm pod's pause pid may be a VM's: its netns is read by path.
+            (true, Some(ns), _) if vm => stats::netns_usage(ns),
             (true, Some(_), Some(pid)) => stats::network_usage(pid),
             (true, Some(netns), None) if record.infra_dropped => stats::netns_usage(netns),
             _ => Vec::new(),
         };
-        let containers = self
+        let running = self
             .list_containers(Some(&cri::ContainerFilter {
                 pod_sandbox_id: record.id.clone(),
                 ..Default::default()
             }))
             .into_iter()
-            .filter(|c| c.state == ContainerState::Running)
-            .map(|c| self.container_usage(c))
-            .collect();
+            .filter(|c| c.state == ContainerState::Running);
+        let containers: Vec<ContainerUsage> =
+            futures::future::join_all(running.map(|c| self.container_usage(c))).await;
+        if vm && ready && cgroup.cpu_ns.is_none() {
+            // No pod cgroup on the host (a VM runtime that keeps it inside): the pod is
+            // what its shim reports for its tasks, the pause's and its containers'.
+            let pause = self.vm_task_usage(&record, &record.id).await;
+            cgroup = crate::vm_stats::sum_usage(
+                std::iter::once(&pause).chain(containers.iter().map(|c| &c.cgroup)),
+            );
+        }
+        let nano_cores = self.nano_cores(&record.id, at, cgroup.cpu_ns);
         PodUsage {
             record,
             at,
@@ -191,14 +208,18 @@ impl Daemon {
     }
 
     /// PodSandboxStats.
-    pub fn pod_stats(&self, id: &str) -> Result<PodUsage> {
+    pub async fn pod_stats(&self, id: &str) -> Result<PodUsage> {
         let record = self.pod_status(id)?;
-        Ok(self.pod_usage(record))
+        Ok(self.pod_usage(record).await)
     }
 
     /// ListPodSandboxStats: ready pods.
-    pub fn list_pod_stats(&self, filter: Option<&cri::PodSandboxStatsFilter>) -> Vec<PodUsage> {
-        self.list_pods(None)
+    pub async fn list_pod_stats(
+        &self,
+        filter: Option<&cri::PodSandboxStatsFilter>,
+    ) -> Vec<PodUsage> {
+        let ready = self
+            .list_pods(None)
             .into_iter()
             .filter(|p| p.state == PodState::Ready)
             .filter(|p| {
@@ -206,9 +227,8 @@ impl Daemon {
                     (f.id.is_empty() || p.id.starts_with(&f.id))
                         && labels_match(&f.label_selector, &p.config.labels)
                 })
-            })
-            .map(|p| self.pod_usage(p))
-            .collect()
+            });
+        futures::future::join_all(ready.map(|p| self.pod_usage(p))).await
     }
 
     /// ListPodSandboxMetrics: every ready pod with its running containers, read for the

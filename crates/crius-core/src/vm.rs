@@ -171,10 +171,19 @@ impl Daemon {
         let address = shim::start_shim(&start)
             .await
             .map_err(|e| Error::from(e).at_step("start shim"))?;
-        // Until the shim's pid is known, its socket is what can be cleaned.
+        // Until the shim answers Connect its pid is unknown: a shim that answers garbage,
+        // hangs or dies is found by its command line, killed, and its socket removed.
         {
-            let address = address.clone();
-            undo.push("remove shim socket", move || {
+            let (address, events, id) =
+                (address.clone(), start.events_socket.clone(), pod.id.clone());
+            undo.push("kill shim processes", move || {
+                for pid in shim::shim_processes(&events, &id) {
+                    warn!(pod_id = %id, pid, "killing the pod's shim");
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
                 if let Some(p) = shim::socket_path(&address) {
                     let _ = std::fs::remove_file(p);
                 }
@@ -280,6 +289,14 @@ impl Daemon {
         if stdin {
             let p = run_dir.join("stdin");
             shim::make_fifo(&p)?;
+            let fifo = crius_oci::shim_stream::open_stdin_fifo(&p)?;
+            self.vm_stdins
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(
+                    id.to_string(),
+                    Arc::new(tokio::sync::Mutex::new(Some(fifo))),
+                );
             io.stdin = p.display().to_string();
         }
         let copier = LogCopier::start(&fifos, log_path, self.config().log_size_max)?;
@@ -290,8 +307,13 @@ impl Daemon {
         Ok(io)
     }
 
-    /// Lets a container's log copier end with its output (after a failed create).
+    /// Lets a container's log copier end with its output (after a failed create), and
+    /// closes crius's end of its stdin.
     pub(crate) fn vm_drop_copier(&self, id: &str) {
+        self.vm_stdins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
         let copier = self
             .log_copiers
             .lock()
@@ -336,6 +358,10 @@ impl Daemon {
         if let Some(c) = copier {
             let _ = tokio::task::spawn_blocking(move || c.join()).await;
         }
+        self.vm_stdins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&rec.id);
         match status {
             Ok(st) => {
                 let oom = self.take_oom(&rec.id);
@@ -549,6 +575,18 @@ impl Daemon {
             }
             Err(e) => warn!(container_id = %rec.id, error = %e, "container log not reattached"),
         }
+        if rec.config.stdin {
+            // Gone when the shim no longer reads it: its stdin was closed.
+            if let Some(fifo) = crius_oci::shim_stream::reopen_stdin_fifo(&run_dir.join("stdin")) {
+                self.vm_stdins
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(
+                        rec.id.clone(),
+                        Arc::new(tokio::sync::Mutex::new(Some(fifo))),
+                    );
+            }
+        }
         Ok(())
     }
 
@@ -561,17 +599,8 @@ impl Daemon {
         cmd: &[String],
         timeout: Option<Duration>,
     ) -> Result<ExecOutput> {
-        let bundle = self.container_dir(&rec.id).join("config.json");
-        let text =
-            std::fs::read(&bundle).map_err(|e| Error::io("read container spec", &bundle, e))?;
-        let spec: serde_json::Value = serde_json::from_slice(&text)
-            .map_err(|e| Error::Internal(format!("container spec {}: {e}", bundle.display())))?;
-        let mut process = spec["process"].clone();
-        process["args"] = serde_json::json!(cmd);
-        process["terminal"] = serde_json::json!(false);
-        let process = serde_json::to_vec(&process)
-            .map_err(|e| Error::Internal(format!("exec process spec: {e}")))?;
-        let exec_id = format!("exec-{}", &crate::model::new_id()[..12]);
+        let process = self.vm_exec_process(&rec.id, cmd, false)?;
+        let exec_id = new_exec_id();
         let run_dir = self.container_run_dir(&rec.id);
         let fifos = [
             run_dir.join(format!("{exec_id}-stdout")),
@@ -641,10 +670,34 @@ impl Daemon {
         })
     }
 
+    /// The process spec of an exec in container `id`: the container's own (user, env,
+    /// cwd, capabilities, ...) with `cmd` as its args.
+    pub(crate) fn vm_exec_process(&self, id: &str, cmd: &[String], tty: bool) -> Result<Vec<u8>> {
+        let bundle = self.container_dir(id).join("config.json");
+        let text =
+            std::fs::read(&bundle).map_err(|e| Error::io("read container spec", &bundle, e))?;
+        let spec: serde_json::Value = serde_json::from_slice(&text)
+            .map_err(|e| Error::Internal(format!("container spec {}: {e}", bundle.display())))?;
+        let mut process = spec["process"].clone();
+        process["args"] = serde_json::json!(cmd);
+        process["terminal"] = serde_json::json!(tty);
+        if !tty {
+            if let Some(p) = process.as_object_mut() {
+                p.remove("consoleSize");
+            }
+        }
+        serde_json::to_vec(&process).map_err(|e| Error::Internal(format!("exec process spec: {e}")))
+    }
+
     /// A handle on the shim map for undo steps.
     fn shims_handle(&self) -> Arc<std::sync::Mutex<std::collections::HashMap<String, Shim>>> {
         self.shims.clone()
     }
+}
+
+/// A fresh id for an exec process.
+pub(crate) fn new_exec_id() -> String {
+    format!("exec-{}", &crate::model::new_id()[..12])
 }
 
 /// The monitor's exit status for a shim's exit.

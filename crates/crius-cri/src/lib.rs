@@ -266,7 +266,7 @@ impl RuntimeService for Runtime {
     ) -> Reply<cri::ContainerStatsResponse> {
         let id = req.get_ref().container_id.clone();
         traced("ContainerStats", Ids::container(&id), async {
-            stats::container(&self.daemon, req.into_inner())
+            stats::container(&self.daemon, req.into_inner()).await
         })
         .await
     }
@@ -276,7 +276,7 @@ impl RuntimeService for Runtime {
         req: Request<cri::ListContainerStatsRequest>,
     ) -> Reply<cri::ListContainerStatsResponse> {
         traced("ListContainerStats", Ids::none(), async {
-            Ok(stats::list_containers(&self.daemon, req.into_inner()))
+            Ok(stats::list_containers(&self.daemon, req.into_inner()).await)
         })
         .await
     }
@@ -287,7 +287,7 @@ impl RuntimeService for Runtime {
     ) -> Reply<cri::PodSandboxStatsResponse> {
         let id = req.get_ref().pod_sandbox_id.clone();
         traced("PodSandboxStats", Ids::pod(&id), async {
-            stats::pod(&self.daemon, req.into_inner())
+            stats::pod(&self.daemon, req.into_inner()).await
         })
         .await
     }
@@ -297,7 +297,7 @@ impl RuntimeService for Runtime {
         req: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Reply<cri::ListPodSandboxStatsResponse> {
         traced("ListPodSandboxStats", Ids::none(), async {
-            Ok(stats::list_pods(&self.daemon, req.into_inner()))
+            Ok(stats::list_pods(&self.daemon, req.into_inner()).await)
         })
         .await
     }
@@ -411,7 +411,8 @@ impl RuntimeService for Runtime {
         let filter = req.into_inner().filter;
         traced("StreamContainerStats", Ids::none(), async {
             let items =
-                stats::list_containers(&self.daemon, cri::ListContainerStatsRequest { filter });
+                stats::list_containers(&self.daemon, cri::ListContainerStatsRequest { filter })
+                    .await;
             Ok(
                 Box::pin(list_stream::chunked(items.stats, |container_stats| {
                     cri::StreamContainerStatsResponse { container_stats }
@@ -429,7 +430,8 @@ impl RuntimeService for Runtime {
     ) -> Reply<Self::StreamPodSandboxStatsStream> {
         let filter = req.into_inner().filter;
         traced("StreamPodSandboxStats", Ids::none(), async {
-            let items = stats::list_pods(&self.daemon, cri::ListPodSandboxStatsRequest { filter });
+            let items =
+                stats::list_pods(&self.daemon, cri::ListPodSandboxStatsRequest { filter }).await;
             Ok(
                 Box::pin(list_stream::chunked(items.stats, |pod_sandbox_stats| {
                     cri::StreamPodSandboxStatsResponse { pod_sandbox_stats }

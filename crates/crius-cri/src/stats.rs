@@ -143,7 +143,7 @@ fn pod_stats(u: &PodUsage) -> cri::PodSandboxStats {
 }
 
 /// ContainerStats.
-pub fn container(
+pub async fn container(
     daemon: &Daemon,
     req: cri::ContainerStatsRequest,
 ) -> Result<cri::ContainerStatsResponse, Status> {
@@ -152,6 +152,7 @@ pub fn container(
     }
     let u = daemon
         .container_stats(&req.container_id)
+        .await
         .map_err(to_status)?;
     Ok(cri::ContainerStatsResponse {
         stats: Some(container_stats(&u)),
@@ -159,13 +160,14 @@ pub fn container(
 }
 
 /// ListContainerStats.
-pub fn list_containers(
+pub async fn list_containers(
     daemon: &Daemon,
     req: cri::ListContainerStatsRequest,
 ) -> cri::ListContainerStatsResponse {
     cri::ListContainerStatsResponse {
         stats: daemon
             .list_container_stats(req.filter.as_ref())
+            .await
             .iter()
             .map(container_stats)
             .collect(),
@@ -173,27 +175,31 @@ pub fn list_containers(
 }
 
 /// PodSandboxStats.
-pub fn pod(
+pub async fn pod(
     daemon: &Daemon,
     req: cri::PodSandboxStatsRequest,
 ) -> Result<cri::PodSandboxStatsResponse, Status> {
     if req.pod_sandbox_id.is_empty() {
         return Err(invalid("PodSandboxStats needs a pod_sandbox_id"));
     }
-    let u = daemon.pod_stats(&req.pod_sandbox_id).map_err(to_status)?;
+    let u = daemon
+        .pod_stats(&req.pod_sandbox_id)
+        .await
+        .map_err(to_status)?;
     Ok(cri::PodSandboxStatsResponse {
         stats: Some(pod_stats(&u)),
     })
 }
 
 /// ListPodSandboxStats.
-pub fn list_pods(
+pub async fn list_pods(
     daemon: &Daemon,
     req: cri::ListPodSandboxStatsRequest,
 ) -> cri::ListPodSandboxStatsResponse {
     cri::ListPodSandboxStatsResponse {
         stats: daemon
             .list_pod_stats(req.filter.as_ref())
+            .await
             .iter()
             .map(pod_stats)
             .collect(),

@@ -5,6 +5,7 @@ pub mod monitor;
 mod private;
 pub mod runtime;
 pub mod shim;
+pub mod shim_stream;
 pub mod spec;
 
 mod error;

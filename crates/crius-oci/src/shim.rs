@@ -38,6 +38,9 @@ mod cri_log;
 /// How long one task API call (other than `Wait`) may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long `Shutdown` may take; a shim still there after it is killed.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long the shim's `start` command may take to print its address.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -174,6 +177,28 @@ pub fn parse_start_output(raw: &[u8]) -> Option<String> {
     };
     let path = address.strip_prefix("unix://")?;
     (path.starts_with('/') && !path.contains(char::is_whitespace)).then_some(address)
+}
+
+/// The processes of the shim started for pod `id` with crius's event socket `events`,
+/// found by their command line (a shim's long-lived part keeps the arguments of its
+/// `start`): what is left to kill when a shim answered no `Connect`, so its pid is unknown.
+pub fn shim_processes(events: &Path, id: &str) -> Vec<u32> {
+    let events = events.as_os_str().as_encoded_bytes();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.contains(&events)
+                && args
+                    .windows(2)
+                    .any(|w| w[0] == b"-id" && w[1] == id.as_bytes())
+        })
+        .collect()
 }
 
 /// The socket file behind a `unix://` address.
@@ -350,11 +375,22 @@ impl Shim {
             }
             None => fut.await,
         };
-        result.map_err(|e| Error::ShimCall {
-            handler: self.handler.clone(),
-            call,
-            id: id.to_string(),
-            msg: ttrpc_message(&e),
+        result.map_err(|e| match e {
+            // ttrpc's own deadline (the one sent with the call) may fire first.
+            ttrpc::Error::Others(msg) if msg.contains("deadline elapsed") && limit.is_some() => {
+                Error::ShimTimeout {
+                    handler: self.handler.clone(),
+                    call,
+                    id: id.to_string(),
+                    secs: limit.unwrap_or_default().as_secs(),
+                }
+            }
+            e => Error::ShimCall {
+                handler: self.handler.clone(),
+                call,
+                id: id.to_string(),
+                msg: ttrpc_message(&e),
+            },
         })
     }
 
@@ -655,7 +691,7 @@ impl Shim {
             .call(
                 "shutdown",
                 id,
-                Some(CALL_TIMEOUT),
+                Some(SHUTDOWN_TIMEOUT),
                 self.rpc::<_, api::Empty>("Shutdown", &req, false),
             )
             .await
@@ -834,13 +870,27 @@ pub fn make_fifo(path: &Path) -> Result<(), Error> {
 }
 
 /// Copies a task's stdout and stderr fifos into its CRI log, one thread per stream, until
-/// the shim closes them (the process exited). The fifos are opened non-blocking and held
-/// open for writing by crius itself until [`LogCopier::writers_attached`], so neither the
-/// open nor a read before the shim opened its end sees an end of file.
+/// the shim closes them (the process exited), and hands each chunk to the attached clients
+/// ([`LogCopier::subscribe`]). The fifos are opened non-blocking and held open for writing
+/// by crius itself until [`LogCopier::writers_attached`], so neither the open nor a read
+/// before the shim opened its end sees an end of file.
 pub struct LogCopier {
     own_writers: Vec<std::fs::File>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    writer: Arc<std::sync::Mutex<cri_log::LogWriter>>,
+    /// The attached clients; only the copy threads hold it, so it goes (and every
+    /// client's channel ends) when both streams have ended.
+    attached: std::sync::Weak<Attached>,
 }
+
+/// A chunk of a container's output for an attached client: (from stderr, bytes).
+pub type OutputChunk = (bool, Vec<u8>);
+
+/// How many chunks an attached client may lag behind before output is dropped for it
+/// (the container's output and its log never wait for a slow client).
+const ATTACH_BACKLOG: usize = 256;
+
+type Attached = std::sync::Mutex<Vec<tokio::sync::mpsc::Sender<OutputChunk>>>;
 
 impl LogCopier {
     /// Starts copying `fifos` (stream, path) into the log at `log` (none: discard), with
@@ -858,6 +908,7 @@ impl LogCopier {
         ));
         let mut own_writers = Vec::new();
         let mut threads = Vec::new();
+        let attached: Arc<Attached> = Arc::default();
         for (stderr, path) in fifos {
             let open_err = |e| Error::MonitorFile {
                 path: path.clone(),
@@ -881,19 +932,38 @@ impl LogCopier {
             } else {
                 cri_log::Stream::Stdout
             };
-            let writer = writer.clone();
+            let (writer, attached) = (writer.clone(), attached.clone());
             let name = path.display().to_string();
             threads.push(
                 std::thread::Builder::new()
                     .name("shim-log".into())
-                    .spawn(move || copy_stream(reader, stream, &writer, &name))
+                    .spawn(move || copy_stream(reader, stream, &writer, &attached, &name))
                     .map_err(open_err)?,
             );
         }
         Ok(LogCopier {
             own_writers,
             threads,
+            writer,
+            attached: Arc::downgrade(&attached),
         })
+    }
+
+    /// The output from now on, for an attached client; `None` once the output has ended.
+    /// The channel ends with the output.
+    pub fn subscribe(&self) -> Option<tokio::sync::mpsc::Receiver<OutputChunk>> {
+        let attached = self.attached.upgrade()?;
+        let (tx, rx) = tokio::sync::mpsc::channel(ATTACH_BACKLOG);
+        attached.lock().unwrap_or_else(|e| e.into_inner()).push(tx);
+        Some(rx)
+    }
+
+    /// Reopens the log file (ReopenContainerLog, after the kubelet rotated it).
+    pub fn reopen_log(&self) -> std::io::Result<()> {
+        self.writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reopen()
     }
 
     /// The shim holds the fifos open now: crius lets go of its own write ends, so the
@@ -1057,9 +1127,11 @@ fn copy_stream(
     mut reader: std::fs::File,
     stream: cri_log::Stream,
     writer: &std::sync::Mutex<cri_log::LogWriter>,
+    attached: &Attached,
     name: &str,
 ) {
     let mut buf = vec![0u8; cri_log::CHUNK];
+    let is_stderr = matches!(stream, cri_log::Stream::Stderr);
     loop {
         match reader.read(&mut buf) {
             Ok(0) => return,
@@ -1068,6 +1140,16 @@ fn copy_stream(
                 if let Err(e) = w.write(stream, &buf[..n]) {
                     tracing::warn!(fifo = %name, error = %e, "container log not written");
                 }
+                drop(w);
+                let mut clients = attached.lock().unwrap_or_else(|e| e.into_inner());
+                clients.retain(|tx| match tx.try_send((is_stderr, buf[..n].to_vec())) {
+                    Ok(()) => true,
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                        tracing::debug!(fifo = %name, "attached client lags; output dropped for it");
+                        true
+                    }
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
+                });
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {

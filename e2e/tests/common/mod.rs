@@ -59,6 +59,45 @@ pub async fn bridge_daemon() -> CriusDaemon {
     builder().bridge_network().start().await.expect("daemon")
 }
 
+/// Debian's containerd shim v2 (the `containerd` package), which `vm` handler tests run.
+pub const DEBIAN_SHIM: &str = "/usr/bin/containerd-shim-runc-v2";
+
+/// Debian's shim, or `None` after saying the test was skipped (failing in CI).
+pub fn debian_shim(test: &str) -> Option<PathBuf> {
+    let path = PathBuf::from(DEBIAN_SHIM);
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: {DEBIAN_SHIM} is missing (apt-get install containerd); CI needs it"
+    );
+    eprintln!("SKIPPED {test}: {DEBIAN_SHIM} is missing (apt-get install containerd)");
+    None
+}
+
+/// A drop-in making `shim` (runtime_type vm, `binary`) the default handler.
+pub fn shim_dropin(binary: &Path) -> String {
+    format!(
+        "[crius.runtime]\ndefault_runtime = \"shim\"\n[crius.runtime.runtimes.shim]\nruntime_path = \"{}\"\nruntime_type = \"vm\"\n",
+        binary.display()
+    )
+}
+
+/// A daemon with its own bridge network whose default handler is the `vm` handler on
+/// Debian's shim; `None` (skipped) without it.
+pub async fn shim_bridge_daemon(test: &str) -> Option<CriusDaemon> {
+    let binary = debian_shim(test)?;
+    Some(
+        builder()
+            .bridge_network()
+            .config(&shim_dropin(&binary))
+            .start()
+            .await
+            .expect("daemon"),
+    )
+}
+
 /// Both clients of a daemon.
 pub async fn clients(daemon: &CriusDaemon) -> (Runtime, Images) {
     (
