@@ -35,6 +35,39 @@ pub use pull::host_platform;
 pub use reference::normalize_reference;
 pub use store::ImageStore;
 
+/// Entry points for the fuzz targets in `fuzz/` and their replay test. None may panic,
+/// whatever the input.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::path::Path;
+
+    /// A containers-auth.json file, then a lookup in it.
+    pub fn auth_file(text: &str) {
+        if let Ok(file) = crate::authfile::AuthFile::parse(text) {
+            let _ = file.lookup("registry.example.com:5000", "team/app");
+            let _ = file.lookup("docker.io", "library/busybox");
+        }
+    }
+
+    /// A registries.conf, then the names and endpoints a short and a long name resolve to.
+    pub fn registries_conf(text: &str) {
+        let mut regs = crate::registries::Registries::default();
+        if regs
+            .apply(Path::new("/etc/containers/registries.conf"), text)
+            .is_ok()
+        {
+            for input in ["busybox", "example.com:5000/team/app:1", "localhost/x@sha256:0123456789012345678901234567890123456789012345678901234567890123"] {
+                if let Ok(names) = regs.candidates(input) {
+                    for name in names {
+                        let _ = regs.endpoints(&name);
+                        let _ = regs.is_insecure(&name.registry);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// How the daemon configures the image store.
 #[derive(Clone, Debug)]
 pub struct ImageStoreConfig {

@@ -15,3 +15,27 @@ pub use cni::{
 };
 pub use error::{Error, Result};
 pub use netns::{in_netns, NetNs};
+
+/// Entry points for the fuzz targets in `fuzz/` and their replay test. None may panic,
+/// whatever the input.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::path::Path;
+
+    use crate::cni::{conf, result};
+
+    /// A plugin's ADD output: checked as a result crius can chain, then its pod IPs read.
+    pub fn cni_result(data: &[u8]) {
+        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) {
+            if result::validate(&value).is_ok() {
+                let _ = result::pod_ips(&value, "eth0", "/run/netns/x");
+            }
+        }
+    }
+
+    /// A network config file (`.conflist`, or a `.conf` holding one plugin).
+    pub fn cni_config(data: &[u8]) {
+        let _ = conf::parse_file(Path::new("/etc/cni/net.d/10-fuzz.conflist"), data);
+        let _ = conf::parse_file(Path::new("/etc/cni/net.d/10-fuzz.conf"), data);
+    }
+}

@@ -33,6 +33,146 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 pub use error::{Error, Result};
+
+/// Entry points for the fuzz targets in `fuzz/` and their replay test: bytes as a client
+/// would send them after the upgrade. None may panic, whatever the input.
+#[doc(hidden)]
+pub mod fuzzing {
+    use bytes::BytesMut;
+
+    use crate::remotecommand::decode_channel_message;
+    use crate::spdy::frame::Codec;
+    use crate::ws::{decode_frame, encode_frame, Message, OP_BINARY, OP_TEXT};
+
+    /// SPDY/3.1 frames, header blocks inflated; each one decoded is encoded again.
+    pub fn spdy_frames(data: &[u8]) {
+        let mut decoder = Codec::new();
+        let mut encoder = Codec::new();
+        let mut buf = BytesMut::from(data);
+        while let Ok(Some(frame)) = decoder.decode(&mut buf) {
+            let mut out = Vec::new();
+            let _ = encoder.encode(&frame, &mut out);
+        }
+    }
+
+    /// Seeds for [`spdy_frames`]: what a kubectl exec sends (streams with their header
+    /// blocks, data, settings, ping, window update, reset, go away).
+    pub fn spdy_seeds() -> Vec<Vec<u8>> {
+        use crate::spdy::frame::{Frame, Setting};
+        let headers = |kind: &str| {
+            vec![
+                ("streamtype".to_string(), kind.to_string()),
+                ("requestid".to_string(), "0".to_string()),
+            ]
+        };
+        let frames = [
+            vec![
+                Frame::Settings {
+                    entries: vec![Setting {
+                        flags: 0,
+                        id: 7,
+                        value: 65536,
+                    }],
+                },
+                Frame::SynStream {
+                    stream_id: 1,
+                    associated_to: 0,
+                    priority: 0,
+                    fin: false,
+                    unidirectional: false,
+                    headers: headers("error"),
+                },
+                Frame::SynStream {
+                    stream_id: 3,
+                    associated_to: 0,
+                    priority: 0,
+                    fin: false,
+                    unidirectional: false,
+                    headers: headers("stdin"),
+                },
+                Frame::Data {
+                    stream_id: 3,
+                    fin: true,
+                    data: bytes::Bytes::from_static(b"echo hi\n"),
+                },
+            ],
+            vec![
+                Frame::Ping { id: 1 },
+                Frame::WindowUpdate {
+                    stream_id: 1,
+                    delta: 4096,
+                },
+                Frame::Headers {
+                    stream_id: 1,
+                    fin: true,
+                    headers: headers("resize"),
+                },
+                Frame::RstStream {
+                    stream_id: 1,
+                    status: 5,
+                },
+                Frame::GoAway {
+                    last_good_stream_id: 3,
+                    status: 0,
+                },
+            ],
+        ];
+        frames
+            .iter()
+            .map(|list| {
+                let mut codec = Codec::new();
+                let mut out = Vec::new();
+                for frame in list {
+                    let _ = codec.encode(frame, &mut out);
+                }
+                out
+            })
+            .collect()
+    }
+
+    /// Seeds for [`ws_frames`]: channel messages, plain and base64, masked and not, a
+    /// fragmented message and the control frames.
+    pub fn ws_seeds() -> Vec<Vec<u8>> {
+        use crate::ws::{OP_CLOSE, OP_CONTINUATION, OP_PING};
+        let key = Some([1, 2, 3, 4]);
+        let mut masked = Vec::new();
+        encode_frame(true, OP_BINARY, b"\x00echo hi\n", key, &mut masked);
+        encode_frame(true, OP_TEXT, b"0ZWNobyBoaQo=", key, &mut masked);
+        encode_frame(false, OP_BINARY, b"\x04{\"Width\":", key, &mut masked);
+        encode_frame(
+            true,
+            OP_CONTINUATION,
+            b"80,\"Height\":24}",
+            key,
+            &mut masked,
+        );
+        encode_frame(true, OP_PING, b"p", key, &mut masked);
+        encode_frame(true, OP_CLOSE, &[3, 232], key, &mut masked);
+        let mut plain = Vec::new();
+        encode_frame(true, OP_BINARY, b"\x01out", None, &mut plain);
+        encode_frame(true, OP_BINARY, &vec![2u8; 300], None, &mut plain);
+        vec![masked, plain]
+    }
+
+    /// WebSocket frames as a server reads them (masked) and as a client does; data
+    /// frames also as channel messages, plain and base64.
+    pub fn ws_frames(data: &[u8]) {
+        for masked in [true, false] {
+            let mut buf = BytesMut::from(data);
+            while let Ok(Some(frame)) = decode_frame(&mut buf, masked) {
+                let mut out = Vec::new();
+                encode_frame(frame.fin, frame.opcode, &frame.payload, None, &mut out);
+                let message = match frame.opcode {
+                    OP_TEXT => Message::Text(frame.payload),
+                    OP_BINARY => Message::Binary(frame.payload),
+                    _ => continue,
+                };
+                let _ = decode_channel_message(message.clone(), true);
+                let _ = decode_channel_message(message, false);
+            }
+        }
+    }
+}
 pub use server::{StreamConfig, StreamServer};
 
 /// A command to run in a container, with its stdio streamed.

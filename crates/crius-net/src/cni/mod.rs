@@ -6,9 +6,9 @@
 //! of the config dir.
 
 mod cache;
-mod conf;
+pub(crate) mod conf;
 mod invoke;
-mod result;
+pub(crate) mod result;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
