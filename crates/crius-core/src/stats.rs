@@ -790,8 +790,8 @@ pub fn network_usage(pid: u32) -> Vec<InterfaceUsage> {
         .unwrap_or_default()
 }
 
-/// The network interfaces of a pinned network namespace (a pod without a pause process),
-/// read on a thread inside it.
+/// The network interfaces of a pinned network namespace (a pod without a pause process, a vm
+/// pod), read on a thread inside it.
 pub fn netns_usage(netns: &Path) -> Vec<InterfaceUsage> {
     crius_net::in_netns(netns, || fs::read_to_string("/proc/thread-self/net/dev"))
         .ok()
