@@ -5,13 +5,14 @@ use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crius_oci::monitor::{monitor_alive, read_exit_file};
+use crius_oci::monitor::{kill_monitor, monitor_alive, read_exit_file};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::config::CgroupDriver;
 use crate::daemon::{remove_dir_all, ContainerEntry, Daemon, Entry};
 use crate::error::Result;
-use crate::model::{ContainerRecord, ContainerState, PodRecord, PodState};
+use crate::model::{now_ns, ContainerRecord, ContainerState, PodRecord, PodState};
 
 impl Daemon {
     pub(crate) async fn restore(self: &Arc<Self>) -> Result<()> {
@@ -102,6 +103,9 @@ impl Daemon {
                 }
                 index.containers.insert(rec.id.clone(), ctr.clone());
             }
+            if alive && rec.state == ContainerState::Created && vm_pod.is_none() {
+                self.record_start_done_by_runtime(&ctr).await;
+            }
             if alive {
                 self.watch_exit(ctr);
             } else if rec.state != ContainerState::Exited && vm_pod.is_some() {
@@ -111,8 +115,100 @@ impl Daemon {
             }
         }
         self.teardown_orphan_networks(&pod_ids).await;
+        self.stop_orphan_processes(&pod_ids, &ctr_ids).await;
         self.collect_orphans(&pod_ids, &ctr_ids);
+        self.collect_orphan_cgroups(&pod_ids);
         Ok(())
+    }
+
+    /// A container recorded Created whose runtime says it runs: StartContainer was cut
+    /// between `RUNTIME start` and the record's write. It is recorded Running (started
+    /// now, the closest time known), so ContainerStatus tells the truth and a repeated
+    /// StartContainer is refused as for any running container instead of failing in the
+    /// runtime.
+    async fn record_start_done_by_runtime(&self, ctr: &ContainerEntry) {
+        let rec = ctr.entry.get();
+        let Ok(pod) = self.pod_entry(&rec.pod_id) else {
+            return;
+        };
+        let Ok((runtime, _, _)) = self.runtime_handler(&pod.get().runtime_handler) else {
+            return;
+        };
+        let status = match runtime.state(&rec.id).await {
+            Ok(state) => state.status,
+            Err(e) => {
+                warn!(container_id = %rec.id, error = %e, "runtime state of a created container not read");
+                return;
+            }
+        };
+        if status == "running" || status == "paused" {
+            info!(container_id = %rec.id, "a container recorded created runs; recording it running");
+            let started = now_ns();
+            if let Err(e) = self.save_container(ctr, |r| {
+                r.state = ContainerState::Running;
+                r.started_at = started;
+            }) {
+                warn!(container_id = %rec.id, error = %e, "container record not updated");
+            }
+        }
+    }
+
+    /// The monitors and runtime containers of pods and containers without a record: a
+    /// crash after `RUNTIME create` and before the record's write left them running.
+    /// Only runtime state dirs crius owns (a handler without `runtime_root`) are swept:
+    /// a shared root may hold other programs' containers.
+    async fn stop_orphan_processes(&self, pods: &HashSet<String>, containers: &HashSet<String>) {
+        let config = self.config();
+        let mut monitor_dirs = Vec::new();
+        for id in entries(&config.run_dir.join("pods")) {
+            if !pods.contains(&id) {
+                monitor_dirs.push(self.pod_run_dir(&id).join("monitor"));
+            }
+        }
+        for id in entries(&config.run_dir.join("containers")) {
+            if !containers.contains(&id) {
+                monitor_dirs.push(self.container_run_dir(&id));
+            }
+        }
+        for dir in monitor_dirs {
+            if let Some(pid) = kill_monitor(&dir) {
+                info!(dir = %dir.display(), pid, "killed the monitor of a half-made container");
+            }
+        }
+        for (name, handler) in &config.runtimes {
+            if handler.runtime_root.is_some() || handler.runtime_type != "oci" {
+                continue;
+            }
+            let Ok((runtime, _, _)) = self.runtime_handler(name) else {
+                continue;
+            };
+            for id in entries(&config.run_dir.join("runtimes").join(name)) {
+                if pods.contains(&id) || containers.contains(&id) {
+                    continue;
+                }
+                info!(id = %id, handler = %name, "deleting a runtime container no record owns");
+                if let Err(e) = runtime.delete(&id, true).await {
+                    warn!(id = %id, handler = %name, error = %e, "runtime container no record owns not deleted");
+                }
+            }
+        }
+    }
+
+    /// The cgroups crius made for pods (`<cgroup_root>/crius/pod-<id>`) no record owns.
+    fn collect_orphan_cgroups(&self, pods: &HashSet<String>) {
+        let config = self.config();
+        if config.cgroup_driver != CgroupDriver::Cgroupfs {
+            return;
+        }
+        for (id, path) in crate::cgroup::owned_pod_cgroups(&config.cgroup_root) {
+            if pods.contains(&id) {
+                continue;
+            }
+            info!(pod_id = %id, cgroup = %path, "removing the cgroup of a half-made pod");
+            if let Err(e) = crate::cgroup::remove_cgroupfs(&path) {
+                warn!(pod_id = %id, error = %e, "cgroup of a half-made pod not removed");
+            }
+        }
     }
 
     /// CNI networks cached for pods without a record are ADDs a crash cut short: DEL them
@@ -152,15 +248,7 @@ impl Daemon {
     /// Dirs, mounts and netns pins that no record owns are what a crash left half made.
     fn collect_orphans(&self, pods: &HashSet<String>, containers: &HashSet<String>) {
         let config = self.config();
-        let listed = |dir: std::path::PathBuf| -> Vec<String> {
-            std::fs::read_dir(dir)
-                .map(|rd| {
-                    rd.flatten()
-                        .filter_map(|e| e.file_name().into_string().ok())
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+        let listed = |dir: std::path::PathBuf| entries(&dir);
         for id in listed(config.root_dir.join("containers")) {
             if !containers.contains(&id) {
                 info!(container_id = %id, "collecting a half-made container");
@@ -204,4 +292,15 @@ impl Daemon {
             }
         }
     }
+}
+
+/// The names in `dir` (none when it cannot be read).
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -444,6 +444,18 @@ impl ImageStore {
             if images.len() != before {
                 index::save(&inner.index_path(), &images)?;
             }
+            // Layers and blobs no record owns are what a crash left: a pull killed after
+            // committing layers and before recording its image, or a removal killed after
+            // saving the index and before deleting the layers. The store is one
+            // process's, so no pull is in flight to own them yet.
+            let doomed = inner.collect_garbage(&images);
+            drop(images);
+            for dir in doomed {
+                info!(dir = %dir.display(), "removing a layer no image records");
+                if let Err(e) = fs::remove_dir_all(&dir) {
+                    warn!(dir = %dir.display(), error = %e, "cannot delete a layer no image records");
+                }
+            }
         }
         Ok(store)
     }
@@ -706,6 +718,47 @@ fn unescape_mountinfo(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pull killed after committing a layer and before recording its image, and a
+    /// removal killed before deleting blobs, leave content no image records; the next
+    /// open takes it out and keeps what records use.
+    #[test]
+    fn layers_and_blobs_no_image_records_are_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ImageStoreConfig::new(dir.path().join("images"));
+        let store = ImageStore::open(config.clone()).unwrap();
+        let binary = dir.path().join("pause");
+        fs::write(&binary, b"\x7fELF not really").unwrap();
+        let pause = store
+            .install_pause_image("registry.k8s.io/pause:3.10", &binary)
+            .unwrap();
+        let orphan = format!("sha256:{}", "7".repeat(64));
+        let layer = store.inner.layers.begin(&orphan).unwrap();
+        fs::write(layer.diff().join("f"), "x").unwrap();
+        let meta = crate::layers::LayerMeta {
+            chain_id: orphan.clone(),
+            diff_id: orphan.clone(),
+            parent: None,
+            digest: orphan.clone(),
+            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+            size: 1,
+            usage_bytes: 1,
+            usage_inodes: 1,
+        };
+        store.inner.layers.commit(layer, &meta).unwrap();
+        let blob = dir.path().join("images/blobs/sha256").join("8".repeat(64));
+        fs::write(&blob, "{}").unwrap();
+        drop(store);
+
+        let store = ImageStore::open(config).unwrap();
+        assert!(!store.inner.layers.exists(&orphan), "orphan layer kept");
+        assert!(!blob.exists(), "orphan blob kept");
+        assert_eq!(store.list(), vec![pause.clone()]);
+        for path in store.layer_paths(&pause.id).unwrap() {
+            assert!(path.join("pause").exists(), "{}", path.display());
+        }
+        store.image_config(&pause.id).unwrap();
+    }
 
     #[test]
     fn mountinfo_escapes() {

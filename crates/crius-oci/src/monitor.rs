@@ -265,6 +265,35 @@ pub fn read_exit_file(dir: &Path) -> Result<Option<ExitStatus>, Error> {
         })
 }
 
+/// SIGKILLs the monitor whose directory is `dir` (its pid file names it) and its process
+/// group, when that pid is still a monitor started with `--dir DIR`: what a restarted
+/// daemon does to the monitor of a container or pause it has no record of (it was killed
+/// before recording it). Returns the pid killed.
+pub fn kill_monitor(dir: &Path) -> Option<u32> {
+    let pid = read_pid(&dir.join(proto::PID_FILE_NAME))?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let mut args = cmdline.split(|b| *b == 0);
+    let dir_bytes = dir.as_os_str().as_encoded_bytes();
+    let ours = args.any(|a| a == b"--dir") && args.next() == Some(dir_bytes);
+    if !ours {
+        return None;
+    }
+    let pid_t = pid as libc::pid_t;
+    // The monitor leads a session of its own: its group also holds a `RUNTIME create`
+    // still running when the daemon died, which would otherwise finish after the sweep.
+    // SAFETY: getpgid and kill take plain integers; the pid was checked to be this dir's
+    // monitor, and its group is signalled only when the monitor leads it.
+    let rc = unsafe {
+        let target = if libc::getpgid(pid_t) == pid_t {
+            -pid_t
+        } else {
+            pid_t
+        };
+        libc::kill(target, libc::SIGKILL)
+    };
+    (rc == 0).then_some(pid)
+}
+
 /// Whether the monitor of `dir` runs and answers on its socket.
 pub fn monitor_alive(dir: &Path) -> bool {
     let Ok(d) = std::fs::File::open(dir) else {
