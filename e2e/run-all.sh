@@ -13,7 +13,8 @@
 #    installs Python's grpcio (a non-Go gRPC client) into a venv, /var/tmp/crius-grpcio
 #    (CRIUS_GRPCIO_VENV), and names its python in CRIUS_GRPCIO_PYTHON;
 # 3. builds every binary (the e2e tests start target/debug/crius, crius-conmon and
-#    crius-pause) and the tests;
+#    crius-pause; the crash tests target/debug/crius-fault-injection, crius built with
+#    the fault-injection feature) and the tests;
 # 4. checks formatting and clippy with warnings as errors (CRIUS_LINT=0 skips this);
 # 5. runs `cargo test --workspace --no-fail-fast` with at most CRIUS_TEST_THREADS (default 2)
 #    tests at once per test binary;
@@ -128,6 +129,12 @@ mkdir -p "$target_dir"
 disk_free() { df -h --output=avail "$target_dir" | tail -1 | tr -d ' '; }
 say "disk free for $target_dir: $(disk_free)"
 # The runner keeps our stdin closed, as CI does.
+# The crash tests' build of crius (e2e/tests/crash_points.rs): the same binary with crash
+# points compiled in, kept as crius-fault-injection. Built first: the plain build below
+# then puts the plain crius back in place from its own, unchanged artifacts.
+say "cargo build -p crius --features fault-injection (crius-fault-injection)"
+cargo build -p crius --features fault-injection </dev/null
+ln -f "$target_dir/debug/crius" "$target_dir/debug/crius-fault-injection"
 say "cargo build --workspace --bins"
 cargo build --workspace --bins </dev/null
 # The style gates every change must pass (CRIUS_LINT=0 skips them).
@@ -136,6 +143,7 @@ if [ "${CRIUS_LINT:-1}" != 0 ]; then
   cargo fmt --all -- --check </dev/null
   say "cargo clippy --workspace --all-targets -- -D warnings"
   cargo clippy --workspace --all-targets -- -D warnings </dev/null
+  cargo clippy -p crius-fault --all-targets --features enabled -- -D warnings </dev/null
 fi
 say "cargo test --workspace --no-run"
 cargo test --workspace --no-run </dev/null

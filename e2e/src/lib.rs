@@ -68,15 +68,34 @@ fn target_dir() -> PathBuf {
 /// It is built by `e2e/run-all.sh` (`cargo build --workspace --bins`); cargo does not build
 /// another package's binaries for these tests.
 pub fn crius_binary() -> anyhow::Result<PathBuf> {
-    let path = match std::env::var_os("CRIUS_BIN") {
+    built_binary(
+        "CRIUS_BIN",
+        "crius",
+        "build it first with `cargo build --workspace --bins` (or set CRIUS_BIN)",
+    )
+}
+
+/// The test build of `crius` with crash points (the `fault-injection` feature):
+/// `$CRIUS_FAULT_BIN`, else `crius-fault-injection` in the target dir's debug dir, where
+/// `e2e/run-all.sh` links it after `cargo build -p crius --features fault-injection`.
+pub fn fault_binary() -> anyhow::Result<PathBuf> {
+    built_binary(
+        "CRIUS_FAULT_BIN",
+        "crius-fault-injection",
+        "build it with `cargo build -p crius --features fault-injection` and link \
+         target/debug/crius there (e2e/run-all.sh does), or set CRIUS_FAULT_BIN",
+    )
+}
+
+/// `$var`, else `name` in the target dir's debug dir; an error with `how` to build it
+/// when it is not there.
+fn built_binary(var: &str, name: &str, how: &str) -> anyhow::Result<PathBuf> {
+    let path = match std::env::var_os(var) {
         Some(bin) if !bin.is_empty() => PathBuf::from(bin),
-        _ => target_dir().join("debug/crius"),
+        _ => target_dir().join("debug").join(name),
     };
     if !path.is_file() {
-        bail!(
-            "crius binary {} not found: build it first with `cargo build --workspace --bins` (or set CRIUS_BIN)",
-            path.display()
-        );
+        bail!("{name} binary {} not found: {how}", path.display());
     }
     Ok(path)
 }
@@ -173,6 +192,7 @@ pub struct CriusDaemonBuilder {
     runtimes: Vec<(String, PathBuf, bool)>,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    binary: Option<PathBuf>,
 }
 
 impl CriusDaemonBuilder {
@@ -223,6 +243,12 @@ impl CriusDaemonBuilder {
         self
     }
 
+    /// Runs `path` instead of [`crius_binary`] (e.g. [`fault_binary`]).
+    pub fn binary(mut self, path: &Path) -> Self {
+        self.binary = Some(path.to_path_buf());
+        self
+    }
+
     /// Starts the daemon and waits until it answers `Version`.
     pub async fn start(self) -> anyhow::Result<CriusDaemon> {
         let mut daemon = self.spawn()?;
@@ -240,7 +266,10 @@ impl CriusDaemonBuilder {
     /// Writes the config and makes the dirs, but starts nothing: for tests that run the
     /// binary themselves through [`CriusDaemon::command`].
     pub fn build(self) -> anyhow::Result<CriusDaemon> {
-        let binary = crius_binary()?;
+        let binary = match &self.binary {
+            Some(path) => path.clone(),
+            None => crius_binary()?,
+        };
         let dir = tempfile::Builder::new()
             .prefix("crius-e2e-")
             .tempdir_in(TEST_BASE_DIR)
@@ -537,6 +566,14 @@ impl CriusDaemon {
         Ok(())
     }
 
+    /// Sets (`Some`) or unsets (`None`) an environment variable for the next start.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(value) = value {
+            self.env.push((key.to_string(), value.to_string()));
+        }
+    }
+
     /// The daemon's pid, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -745,25 +782,8 @@ impl CriusDaemon {
     /// this test's dir: they were started for this daemon and outlive it by design.
     fn kill_leftover_processes(&self) -> Vec<String> {
         let mut notes = Vec::new();
-        let me = std::process::id();
-        let needle = self.dir.to_string_lossy().into_owned();
         for _ in 0..3 {
-            let mut found = Vec::new();
-            for pid in pids() {
-                if pid == me {
-                    continue;
-                }
-                let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-                let cmdline = fs::read(proc_dir.join("cmdline"))
-                    .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-                    .unwrap_or_default();
-                let cwd = fs::read_link(proc_dir.join("cwd"))
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                if cmdline.contains(&needle) || cwd.starts_with(&needle) {
-                    found.push((pid, cmdline));
-                }
-            }
+            let found = processes_in(&self.dir, &[std::process::id()]);
             if found.is_empty() {
                 break;
             }
@@ -866,6 +886,30 @@ impl CriusDaemon {
         }
         notes
     }
+}
+
+/// Live processes (pid and command line) whose command line names `dir` or whose working
+/// dir is below it, but those in `except`: what a test daemon started (monitors, runtimes,
+/// containers).
+pub fn processes_in(dir: &Path, except: &[u32]) -> Vec<(u32, String)> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for pid in pids() {
+        if except.contains(&pid) {
+            continue;
+        }
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        let cmdline = fs::read(proc_dir.join("cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        let cwd = fs::read_link(proc_dir.join("cwd"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if cmdline.contains(&needle) || cwd.starts_with(&needle) {
+            found.push((pid, cmdline));
+        }
+    }
+    found
 }
 
 /// Pids in the cgroup `dir` and every cgroup below it.

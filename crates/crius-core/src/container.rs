@@ -254,6 +254,7 @@ impl Daemon {
                 remove_dir_all(&run_dir)
             });
         }
+        crius_fault::point!("create_container.dirs_made");
         let rootfs = self
             .mount_rootfs(&pod.config, pod.pause_pid, &rec.image_id, &id, &dir)
             .map_err(|e| e.at_step("mount container rootfs"))?;
@@ -263,6 +264,7 @@ impl Daemon {
                 crate::rootfs::unmount_rootfs(&userns_dir, &dir).map_err(|e| e.to_string())
             });
         }
+        crius_fault::point!("create_container.rootfs_mounted");
         let image_config = self.images.image_config(&rec.image_id)?;
         // The kubelet's stop signal (lifecycle.stopSignal), else the image's, else
         // SIGTERM. Kept in the record, so StopContainer uses it after a restart too.
@@ -289,6 +291,7 @@ impl Daemon {
             spec::container_spec(pod_ctx, &ctx, &self.spec_options(&handler))
         })?;
         spec::write_bundle(&dir, &oci)?;
+        crius_fault::point!("create_container.bundle_written");
         rec.user = ProcessUser::of_spec(&oci);
         if self.vm_of(&handler).is_some() {
             rec.pid = Some(
@@ -320,8 +323,10 @@ impl Daemon {
                 runtime.delete(&id, true).await.map_err(|e| e.to_string())
             });
         }
+        crius_fault::point!("create_container.runtime_created");
         rec.pid = Some(handle.container_pid);
         self.save_container(ctr, |r| *r = rec)?;
+        crius_fault::point!("create_container.recorded");
         Ok(())
     }
 
@@ -422,6 +427,7 @@ impl Daemon {
                 }
             }
             self.container_records.write(&rec.id, rec)?;
+            crius_fault::point!("container.exit_recorded");
             Ok(Some(rec.clone()))
         });
         match result {
@@ -486,6 +492,7 @@ impl Daemon {
                 })?
                 .map_err(|e| Error::from(e).at_step("start container"))?;
         }
+        crius_fault::point!("start_container.started");
         let started = now_ns();
         self.save_container(&ctr, |r| {
             if r.state == ContainerState::Created {
@@ -493,6 +500,7 @@ impl Daemon {
             }
             r.started_at = started;
         })?;
+        crius_fault::point!("start_container.recorded");
         self.emit(Event {
             container_id: rec.id.clone(),
             pod_id: rec.pod_id.clone(),
@@ -542,6 +550,7 @@ impl Daemon {
             if let Err(e) = runtime.kill(&rec.id, rec.stop_signal, false).await {
                 warn!(container_id = %rec.id, error = %e, "stop signal not delivered");
             }
+            crius_fault::point!("stop_container.signalled");
             let grace = Duration::from_secs(timeout as u64);
             if tokio::time::timeout(grace, exited.wait_for(|e| *e))
                 .await
@@ -553,6 +562,7 @@ impl Daemon {
         if let Err(e) = runtime.kill(&rec.id, libc::SIGKILL, false).await {
             warn!(container_id = %rec.id, error = %e, "SIGKILL not delivered");
         }
+        crius_fault::point!("stop_container.killed");
         let waited = tokio::time::timeout(KILL_TIMEOUT, exited.wait_for(|e| *e))
             .await
             .is_ok();
@@ -613,12 +623,16 @@ impl Daemon {
                 .await
                 .map_err(|e| Error::from(e).at_step("delete container"))?;
         }
+        crius_fault::point!("remove_container.runtime_deleted");
         let dir = self.container_dir(&rec.id);
         image_volume::unmount_image_volumes(&dir)?;
         crate::rootfs::unmount_rootfs(&self.userns_rootfs_dir(&rec.id), &dir)?;
+        crius_fault::point!("remove_container.rootfs_unmounted");
         self.discard_dir(&dir)?;
         self.discard_dir(&self.container_run_dir(&rec.id))?;
+        crius_fault::point!("remove_container.dirs_discarded");
         self.container_records.remove(&rec.id)?;
+        crius_fault::point!("remove_container.record_removed");
         {
             let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
             index.containers.remove(&rec.id);

@@ -224,6 +224,13 @@ fn cni_config(config: &CoreConfig) -> CniConfig {
 impl Daemon {
     /// Opens the state dirs, restores what a previous run left, and gets ready to serve.
     pub async fn start(config: CoreConfig) -> Result<Arc<Daemon>> {
+        // Only a test build (crius's `fault-injection` feature) can be armed.
+        if let Some(point) = crius_fault::armed().map_err(Error::InvalidArgument)? {
+            tracing::warn!(
+                point,
+                "crash point armed: crius kills itself with SIGKILL when it gets there"
+            );
+        }
         // Only root gets into the state dirs (0700): nothing non-root traverses them (runc,
         // the monitor and CNI plugins run as root, and a container sees its rootfs and the
         // pod files through mounts made by root). The runroot itself is 0711: the CRI

@@ -341,6 +341,7 @@ impl Daemon {
                 remove_dir_all(&run_dir)
             });
         }
+        crius_fault::point!("run_pod.dirs_made");
 
         let pause_image = if infra {
             self.ensure_pause_image()
@@ -359,6 +360,7 @@ impl Daemon {
                 ns.remove().map_err(|e| e.to_string())
             });
             pod.netns = Some(ns_path);
+            crius_fault::point!("run_pod.netns_made");
         }
 
         // The pause container mounts these; /etc/hosts gets the pod's IPs once CNI gave them.
@@ -470,9 +472,11 @@ impl Daemon {
                     .map_err(|e| Error::from(e).at_step("start pause task"))?;
             }
         }
+        crius_fault::point!("run_pod.pause_started");
         pod.pause_pid = Some(pause_pid);
         pod.state = PodState::Ready;
         self.pod_records.write(&id, pod)?;
+        crius_fault::point!("run_pod.recorded");
         Ok(())
     }
 
@@ -519,6 +523,7 @@ impl Daemon {
                 crate::rootfs::unmount_rootfs(&userns_dir, &dir).map_err(|e| e.to_string())
             });
         }
+        crius_fault::point!("run_pod.pause_rootfs_mounted");
         let image_config = self.images.image_config(pause_image)?;
         let pause_args = image_args(&image_config);
         let ctx = spec::PodContext {
@@ -563,6 +568,7 @@ impl Daemon {
                 runtime.delete(&id, true).await.map_err(|e| e.to_string())
             });
         }
+        crius_fault::point!("run_pod.pause_created");
         Ok((handle.container_pid, shm, None))
     }
 
@@ -577,6 +583,7 @@ impl Daemon {
             undo.push("unmount shm", move || {
                 podfiles::unmount_shm(&p).map_err(|e| e.to_string())
             });
+            crius_fault::point!("run_pod.shm_mounted");
             shm = Some(path);
         }
         if pod.owns_cgroup && self.config().cgroup_driver == CgroupDriver::Cgroupfs {
@@ -681,6 +688,7 @@ impl Daemon {
         for ctr in containers {
             self.stop_container_entry(&ctr, 0).await?;
         }
+        crius_fault::point!("stop_pod.containers_stopped");
         if self.vm_of(&pod.runtime_handler).is_some() {
             if pod.state == PodState::Ready || pod.pause_pid.is_some() {
                 self.vm_stop_pause(&pod).await;
@@ -696,6 +704,7 @@ impl Daemon {
                 Ok(Err(e)) => warn!(pod_id = %pod.id, error = %e, "wait for pause exit"),
                 Err(_) => warn!(pod_id = %pod.id, "pause container did not exit in time"),
             }
+            crius_fault::point!("stop_pod.pause_killed");
         }
         if let Some(ns) = pod.netns.clone() {
             let network = self.pod_network(&pod, ns.clone());
@@ -703,7 +712,9 @@ impl Daemon {
                 .teardown(&network)
                 .await
                 .map_err(|e| Error::from(e).at_step("tear down pod network (CNI DEL)"))?;
+            crius_fault::point!("stop_pod.network_torn_down");
             NetNs::from_path(ns).remove()?;
+            crius_fault::point!("stop_pod.netns_removed");
             pod.netns = None;
         }
         if pod.ipc_ns.is_some() || pod.uts_ns.is_some() {
@@ -719,6 +730,7 @@ impl Daemon {
         pod.state = PodState::NotReady;
         pod.pause_pid = None;
         self.pod_records.write(&pod.id, &pod)?;
+        crius_fault::point!("stop_pod.recorded");
         entry.update(|r| *r = pod.clone());
         if was_ready {
             self.emit(Event {
@@ -747,6 +759,7 @@ impl Daemon {
         for ctr in self.pod_containers(&pod.id) {
             self.remove_container_entry(&ctr).await?;
         }
+        crius_fault::point!("remove_pod.containers_removed");
         if self.vm_of(&pod.runtime_handler).is_some() {
             self.vm_remove_pause(&pod).await;
         } else if !pod.pause_deleted && !pod.infra_dropped {
@@ -756,8 +769,10 @@ impl Daemon {
                 .await
                 .map_err(|e| Error::from(e).at_step("delete pause container"))?;
         }
+        crius_fault::point!("remove_pod.pause_deleted");
         let dir = self.pod_dir(&pod.id);
         crate::rootfs::unmount_rootfs(&self.userns_rootfs_dir(&pod.id), &dir)?;
+        crius_fault::point!("remove_pod.rootfs_unmounted");
         if pod.owns_cgroup && self.config().cgroup_driver == CgroupDriver::Cgroupfs {
             if let Err(e) = cgroup::remove_cgroupfs(&pod.cgroup_parent) {
                 warn!(pod_id = %pod.id, error = %e, "pod cgroup not removed");
@@ -765,7 +780,9 @@ impl Daemon {
         }
         self.discard_dir(&dir)?;
         self.discard_dir(&self.pod_run_dir(&pod.id))?;
+        crius_fault::point!("remove_pod.dirs_discarded");
         self.pod_records.remove(&pod.id)?;
+        crius_fault::point!("remove_pod.record_removed");
         {
             let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
             index.pods.remove(&pod.id);

@@ -541,7 +541,9 @@ fn unpack_blob(inner: &Inner, job: &LayerJob, mut blob: BlobReader) -> Result<()
         usage_bytes,
         usage_inodes,
     };
+    crius_fault::point!("pull.layer_unpacked");
     inner.layers.commit(temp, &meta)?;
+    crius_fault::point!("pull.layer_committed");
     debug!(
         layer = %job.digest,
         chain_id = %job.chain_id,

@@ -239,6 +239,7 @@ impl Inner {
         if wrote {
             index::sync_dir(&self.root.join("blobs/sha256"))?;
         }
+        crius_fault::point!("pull.blobs_written");
         let mut next = images.clone();
         for other in next.iter_mut().filter(|r| r.id != rec.id) {
             other.repo_tags.retain(|t| !rec.repo_tags.contains(t));
@@ -266,6 +267,7 @@ impl Inner {
             }
         };
         index::save(&self.index_path(), &next)?;
+        crius_fault::point!("pull.recorded");
         *images = next;
         Ok(merged.image())
     }
@@ -522,10 +524,12 @@ impl ImageStore {
             }
         };
         index::save(&self.inner.index_path(), &next)?;
+        crius_fault::point!("remove_image.index_saved");
         *images = next;
         info!(image = name_or_id, whole = removed_whole, "image removed");
         if removed_whole {
             let doomed = self.inner.collect_garbage(&images);
+            crius_fault::point!("remove_image.layers_detached");
             drop(images);
             for dir in doomed {
                 if let Err(e) = fs::remove_dir_all(&dir) {

@@ -68,6 +68,7 @@ impl NetNs {
                 });
             }
         }
+        crius_fault::point!("netns.pin_file_made");
 
         let started = Instant::now();
         let thread_path = path.clone();

@@ -242,6 +242,7 @@ impl Cni {
         );
         // Recorded before the first plugin runs: a crash mid-ADD still leaves what DEL needs.
         cache::write(&cfg.cache_dir, &entry)?;
+        crius_fault::point!("cni.add.cache_written");
 
         let env = call_env(&cfg, &entry, netns.clone());
         let mut prev: Option<Value> = None;
@@ -260,7 +261,10 @@ impl Cni {
                 parse_add_output(&plugin.plugin_type, &pod.id, &stdout, prev.take())
             });
             match outcome {
-                Ok(result) => prev = Some(result),
+                Ok(result) => {
+                    crius_fault::point!("cni.add.plugin_done");
+                    prev = Some(result);
+                }
                 Err(err) => {
                     failure = Some((i, err));
                     break;
@@ -272,7 +276,10 @@ impl Cni {
             (None, Some(result)) => {
                 entry.result = Some(result.clone());
                 match cache::write(&cfg.cache_dir, &entry) {
-                    Ok(()) => Ok(result),
+                    Ok(()) => {
+                        crius_fault::point!("cni.add.result_cached");
+                        Ok(result)
+                    }
                     Err(err) => Err((list.plugins.len() - 1, err, Some(result))),
                 }
             }
@@ -449,6 +456,7 @@ impl Cni {
                 warn!(pod_id = %env.container_id, plugin = %plugin.plugin_type, error = %err, "CNI DEL failed");
                 first_error.get_or_insert(err);
             }
+            crius_fault::point!("cni.del.plugin_done");
         }
         match first_error {
             Some(err) => Err(err),

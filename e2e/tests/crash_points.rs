@@ -1,0 +1,719 @@
+//! A crash at any instant loses nothing. For every crash point of `crius_fault::POINTS`,
+//! the test build of crius (`--features fault-injection`) is started with the point armed
+//! and makes the CRI call that reaches it, dying there by SIGKILL. Restarted without it,
+//! crius must answer List*/Status calls consistently, hold each object whole and usable
+//! or not at all, and accept the call again; once everything is removed, nothing may be
+//! left that no record owns: no mount under the root or run dir, netns pin, veth, IPAM
+//! address, CNI cache entry, cgroup, monitor or container process, runtime state, pod or
+//! container dir, or image layer dir.
+//!
+//! The points run one after another in one daemon root. `CRIUS_CRASH_POINTS` (names or
+//! prefixes, comma-separated) narrows the run to some of them.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use crius_e2e::{cri, fault_binary, processes_in, CriusDaemon};
+use crius_fault::{Call, Point, ENV, POINTS};
+
+/// What a point's call works on, made before the call.
+struct Scenario {
+    pod_config: cri::PodSandboxConfig,
+    pod: Option<String>,
+    ctr_config: cri::ContainerConfig,
+    ctr: Option<String>,
+}
+
+/// A pod config whose cgroup crius makes itself (no parent from the kubelet), so the
+/// sweep of pod cgroups is exercised too.
+fn crash_pod_config(daemon: &CriusDaemon, name: &str) -> cri::PodSandboxConfig {
+    let mut config = pod_config(daemon, name);
+    if let Some(linux) = config.linux.as_mut() {
+        linux.cgroup_parent.clear();
+    }
+    config
+}
+
+/// A container that ignores SIGTERM (sleep as its pid 1 has no handler), so StopContainer
+/// with a grace period reaches both the stop signal and the SIGKILL.
+fn sleeper() -> cri::ContainerConfig {
+    container_config("sleeper", &["sleep", "3600"])
+}
+
+async fn remove_image(images: &mut Images, name: &str) -> Result<(), tonic::Status> {
+    images
+        .remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: name.to_string(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .map(drop)
+}
+
+async fn image_present(images: &mut Images, name: &str) -> bool {
+    images
+        .image_status(cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: name.to_string(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("ImageStatus {name}: {e:?}"))
+        .into_inner()
+        .image
+        .is_some()
+}
+
+/// Makes what the call of `point` needs, with the point armed but not yet reached.
+async fn set_up(
+    point: &Point,
+    daemon: &CriusDaemon,
+    rt: &mut Runtime,
+    images: &mut Images,
+) -> Scenario {
+    let name = point.name.replace(['.', '_'], "-");
+    let mut s = Scenario {
+        pod_config: crash_pod_config(daemon, &name),
+        pod: None,
+        ctr_config: sleeper(),
+        ctr: None,
+    };
+    match point.call {
+        Call::PullImage => {
+            remove_image(images, &busybox())
+                .await
+                .expect("RemoveImage before the pull");
+            return s;
+        }
+        Call::RemoveImage => {
+            pull(images, &busybox()).await;
+            return s;
+        }
+        _ => {}
+    }
+    pull(images, &busybox()).await;
+    if point.call == Call::RunPodSandbox {
+        return s;
+    }
+    let pod = run_pod(rt, &s.pod_config).await;
+    s.pod = Some(pod.clone());
+    if point.call == Call::CreateContainer {
+        return s;
+    }
+    let ctr = create(rt, &pod, &s.pod_config, s.ctr_config.clone()).await;
+    s.ctr = Some(ctr.clone());
+    if point.call == Call::StartContainer {
+        return s;
+    }
+    start(rt, &ctr).await;
+    if point.call == Call::RemoveContainer {
+        stop_container(rt, &ctr, 0)
+            .await
+            .expect("StopContainer before the removal");
+    }
+    s
+}
+
+async fn stop_container(rt: &mut Runtime, id: &str, timeout: i64) -> Result<(), tonic::Status> {
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.to_string(),
+        timeout,
+    })
+    .await
+    .map(drop)
+}
+
+/// Makes the call of `point`; the id of the pod or container it made, if any. The
+/// daemon dies in it when the point is armed, so then it is an error.
+async fn make_call(
+    point: &Point,
+    s: &Scenario,
+    rt: &mut Runtime,
+    images: &mut Images,
+) -> Result<Option<String>, tonic::Status> {
+    let pod = s.pod.clone().unwrap_or_default();
+    let ctr = s.ctr.clone().unwrap_or_default();
+    match point.call {
+        Call::RunPodSandbox => rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(s.pod_config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .map(|r| Some(r.into_inner().pod_sandbox_id)),
+        Call::CreateContainer => rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod,
+                config: Some(s.ctr_config.clone()),
+                sandbox_config: Some(s.pod_config.clone()),
+            })
+            .await
+            .map(|r| Some(r.into_inner().container_id)),
+        Call::StartContainer => rt
+            .start_container(cri::StartContainerRequest { container_id: ctr })
+            .await
+            .map(|_| None),
+        Call::StopContainer => stop_container(rt, &ctr, 1).await.map(|_| None),
+        Call::RemoveContainer => rt
+            .remove_container(cri::RemoveContainerRequest { container_id: ctr })
+            .await
+            .map(|_| None),
+        Call::StopPodSandbox => rt
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: pod,
+            })
+            .await
+            .map(|_| None),
+        Call::RemovePodSandbox => rt
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: pod,
+            })
+            .await
+            .map(|_| None),
+        Call::PullImage => images
+            .pull_image(cri::PullImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: busybox(),
+                    ..Default::default()
+                }),
+                auth: None,
+                sandbox_config: None,
+            })
+            .await
+            .map(|_| None),
+        Call::RemoveImage => remove_image(images, &busybox()).await.map(|_| None),
+    }
+}
+
+async fn list_containers(rt: &mut Runtime) -> Vec<cri::Container> {
+    rt.list_containers(cri::ListContainersRequest { filter: None })
+        .await
+        .expect("ListContainers")
+        .into_inner()
+        .containers
+}
+
+/// The pid verbose status reports for a pod's pause or a container.
+fn info_pid(info: &std::collections::HashMap<String, String>) -> Option<u64> {
+    let value: serde_json::Value = serde_json::from_str(info.get("info")?).ok()?;
+    value["pid"].as_u64()
+}
+
+fn alive(pid: u64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// What the restarted daemon answers must agree with itself and with the host: Status is
+/// ready, every listed pod and container has the same state in its status, a container's
+/// pod is listed, a Ready pod has an IP and a live pause, a Running container answers
+/// ExecSync, and every listed image has a status.
+async fn inconsistencies(rt: &mut Runtime, images: &mut Images) -> Vec<String> {
+    let mut found = Vec::new();
+    let status = rt
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .expect("Status")
+        .into_inner()
+        .status
+        .unwrap_or_default();
+    for condition in &status.conditions {
+        if !condition.status {
+            found.push(format!(
+                "Status: {} is false: {}",
+                condition.r#type, condition.message
+            ));
+        }
+    }
+    let pods = list_pods(rt, None).await;
+    for pod in &pods {
+        let reply = rt
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: pod.id.clone(),
+                verbose: true,
+            })
+            .await;
+        let reply = match reply {
+            Ok(r) => r.into_inner(),
+            Err(e) => {
+                found.push(format!(
+                    "pod {} is listed but its status fails: {e:?}",
+                    pod.id
+                ));
+                continue;
+            }
+        };
+        let st = reply.status.unwrap_or_default();
+        if st.state != pod.state {
+            found.push(format!(
+                "pod {} is listed {} but its status says {}",
+                pod.id, pod.state, st.state
+            ));
+        }
+        if st.state == cri::PodSandboxState::SandboxReady as i32 {
+            if st.network.as_ref().is_none_or(|n| n.ip.is_empty()) {
+                found.push(format!("Ready pod {} has no IP", pod.id));
+            }
+            if !info_pid(&reply.info).is_some_and(alive) {
+                found.push(format!("Ready pod {} has no live pause process", pod.id));
+            }
+        }
+    }
+    for ctr in list_containers(rt).await {
+        if !pods.iter().any(|p| p.id == ctr.pod_sandbox_id) {
+            found.push(format!(
+                "container {} of an unlisted pod {}",
+                ctr.id, ctr.pod_sandbox_id
+            ));
+        }
+        let st = match rt
+            .container_status(cri::ContainerStatusRequest {
+                container_id: ctr.id.clone(),
+                verbose: false,
+            })
+            .await
+        {
+            Ok(r) => r.into_inner().status.unwrap_or_default(),
+            Err(e) => {
+                found.push(format!(
+                    "container {} is listed but its status fails: {e:?}",
+                    ctr.id
+                ));
+                continue;
+            }
+        };
+        if st.state != ctr.state {
+            found.push(format!(
+                "container {} is listed {} but its status says {}",
+                ctr.id, ctr.state, st.state
+            ));
+        }
+        if st.state == cri::ContainerState::ContainerRunning as i32 {
+            if let Err(e) = try_exec(rt, &ctr.id, &["true"], 10).await {
+                found.push(format!(
+                    "Running container {} does not answer ExecSync: {e:?}",
+                    ctr.id
+                ));
+            }
+        }
+    }
+    let listed = images
+        .list_images(cri::ListImagesRequest { filter: None })
+        .await
+        .expect("ListImages")
+        .into_inner()
+        .images;
+    for image in listed {
+        if !image_present(images, &image.id).await {
+            found.push(format!("image {} is listed but has no status", image.id));
+        }
+    }
+    found
+}
+
+/// The pods named as the scenario's pod.
+async fn pods_named(rt: &mut Runtime, config: &cri::PodSandboxConfig) -> Vec<cri::PodSandbox> {
+    let md = config.metadata.clone().unwrap_or_default();
+    list_pods(rt, None)
+        .await
+        .into_iter()
+        .filter(|p| p.metadata.as_ref().is_some_and(|m| m.uid == md.uid))
+        .collect()
+}
+
+async fn container(rt: &mut Runtime, id: &str) -> Option<cri::Container> {
+    list_containers(rt).await.into_iter().find(|c| c.id == id)
+}
+
+/// A container of busybox in `pod` runs and answers ExecSync.
+async fn runs_a_container(rt: &mut Runtime, pod: &str, config: &cri::PodSandboxConfig, name: &str) {
+    let id = run_container(rt, pod, config, container_config(name, &["sleep", "3600"])).await;
+    exec_ok(rt, &id, &["true"]).await;
+}
+
+/// After the restart: the object the call made or changed is whole (and usable) or gone,
+/// and the call made again gets it where the call meant it to be. A container the cut
+/// call created or started already is not created or started again (the name is taken,
+/// it runs): then it must be whole and usable as it is.
+async fn finish_call(point: &Point, s: &Scenario, rt: &mut Runtime, images: &mut Images) {
+    let name = point.name;
+    let exited = cri::ContainerState::ContainerExited as i32;
+    let ctr = s.ctr.as_deref().unwrap_or_default();
+    let pod = s.pod.as_deref().unwrap_or_default();
+    // What must hold before the call is made again.
+    let mut again = true;
+    match point.call {
+        Call::RunPodSandbox => {
+            let before = pods_named(rt, &s.pod_config).await;
+            assert!(
+                before.len() <= 1,
+                "{name}: the pod is listed twice: {before:?}"
+            );
+            for p in &before {
+                let ready = cri::PodSandboxState::SandboxReady as i32;
+                assert_eq!(p.state, ready, "{name}: a cut RunPodSandbox left {p:?}");
+            }
+        }
+        Call::CreateContainer => {
+            let md = s.ctr_config.metadata.clone().unwrap_or_default();
+            let made: Vec<cri::Container> = list_containers(rt)
+                .await
+                .into_iter()
+                .filter(|c| {
+                    c.pod_sandbox_id == pod
+                        && c.metadata.as_ref().is_some_and(|m| m.name == md.name)
+                })
+                .collect();
+            assert!(
+                made.len() <= 1,
+                "{name}: the container is listed twice: {made:?}"
+            );
+            if let Some(c) = made.first() {
+                let created = cri::ContainerState::ContainerCreated as i32;
+                assert_eq!(c.state, created, "{name}: {c:?}");
+                // The name is the whole container's: a repeat is refused as a duplicate.
+                let repeat = make_call(point, s, rt, images).await;
+                assert!(
+                    repeat
+                        .as_ref()
+                        .is_err_and(|e| e.code() == tonic::Code::AlreadyExists),
+                    "{name}: CreateContainer again while {} holds the name: {repeat:?}",
+                    c.id
+                );
+                start(rt, &c.id).await;
+                exec_ok(rt, &c.id, &["true"]).await;
+                again = false;
+            }
+        }
+        Call::StartContainer => {
+            let c = container(rt, ctr)
+                .await
+                .unwrap_or_else(|| panic!("{name}: the container is gone"));
+            if c.state != cri::ContainerState::ContainerCreated as i32 {
+                let running = cri::ContainerState::ContainerRunning as i32;
+                assert_eq!(c.state, running, "{name}: {c:?}");
+                again = false;
+            }
+        }
+        Call::StopContainer | Call::StopPodSandbox => {
+            let listed = match point.call {
+                Call::StopContainer => container(rt, ctr).await.is_some(),
+                _ => pods_named(rt, &s.pod_config).await.len() == 1,
+            };
+            assert!(listed, "{name}: what was being stopped is gone");
+        }
+        Call::RemoveContainer => {
+            if let Some(c) = container(rt, ctr).await {
+                assert_eq!(c.state, exited, "{name}: {c:?}");
+            }
+        }
+        Call::RemovePodSandbox | Call::PullImage | Call::RemoveImage => {}
+    }
+    let made = if again {
+        make_call(point, s, rt, images)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {:?} made again: {e:?}", point.call))
+    } else {
+        None
+    };
+    // Where the call meant things to be.
+    match point.call {
+        Call::RunPodSandbox => {
+            let id = made.expect("a pod id");
+            let listed: Vec<String> = pods_named(rt, &s.pod_config)
+                .await
+                .into_iter()
+                .map(|p| p.id)
+                .collect();
+            assert_eq!(
+                listed,
+                std::slice::from_ref(&id),
+                "{name}: pods after RunPodSandbox again"
+            );
+            runs_a_container(rt, &id, &s.pod_config, "probe").await;
+        }
+        Call::CreateContainer => {
+            if let Some(id) = made {
+                start(rt, &id).await;
+                exec_ok(rt, &id, &["true"]).await;
+            }
+        }
+        Call::StartContainer => {
+            exec_ok(rt, ctr, &["true"]).await;
+        }
+        Call::StopContainer => {
+            let st = container_status(rt, ctr).await;
+            assert_eq!(st.state, exited, "{name}: {st:?}");
+        }
+        Call::RemoveContainer => {
+            assert!(
+                container(rt, ctr).await.is_none(),
+                "{name}: the container is still listed"
+            );
+        }
+        Call::StopPodSandbox => {
+            let st = pod_status(rt, pod).await;
+            let not_ready = cri::PodSandboxState::SandboxNotready as i32;
+            assert_eq!(st.state, not_ready, "{name}: {st:?}");
+            for c in list_containers(rt)
+                .await
+                .into_iter()
+                .filter(|c| c.pod_sandbox_id == pod)
+            {
+                assert_eq!(c.state, exited, "{name}: {c:?}");
+            }
+        }
+        Call::RemovePodSandbox => {
+            assert!(
+                pods_named(rt, &s.pod_config).await.is_empty(),
+                "{name}: the pod is still listed"
+            );
+            let left: Vec<_> = list_containers(rt)
+                .await
+                .into_iter()
+                .filter(|c| c.pod_sandbox_id == pod)
+                .collect();
+            assert!(
+                left.is_empty(),
+                "{name}: containers of the removed pod: {left:?}"
+            );
+        }
+        Call::PullImage => {
+            let pod = run_pod(rt, &s.pod_config).await;
+            runs_a_container(rt, &pod, &s.pod_config, "probe").await;
+        }
+        Call::RemoveImage => {
+            assert!(
+                !image_present(images, &busybox()).await,
+                "{name}: the image is still there"
+            );
+        }
+    }
+}
+
+/// The layers images.json records.
+fn recorded_layers(root: &Path) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(root.join("images/images.json")).unwrap_or_default();
+    let index: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    index["images"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|i| i["layers"].as_array().into_iter().flatten())
+        .filter_map(|l| l.as_str()?.strip_prefix("sha256:").map(str::to_string))
+        .collect()
+}
+
+/// Cgroup dirs below `dir` (not `dir` itself), deepest first.
+fn cgroups_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(cgroups_below(&entry.path()));
+            out.push(entry.path());
+        }
+    }
+    out
+}
+
+/// What is on the host with no pod, container or image recorded to own it. Called with
+/// every pod removed, so any mount, pin, veth, address, process or cgroup is a leak.
+async fn leaks(daemon: &CriusDaemon) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    // Removed dirs are deleted off the request path: give the trash a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for trash in [daemon.root.join(".trash"), daemon.runroot.join(".trash")] {
+        while !dir_entries(&trash).is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for name in dir_entries(&trash) {
+            found.insert(format!("trash {}", trash.join(name).display()));
+        }
+    }
+    for mount in mounts_under(&daemon.dir) {
+        found.insert(format!("mount {mount}"));
+    }
+    for pin in netns_pins(daemon) {
+        found.insert(format!("netns pin {pin}"));
+    }
+    for dir in [
+        daemon.root.join("pods"),
+        daemon.runroot.join("pods"),
+        daemon.root.join("containers"),
+        daemon.runroot.join("containers"),
+        daemon.runroot.join("userns"),
+        daemon.runroot.join("runtimes/runc"),
+        daemon.dir.join("cni-cache"),
+    ] {
+        for name in dir_entries(&dir) {
+            found.insert(format!("{}/{name}", dir.display()));
+        }
+    }
+    if let Some(bridge) = &daemon.bridge {
+        for veth in dir_entries(&Path::new("/sys/class/net").join(&bridge.name).join("brif")) {
+            found.insert(format!("veth {veth} on {}", bridge.name));
+        }
+    }
+    for ip in ipam_reserved(daemon) {
+        found.insert(format!("IPAM address {ip}"));
+    }
+    let me = [std::process::id(), daemon.pid().unwrap_or(0)];
+    for (pid, cmdline) in processes_in(&daemon.dir, &me) {
+        found.insert(format!("process {pid}: {}", cmdline.trim()));
+    }
+    for hierarchy in cgroup_dirs(&daemon.cgroup_parent) {
+        for pid in crius_e2e::cgroup_pids(&hierarchy) {
+            found.insert(format!("process {pid} in {}", hierarchy.display()));
+        }
+        for dir in cgroups_below(&hierarchy) {
+            // The dir crius makes its pods' cgroups in stays, empty.
+            if dir.parent() == Some(hierarchy.as_path()) && dir.ends_with("crius") {
+                continue;
+            }
+            found.insert(format!("cgroup {}", dir.display()));
+        }
+    }
+    found.extend(unrecorded_layers(&daemon.root));
+    found
+}
+
+/// Layer dirs of the image store under `root` that no image record names.
+fn unrecorded_layers(root: &Path) -> Vec<String> {
+    let layers = root.join("images/layers");
+    let recorded = recorded_layers(root);
+    dir_entries(&layers)
+        .into_iter()
+        .filter(|name| !recorded.contains(name))
+        .map(|name| format!("layer dir {} no image records", layers.join(name).display()))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_crash_point_leaves_objects_whole_or_gone_and_leaks_nothing() {
+    let binary = fault_binary().expect("the crius test build");
+    // Pods with a pause container, whatever CRIUS_E2E_DROP_INFRA_CTR says: the pause's
+    // points are among those tried.
+    let mut daemon = builder()
+        .config(WITH_INFRA)
+        .binary(&binary)
+        .bridge_network()
+        .start()
+        .await
+        .expect("daemon");
+    // A build without crash points would ignore the variable; this one refuses a bad name.
+    daemon.stop().await.expect("stop");
+    daemon.set_env(ENV, Some("no.such.point"));
+    let refused = daemon
+        .restart()
+        .await
+        .expect_err("a bad crash point name was accepted");
+    assert!(
+        format!("{refused:#}").contains("no crash point"),
+        "{refused:#}"
+    );
+    daemon.set_env(ENV, None);
+    daemon.restart().await.expect("daemon");
+    {
+        let (_, mut images) = clients(&daemon).await;
+        pull(&mut images, &pause_image()).await;
+    }
+
+    let only: Vec<String> = std::env::var("CRIUS_CRASH_POINTS")
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut tried = 0;
+    let mut problems = Vec::new();
+    let mut leaked = BTreeSet::new();
+    let started = Instant::now();
+    for point in POINTS {
+        if !only.is_empty() && !only.iter().any(|o| point.name.starts_with(o.as_str())) {
+            continue;
+        }
+        tried += 1;
+        let began = Instant::now();
+        let name = point.name;
+        daemon.stop().await.expect("stop");
+        daemon.set_env(ENV, Some(name));
+        daemon
+            .restart()
+            .await
+            .unwrap_or_else(|e| panic!("{name}: armed start: {e:#}"));
+        let (mut rt, mut images) = clients(&daemon).await;
+        let scenario = set_up(point, &daemon, &mut rt, &mut images).await;
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(60),
+            make_call(point, &scenario, &mut rt, &mut images),
+        )
+        .await;
+        drop((rt, images));
+        let exit = daemon.wait_exit(Duration::from_secs(20)).await;
+        let reached = daemon
+            .log()
+            .contains(&format!("crash point {name} reached"));
+        match exit {
+            Ok(status) if status.signal() == Some(9) && reached => {}
+            other => panic!("{name}: {:?} did not die at the point (exit {other:?}, call {outcome:?}); log:\n{}", point.call, daemon.log_tail(30)),
+        }
+
+        daemon.set_env(ENV, None);
+        daemon
+            .restart()
+            .await
+            .unwrap_or_else(|e| panic!("{name}: restart after the crash: {e:#}"));
+        let (mut rt, mut images) = clients(&daemon).await;
+        for found in inconsistencies(&mut rt, &mut images).await {
+            problems.push(format!("{name}: {found}"));
+        }
+        // Before the call is made again (a repeated pull would adopt them).
+        for layer in unrecorded_layers(&daemon.root) {
+            problems.push(format!("{name}: leak: {layer} after the restart"));
+        }
+        finish_call(point, &scenario, &mut rt, &mut images).await;
+        for removal in crius_e2e::remove_every_pod(&mut rt)
+            .await
+            .expect("ListPodSandbox")
+        {
+            if let Err(e) = removal.result {
+                problems.push(format!("{name}: removing pod {}: {e:?}", removal.id));
+            }
+        }
+        let now = leaks(&daemon).await;
+        let new: Vec<_> = now.difference(&leaked).cloned().collect();
+        eprintln!(
+            "crash point {name}: {:?}, {} new leaks",
+            began.elapsed(),
+            new.len()
+        );
+        for leak in &new {
+            eprintln!("  leak: {leak}");
+        }
+        problems.extend(new.iter().map(|l| format!("{name}: leak: {l}")));
+        leaked = now;
+    }
+    let leak_count = problems.iter().filter(|p| p.contains(": leak: ")).count();
+    eprintln!(
+        "crash points tried: {tried} of {} in {:?}; leaks: {leak_count}; other problems: {}",
+        POINTS.len(),
+        started.elapsed(),
+        problems.len() - leak_count
+    );
+    assert!(tried > 0, "CRIUS_CRASH_POINTS={only:?} matches no point");
+    assert!(
+        problems.is_empty(),
+        "after crashes:\n{}",
+        problems.join("\n")
+    );
+}
