@@ -86,6 +86,8 @@ impl Scrape {
 async fn the_metrics_endpoint_shows_calls_pulls_pods_oom_kills_and_the_process() {
     let port = free_port();
     let daemon = builder()
+        // It counts the pause image's pull.
+        .config(WITH_INFRA)
         .bridge_network()
         .arg("--enable-metrics")
         .arg("--metrics-port")
