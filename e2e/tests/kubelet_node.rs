@@ -368,7 +368,8 @@ async fn the_kubelet_collects_unused_images_and_dead_containers_through_crius_an
     let kept = common::pause_image();
     let Some(kubelet) = Kubelet::builder()
         .crius(|c| {
-            c.config(&format!(
+            // The pod's pause image is what it checks to be kept.
+            c.config(common::WITH_INFRA).config(&format!(
                 "[crius.image]\npinned_images = [\"{}/crius-test/pau*\"]\n",
                 common::registry()
             ))
