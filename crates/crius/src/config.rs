@@ -816,8 +816,7 @@ PID namespace (namespace_options.pid POD), asks for a user namespace of its\n\
 own (userns_options POD: crius cannot pin a user namespace without a helper\n\
 process, so the pause holds it), or runs with a vm handler. Each pod keeps\n\
 the choice it was run with. Off by default (CRI-O's default is on) until the\n\
-whole test suite runs with it; the pod, container, networking and restart\n\
-end-to-end tests pass with it on.";
+whole test suite has run with it at once (see README.md).";
 
 /// The comment printed above a key in `crius config`; `None` for keys without one.
 fn doc_for(path: &str) -> Option<&'static str> {
