@@ -1,6 +1,7 @@
 #!/bin/bash
 # Runs each cargo-fuzz target in fuzz/ for a bounded time: `e2e/fuzz.sh [TARGET...]`
-# (default: all), FUZZ_SECONDS per target (default 20). Needs root (the layer unpacker
+# (default: all), FUZZ_SECONDS per target (default 20), FUZZ_TARGET_DIR for the build
+# (default fuzz/target). Needs root (the layer unpacker
 # makes device nodes and sets owners, in a scratch dir on /dev/shm or $CRIUS_FUZZ_DIR), a
 # nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`). The first build compiles
 # every dependency with the sanitizer (see README, Fuzzing). New inputs go to a temporary
@@ -20,7 +21,7 @@ failed=()
 for t in "${targets[@]}"; do
   mkdir -p "$work/$t"
   echo "== $t: ${SECS}s"
-  if ! cargo +nightly fuzz run "$t" "$work/$t" "corpus/$t" -- \
+  if ! cargo +nightly fuzz run ${FUZZ_TARGET_DIR:+--target-dir "$FUZZ_TARGET_DIR"} "$t" "$work/$t" "corpus/$t" -- \
       -max_total_time="$SECS" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 2>"$work/$t.log"; then
     failed+=("$t")
     tail -40 "$work/$t.log"

@@ -310,7 +310,15 @@ impl fmt::Display for ImageName {
 /// Normalizes a name the way docker does without any registries.conf:
 /// "busybox" -> "docker.io/library/busybox:latest". Rejects names that do not parse.
 pub fn normalize_reference(name: &str) -> Result<String, Error> {
-    Ok(parse(name)?.qualify(DOCKER_HUB).to_string())
+    let qualified = parse(name)?.qualify(DOCKER_HUB);
+    // The bound holds for the qualified name too, or the normal form would not parse.
+    if qualified.registry.len() + 1 + qualified.repository.len() > MAX_NAME_LEN {
+        return Err(invalid(
+            name,
+            "repository name longer than 255 characters once qualified",
+        ));
+    }
+    Ok(qualified.to_string())
 }
 
 #[cfg(test)]
