@@ -1,0 +1,513 @@
+//! Load and isolation: one pod's slow CNI plugin or runtime call must not hold up calls
+//! about other pods, and (ignored, a measurement) a soak of many pods and a churn of
+//! containers beside pulls and stats, with the daemon's RSS and fd count sampled between
+//! rounds.
+//!
+//! The soak runs with `cargo test -p crius-e2e --test soak -- --ignored --nocapture`; its
+//! size comes from `CRIUS_SOAK_PODS` (100), `CRIUS_SOAK_CLIENTS` (20) and
+//! `CRIUS_SOAK_ROUNDS` (6).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use crius_e2e::{cri, CriusDaemon};
+
+/// How long the slow CNI plugin and the slow runtime sleep for the pod they slow down.
+const SLOW_CALL: Duration = Duration::from_secs(15);
+/// What the calls about other pods may take together while the slow call sleeps: calls that
+/// waited on it would take all of `SLOW_CALL`; the margin absorbs a loaded CI machine.
+const OTHERS_BUDGET: Duration = Duration::from_secs(12);
+
+/// A chained CNI plugin that passes the previous result on, and on ADD for a pod whose
+/// `CNI_ARGS` name `slow-pod` first leaves a mark and sleeps.
+fn slow_plugin(dir: &Path, mark: &Path) {
+    let script = format!(
+        "#!/bin/sh\nconf=$(cat)\ncase \"$CNI_COMMAND\" in\n\
+         ADD)\n  case \"$CNI_ARGS\" in *K8S_POD_NAME=slow-pod\\;*) touch {mark}; sleep {secs};; esac\n\
+         \x20 printf '%s' \"$conf\" | jq -c .prevResult;;\n\
+         VERSION) echo '{{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[\"0.4.0\",\"1.0.0\"]}}';;\n\
+         esac\n",
+        mark = mark.display(),
+        secs = SLOW_CALL.as_secs()
+    );
+    let path = dir.join("slow-cni");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+#[tokio::test]
+async fn a_slow_cni_plugin_for_one_pod_does_not_hold_up_other_pods() {
+    let plugins = tempfile::tempdir_in(crius_e2e::TEST_BASE_DIR).unwrap();
+    let mark = plugins.path().join("slow-started");
+    slow_plugin(plugins.path(), &mark);
+    let daemon =
+        daemon_with_chain(plugins.path(), serde_json::json!([{ "type": "slow-cni" }])).await;
+    let (mut rt, mut images) = clients(&daemon).await;
+    pull(&mut images, &busybox()).await;
+    pull(&mut images, &pause_image()).await;
+
+    // A pod with a running container, made before the slow pod starts.
+    let busy_cfg = pod_config(&daemon, "busy-pod");
+    let busy = run_pod(&mut rt, &busy_cfg).await;
+    let ctr = run_container(&mut rt, &busy, &busy_cfg, shell("app", "exec sleep 600")).await;
+    let started = Instant::now();
+    let baseline_pod = {
+        let cfg = pod_config(&daemon, "baseline-pod");
+        let t = Instant::now();
+        let id = run_pod(&mut rt, &cfg).await;
+        let took = t.elapsed();
+        remove_pod(&mut rt, &id).await;
+        took
+    };
+    println!(
+        "RunPodSandbox without a slow pod: {baseline_pod:?} ({:?})",
+        started.elapsed()
+    );
+
+    let slow_cfg = pod_config(&daemon, "slow-pod");
+    let mut slow_rt = daemon.runtime_client().await.unwrap();
+    let slow = tokio::spawn(async move {
+        let t = Instant::now();
+        let id = run_pod(&mut slow_rt, &slow_cfg).await;
+        (id, t.elapsed())
+    });
+    eventually("the slow plugin runs", Duration::from_secs(30), || {
+        let mark = mark.clone();
+        async move { mark.exists().then_some(()) }
+    })
+    .await;
+    let slow_began = Instant::now();
+
+    // While the slow pod's ADD sleeps: another pod is made, statuses and exec answer.
+    let fast_cfg = pod_config(&daemon, "fast-pod");
+    let t = Instant::now();
+    let fast = run_pod(&mut rt, &fast_cfg).await;
+    let run_fast = t.elapsed();
+    let t = Instant::now();
+    pod_status(&mut rt, &busy).await;
+    let status = t.elapsed();
+    let t = Instant::now();
+    let out = exec_ok(&mut rt, &ctr, &["echo", "hi"]).await;
+    let exec = t.elapsed();
+    assert_eq!(out.trim(), "hi");
+    let t = Instant::now();
+    list_pods(&mut rt, None).await;
+    let list = t.elapsed();
+    let all_done = slow_began.elapsed();
+    println!(
+        "while the slow pod's CNI ADD sleeps {SLOW_CALL:?}: RunPodSandbox {run_fast:?}, \
+         PodSandboxStatus {status:?}, ExecSync {exec:?}, ListPodSandbox {list:?}"
+    );
+    assert!(
+        !slow.is_finished(),
+        "the slow pod finished before the other calls were made; the test shows nothing"
+    );
+    assert!(
+        all_done < OTHERS_BUDGET,
+        "calls about other pods waited on the slow pod's plugin: all took {all_done:?} \
+         (RunPodSandbox {run_fast:?}, status {status:?}, exec {exec:?}, list {list:?})"
+    );
+
+    let (slow_id, slow_took) = slow.await.unwrap();
+    println!("the slow pod's RunPodSandbox took {slow_took:?}");
+    assert!(slow_took >= SLOW_CALL, "the plugin slept {SLOW_CALL:?}");
+    assert!(pod_status(&mut rt, &slow_id).await.state == cri::PodSandboxState::SandboxReady as i32);
+    for id in [&slow_id, &fast, &busy] {
+        remove_pod(&mut rt, id).await;
+    }
+    assert_nothing_left(&daemon, &mut rt).await;
+}
+
+/// A runc wrapper that, when it creates a container whose spec carries
+/// `SLOW_RUNTIME=1`, first leaves a mark and sleeps; every other call goes straight to runc.
+fn slow_runtime(dir: &Path, mark: &Path) -> std::path::PathBuf {
+    let script = format!(
+        "#!/bin/sh\nprev=\nfor a; do\n  case \"$prev\" in --bundle|-b) bundle=$a;; esac\n  prev=$a\ndone\n\
+         if [ -n \"$bundle\" ] && grep -q SLOW_RUNTIME=1 \"$bundle/config.json\" 2>/dev/null; then\n\
+         \x20 touch {mark}; sleep {secs}\nfi\nexec /usr/sbin/runc \"$@\"\n",
+        mark = mark.display(),
+        secs = SLOW_CALL.as_secs()
+    );
+    let path = dir.join("slow-runc");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn a_slow_runtime_call_for_one_container_does_not_hold_up_other_pods() {
+    let dir = tempfile::tempdir_in(crius_e2e::TEST_BASE_DIR).unwrap();
+    let mark = dir.path().join("slow-started");
+    let runtime = slow_runtime(dir.path(), &mark);
+    let daemon = builder()
+        .bridge_network()
+        .runtime_handler("slow-runc", &runtime, true)
+        .start()
+        .await
+        .expect("daemon");
+    let (mut rt, mut images) = clients(&daemon).await;
+    pull(&mut images, &busybox()).await;
+    pull(&mut images, &pause_image()).await;
+
+    let busy_cfg = pod_config(&daemon, "busy-pod");
+    let busy = run_pod(&mut rt, &busy_cfg).await;
+    let ctr = run_container(&mut rt, &busy, &busy_cfg, shell("app", "exec sleep 600")).await;
+
+    // The slow container lives in a pod of its own.
+    let slow_cfg = pod_config(&daemon, "slow-pod");
+    let slow_pod = run_pod(&mut rt, &slow_cfg).await;
+    let mut slow_rt = daemon.runtime_client().await.unwrap();
+    let slow = {
+        let slow_pod = slow_pod.clone();
+        tokio::spawn(async move {
+            let mut cfg = shell("slow", "exec sleep 600");
+            cfg.envs.push(cri::KeyValue {
+                key: "SLOW_RUNTIME".into(),
+                value: "1".into(),
+            });
+            let t = Instant::now();
+            let id = run_container(&mut slow_rt, &slow_pod, &slow_cfg, cfg).await;
+            (id, t.elapsed())
+        })
+    };
+    eventually(
+        "the slow runtime call runs",
+        Duration::from_secs(30),
+        || {
+            let mark = mark.clone();
+            async move { mark.exists().then_some(()) }
+        },
+    )
+    .await;
+    let slow_began = Instant::now();
+
+    let fast_cfg = pod_config(&daemon, "fast-pod");
+    let t = Instant::now();
+    let fast = run_pod(&mut rt, &fast_cfg).await;
+    let fast_ctr = run_container(&mut rt, &fast, &fast_cfg, shell("app", "exec sleep 600")).await;
+    let run_fast = t.elapsed();
+    let t = Instant::now();
+    pod_status(&mut rt, &busy).await;
+    container_status(&mut rt, &ctr).await;
+    let status = t.elapsed();
+    let t = Instant::now();
+    let out = exec_ok(&mut rt, &fast_ctr, &["echo", "hi"]).await;
+    let exec = t.elapsed();
+    assert_eq!(out.trim(), "hi");
+    let all_done = slow_began.elapsed();
+    println!(
+        "while one container's runtime create sleeps {SLOW_CALL:?}: RunPodSandbox and a \
+         container {run_fast:?}, statuses {status:?}, ExecSync {exec:?}"
+    );
+    assert!(
+        !slow.is_finished(),
+        "the slow container started before the other calls were made; the test shows nothing"
+    );
+    assert!(
+        all_done < OTHERS_BUDGET,
+        "calls about other pods waited on the slow runtime call: all took {all_done:?} \
+         (pod and container {run_fast:?}, statuses {status:?}, exec {exec:?})"
+    );
+    let (slow_id, slow_took) = slow.await.unwrap();
+    println!("the slow container's create and start took {slow_took:?}");
+    assert!(slow_took >= SLOW_CALL, "the runtime slept {SLOW_CALL:?}");
+    assert_eq!(
+        container_status(&mut rt, &slow_id).await.state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+    for id in [&slow_pod, &fast, &busy] {
+        remove_pod(&mut rt, id).await;
+    }
+    assert_nothing_left(&daemon, &mut rt).await;
+}
+
+/// An environment number, else `default`.
+fn env_usize(key: &str, default: usize) -> usize {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Latencies of every call, by RPC name.
+#[derive(Default, Clone)]
+struct Latencies(Arc<Mutex<BTreeMap<&'static str, Vec<Duration>>>>);
+
+impl Latencies {
+    /// Runs `call`, records how long it took under `rpc`.
+    async fn time<T>(&self, rpc: &'static str, call: impl std::future::Future<Output = T>) -> T {
+        let t = Instant::now();
+        let out = call.await;
+        self.0
+            .lock()
+            .unwrap()
+            .entry(rpc)
+            .or_default()
+            .push(t.elapsed());
+        out
+    }
+
+    /// Calls per second over `wall` and p50/p99/max per RPC.
+    fn report(&self, wall: Duration) -> String {
+        let map = self.0.lock().unwrap();
+        let total: usize = map.values().map(Vec::len).sum();
+        let mut out = format!(
+            "{total} calls in {wall:.1?}: {:.1} calls/s\n",
+            total as f64 / wall.as_secs_f64()
+        );
+        for (rpc, times) in map.iter() {
+            let mut times = times.clone();
+            times.sort();
+            let pick = |q: f64| {
+                times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1]
+            };
+            out += &format!(
+                "  {rpc:<24} n={:<6} p50={:>9.1?} p99={:>9.1?} max={:>9.1?}\n",
+                times.len(),
+                pick(0.5),
+                pick(0.99),
+                times[times.len() - 1]
+            );
+        }
+        out
+    }
+}
+
+/// The daemon's resident memory (KiB) and open fd count, from /proc.
+fn rss_and_fds(daemon: &CriusDaemon) -> (u64, usize) {
+    let pid = daemon.pid().expect("daemon running");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    (rss, fds)
+}
+
+/// One pod of the soak and its long-running container.
+struct SoakPod {
+    id: String,
+    config: cri::PodSandboxConfig,
+}
+
+#[tokio::test]
+#[ignore = "a measurement: minutes of load; run with --ignored --nocapture"]
+async fn soak_pods_and_container_churn_beside_pulls_and_stats() {
+    let pods_n = env_usize("CRIUS_SOAK_PODS", 100);
+    let clients_n = env_usize("CRIUS_SOAK_CLIENTS", 20).max(1);
+    let rounds = env_usize("CRIUS_SOAK_ROUNDS", 6).max(3);
+    let daemon = bridge_daemon().await;
+    let (mut rt, mut images) = clients(&daemon).await;
+    pull(&mut images, &busybox()).await;
+    pull(&mut images, &pause_image()).await;
+    let lat = Latencies::default();
+
+    // Phase 1: pods_n pods with a container each, from clients_n parallel clients.
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients_n {
+        let mut rt = daemon.runtime_client().await.unwrap();
+        let lat = lat.clone();
+        let configs: Vec<_> = (c..pods_n)
+            .step_by(clients_n)
+            .map(|i| pod_config(&daemon, &format!("soak-{i}")))
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            let mut made = Vec::new();
+            for config in configs {
+                let id = lat.time("RunPodSandbox", run_pod(&mut rt, &config)).await;
+                let ctr = lat
+                    .time(
+                        "CreateContainer",
+                        create(&mut rt, &id, &config, shell("main", "exec sleep 3600")),
+                    )
+                    .await;
+                lat.time("StartContainer", start(&mut rt, &ctr)).await;
+                made.push(SoakPod { id, config });
+            }
+            made
+        }));
+    }
+    let mut pods = Vec::new();
+    for task in tasks {
+        pods.extend(task.await.expect("a client failed"));
+    }
+    println!(
+        "{} pods with a container each from {clients_n} clients in {:.1?}",
+        pods.len(),
+        t.elapsed()
+    );
+    println!("{}", lat.report(t.elapsed()));
+
+    // Beside the churn: pulls (the multilayer image removed and pulled again) and stats.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn_lat = Latencies::default();
+    let multilayer = format!("{}/crius-test/multilayer:latest", registry());
+    let pulls = {
+        let (stop, lat, mut images) = (
+            stop.clone(),
+            churn_lat.clone(),
+            daemon.image_client().await.unwrap(),
+        );
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                lat.time("PullImage", pull(&mut images, &multilayer)).await;
+                lat.time(
+                    "RemoveImage",
+                    images.remove_image(cri::RemoveImageRequest {
+                        image: Some(cri::ImageSpec {
+                            image: multilayer.clone(),
+                            ..Default::default()
+                        }),
+                    }),
+                )
+                .await
+                .expect("RemoveImage");
+            }
+        })
+    };
+    let stats = {
+        let (stop, lat, mut rt) = (
+            stop.clone(),
+            churn_lat.clone(),
+            daemon.runtime_client().await.unwrap(),
+        );
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                lat.time(
+                    "ListContainerStats",
+                    rt.list_container_stats(cri::ListContainerStatsRequest::default()),
+                )
+                .await
+                .expect("ListContainerStats");
+                lat.time(
+                    "ListPodSandboxStats",
+                    rt.list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest::default()),
+                )
+                .await
+                .expect("ListPodSandboxStats");
+            }
+        })
+    };
+
+    // Phase 2: rounds of create/start/exec/stop/remove of a second container in every pod.
+    let pods = Arc::new(pods);
+    let mut series = vec![rss_and_fds(&daemon)];
+    let churn_start = Instant::now();
+    for round in 0..rounds {
+        let mut tasks = Vec::new();
+        for c in 0..clients_n {
+            let mut rt = daemon.runtime_client().await.unwrap();
+            let (lat, pods) = (churn_lat.clone(), pods.clone());
+            tasks.push(tokio::spawn(async move {
+                for pod in pods.iter().skip(c).step_by(clients_n) {
+                    let name = format!("churn-{round}");
+                    let id = lat
+                        .time(
+                            "CreateContainer",
+                            create(
+                                &mut rt,
+                                &pod.id,
+                                &pod.config,
+                                shell(&name, "exec sleep 3600"),
+                            ),
+                        )
+                        .await;
+                    lat.time("StartContainer", start(&mut rt, &id)).await;
+                    let out = lat
+                        .time("ExecSync", exec_ok(&mut rt, &id, &["echo", "ok"]))
+                        .await;
+                    assert_eq!(out.trim(), "ok");
+                    lat.time("ContainerStatus", container_status(&mut rt, &id))
+                        .await;
+                    lat.time(
+                        "StopContainer",
+                        rt.stop_container(cri::StopContainerRequest {
+                            container_id: id.clone(),
+                            timeout: 0,
+                        }),
+                    )
+                    .await
+                    .expect("StopContainer");
+                    lat.time(
+                        "RemoveContainer",
+                        rt.remove_container(cri::RemoveContainerRequest {
+                            container_id: id.clone(),
+                        }),
+                    )
+                    .await
+                    .expect("RemoveContainer");
+                    // The one failure the churn provokes: the removed container is gone.
+                    let gone = rt
+                        .container_status(cri::ContainerStatusRequest {
+                            container_id: id.clone(),
+                            verbose: false,
+                        })
+                        .await
+                        .expect_err("a removed container has no status");
+                    assert_eq!(gone.code(), tonic::Code::NotFound, "{gone:?}");
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("a churn client failed");
+        }
+        series.push(rss_and_fds(&daemon));
+        let (rss, fds) = series[series.len() - 1];
+        println!(
+            "round {round}: RSS {:.1} MiB, fds {fds} ({:.1?})",
+            rss as f64 / 1024.0,
+            churn_start.elapsed()
+        );
+    }
+    let churn_wall = churn_start.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    pulls.await.expect("the pull loop failed");
+    stats.await.expect("the stats loop failed");
+
+    println!(
+        "RSS MiB by round: {:?}",
+        series
+            .iter()
+            .map(|(r, _)| format!("{:.1}", *r as f64 / 1024.0))
+            .collect::<Vec<_>>()
+    );
+    println!(
+        "fds by round: {:?}",
+        series.iter().map(|(_, f)| *f).collect::<Vec<_>>()
+    );
+    println!("churn, pulls and stats:\n{}", churn_lat.report(churn_wall));
+
+    // Flat after the first rounds (allocator pools and caches warm up in rounds 0 and 1).
+    let (warm_rss, warm_fds) = series[2];
+    let (last_rss, last_fds) = series[series.len() - 1];
+    assert!(
+        last_fds <= warm_fds + FD_SLACK,
+        "fds grew from {warm_fds} after round 1 to {last_fds}: {series:?}"
+    );
+    assert!(
+        last_rss <= warm_rss + RSS_SLACK_KIB,
+        "RSS grew from {warm_rss} KiB after round 1 to {last_rss} KiB: {series:?}"
+    );
+
+    let mut rt2 = daemon.runtime_client().await.unwrap();
+    for pod in pods.iter() {
+        remove_pod(&mut rt2, &pod.id).await;
+    }
+    assert_nothing_left(&daemon, &mut rt).await;
+}
+
+/// fds a daemon may hold more after the last round than after round 1 (pull and stats
+/// calls in flight when the sample is taken hold a few).
+const FD_SLACK: usize = 8;
+/// RSS a daemon may gain after round 1, in KiB.
+const RSS_SLACK_KIB: u64 = 8 * 1024;
