@@ -304,7 +304,7 @@ struct SoakPod {
 async fn soak_pods_and_container_churn_beside_pulls_and_stats() {
     let pods_n = env_usize("CRIUS_SOAK_PODS", 100);
     let clients_n = env_usize("CRIUS_SOAK_CLIENTS", 20).max(1);
-    let rounds = env_usize("CRIUS_SOAK_ROUNDS", 6).max(3);
+    let rounds = env_usize("CRIUS_SOAK_ROUNDS", 6).max(4);
     let daemon = bridge_daemon().await;
     let (mut rt, mut images) = clients(&daemon).await;
     pull(&mut images, &busybox()).await;
@@ -487,16 +487,29 @@ async fn soak_pods_and_container_churn_beside_pulls_and_stats() {
     );
     println!("churn, pulls and stats:\n{}", churn_lat.report(churn_wall));
 
-    // Flat after the first rounds (allocator pools and caches warm up in rounds 0 and 1).
-    let (warm_rss, warm_fds) = series[2];
-    let (last_rss, last_fds) = series[series.len() - 1];
-    assert!(
-        last_fds <= warm_fds + FD_SLACK,
-        "fds grew from {warm_fds} after round 1 to {last_fds}: {series:?}"
+    // Flat: the later half of the rounds against the earlier half (round 0 excluded:
+    // allocator pools and caches warm up there). fds are compared by peak (a call in flight
+    // at a sample holds a few); RSS, which swings by ~13 MiB between rounds here with no
+    // trend while pulls run beside (freed memory is not always given back), by median.
+    let rounds_seen = &series[2..];
+    let (early, late) = rounds_seen.split_at(rounds_seen.len() / 2);
+    let summary = |part: &[(u64, usize)]| {
+        let mut rss: Vec<u64> = part.iter().map(|s| s.0).collect();
+        rss.sort_unstable();
+        (rss[rss.len() / 2], part.iter().map(|s| s.1).max().unwrap())
+    };
+    let ((early_rss, early_fds), (late_rss, late_fds)) = (summary(early), summary(late));
+    println!(
+        "earlier rounds: RSS median {early_rss} KiB, fd peak {early_fds}; later rounds: \
+         {late_rss} KiB, {late_fds}"
     );
     assert!(
-        last_rss <= warm_rss + RSS_SLACK_KIB,
-        "RSS grew from {warm_rss} KiB after round 1 to {last_rss} KiB: {series:?}"
+        late_fds <= early_fds + FD_SLACK,
+        "fds grew from a peak of {early_fds} to {late_fds}: {series:?}"
+    );
+    assert!(
+        late_rss <= early_rss + RSS_SLACK_KIB,
+        "RSS grew from a median of {early_rss} KiB to {late_rss} KiB: {series:?}"
     );
 
     let mut rt2 = daemon.runtime_client().await.unwrap();
@@ -506,8 +519,10 @@ async fn soak_pods_and_container_churn_beside_pulls_and_stats() {
     assert_nothing_left(&daemon, &mut rt).await;
 }
 
-/// fds a daemon may hold more after the last round than after round 1 (pull and stats
-/// calls in flight when the sample is taken hold a few).
-const FD_SLACK: usize = 8;
-/// RSS a daemon may gain after round 1, in KiB.
-const RSS_SLACK_KIB: u64 = 8 * 1024;
+/// fds the later rounds' peak may pass the earlier rounds' by (measured over 12 rounds of
+/// 100 pods: 226-232, peaks 232 and 230).
+const FD_SLACK: usize = 4;
+/// RSS the later rounds' median may pass the earlier rounds' by, in KiB (measured over 12
+/// rounds of 100 pods: 58.7-72.0 MiB, medians 68.4 and 68.1 MiB); a leak of 10 KiB per
+/// churned container (1 MiB a round) passes it over 12 rounds.
+const RSS_SLACK_KIB: u64 = 6 * 1024;
