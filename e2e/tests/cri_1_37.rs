@@ -239,14 +239,50 @@ async fn the_stream_rpcs_answer_what_the_list_rpcs_answer() {
     assert_eq!(streamed, listed);
     assert!(!streamed.is_empty());
 
-    // As ListPodSandboxMetrics: a clean, empty answer.
-    let metrics = collect(
-        f.rt.stream_pod_sandbox_metrics(cri::StreamPodSandboxMetricsRequest {})
-            .await,
-        |m| m.pod_sandbox_metrics,
-    )
-    .await;
-    assert!(metrics.is_empty(), "{metrics:?}");
+    // As ListPodSandboxMetrics: the same pods, containers and series (values and times
+    // move between the two calls). With the default config that is container_last_seen
+    // for each running container, as CRI-O serves it.
+    let shape = |metrics: Vec<cri::PodSandboxMetrics>| -> BTreeSet<(String, String, String)> {
+        metrics
+            .into_iter()
+            .flat_map(|p| {
+                let pod = p.pod_sandbox_id;
+                let pod_level = p
+                    .metrics
+                    .into_iter()
+                    .map(|m| (pod.clone(), String::new(), m.name))
+                    .collect::<Vec<_>>();
+                let containers = p.container_metrics.into_iter().flat_map(|c| {
+                    let pod = pod.clone();
+                    c.metrics
+                        .into_iter()
+                        .map(move |m| (pod.clone(), c.container_id.clone(), m.name))
+                });
+                pod_level.into_iter().chain(containers).collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let streamed = shape(
+        collect(
+            f.rt.stream_pod_sandbox_metrics(cri::StreamPodSandboxMetricsRequest {})
+                .await,
+            |m| m.pod_sandbox_metrics,
+        )
+        .await,
+    );
+    let listed = shape(
+        f.rt.list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_metrics,
+    );
+    assert_eq!(streamed, listed);
+    let last_seen = |id: &str| (f.pod.clone(), id.to_string(), "container_last_seen".into());
+    assert!(
+        streamed.contains(&last_seen(&one)) && streamed.contains(&last_seen(&two)),
+        "{streamed:?}"
+    );
 
     remove_pod(&mut f.rt, &other).await;
     f.finish().await;

@@ -457,11 +457,21 @@ async fn crashing_container_goes_through_the_kubelets_back_off() {
         .join("pods")
         .join(&pod.metadata.uid)
         .join("volumes/kubernetes.io~empty-dir/state/starts");
-    let starts: Vec<f64> = fs::read_to_string(&starts_file)
-        .unwrap_or_else(|e| panic!("{}: {e}", starts_file.display()))
-        .lines()
-        .map(|l| l.trim().parse().unwrap())
-        .collect();
+    // restartCount 3 can be shown as the fourth run starts, a moment before its script
+    // has noted itself: give it that moment.
+    let read_starts = || -> Vec<f64> {
+        fs::read_to_string(&starts_file)
+            .unwrap_or_else(|e| panic!("{}: {e}", starts_file.display()))
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut starts = read_starts();
+    while starts.len() < 4 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        starts = read_starts();
+    }
     assert!(starts.len() >= 4, "{starts:?}");
     let gaps: Vec<f64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
     for (i, gap) in gaps.iter().enumerate().skip(1) {

@@ -73,9 +73,17 @@ fn shim_address(daemon: &CriusDaemon, pod: &str) -> String {
         .to_string()
 }
 
-/// A pod with a container that writes to both streams and exits 3: its exit code, its
-/// log, then stop and remove leave no shim, socket, mount or netns.
-async fn pod_and_container_lifecycle(binary: &Path) {
+/// A daemon whose default handler is a vm handler on the shim `binary`, with busybox pulled
+/// and one ready pod named `name`.
+struct ShimPod {
+    daemon: CriusDaemon,
+    shims: ShimProcesses,
+    rt: Runtime,
+    config: cri::PodSandboxConfig,
+    pod: String,
+}
+
+async fn shim_pod(binary: &Path, name: &str) -> ShimPod {
     let daemon = builder()
         .bridge_network()
         .config(&shim_dropin(binary))
@@ -85,8 +93,27 @@ async fn pod_and_container_lifecycle(binary: &Path) {
     let shims = ShimProcesses::of(&daemon);
     let (mut rt, mut images) = clients(&daemon).await;
     pull(&mut images, &busybox()).await;
-    let config = pod_config(&daemon, "shim");
+    let config = pod_config(&daemon, name);
     let pod = run_pod(&mut rt, &config).await;
+    ShimPod {
+        daemon,
+        shims,
+        rt,
+        config,
+        pod,
+    }
+}
+
+/// A pod with a container that writes to both streams and exits 3: its exit code, its
+/// log, then stop and remove leave no shim, socket, mount or netns.
+async fn pod_and_container_lifecycle(binary: &Path) {
+    let ShimPod {
+        daemon,
+        shims,
+        mut rt,
+        config,
+        pod,
+    } = shim_pod(binary, "shim").await;
     let status = pod_status(&mut rt, &pod).await;
     assert_eq!(status.state, cri::PodSandboxState::SandboxReady as i32);
     assert!(!status.network.unwrap().ip.is_empty(), "pod has no IP");
@@ -265,6 +292,39 @@ async fn containerd_2_shim_runs_pods_and_containers() {
     pod_and_container_lifecycle(&binary).await;
 }
 
+/// A container over its memory limit under a shim is recorded as OOMKilled: the kill
+/// reaches crius as the shim's TaskOOM event and its Wait, not through a monitor.
+#[tokio::test]
+async fn a_container_over_its_memory_limit_is_oom_killed_under_the_shim() {
+    let Some(binary) =
+        debian_shim("a_container_over_its_memory_limit_is_oom_killed_under_the_shim")
+    else {
+        return;
+    };
+    let ShimPod {
+        daemon,
+        shims,
+        mut rt,
+        config,
+        pod,
+    } = shim_pod(&binary, "oom").await;
+    // tail keeps the endless "line" of /dev/zero in memory until the limit kills it.
+    let hog = memory_limited("hog", &["tail", "/dev/zero"], 32 * 1024 * 1024);
+    let ctr = run_container(&mut rt, &pod, &config, hog).await;
+    let st = wait_state(
+        &mut rt,
+        &ctr,
+        cri::ContainerState::ContainerExited,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(st.reason, "OOMKilled", "{st:?}");
+    assert_eq!(st.exit_code, 137, "{st:?}");
+    remove_pod(&mut rt, &pod).await;
+    assert_nothing_left(&daemon, &mut rt).await;
+    assert_eq!(shims.pids(), Vec::<u32>::new(), "shim left running");
+}
+
 /// A restart reconnects: the running container keeps running and is stopped through the
 /// shim; one killed while crius was away is read back as exited with its code.
 #[tokio::test]
@@ -272,17 +332,13 @@ async fn a_restart_reconnects_to_the_shim() {
     let Some(binary) = debian_shim("a_restart_reconnects_to_the_shim") else {
         return;
     };
-    let mut daemon = builder()
-        .bridge_network()
-        .config(&shim_dropin(&binary))
-        .start()
-        .await
-        .unwrap();
-    let shims = ShimProcesses::of(&daemon);
-    let (mut rt, mut images) = clients(&daemon).await;
-    pull(&mut images, &busybox()).await;
-    let config = pod_config(&daemon, "restart");
-    let pod = run_pod(&mut rt, &config).await;
+    let ShimPod {
+        mut daemon,
+        shims,
+        mut rt,
+        config,
+        pod,
+    } = shim_pod(&binary, "restart").await;
     let keep = run_container(&mut rt, &pod, &config, shell("keep", "exec sleep 600")).await;
     let gone = run_container(&mut rt, &pod, &config, shell("gone", "exec sleep 600")).await;
     for id in [&keep, &gone] {
@@ -339,17 +395,13 @@ async fn a_pod_whose_shim_died_is_stopped_and_removed() {
     let Some(binary) = debian_shim("a_pod_whose_shim_died_is_stopped_and_removed") else {
         return;
     };
-    let daemon = builder()
-        .bridge_network()
-        .config(&shim_dropin(&binary))
-        .start()
-        .await
-        .unwrap();
-    let shims = ShimProcesses::of(&daemon);
-    let (mut rt, mut images) = clients(&daemon).await;
-    pull(&mut images, &busybox()).await;
-    let config = pod_config(&daemon, "dies");
-    let pod = run_pod(&mut rt, &config).await;
+    let ShimPod {
+        daemon,
+        shims,
+        mut rt,
+        config,
+        pod,
+    } = shim_pod(&binary, "dies").await;
     let ctr = run_container(&mut rt, &pod, &config, shell("c", "exec sleep 600")).await;
     let ctr_pid = container_pid(&mut rt, &ctr).await;
     let address = shim_address(&daemon, &pod);
