@@ -9,7 +9,11 @@
 //! - the kernel tunables it insists on (`vm.overcommit_memory`, `kernel.panic`, ...) are
 //!   files of the test holding the values it wants, and `protectKernelDefaults` makes it only
 //!   check them: it never rewrites the host's sysctls;
-//! - `/var/log` is a dir of the test, so its `/var/log/containers` links stay there.
+//! - `/var/log` is a dir of the test, so its `/var/log/containers` links stay there;
+//! - `/var/lib/kubelet` is a dir of the test: the kubelet puts its device plugin socket
+//!   there whatever its `--root-dir` (a fixed path: two kubelets starting side by side on the
+//!   host's dir race to bind it, and one fails with "address already in use"), and its
+//!   self-signed serving certificate by default.
 //!
 //! Every dir it mounts on stays in that namespace, which dies with it. It is told not to make
 //! its iptables chains (`makeIPTablesUtilChains: false`: `KUBE-IPTABLES-HINT`,
@@ -48,6 +52,10 @@ use crate::{fixture, unique_name, CriusDaemon, CriusDaemonBuilder};
 pub const KUBELET_READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the kubelet may take to exit after SIGTERM before it is killed.
 pub const KUBELET_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The kubelet's fixed dir (device plugin socket, default certificate dir), which each test
+/// kubelet sees as a dir of its own.
+const HOST_KUBELET_DIR: &str = "/var/lib/kubelet";
 
 /// The kernel tunables the kubelet checks at start (`setupKernelTunables`), with the values
 /// it wants; they are files of the test inside its mount namespace.
@@ -273,8 +281,12 @@ impl Kubelet {
             fs::create_dir_all(dir).with_context(|| format!("cannot make {}", dir.display()))?;
         }
         make_cgroup_everywhere(&self.cgroup_root)?;
-        // The mount namespace's stand-ins: /var/log and the kernel tunables.
+        // The mount namespace's stand-ins: /var/log, /var/lib/kubelet and the kernel
+        // tunables. The host's /var/lib/kubelet is only the mount point.
         fs::create_dir_all(self.namespace_dir.join("var-log"))?;
+        fs::create_dir_all(self.namespace_dir.join("var-lib-kubelet"))?;
+        fs::create_dir_all(HOST_KUBELET_DIR)
+            .with_context(|| format!("cannot make {HOST_KUBELET_DIR}"))?;
         for (name, value) in KERNEL_TUNABLES {
             let file = self.namespace_dir.join(name.replace('/', "."));
             fs::write(&file, format!("{value}\n"))
@@ -302,9 +314,12 @@ impl Kubelet {
     }
 
     /// The command starting the kubelet in a mount namespace of its own, with the test's
-    /// `/var/log` and kernel tunables bound over the host's (see the module doc).
+    /// `/var/log`, `/var/lib/kubelet` and kernel tunables bound over the host's (see the module doc).
     fn command(&self) -> Command {
-        let mut script = String::from("set -e\nmount --bind \"$1\"/var-log /var/log\n");
+        let mut script = format!(
+            "set -e\nmount --bind \"$1\"/var-log /var/log\n\
+             mount --bind \"$1\"/var-lib-kubelet {HOST_KUBELET_DIR}\n"
+        );
         for (name, _) in KERNEL_TUNABLES {
             let _ = writeln!(
                 script,
