@@ -1,5 +1,6 @@
 //! `features`: what this runtime implements, in the runtime-spec's
-//! features.json shape (runc prints the same document).
+//! features.json shape (runc prints the same document). `cgroup.v2` covers
+//! device rules too: they are enforced there by an eBPF filter.
 
 use serde_json::{json, Value};
 

@@ -1,9 +1,12 @@
 //! cgroups with the cgroupfs driver: v1 (one directory per mounted
 //! hierarchy), v2 (one directory), and the hybrid layout of this host (v1
 //! controllers plus a cgroup2 tree that is only joined). What to write for a
-//! spec's resources is worked out in `v1.rs` and `v2.rs`; this file finds
-//! the hierarchies and makes, joins, freezes and removes the directories.
+//! spec's resources is worked out in `v1.rs` and `v2.rs`, the device filter
+//! of v2 in `devices.rs` and `bpf.rs`; this file finds the hierarchies and
+//! makes, joins, freezes and removes the directories.
 
+pub mod bpf;
+pub mod devices;
 pub mod v1;
 pub mod v2;
 
@@ -179,7 +182,9 @@ pub(crate) fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
 }
 
 /// Applies `res` to the directories; `update` leaves device rules alone, as
-/// runc's update does.
+/// runc's update does. On a v2-only host the device rules become an eBPF
+/// filter on the container's cgroup; on a hybrid host the v1 devices
+/// controller enforces them and the cgroup2 tree gets no filter, as with runc.
 pub fn apply(dirs: &[PathBuf], res: &LinuxResources, update: bool) -> Result<()> {
     let hybrid = hybrid(dirs);
     let v1_dirs: Vec<&PathBuf> = dirs.iter().filter(|d| !is_v2_dir(d)).collect();
@@ -190,6 +195,10 @@ pub fn apply(dirs: &[PathBuf], res: &LinuxResources, update: bool) -> Result<()>
         if hybrid {
             // This host's cgroup2 tree holds no controller the spec sets.
             continue;
+        }
+        // Before any process joins: the filter is in place from the first one.
+        if let Some(rules) = res.devices().as_ref().filter(|_| !update) {
+            bpf::attach(d, &devices::DeviceFilter::from_rules(rules)?)?;
         }
         for (file, value) in v2::settings(res)? {
             write(d, &file, &value)?;

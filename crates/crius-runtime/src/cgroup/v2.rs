@@ -1,7 +1,6 @@
 //! cgroup v2: the files a spec's resources become in the unified tree.
-//! Device rules need an eBPF program there, which crius-runtime does not
-//! load yet: on a pure v2 host they are not enforced (the container still
-//! gets only the device nodes its spec lists, and no CAP_MKNOD by default).
+//! Device rules have no file there: they become an eBPF program on the
+//! container's cgroup (`devices.rs`, `bpf.rs`).
 
 use std::path::Path;
 
