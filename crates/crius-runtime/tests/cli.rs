@@ -310,6 +310,42 @@ fn an_id_mapped_bind_shows_host_root_files_as_the_containers_root() {
     assert_eq!((made.uid(), made.gid()), (0, 0));
 }
 
+/// The parent cgroup a test makes by hand, in every hierarchy; removed on drop.
+struct HostCgroupParent(String);
+
+impl Drop for HostCgroupParent {
+    fn drop(&mut self) {
+        for h in crius_runtime::cgroup::hierarchies() {
+            let _ = std::fs::remove_dir(h.mount.join(&self.0));
+        }
+    }
+}
+
+/// A v1 cpuset parent that another runtime has made but not yet filled (empty
+/// cpus and mems refuse every task) is filled on the way down: the container
+/// joins its cpuset instead of failing with ENOSPC.
+#[test]
+fn a_container_starts_under_a_cpuset_parent_not_yet_filled() {
+    let cpuset = crius_runtime::cgroup::hierarchies()
+        .into_iter()
+        .find(|h| h.controllers.iter().any(|c| c == "cpuset"))
+        .expect("no v1 cpuset hierarchy: this test needs this host's hybrid layout")
+        .mount;
+    let parent = HostCgroupParent(format!("crius-runtime-unfilled-{}", std::process::id()));
+    let dir = cpuset.join(&parent.0);
+    std::fs::create_dir(&dir).unwrap();
+    let cpus = std::fs::read_to_string(dir.join("cpuset.cpus")).unwrap();
+    assert_eq!(cpus.trim(), "", "a new cpuset should start empty here");
+    let mut b = Bundle::new("unfilled", &["true"]);
+    b.cgroup = format!("/{}/{}", parent.0, b.id);
+    let cgroup = b.cgroup.clone();
+    b.edit(|v| v["linux"]["cgroupsPath"] = json!(cgroup));
+    let (code, out, err) = b.run();
+    assert_eq!(code, 0, "stdout {out:?}, stderr {err}");
+    let cpus = std::fs::read_to_string(dir.join("cpuset.cpus")).unwrap();
+    assert_ne!(cpus.trim(), "", "the parent was left empty");
+}
+
 /// Unmounts (detached) what a test mounted on the host, even when it fails.
 struct HostMounts(Vec<std::path::PathBuf>);
 

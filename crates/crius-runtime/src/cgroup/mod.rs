@@ -151,9 +151,9 @@ pub fn create(dirs: &[PathBuf]) -> Result<()> {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(cg_err(m, format!("mkdir: {e}"))),
             }
-            if m.join("cpuset.cpus").exists() && !m.join("cgroup.controllers").exists() {
-                v1::inherit_cpuset(m)?;
-            }
+        }
+        if d.join("cpuset.cpus").exists() && !is_v2_dir(d) {
+            v1::fill_cpusets(d)?;
         }
     }
     if !hybrid(dirs) {

@@ -182,17 +182,28 @@ pub fn apply(dirs: &[&PathBuf], res: &LinuxResources, update: bool) -> Result<()
     Ok(())
 }
 
-/// A new cpuset directory starts empty, which refuses any task: it takes its
-/// parent's cpus and mems.
-pub fn inherit_cpuset(dir: &Path) -> Result<()> {
-    let Some(parent) = dir.parent() else {
-        return Ok(());
-    };
-    for f in ["cpuset.cpus", "cpuset.mems"] {
-        let cur = std::fs::read_to_string(dir.join(f)).unwrap_or_default();
-        if cur.trim().is_empty() {
-            let p = std::fs::read_to_string(parent.join(f)).unwrap_or_default();
-            write(dir, f, p.trim())?;
+/// A new cpuset directory starts empty, which refuses any task: every
+/// directory from the hierarchy's root down to `dir` that is still empty
+/// takes its parent's cpus and mems. Not only the ones made here: a parent
+/// another runtime has just made may not have been filled yet (runc walks
+/// the ancestors the same way).
+pub fn fill_cpusets(dir: &Path) -> Result<()> {
+    let mut chain: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| d.join("cpuset.cpus").exists())
+        .collect();
+    // The hierarchy's root always has both set; fill from the top down.
+    chain.pop();
+    for d in chain.into_iter().rev() {
+        let Some(parent) = d.parent() else {
+            continue;
+        };
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            let cur = std::fs::read_to_string(d.join(f)).unwrap_or_default();
+            if cur.trim().is_empty() {
+                let p = std::fs::read_to_string(parent.join(f)).unwrap_or_default();
+                write(d, f, p.trim())?;
+            }
         }
     }
     Ok(())

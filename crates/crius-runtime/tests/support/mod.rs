@@ -6,6 +6,7 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
@@ -80,6 +81,9 @@ pub fn config(args: &[&str], cgroup: &str) -> Value {
     })
 }
 
+/// Bundles of this test process not yet dropped; their cgroups share a parent.
+static LIVE_BUNDLES: Mutex<usize> = Mutex::new(0);
+
 /// One test's bundle, state root and cgroup; removed (container included) on drop.
 pub struct Bundle {
     pub tmp: tempfile::TempDir,
@@ -98,6 +102,7 @@ impl Bundle {
             .unwrap();
         let dir = tmp.path().join("bundle");
         make_rootfs(&dir.join("rootfs"));
+        *LIVE_BUNDLES.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         let id = format!("{name}-{}", std::process::id());
         let cgroup = format!("/crius-runtime-test/{id}");
         let b = Bundle {
@@ -212,13 +217,18 @@ impl Drop for Bundle {
         for d in self.cgroup_dirs() {
             let _ = fs::remove_dir(&d);
         }
-        // The shared parent goes with the last test.
-        for h in fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let _ = fs::remove_dir(h.path().join("crius-runtime-test"));
+        // The shared parent goes with the last bundle: removed while another
+        // test's runtime is making its directory below it, that mkdir fails.
+        let mut live = LIVE_BUNDLES.lock().unwrap_or_else(|e| e.into_inner());
+        *live -= 1;
+        if *live == 0 {
+            for h in fs::read_dir("/sys/fs/cgroup")
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let _ = fs::remove_dir(h.path().join("crius-runtime-test"));
+            }
         }
     }
 }
