@@ -300,7 +300,10 @@ fn create_inner(g: &Globals, o: &CreateOpts, keep_subreaper: bool) -> Result<Rec
     // pass the state dirs by path.
     let fifo_fd = open_path(&fifo)?;
 
-    let dirs = cgroup::dirs_for(&inner);
+    // Read here, in the runtime's cgroup namespace: from the container's own,
+    // mountinfo shows the host's hierarchies rooted outside it.
+    let hierarchies = cgroup::hierarchies();
+    let dirs = cgroup::dirs_for(&hierarchies, &inner);
     undo.cgroups = dirs.clone();
     cgroup::create(&dirs)?;
     cgroup::apply(&dirs, &with_default_device_rules(&linux), false)?;
@@ -338,6 +341,7 @@ fn create_inner(g: &Globals, o: &CreateOpts, keep_subreaper: bool) -> Result<Rec
                 console: console.as_ref(),
                 seccomp,
                 cgroup_dirs: &dirs,
+                hierarchies: &hierarchies,
                 in_userns,
                 idmapped: &idmapped,
                 no_pivot: o.no_pivot,
@@ -514,6 +518,7 @@ struct InitCtx<'a> {
     console: Option<&'a UnixStream>,
     seccomp: Option<libseccomp::ScmpFilterContext>,
     cgroup_dirs: &'a [PathBuf],
+    hierarchies: &'a [cgroup::Hierarchy],
     in_userns: bool,
     idmapped: &'a rootfs::idmap::IdmappedMounts,
     no_pivot: bool,
@@ -528,6 +533,7 @@ fn init_main(c: InitCtx) -> Result<()> {
         rootfs: c.rootfs,
         bundle: c.bundle,
         cgroup_dirs: c.cgroup_dirs,
+        hierarchies: c.hierarchies,
         in_userns: c.in_userns,
         idmapped: c.idmapped,
     }

@@ -117,8 +117,8 @@ pub fn inner_path(cgroups_path: Option<&Path>, id: &str) -> Result<String> {
 }
 
 /// The container's directories: one per hierarchy.
-pub fn dirs_for(inner: &str) -> Vec<PathBuf> {
-    hierarchies()
+pub fn dirs_for(hierarchies: &[Hierarchy], inner: &str) -> Vec<PathBuf> {
+    hierarchies
         .iter()
         .map(|h| h.mount.join(inner.trim_start_matches('/')))
         .collect()
@@ -126,6 +126,11 @@ pub fn dirs_for(inner: &str) -> Vec<PathBuf> {
 
 fn is_v2_dir(dir: &Path) -> bool {
     dir.join("cgroup.controllers").exists()
+}
+
+/// Whether the container's cgroup is one cgroup2 directory: a v2-only host.
+pub fn unified(dirs: &[PathBuf]) -> bool {
+    !dirs.is_empty() && dirs.iter().all(|d| is_v2_dir(d))
 }
 
 /// Whether the host has v1 hierarchies (so a cgroup2 tree is only joined).

@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, LinuxNamespaceType, Mount, Spec};
 
 use crate::error::{Error, Result};
 use resolve::{fd_path, resolve, resolve_parent, Create};
@@ -129,6 +129,9 @@ pub struct RootfsSetup<'a> {
     pub bundle: &'a Path,
     /// Host cgroup directories of the container, for a `cgroup` mount.
     pub cgroup_dirs: &'a [PathBuf],
+    /// The hierarchies those directories are in, as the runtime saw them
+    /// before the container's cgroup namespace.
+    pub hierarchies: &'a [crate::cgroup::Hierarchy],
     pub in_userns: bool,
     /// The spec's id-mapped mounts, made by the runtime before the fork.
     pub idmapped: &'a idmap::IdmappedMounts,
@@ -194,6 +197,9 @@ impl RootfsSetup<'_> {
     ) -> Result<()> {
         let o = parse_options(m.options().as_deref().unwrap_or(&[]))?;
         let typ = m.typ().as_deref().unwrap_or("");
+        if (typ == "cgroup" || typ == "cgroup2") && crate::cgroup::unified(self.cgroup_dirs) {
+            return self.mount_cgroup2(root, dest, &o);
+        }
         if typ == "cgroup"
             || typ == "cgroup2"
                 && self
@@ -203,63 +209,9 @@ impl RootfsSetup<'_> {
         {
             return self.mount_cgroups(root, dest, &o);
         }
-        let data = o.data.join(",");
         if is_bind(m, &o) {
             let src = bind_source(m, self.bundle, dest)?;
-            // An id-mapped source is read through its mount: the path may pass dirs
-            // that only host root can, which a user namespace's root cannot.
-            let is_dir = match idmapped {
-                Some(tree) => nix::sys::stat::fstat(tree)
-                    .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
-                    .map_err(|e| merr(dest, &format!("source {}", src.display()), e))?,
-                None => std::fs::metadata(&src)
-                    .map_err(|e| Error::Mount {
-                        dest: dest.to_string(),
-                        reason: format!("source {}: {e}", src.display()),
-                    })?
-                    .is_dir(),
-            };
-            let target = resolve(root, dest, if is_dir { Create::Dir } else { Create::File })?;
-            let src_s = src.to_string_lossy();
-            match idmapped {
-                Some(tree) => idmap::move_onto(tree, &target)
-                    .map_err(|e| merr(dest, &format!("move id-mapped {src_s}"), e))?,
-                None => mnt(
-                    Some(&src_s),
-                    &fd_path(&target),
-                    None,
-                    MsFlags::MS_BIND | (o.flags & MsFlags::MS_REC),
-                    None,
-                )
-                .map_err(|e| merr(dest, &format!("bind {src_s}"), e))?,
-            }
-            drop(target);
-            let remount = o.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
-            if !remount.is_empty() || !o.propagation.is_empty() || o.rro {
-                // The fd above names the directory under the new mount: resolve again.
-                let on = resolve(root, dest, Create::No)?;
-                let p = fd_path(&on);
-                if !remount.is_empty() {
-                    let locked = locked_flags(&on);
-                    mnt(
-                        None,
-                        &p,
-                        None,
-                        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | remount | locked,
-                        None,
-                    )
-                    .map_err(|e| merr(dest, "remount", e))?;
-                }
-                if o.rro {
-                    set_readonly_recursive(&on)
-                        .map_err(|e| merr(dest, "make read-only recursively", e))?;
-                }
-                for p_flag in &o.propagation {
-                    mnt(None, &p, None, *p_flag, None)
-                        .map_err(|e| merr(dest, "set propagation", e))?;
-                }
-            }
-            return Ok(());
+            return self.bind(root, dest, &src, &o, idmapped);
         }
         let target = resolve(root, dest, Create::Dir)?;
         let src = m
@@ -267,15 +219,7 @@ impl RootfsSetup<'_> {
             .as_ref()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| typ.to_string());
-        let flags = o.flags & !MsFlags::MS_REMOUNT;
-        let res = mnt(
-            Some(&src),
-            &fd_path(&target),
-            Some(typ),
-            flags,
-            (!data.is_empty()).then_some(data.as_str()),
-        );
-        match res {
+        match mount_fs(&target, &src, typ, &o) {
             Ok(()) => {}
             // sysfs cannot be mounted in a network namespace we do not own
             // (a joined one, or a user namespace's): bind the host's, as runc does.
@@ -292,18 +236,104 @@ impl RootfsSetup<'_> {
             Err(e) => return Err(merr(dest, &format!("mount {typ}"), e)),
         }
         drop(target);
-        if !o.propagation.is_empty() || o.rro {
+        after_new_mount(root, dest, &o)
+    }
+
+    /// Binds `src` (or the id-mapped tree made from it) onto `dest`, then
+    /// applies the mount's other flags, "rro" and propagation.
+    fn bind(
+        &self,
+        root: &OwnedFd,
+        dest: &str,
+        src: &Path,
+        o: &Options,
+        idmapped: Option<&OwnedFd>,
+    ) -> Result<()> {
+        // An id-mapped source is read through its mount: the path may pass dirs
+        // that only host root can, which a user namespace's root cannot.
+        let is_dir = match idmapped {
+            Some(tree) => nix::sys::stat::fstat(tree)
+                .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+                .map_err(|e| merr(dest, &format!("source {}", src.display()), e))?,
+            None => std::fs::metadata(src)
+                .map_err(|e| Error::Mount {
+                    dest: dest.to_string(),
+                    reason: format!("source {}: {e}", src.display()),
+                })?
+                .is_dir(),
+        };
+        let target = resolve(root, dest, if is_dir { Create::Dir } else { Create::File })?;
+        let src_s = src.to_string_lossy();
+        match idmapped {
+            Some(tree) => idmap::move_onto(tree, &target)
+                .map_err(|e| merr(dest, &format!("move id-mapped {src_s}"), e))?,
+            None => mnt(
+                Some(&src_s),
+                &fd_path(&target),
+                None,
+                MsFlags::MS_BIND | (o.flags & MsFlags::MS_REC),
+                None,
+            )
+            .map_err(|e| merr(dest, &format!("bind {src_s}"), e))?,
+        }
+        drop(target);
+        let remount = o.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+        if !remount.is_empty() || !o.propagation.is_empty() || o.rro {
+            // The fd above names the directory under the new mount: resolve again.
             let on = resolve(root, dest, Create::No)?;
+            let p = fd_path(&on);
+            if !remount.is_empty() {
+                let locked = locked_flags(&on);
+                mnt(
+                    None,
+                    &p,
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | remount | locked,
+                    None,
+                )
+                .map_err(|e| merr(dest, "remount", e))?;
+            }
             if o.rro {
                 set_readonly_recursive(&on)
                     .map_err(|e| merr(dest, "make read-only recursively", e))?;
             }
             for p_flag in &o.propagation {
-                mnt(None, &fd_path(&on), None, *p_flag, None)
-                    .map_err(|e| merr(dest, "set propagation", e))?;
+                mnt(None, &p, None, *p_flag, None).map_err(|e| merr(dest, "set propagation", e))?;
             }
         }
         Ok(())
+    }
+
+    /// A `cgroup` (or `cgroup2`) mount on a v2-only host. In a cgroup
+    /// namespace of the container's own, a cgroup2 mount: the namespace was
+    /// made once the container was in its cgroup, so that cgroup is the
+    /// mount's root. Without one, or where the kernel refuses the mount (a
+    /// user namespace that does not own the cgroup namespace), a bind of the
+    /// container's own directory: the rest of the host's tree stays out of
+    /// sight either way, as with the per-hierarchy binds of v1.
+    fn mount_cgroup2(&self, root: &OwnedFd, dest: &str, o: &Options) -> Result<()> {
+        let own_ns = self
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::Cgroup));
+        if own_ns {
+            let target = resolve(root, dest, Create::Dir)?;
+            match mount_fs(&target, "cgroup", "cgroup2", o) {
+                Ok(()) => {
+                    drop(target);
+                    return after_new_mount(root, dest, o);
+                }
+                Err(nix::errno::Errno::EPERM | nix::errno::Errno::EBUSY) => {}
+                Err(e) => return Err(merr(dest, "mount cgroup2", e)),
+            }
+        }
+        let dir = self.cgroup_dirs.first().ok_or_else(|| Error::Mount {
+            dest: dest.to_string(),
+            reason: "no cgroup directory to bind".into(),
+        })?;
+        self.bind(root, dest, dir, o, None)
     }
 
     /// A `cgroup` mount on a v1 (or hybrid) host: a tmpfs with the
@@ -321,7 +351,7 @@ impl RootfsSetup<'_> {
         )
         .map_err(|e| merr(dest, "mount cgroup tmpfs", e))?;
         drop(target);
-        for h in crate::cgroup::hierarchies() {
+        for h in self.hierarchies {
             let Some(name) = h.mount.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
@@ -460,6 +490,39 @@ impl RootfsSetup<'_> {
         }
         Ok(())
     }
+}
+
+/// A new mount of filesystem `typ` on `target`, with the options' flags and data.
+fn mount_fs(
+    target: &OwnedFd,
+    src: &str,
+    typ: &str,
+    o: &Options,
+) -> std::result::Result<(), nix::errno::Errno> {
+    let data = o.data.join(",");
+    mnt(
+        Some(src),
+        &fd_path(target),
+        Some(typ),
+        o.flags & !MsFlags::MS_REMOUNT,
+        (!data.is_empty()).then_some(data.as_str()),
+    )
+}
+
+/// "rro" and propagation on a mount just made at `dest`.
+fn after_new_mount(root: &OwnedFd, dest: &str, o: &Options) -> Result<()> {
+    if o.propagation.is_empty() && !o.rro {
+        return Ok(());
+    }
+    let on = resolve(root, dest, Create::No)?;
+    if o.rro {
+        set_readonly_recursive(&on).map_err(|e| merr(dest, "make read-only recursively", e))?;
+    }
+    for p_flag in &o.propagation {
+        mnt(None, &fd_path(&on), None, *p_flag, None)
+            .map_err(|e| merr(dest, "set propagation", e))?;
+    }
+    Ok(())
 }
 
 fn default_devices() -> Vec<LinuxDevice> {

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod v2;
+
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -29,7 +31,7 @@ pub fn make_rootfs(rootfs: &Path) {
     fs::copy(&bb, rootfs.join("bin/busybox")).unwrap();
     for a in [
         "sh", "true", "false", "sleep", "cat", "ls", "echo", "grep", "id", "hostname", "pwd",
-        "stat", "readlink", "mount", "mkdir", "touch",
+        "stat", "readlink", "mount", "mkdir", "rmdir", "touch",
     ] {
         symlink("busybox", rootfs.join("bin").join(a)).unwrap();
     }
