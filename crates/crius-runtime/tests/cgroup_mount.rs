@@ -104,7 +104,13 @@ fn probe_bundle(name: &str, cgroupns: bool, ro: bool) -> Bundle {
     b
 }
 
-fn run_on_v2(view: &V2View, b: &Bundle) -> Seen {
+/// Runs the probe of `b` on the v2-only layout and checks that its single
+/// /sys/fs/cgroup mount is a cgroup2 mount of the container's own cgroup:
+/// the files are those of a cgroup2 directory, nothing of the tree above
+/// shows, and cgroup.procs holds the container's init (pid 1 in its pid
+/// namespace). `own_ns`: in a cgroup namespace rooted at the container's
+/// cgroup, which is then "/" to it; else it sees its path in the runtime's.
+fn assert_v2_run(view: &V2View, b: &Bundle, ro: bool, own_ns: bool) {
     let (code, out, err) = view.run(b);
     assert_eq!(
         code,
@@ -112,14 +118,7 @@ fn run_on_v2(view: &V2View, b: &Bundle) -> Seen {
         "stdout: {out}\nstderr: {err}\nlog: {}",
         b.log_text()
     );
-    Seen::parse(&out)
-}
-
-/// The single /sys/fs/cgroup mount of a v2-only layout, checked to be a
-/// cgroup2 mount of the container's own cgroup: its files are the ones of
-/// a cgroup2 directory, nothing of the tree above shows, and its
-/// cgroup.procs holds the container's init (pid 1 in its pid namespace).
-fn assert_own_cgroup2(seen: &Seen, ro: bool) -> &Mountinfo {
+    let seen = Seen::parse(&out);
     let under: Vec<&Mountinfo> = seen
         .mounts
         .iter()
@@ -160,7 +159,9 @@ fn assert_own_cgroup2(seen: &Seen, ro: bool) -> &Mountinfo {
         assert!(m.opts.contains(&"rw".to_string()), "{m:?}");
         assert_eq!(seen.mkdir, "made");
     }
-    m
+    let path = if own_ns { "/" } else { b.cgroup.as_str() };
+    assert_eq!(m.root, path, "{m:?}");
+    assert_eq!(seen.cgroup, format!("0::{path}"));
 }
 
 #[test]
@@ -171,20 +172,33 @@ fn on_a_v2_only_layout_the_cgroup_mount_is_a_cgroup2_mount_of_the_containers_own
     // cgroup2 mount whose root is the namespace's, the container's cgroup.
     for ro in [true, false] {
         let b = probe_bundle(if ro { "v2ns-ro" } else { "v2ns-rw" }, true, ro);
-        let seen = run_on_v2(&view, &b);
-        let m = assert_own_cgroup2(&seen, ro);
-        assert_eq!(m.root, "/", "{m:?}");
-        assert_eq!(seen.cgroup, "0::/");
+        assert_v2_run(&view, &b, ro, true);
     }
 
+    // A user namespace too, as for crius's user-namespace pods: the cgroup
+    // namespace, made after it, is its own, and the kernel lets its root
+    // mount cgroup2 there.
+    let b = probe_bundle("v2userns", true, true);
+    b.in_new_user_namespace();
+    assert_v2_run(&view, &b, true, true);
+
+    // A user namespace in a cgroup namespace it does not own (the runtime's,
+    // joined by path): the kernel refuses its root a cgroup2 mount, and the
+    // container's own directory is bound instead.
+    let b = probe_bundle("v2userns-join", false, true);
+    b.in_new_user_namespace();
+    b.edit(|v| {
+        v["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "cgroup", "path": "/proc/self/ns/cgroup"}));
+    });
+    assert_v2_run(&view, &b, true, false);
+
     // No cgroup namespace: the container's own directory is bound there
-    // (the tree above it stays hidden); the container's /proc/self/cgroup
-    // names its path in the runtime's cgroup namespace.
+    // (the tree above it stays hidden).
     let b = probe_bundle("v2bind", false, true);
-    let seen = run_on_v2(&view, &b);
-    let m = assert_own_cgroup2(&seen, true);
-    assert_eq!(m.root, b.cgroup, "{m:?}");
-    assert_eq!(seen.cgroup, format!("0::{}", b.cgroup));
+    assert_v2_run(&view, &b, true, false);
 }
 
 /// The hybrid layout: a read-only tmpfs at /sys/fs/cgroup, and in it the

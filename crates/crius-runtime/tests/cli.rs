@@ -280,15 +280,10 @@ fn an_id_mapped_bind_shows_host_root_files_as_the_containers_root() {
     let data = b.tmp.path().join("data");
     std::fs::create_dir(&data).unwrap();
     std::fs::write(data.join("f"), "host root's").unwrap();
-    let map = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    let map = support::id_map();
     let src = data.to_string_lossy().into_owned();
+    b.in_new_user_namespace();
     b.edit(|v| {
-        v["linux"]["namespaces"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"type": "user"}));
-        v["linux"]["uidMappings"] = map.clone();
-        v["linux"]["gidMappings"] = map.clone();
         let mounts = v["mounts"].as_array_mut().unwrap();
         mounts.push(
             json!({"destination": "/mapped", "type": "bind", "source": src,

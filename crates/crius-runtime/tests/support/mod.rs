@@ -83,6 +83,11 @@ pub fn config(args: &[&str], cgroup: &str) -> Value {
     })
 }
 
+/// A user namespace's ids 0-65535 as host ids 100000-165535.
+pub fn id_map() -> Value {
+    json!([{"containerID": 0, "hostID": 100000, "size": 65536}])
+}
+
 /// Bundles of this test process not yet dropped; their cgroups share a parent.
 static LIVE_BUNDLES: Mutex<usize> = Mutex::new(0);
 
@@ -125,6 +130,18 @@ impl Bundle {
             serde_json::to_vec_pretty(v).unwrap(),
         )
         .unwrap();
+    }
+
+    /// Puts the container in a new user namespace, its ids mapped by `id_map`.
+    pub fn in_new_user_namespace(&self) {
+        self.edit(|v| {
+            v["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"type": "user"}));
+            v["linux"]["uidMappings"] = id_map();
+            v["linux"]["gidMappings"] = id_map();
+        });
     }
 
     pub fn edit(&self, f: impl FnOnce(&mut Value)) {
