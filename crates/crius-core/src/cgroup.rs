@@ -69,7 +69,9 @@ pub fn owned_pod_cgroups(root: &str) -> Vec<(String, String)> {
     found.into_iter().collect()
 }
 
-/// Removes a cgroupfs pod cgroup from every hierarchy (v1 controllers and the v2 mount).
+/// Removes a cgroupfs pod cgroup from every hierarchy (v1 controllers and the v2 mount),
+/// with the empty cgroups below it: those of its containers that a runtime cut short
+/// before it could delete them (the kernel refuses to remove one that holds a process).
 /// Best effort: a dir that is gone is fine; one that is busy is logged by the caller.
 pub fn remove_cgroupfs(path: &str) -> Result<(), String> {
     let rel = path.trim_start_matches('/');
@@ -83,6 +85,7 @@ pub fn remove_cgroupfs(path: &str) -> Result<(), String> {
             continue;
         }
         debug!(dir = %dir.display(), "remove pod cgroup");
+        remove_below(&dir);
         if let Err(e) = std::fs::remove_dir(&dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 errors.push(format!("{}: {e}", dir.display()));
@@ -93,6 +96,15 @@ pub fn remove_cgroupfs(path: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(errors.join("; "))
+    }
+}
+
+/// Removes the empty cgroups below `dir`, deepest first.
+fn remove_below(dir: &std::path::Path) {
+    let children = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    for child in children.filter(|c| c.file_type().is_ok_and(|t| t.is_dir())) {
+        remove_below(&child.path());
+        let _ = std::fs::remove_dir(child.path());
     }
 }
 

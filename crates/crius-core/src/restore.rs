@@ -77,10 +77,14 @@ impl Daemon {
                 .filter(|p| self.vm_of(&p.runtime_handler).is_some());
             // A vm container's exit while crius was away is read back from its shim.
             let mut vm_exit = None;
+            let mut vm_status = None;
             let alive = rec.state != ContainerState::Exited
                 && match &vm_pod {
                     Some(pod) => match self.vm_restore_container(pod, &rec).await {
-                        Ok(()) => true,
+                        Ok(status) => {
+                            vm_status = Some(status);
+                            true
+                        }
                         Err(exit) => {
                             vm_exit = exit;
                             false
@@ -103,8 +107,8 @@ impl Daemon {
                 }
                 index.containers.insert(rec.id.clone(), ctr.clone());
             }
-            if alive && rec.state == ContainerState::Created && vm_pod.is_none() {
-                self.record_start_done_by_runtime(&ctr).await;
+            if alive && rec.state == ContainerState::Created {
+                self.record_start_done_by_runtime(&ctr, vm_status).await;
             }
             if alive {
                 self.watch_exit(ctr);
@@ -125,20 +129,29 @@ impl Daemon {
     /// between `RUNTIME start` and the record's write. It is recorded Running (started
     /// now, the closest time known), so ContainerStatus tells the truth and a repeated
     /// StartContainer is refused as for any running container instead of failing in the
-    /// runtime.
-    async fn record_start_done_by_runtime(&self, ctr: &ContainerEntry) {
+    /// runtime (or the shim, for a vm container: `shim_status` is what its shim said).
+    async fn record_start_done_by_runtime(
+        &self,
+        ctr: &ContainerEntry,
+        shim_status: Option<String>,
+    ) {
         let rec = ctr.entry.get();
-        let Ok(pod) = self.pod_entry(&rec.pod_id) else {
-            return;
-        };
-        let Ok((runtime, _, _)) = self.runtime_handler(&pod.get().runtime_handler) else {
-            return;
-        };
-        let status = match runtime.state(&rec.id).await {
-            Ok(state) => state.status,
-            Err(e) => {
-                warn!(container_id = %rec.id, error = %e, "runtime state of a created container not read");
-                return;
+        let status = match shim_status {
+            Some(status) => status,
+            None => {
+                let Ok(pod) = self.pod_entry(&rec.pod_id) else {
+                    return;
+                };
+                let Ok((runtime, _, _)) = self.runtime_handler(&pod.get().runtime_handler) else {
+                    return;
+                };
+                match runtime.state(&rec.id).await {
+                    Ok(state) => state.status,
+                    Err(e) => {
+                        warn!(container_id = %rec.id, error = %e, "runtime state of a created container not read");
+                        return;
+                    }
+                }
             }
         };
         if status == "running" || status == "paused" {
@@ -153,8 +166,9 @@ impl Daemon {
         }
     }
 
-    /// The monitors and runtime containers of pods and containers without a record: a
-    /// crash after `RUNTIME create` and before the record's write left them running.
+    /// The monitors, shims and runtime containers of pods and containers without a
+    /// record: a crash after `RUNTIME create` (or the shim's start) and before the
+    /// record's write left them running.
     /// Only runtime state dirs crius owns (a handler without `runtime_root`) are swept:
     /// a shared root may hold other programs' containers.
     async fn stop_orphan_processes(&self, pods: &HashSet<String>, containers: &HashSet<String>) {
@@ -173,6 +187,13 @@ impl Daemon {
         for dir in monitor_dirs {
             if let Some(pid) = kill_monitor(&dir) {
                 info!(dir = %dir.display(), pid, "killed the monitor of a half-made container");
+            }
+        }
+        if config.runtimes.values().any(|h| h.runtime_type == "vm") {
+            for id in entries(&config.root_dir.join("pods")) {
+                if !pods.contains(&id) {
+                    self.vm_collect_orphan_shim(&id, &self.pod_dir(&id)).await;
+                }
             }
         }
         for (name, handler) in &config.runtimes {

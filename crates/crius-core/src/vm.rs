@@ -31,6 +31,11 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a killed pause task may take to exit.
 const PAUSE_EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The file in a vm pod's dir that holds its shim's address from the moment the shim
+/// printed it: a restart after a crash that came before the pod's record finds the shim
+/// by it, to delete its tasks and shut it down.
+const SHIM_ADDRESS_FILE: &str = "shim-address";
+
 /// A `vm` handler's settings.
 #[derive(Debug, Clone)]
 pub(crate) struct VmHandler {
@@ -171,6 +176,11 @@ impl Daemon {
         let address = shim::start_shim(&start)
             .await
             .map_err(|e| Error::from(e).at_step("start shim"))?;
+        let address_file = dir.join(SHIM_ADDRESS_FILE);
+        // Written before the undo below, whose kill it does not need: a failure here
+        // leaves the shim to that undo all the same.
+        let written = std::fs::write(&address_file, &address)
+            .map_err(|e| Error::io("write the shim's address", &address_file, e));
         // Until the shim answers Connect its pid is unknown: a shim that answers garbage,
         // hangs or dies is found by its command line, killed, and its socket removed.
         {
@@ -190,6 +200,7 @@ impl Daemon {
                 Ok(())
             });
         }
+        written?;
         let s = Shim::connect(&vm.name, &address, &pod.id)
             .await
             .map_err(|e| Error::from(e).at_step("connect to shim"))?;
@@ -259,6 +270,92 @@ impl Daemon {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&pod.id);
+    }
+
+    /// After a restart: the shim of a pod that has no record (a crash cut RunPodSandbox
+    /// after the shim started) is found by the address kept in the pod's dir, `dir`, and
+    /// by its command line; its pause task is killed and deleted (so the shim removes the
+    /// task's runtime state), the shim shut down or killed, and its socket removed.
+    pub(crate) async fn vm_collect_orphan_shim(&self, id: &str, dir: &Path) {
+        let address = std::fs::read_to_string(dir.join(SHIM_ADDRESS_FILE))
+            .ok()
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty());
+        let mut sockets: Vec<PathBuf> = address
+            .iter()
+            .filter_map(|a| shim::socket_path(a))
+            .collect();
+        // A task the shim was making when crius died is deleted once it is made.
+        let deadline = tokio::time::Instant::now() + PAUSE_EXIT_TIMEOUT;
+        while !shim::processes_naming(dir).is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Some(address) = &address {
+            match Shim::connect("(a half-made pod's)", address, id).await {
+                Ok(s) => {
+                    info!(pod_id = %id, "shutting down the shim of a half-made pod");
+                    let _ = s.kill(id, "", libc::SIGKILL as u32, true).await;
+                    let _ = tokio::time::timeout(PAUSE_EXIT_TIMEOUT, s.wait(id, "")).await;
+                    if let Err(e) = s.delete(id, "").await {
+                        if !shim::is_not_found(&e) {
+                            warn!(pod_id = %id, error = %e, "pause task of a half-made pod not deleted");
+                        }
+                    }
+                    let pid = s.shim_pid(id).await.ok();
+                    stop_shim(&s, id, pid).await;
+                }
+                Err(e) => {
+                    debug!(pod_id = %id, error = %e, "no shim answers for a half-made pod");
+                }
+            }
+        }
+        // A crash before the shim's `start` printed its address leaves only its process:
+        // the socket it serves is the one it bound.
+        let events = self.shim_events_socket();
+        let mut binaries: Vec<PathBuf> = Vec::new();
+        for pid in shim::shim_processes(&events, id) {
+            warn!(pod_id = %id, pid, "killing the shim of a half-made pod");
+            sockets.extend(
+                shim::bound_sockets(pid)
+                    .into_iter()
+                    .filter(|p| *p != events),
+            );
+            binaries.extend(std::fs::read_link(format!("/proc/{pid}/exe")));
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        for socket in sockets {
+            let _ = std::fs::remove_file(socket);
+        }
+        // What the shim's runtime still holds of the pause task (one the shim could not
+        // delete, or whose shim was gone) is the shim's own `delete` to clean: with the
+        // binary of the shim found, else that of every vm handler.
+        if binaries.is_empty() {
+            let config = self.config();
+            binaries.extend(
+                config
+                    .runtimes
+                    .values()
+                    .filter(|h| h.runtime_type == "vm")
+                    .map(|h| h.runtime_path.clone()),
+            );
+        }
+        binaries.sort();
+        binaries.dedup();
+        for binary in binaries {
+            let start = ShimStart {
+                handler: "(a half-made pod's)".to_string(),
+                binary,
+                id: id.to_string(),
+                bundle: dir.to_path_buf(),
+                events_socket: events.clone(),
+            };
+            if let Err(e) = shim::delete_dead_shim(&start).await {
+                debug!(pod_id = %id, error = %e, "shim delete of a half-made pod");
+            }
+        }
     }
 
     /// Makes the fifos of a vm container in `run_dir` and starts copying them into its
@@ -537,14 +634,14 @@ impl Daemon {
         }
     }
 
-    /// After a restart: a vm container's state from its shim. `Ok(())` when it still
-    /// runs (its log copier reattached to the fifos), else the exit the shim kept (`None`
-    /// when the shim is gone).
+    /// After a restart: a vm container's state from its shim. Its status (`created` or
+    /// `running`) while it is there (its log copier reattached to the fifos), else the
+    /// exit the shim kept (`None` when the shim is gone).
     pub(crate) async fn vm_restore_container(
         &self,
         pod: &PodRecord,
         rec: &ContainerRecord,
-    ) -> std::result::Result<(), Option<ExitStatus>> {
+    ) -> std::result::Result<String, Option<ExitStatus>> {
         let s = match self.shim_of(pod).await {
             Ok(s) => s,
             Err(_) => return Err(None),
@@ -587,7 +684,7 @@ impl Daemon {
                     );
             }
         }
-        Ok(())
+        Ok(st.status)
     }
 
     /// ExecSync in a vm container: an exec process of its task (the container's own process

@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -89,38 +90,51 @@ fn bootstrap_params(s: &ShimStart) -> Result<Vec<u8>, Error> {
         containerd_binary: "/bin/false".to_string(),
         ..Default::default()
     };
-    params.write_to_bytes().map_err(|e| Error::ShimStart {
-        handler: s.handler.clone(),
-        binary: s.binary.clone(),
-        id: s.id.clone(),
-        msg: format!("encode bootstrap parameters: {e}"),
-    })
+    params
+        .write_to_bytes()
+        .map_err(|e| s.error(format!("encode bootstrap parameters: {e}")))
+}
+
+impl ShimStart {
+    /// The shim binary run as containerd runs it for task `id` in the bundle, with the
+    /// arguments `action` after the common ones; its output piped.
+    fn command(&self, action: &[&str]) -> tokio::process::Command {
+        let events = self.events_socket.display().to_string();
+        let mut cmd = tokio::process::Command::new(&self.binary);
+        cmd.args(["-namespace", NAMESPACE, "-address", &events])
+            .args(["-publish-binary", "/bin/false", "-id", &self.id])
+            .args(action)
+            .current_dir(&self.bundle)
+            .env("TTRPC_ADDRESS", &events)
+            .env("NAMESPACE", NAMESPACE)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// The error of a run of the shim binary.
+    fn error(&self, msg: String) -> Error {
+        Error::ShimStart {
+            handler: self.handler.clone(),
+            binary: self.binary.clone(),
+            id: self.id.clone(),
+            msg,
+        }
+    }
 }
 
 async fn start_once(s: &ShimStart, stdin: Option<Vec<u8>>) -> Result<String, Error> {
     use tokio::io::AsyncWriteExt;
-    let fail = |msg: String| Error::ShimStart {
-        handler: s.handler.clone(),
-        binary: s.binary.clone(),
-        id: s.id.clone(),
-        msg,
-    };
-    let events = s.events_socket.display().to_string();
-    let mut child = tokio::process::Command::new(&s.binary)
-        .args(["-namespace", NAMESPACE, "-address", &events])
-        .args(["-publish-binary", "/bin/false", "-id", &s.id, "start"])
-        .current_dir(&s.bundle)
-        .env("TTRPC_ADDRESS", &events)
-        .env("NAMESPACE", NAMESPACE)
+    let fail = |msg: String| s.error(msg);
+    let mut child = s
+        .command(&["start"])
         .env("MAX_SHIM_VERSION", "2")
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
             Stdio::null()
         })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .map_err(|e| fail(format!("spawn: {e}")))?;
     if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
@@ -197,6 +211,77 @@ pub fn shim_processes(events: &Path, id: &str) -> Vec<u32> {
                 && args
                     .windows(2)
                     .any(|w| w[0] == b"-id" && w[1] == id.as_bytes())
+        })
+        .collect()
+}
+
+/// Runs the shim's `delete` action for task `id` in its bundle, as containerd does for a
+/// shim that died: the shim's own cleanup of what its runtime left of the task (runtime
+/// state, cgroups, the rootfs mount), wherever that shim keeps it.
+pub async fn delete_dead_shim(s: &ShimStart) -> Result<(), Error> {
+    let fail = |msg: String| s.error(msg);
+    let bundle = s.bundle.display().to_string();
+    let child = s
+        .command(&["-bundle", &bundle, "delete"])
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| fail(format!("spawn delete: {e}")))?;
+    let out = tokio::time::timeout(START_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| fail(format!("delete took over {}s", START_TIMEOUT.as_secs())))?
+        .map_err(|e| fail(e.to_string()))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(fail(format!("delete: {}: {}", out.status, tail(&stderr))));
+    }
+    Ok(())
+}
+
+/// Processes with an argument at or under `dir`: what a shim ran in a bundle (its
+/// runtime's `create --bundle DIR`), still running after the shim's caller died.
+pub fn processes_naming(dir: &Path) -> Vec<u32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                cmdline
+                    .split(|b| *b == 0)
+                    .any(|arg| Path::new(std::ffi::OsStr::from_bytes(arg)).starts_with(dir))
+            })
+        })
+        .collect()
+}
+
+/// The paths of the unix sockets process `pid` has bound: where a shim whose address
+/// crius never read serves, so that its socket file can be removed once it is gone.
+pub fn bound_sockets(pid: u32) -> Vec<PathBuf> {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .filter_map(|fd| {
+            let link = std::fs::read_link(fd.ok()?.path()).ok()?;
+            let link = link.to_str()?;
+            Some(
+                link.strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
+        })
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/unix")).unwrap_or_default();
+    // Num RefCount Protocol Flags Type St Inode [Path]; abstract names start with '@'.
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let path = fields.get(7).filter(|p| p.starts_with('/'))?;
+            inodes
+                .contains(*fields.get(6)?)
+                .then(|| PathBuf::from(path))
         })
         .collect()
 }
@@ -1163,6 +1248,41 @@ fn copy_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sockets_a_process_bound_are_found_by_its_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bound.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let found = bound_sockets(std::process::id());
+        assert!(found.contains(&path), "{found:?}");
+        assert!(!bound_sockets(std::process::id())
+            .iter()
+            .any(|p| p.ends_with("other.sock")));
+    }
+
+    #[test]
+    fn processes_naming_a_dir_are_those_with_an_argument_under_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // Not the last command, so the shell stays (with its arguments) and waits.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30; true", "sh"])
+            .arg(dir.path().join("bundle"))
+            .spawn()
+            .unwrap();
+        // Until the child has run sh, its command line is this test's.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut found = processes_naming(dir.path());
+        while found.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            found = processes_naming(dir.path());
+        }
+        let other = processes_naming(&dir.path().join("elsewhere"));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(found, vec![child.id()]);
+        assert_eq!(other, Vec::<u32>::new());
+    }
 
     #[test]
     fn start_output_plain_and_json() {
