@@ -7,8 +7,12 @@
 //! address, CNI cache entry, cgroup, monitor or container process, runtime state, pod or
 //! container dir, or image layer dir.
 //!
-//! The points run one after another in one daemon root. `CRIUS_CRASH_POINTS` (names or
-//! prefixes, comma-separated) narrows the run to some of them.
+//! The points run one after another in one daemon root, for three kinds of pod (a test
+//! each): pods with a pause container (every point), pods without one (`drop_infra_ctr`)
+//! and pods of a `vm` handler, run by a containerd shim v2 (the pod and container
+//! points). A point a kind of pod does not reach is skipped with the reason.
+//! `CRIUS_CRASH_POINTS` (names or prefixes, comma-separated) narrows the run to some of
+//! them.
 
 mod common;
 
@@ -20,6 +24,65 @@ use std::time::{Duration, Instant};
 use common::*;
 use crius_e2e::{cri, fault_binary, processes_in, CriusDaemon};
 use crius_fault::{Call, Point, ENV, POINTS};
+use sha2::{Digest, Sha256};
+
+/// A kind of pod the crash points run in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PodKind {
+    /// With a pause container, run by runc under crius's monitor.
+    Infra,
+    /// Without an infra container: its network, IPC and UTS namespaces pinned by crius.
+    NoInfra,
+    /// Of a `vm` handler: the pause and every container tasks of the pod's shim.
+    Vm,
+}
+
+/// Where the runc shim keeps the runc state of crius's tasks (its namespace `crius`).
+const SHIM_RUNC_STATE: &str = "/run/containerd/runc/crius";
+
+impl PodKind {
+    /// The daemon's drop-in for this kind (`shim` for [`PodKind::Vm`]).
+    fn dropin(self, shim: Option<&Path>) -> String {
+        match self {
+            PodKind::Infra => WITH_INFRA.to_string(),
+            PodKind::NoInfra => "[crius.runtime]\ndrop_infra_ctr = true\n".to_string(),
+            PodKind::Vm => shim_dropin(shim.expect("a shim for vm pods")),
+        }
+    }
+
+    /// Why `point` is not tried in this kind of pod, if it is not.
+    fn skip(self, point: &Point) -> Option<&'static str> {
+        if self == PodKind::Infra {
+            return None;
+        }
+        if matches!(point.call, Call::PullImage | Call::RemoveImage) {
+            return Some("an image point: the same for every kind of pod");
+        }
+        match (self, point.name) {
+            (
+                PodKind::NoInfra,
+                "run_pod.pause_rootfs_mounted"
+                | "run_pod.pause_created"
+                | "run_pod.pause_started"
+                | "run_pod.recorded"
+                | "stop_pod.pause_killed",
+            ) => Some("not reached: the pod has no pause container"),
+            (PodKind::Vm, "run_pod.pause_created") => {
+                Some("not reached: the shim, not a monitor, creates the pause task")
+            }
+            (PodKind::Vm, "create_container.runtime_created" | "create_container.recorded") => {
+                Some("not reached: a vm container is recorded right after the shim's Create")
+            }
+            (PodKind::Vm, "stop_container.signalled" | "stop_container.killed") => {
+                Some("not reached: a vm container is signalled through its shim")
+            }
+            (PodKind::Vm, "stop_pod.pause_killed") => {
+                Some("not reached: the pause task is killed through the shim")
+            }
+            _ => None,
+        }
+    }
+}
 
 /// What a point's call works on, made before the call.
 struct Scenario {
@@ -202,10 +265,28 @@ async fn list_containers(rt: &mut Runtime) -> Vec<cri::Container> {
         .containers
 }
 
-/// The pid verbose status reports for a pod's pause or a container.
-fn info_pid(info: &std::collections::HashMap<String, String>) -> Option<u64> {
-    let value: serde_json::Value = serde_json::from_str(info.get("info")?).ok()?;
-    value["pid"].as_u64()
+/// What keeps a Ready pod's namespaces: its pause (the pid verbose status reports), or,
+/// without an infra container, crius's pins (those of them that are not there).
+enum Holder {
+    Pause(Option<u64>),
+    Pins(Vec<String>),
+}
+
+fn held_by(info: &std::collections::HashMap<String, String>) -> Holder {
+    let value: serde_json::Value = info
+        .get("info")
+        .and_then(|i| serde_json::from_str(i).ok())
+        .unwrap_or_default();
+    if value["infraContainer"] != false {
+        return Holder::Pause(value["pid"].as_u64());
+    }
+    let missing = ["netns", "ipcNs", "utsNs"]
+        .iter()
+        .filter_map(|key| value[key].as_str())
+        .filter(|pin| mounts_under(Path::new(pin)).is_empty())
+        .map(str::to_string)
+        .collect();
+    Holder::Pins(missing)
 }
 
 fn alive(pid: u64) -> bool {
@@ -262,8 +343,16 @@ async fn inconsistencies(rt: &mut Runtime, images: &mut Images) -> Vec<String> {
             if st.network.as_ref().is_none_or(|n| n.ip.is_empty()) {
                 found.push(format!("Ready pod {} has no IP", pod.id));
             }
-            if !info_pid(&reply.info).is_some_and(alive) {
-                found.push(format!("Ready pod {} has no live pause process", pod.id));
+            match held_by(&reply.info) {
+                Holder::Pause(pid) if pid.is_some_and(alive) => {}
+                Holder::Pause(_) => {
+                    found.push(format!("Ready pod {} has no live pause process", pod.id));
+                }
+                Holder::Pins(missing) => {
+                    for pin in missing {
+                        found.push(format!("Ready pod {} has lost its pin {pin}", pod.id));
+                    }
+                }
             }
         }
     }
@@ -526,7 +615,9 @@ fn cgroups_below(dir: &Path) -> Vec<PathBuf> {
 
 /// What is on the host with no pod, container or image recorded to own it. Called with
 /// every pod removed, so any mount, pin, veth, address, process or cgroup is a leak.
-async fn leaks(daemon: &CriusDaemon) -> BTreeSet<String> {
+/// `ids` are those of every pod and container the daemon made (to find their shim
+/// sockets, named by a hash).
+async fn leaks(daemon: &CriusDaemon, ids: &BTreeSet<String>) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
     // Removed dirs are deleted off the request path: give the trash a moment.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -539,7 +630,14 @@ async fn leaks(daemon: &CriusDaemon) -> BTreeSet<String> {
         }
     }
     for mount in mounts_under(&daemon.dir) {
-        found.insert(format!("mount {mount}"));
+        // A pod without an infra container pins its IPC and UTS namespaces there.
+        let pin = Path::new(&mount)
+            .parent()
+            .is_some_and(|p| p.ends_with("ns") && p.starts_with(daemon.runroot.join("pods")));
+        match pin {
+            true => found.insert(format!("pinned namespace {mount}")),
+            false => found.insert(format!("mount {mount}")),
+        };
     }
     for pin in netns_pins(daemon) {
         found.insert(format!("netns pin {pin}"));
@@ -566,8 +664,28 @@ async fn leaks(daemon: &CriusDaemon) -> BTreeSet<String> {
         found.insert(format!("IPAM address {ip}"));
     }
     let me = [std::process::id(), daemon.pid().unwrap_or(0)];
+    let events = daemon.runroot.join("shim-events.sock");
     for (pid, cmdline) in processes_in(&daemon.dir, &me) {
-        found.insert(format!("process {pid}: {}", cmdline.trim()));
+        let what = match cmdline.contains(&*events.to_string_lossy()) {
+            true => "shim process",
+            false => "process",
+        };
+        found.insert(format!("{what} {pid}: {}", cmdline.trim()));
+    }
+    for id in ids {
+        let socket = shim_socket(daemon, id);
+        if socket.exists() {
+            found.insert(format!("shim socket {} of {id}", socket.display()));
+        }
+    }
+    // The runc shim's state of tasks whose bundle is under the daemon's dirs.
+    let bundle_label = format!("bundle={}", daemon.dir.display());
+    for id in dir_entries(Path::new(SHIM_RUNC_STATE)) {
+        let state = Path::new(SHIM_RUNC_STATE).join(&id);
+        let text = std::fs::read_to_string(state.join("state.json")).unwrap_or_default();
+        if ids.contains(&id) || text.contains(&bundle_label) {
+            found.insert(format!("shim's runc state {}", state.display()));
+        }
     }
     for hierarchy in cgroup_dirs(&daemon.cgroup_parent) {
         for pid in crius_e2e::cgroup_pids(&hierarchy) {
@@ -585,6 +703,15 @@ async fn leaks(daemon: &CriusDaemon) -> BTreeSet<String> {
     found
 }
 
+/// The socket a containerd shim v2 serves pod `id` on: `/run/containerd/s/` and the
+/// SHA-256 of the event address, namespace and id, as the shims compute it.
+fn shim_socket(daemon: &CriusDaemon, id: &str) -> PathBuf {
+    let events = daemon.runroot.join("shim-events.sock");
+    let key = events.join("crius").join(id);
+    let hash = Sha256::digest(key.as_os_str().as_encoded_bytes());
+    Path::new("/run/containerd/s").join(hex::encode(hash))
+}
+
 /// Layer dirs of the image store under `root` that no image record names.
 fn unrecorded_layers(root: &Path) -> Vec<String> {
     let layers = root.join("images/layers");
@@ -599,15 +726,7 @@ fn unrecorded_layers(root: &Path) -> Vec<String> {
 #[tokio::test]
 async fn every_crash_point_leaves_objects_whole_or_gone_and_leaks_nothing() {
     let binary = fault_binary().expect("the crius test build");
-    // Pods with a pause container, whatever CRIUS_E2E_DROP_INFRA_CTR says: the pause's
-    // points are among those tried.
-    let mut daemon = builder()
-        .config(WITH_INFRA)
-        .binary(&binary)
-        .bridge_network()
-        .start()
-        .await
-        .expect("daemon");
+    let mut daemon = crash_daemon(&binary, PodKind::Infra, None).await;
     // A build without crash points would ignore the variable; this one refuses a bad name.
     daemon.stop().await.expect("stop");
     daemon.set_env(ENV, Some("no.such.point"));
@@ -621,11 +740,52 @@ async fn every_crash_point_leaves_objects_whole_or_gone_and_leaks_nothing() {
     );
     daemon.set_env(ENV, None);
     daemon.restart().await.expect("daemon");
-    {
-        let (_, mut images) = clients(&daemon).await;
-        pull(&mut images, &pause_image()).await;
-    }
+    run_points(daemon, PodKind::Infra).await;
+}
 
+#[tokio::test]
+async fn crash_points_in_pods_without_an_infra_container_leave_them_whole_or_gone() {
+    let binary = fault_binary().expect("the crius test build");
+    let daemon = crash_daemon(&binary, PodKind::NoInfra, None).await;
+    run_points(daemon, PodKind::NoInfra).await;
+}
+
+#[tokio::test]
+async fn crash_points_in_vm_pods_leave_them_and_their_shims_whole_or_gone() {
+    let test = "crash_points_in_vm_pods_leave_them_and_their_shims_whole_or_gone";
+    let shim = match crius_e2e::peers::peer("CONTAINERD_SHIM") {
+        Some(shim) => shim,
+        None => {
+            let Some(shim) = debian_shim(test) else {
+                return;
+            };
+            shim
+        }
+    };
+    let binary = fault_binary().expect("the crius test build");
+    let daemon = crash_daemon(&binary, PodKind::Vm, Some(&shim)).await;
+    run_points(daemon, PodKind::Vm).await;
+}
+
+/// The test build of crius, with pods of `kind` by default (the pause kept or dropped
+/// whatever CRIUS_E2E_DROP_INFRA_CTR says), its own bridge network, and the pause
+/// image pulled.
+async fn crash_daemon(binary: &Path, kind: PodKind, shim: Option<&Path>) -> CriusDaemon {
+    let daemon = builder()
+        .config(&kind.dropin(shim))
+        .binary(binary)
+        .bridge_network()
+        .start()
+        .await
+        .expect("daemon");
+    let (_, mut images) = clients(&daemon).await;
+    pull(&mut images, &pause_image()).await;
+    daemon
+}
+
+/// The points chosen for `kind`: those `CRIUS_CRASH_POINTS` names, or all. Those the
+/// kind of pod does not reach are named, with the reason, and left out.
+fn chosen_points(kind: PodKind) -> Vec<&'static Point> {
     let only: Vec<String> = std::env::var("CRIUS_CRASH_POINTS")
         .map(|v| {
             v.split(',')
@@ -634,15 +794,35 @@ async fn every_crash_point_leaves_objects_whole_or_gone_and_leaks_nothing() {
                 .collect()
         })
         .unwrap_or_default();
-    let mut tried = 0;
+    let wanted =
+        |point: &Point| only.is_empty() || only.iter().any(|o| point.name.starts_with(o.as_str()));
+    assert!(
+        POINTS.iter().any(wanted),
+        "CRIUS_CRASH_POINTS={only:?} matches no point"
+    );
+    let mut chosen = Vec::new();
+    for point in POINTS.iter().filter(|p| wanted(p)) {
+        match kind.skip(point) {
+            Some(why) => eprintln!("{kind:?} pods: crash point {} SKIPPED: {why}", point.name),
+            None => chosen.push(point),
+        }
+    }
+    chosen
+}
+
+/// Every chosen point of `kind`, one after another in `daemon`'s root: each crash, the
+/// restart, the checks, the call finished, every pod removed and the leak sweep.
+async fn run_points(mut daemon: CriusDaemon, kind: PodKind) {
+    let points = chosen_points(kind);
+    if points.is_empty() {
+        eprintln!("{kind:?} pods: SKIPPED: no chosen crash point is reached by them");
+        return;
+    }
     let mut problems = Vec::new();
     let mut leaked = BTreeSet::new();
+    let mut ids = BTreeSet::new();
     let started = Instant::now();
-    for point in POINTS {
-        if !only.is_empty() && !only.iter().any(|o| point.name.starts_with(o.as_str())) {
-            continue;
-        }
-        tried += 1;
+    for point in &points {
         let began = Instant::now();
         let name = point.name;
         daemon.stop().await.expect("stop");
@@ -650,9 +830,12 @@ async fn every_crash_point_leaves_objects_whole_or_gone_and_leaks_nothing() {
         daemon
             .restart()
             .await
-            .unwrap_or_else(|e| panic!("{name}: armed start: {e:#}"));
+            .unwrap_or_else(|e| panic!("{kind:?} {name}: armed start: {e:#}"));
         let (mut rt, mut images) = clients(&daemon).await;
         let scenario = set_up(point, &daemon, &mut rt, &mut images).await;
+        if let (PodKind::Vm, Some(pod)) = (kind, &scenario.pod) {
+            check_shim_socket(&daemon, pod);
+        }
         let outcome = tokio::time::timeout(
             Duration::from_secs(60),
             make_call(point, &scenario, &mut rt, &mut images),
@@ -665,14 +848,18 @@ async fn every_crash_point_leaves_objects_whole_or_gone_and_leaks_nothing() {
             .contains(&format!("crash point {name} reached"));
         match exit {
             Ok(status) if status.signal() == Some(9) && reached => {}
-            other => panic!("{name}: {:?} did not die at the point (exit {other:?}, call {outcome:?}); log:\n{}", point.call, daemon.log_tail(30)),
+            other => panic!("{kind:?} {name}: {:?} did not die at the point (exit {other:?}, call {outcome:?}); log:\n{}", point.call, daemon.log_tail(30)),
+        }
+        // What the cut call had begun, for the sweep of shim sockets.
+        for dir in [daemon.root.join("pods"), daemon.root.join("containers")] {
+            ids.extend(dir_entries(&dir));
         }
 
         daemon.set_env(ENV, None);
         daemon
             .restart()
             .await
-            .unwrap_or_else(|e| panic!("{name}: restart after the crash: {e:#}"));
+            .unwrap_or_else(|e| panic!("{kind:?} {name}: restart after the crash: {e:#}"));
         let (mut rt, mut images) = clients(&daemon).await;
         for found in inconsistencies(&mut rt, &mut images).await {
             problems.push(format!("{name}: {found}"));
@@ -682,6 +869,8 @@ async fn every_crash_point_leaves_objects_whole_or_gone_and_leaks_nothing() {
             problems.push(format!("{name}: leak: {layer} after the restart"));
         }
         finish_call(point, &scenario, &mut rt, &mut images).await;
+        ids.extend(list_pods(&mut rt, None).await.into_iter().map(|p| p.id));
+        ids.extend(list_containers(&mut rt).await.into_iter().map(|c| c.id));
         for removal in crius_e2e::remove_every_pod(&mut rt)
             .await
             .expect("ListPodSandbox")
@@ -690,10 +879,10 @@ async fn every_crash_point_leaves_objects_whole_or_gone_and_leaks_nothing() {
                 problems.push(format!("{name}: removing pod {}: {e:?}", removal.id));
             }
         }
-        let now = leaks(&daemon).await;
+        let now = leaks(&daemon, &ids).await;
         let new: Vec<_> = now.difference(&leaked).cloned().collect();
         eprintln!(
-            "crash point {name}: {:?}, {} new leaks",
+            "{kind:?} pods: crash point {name}: {:?}, {} new leaks",
             began.elapsed(),
             new.len()
         );
@@ -705,15 +894,30 @@ async fn every_crash_point_leaves_objects_whole_or_gone_and_leaks_nothing() {
     }
     let leak_count = problems.iter().filter(|p| p.contains(": leak: ")).count();
     eprintln!(
-        "crash points tried: {tried} of {} in {:?}; leaks: {leak_count}; other problems: {}",
+        "{kind:?} pods: crash points tried: {} of {} in {:?}; leaks: {leak_count}; other problems: {}",
+        points.len(),
         POINTS.len(),
         started.elapsed(),
         problems.len() - leak_count
     );
-    assert!(tried > 0, "CRIUS_CRASH_POINTS={only:?} matches no point");
     assert!(
         problems.is_empty(),
-        "after crashes:\n{}",
+        "after crashes in {kind:?} pods:\n{}",
         problems.join("\n")
+    );
+}
+
+/// The sweep finds a vm pod's shim socket by its hash: the address the pod's record
+/// holds must be that one.
+fn check_shim_socket(daemon: &CriusDaemon, pod: &str) {
+    let path = daemon.root.join("records/pods").join(format!("{pod}.json"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("pod record {}: {e}", path.display()));
+    let rec: serde_json::Value = serde_json::from_str(&text).expect("pod record");
+    let expected = format!("unix://{}", shim_socket(daemon, pod).display());
+    assert_eq!(
+        rec["shim_address"].as_str(),
+        Some(expected.as_str()),
+        "{text}"
     );
 }
