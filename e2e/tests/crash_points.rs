@@ -52,6 +52,9 @@ impl PodKind {
 
     /// Why `point` is not tried in this kind of pod, if it is not.
     fn skip(self, point: &Point) -> Option<&'static str> {
+        if self != PodKind::Vm && point.name == "create_container.task_created" {
+            return Some("not reached: a shim's Create, only in vm pods");
+        }
         if self == PodKind::Infra {
             return None;
         }
@@ -70,9 +73,9 @@ impl PodKind {
             (PodKind::Vm, "run_pod.pause_created") => {
                 Some("not reached: the shim, not a monitor, creates the pause task")
             }
-            (PodKind::Vm, "create_container.runtime_created" | "create_container.recorded") => {
-                Some("not reached: a vm container is recorded right after the shim's Create")
-            }
+            (PodKind::Vm, "create_container.runtime_created" | "create_container.recorded") => Some(
+                "not reached: a monitor's point; a vm container's is create_container.task_created",
+            ),
             (PodKind::Vm, "stop_container.signalled" | "stop_container.killed") => {
                 Some("not reached: a vm container is signalled through its shim")
             }

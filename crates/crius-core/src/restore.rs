@@ -195,6 +195,11 @@ impl Daemon {
                     self.vm_collect_orphan_shim(&id, &self.pod_dir(&id)).await;
                 }
             }
+            for id in entries(&config.root_dir.join("containers")) {
+                if !containers.contains(&id) {
+                    self.vm_collect_orphan_task(&id).await;
+                }
+            }
         }
         for (name, handler) in &config.runtimes {
             if handler.runtime_root.is_some() || handler.runtime_type != "oci" {

@@ -358,6 +358,43 @@ impl Daemon {
         }
     }
 
+    /// After a restart: the task of container `id` that the shim of its pod made but
+    /// crius did not record (a crash right after the shim's Create) is killed and
+    /// deleted, so that neither its process nor its runtime state outlives it. Its pod
+    /// is the one its bundle names; nothing is done for a pod that is not a vm pod.
+    pub(crate) async fn vm_collect_orphan_task(&self, id: &str) {
+        let bundle = self.container_dir(id).join("config.json");
+        let Some(pod_id) = std::fs::read(&bundle)
+            .ok()
+            .and_then(|text| serde_json::from_slice::<serde_json::Value>(&text).ok())
+            .and_then(|spec| {
+                spec["annotations"][crius_oci::spec::annotations::SANDBOX_ID]
+                    .as_str()
+                    .map(str::to_string)
+            })
+        else {
+            return;
+        };
+        let Some(pod) = self.pod_entry(&pod_id).ok().map(|p| p.get()) else {
+            return;
+        };
+        if self.vm_of(&pod.runtime_handler).is_none() {
+            return;
+        }
+        let Ok(s) = self.shim_of(&pod).await else {
+            return;
+        };
+        if s.state(id, "").await.is_err() {
+            return;
+        }
+        info!(container_id = %id, pod_id = %pod_id, "deleting a task no container record owns");
+        let _ = s.kill(id, "", libc::SIGKILL as u32, true).await;
+        let _ = tokio::time::timeout(KILL_TIMEOUT, s.wait(id, "")).await;
+        if let Err(e) = s.delete(id, "").await {
+            warn!(container_id = %id, error = %e, "task no container record owns not deleted");
+        }
+    }
+
     /// Makes the fifos of a vm container in `run_dir` and starts copying them into its
     /// log; returns the task's stdio.
     pub(crate) fn vm_container_io(
@@ -540,6 +577,7 @@ impl Daemon {
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         });
+        crius_fault::point!("create_container.task_created");
         Ok(pid)
     }
 

@@ -59,6 +59,7 @@ pub const POINTS: &[Point] = &[
     p("create_container.rootfs_mounted", Call::CreateContainer),
     p("create_container.bundle_written", Call::CreateContainer),
     p("create_container.runtime_created", Call::CreateContainer),
+    p("create_container.task_created", Call::CreateContainer),
     p("create_container.recorded", Call::CreateContainer),
     // StartContainer
     p("start_container.started", Call::StartContainer),
