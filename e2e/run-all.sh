@@ -22,7 +22,11 @@
 #    runc and with the built-in crius-runtime as handler (e2e/tests/critest.rs, ignored by plain `cargo test`), and compares each run
 #    with its expected results (e2e/critest/expected-*.txt); prints `N passed, N failed,
 #    N skipped` per run and fails on a spec that passed before (CRIUS_CRITEST=0 skips this);
-# 7. stops the registries again (e2e/fixtures/teardown.sh), also when a step fails, unless
+# 7. runs every cargo-fuzz target for CRIUS_FUZZ_SECONDS (default 10) from its corpus in
+#    fuzz/corpus, built without a sanitizer (e2e/fuzz.sh; installs cargo-fuzz
+#    CARGO_FUZZ_VERSION when missing; in CI it first frees the test build's disk) and fails
+#    on a crash (CRIUS_FUZZ=0 skips this);
+# 8. stops the registries again (e2e/fixtures/teardown.sh), also when a step fails, unless
 #    they were already running before (then someone else uses them) or
 #    CRIUS_KEEP_FIXTURES=1 is set.
 set -euo pipefail
@@ -33,6 +37,7 @@ PACKAGES="build-essential pkg-config protobuf-compiler ca-certificates runc crun
   containernetworking-plugins iptables iproute2 util-linux procps kmod libseccomp-dev
   containerd"
 FIXTURES=e2e/fixtures
+CARGO_FUZZ_VERSION=0.13.2
 FIXTURES_ENV=/var/tmp/crius-fixtures/env
 
 say() { echo "run-all: [$(( $(date +%s) - started ))s] $*"; }
@@ -157,6 +162,24 @@ if [ "${CRIUS_CRITEST:-1}" != 0 ]; then
   # e2e/critest/expected-shim.txt.
   cargo test -p crius-e2e --test critest -- --ignored --test-threads=1 --nocapture \
     --skip critest_with_shim_handler </dev/null
+fi
+
+# Every cargo-fuzz target for a bounded time, coverage-guided from its corpus in fuzz/corpus,
+# built without a sanitizer on the default toolchain (e2e/fuzz.sh; the ASan run needs
+# nightly and far more build time than CI has). CRIUS_FUZZ=0 skips this.
+if [ "${CRIUS_FUZZ:-1}" != 0 ]; then
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    say "cargo install cargo-fuzz $CARGO_FUZZ_VERSION"
+    cargo install --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION" </dev/null
+  fi
+  if [ -n "${CI:-}" ]; then
+    # The fuzz build needs about as much disk as the test build, which is done with.
+    say "CI: freeing the test build ($(du -sh "$target_dir/debug" | cut -f1)) for the fuzz build"
+    rm -rf "$target_dir/debug"
+  fi
+  say "fuzzing: every target for ${CRIUS_FUZZ_SECONDS:-10} s (e2e/fuzz.sh)"
+  FUZZ_SANITIZER=none FUZZ_TOOLCHAIN= FUZZ_SECONDS="${CRIUS_FUZZ_SECONDS:-10}" \
+    FUZZ_TARGET_DIR="$target_dir/fuzz" e2e/fuzz.sh
 fi
 
 say "disk free for $target_dir: $(disk_free) (target: $(du -sh "$target_dir" | cut -f1))"
