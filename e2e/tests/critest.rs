@@ -1,8 +1,8 @@
 //! critest, the CRI conformance suite of cri-tools (pinned in `e2e/peers/versions`), against
-//! the real daemon, once per runtime: Debian's runc (the default handler), the pinned
+//! the real daemon, once per runtime: Debian's runc as handler `runc`, the pinned
 //! upstream runc (`CRIUS_PEER_RUNC`) as handler `runc-upstream`, and the built-in
-//! `crius-runtime` as handler `crius`, each made the default and named to critest with
-//! `--runtime-handler`. Each run compares its results with its
+//! `crius-runtime` as handler `crius` (crius's own default), each made the default and
+//! named to critest with `--runtime-handler`. Each run compares its results with its
 //! expected-results file (`e2e/critest/expected-*.txt`, format in `crius_e2e::critest`):
 //! a spec expected to pass that fails fails the test, unless it passes when run again on
 //! its own (then it is reported as flaky); a spec that newly passes is reported.
@@ -61,7 +61,10 @@ async fn critest_with_debian_runc() {
         Suite {
             label: "handler runc (Debian's runc)",
             handler: None,
-            dropin: None,
+            dropin: Some((
+                "runc",
+                "[crius.runtime]\ndefault_runtime = \"runc\"\n".to_string(),
+            )),
             expected: "expected-runc.txt",
         },
     )

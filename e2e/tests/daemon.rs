@@ -83,11 +83,12 @@ async fn status_without_cni_config_is_runtime_ready_but_not_network_ready() {
     );
 }
 
-/// The built-in runtime is handler `crius` out of the box: found next to the crius binary
-/// (the target dir holds both), probed like any handler, its `features` in verbose Status
-/// and its user namespace support as the runtime itself reports it. The same handler with
-/// a runtime found nowhere is not ready, with the reason, and the default handler stays
-/// runc, so the node still runs pods.
+/// The built-in runtime is handler `crius` out of the box, and the default one: found next
+/// to the crius binary (the target dir holds both), probed like any handler, its
+/// `features` in verbose Status and its user namespace support as the runtime itself
+/// reports it. The same handler with a runtime found nowhere is not ready, with the
+/// reason: as the default, it takes RuntimeReady with it (the node cannot run pods that
+/// name no handler); with `default_runtime = "runc"` the node stays ready.
 #[tokio::test]
 async fn the_builtin_runtime_is_a_handler_out_of_the_box() {
     let runtime = crius_e2e::crius_binary()
@@ -102,7 +103,7 @@ async fn the_builtin_runtime_is_a_handler_out_of_the_box() {
     let mut client = daemon.runtime_client().await.unwrap();
     let st = status(&mut client, true).await;
     let config = parse_info(&st.info, "config").unwrap();
-    assert_eq!(config["crius"]["runtime"]["default_runtime"], "runc");
+    assert_eq!(config["crius"]["runtime"]["default_runtime"], "crius");
     // The same file, however the target dir was spelled (CARGO_TARGET_DIR or e2e/../target).
     let found = config["crius"]["runtime"]["runtimes"]["crius"]["runtime_path"]
         .as_str()
@@ -148,22 +149,36 @@ async fn the_builtin_runtime_is_a_handler_out_of_the_box() {
         assert!(features["userNamespacesReason"].is_string(), "{entry}");
     }
 
-    // The runtime found nowhere: not ready, named; the runtime as a whole stays ready.
-    let missing = CriusDaemon::builder()
-        .config("[crius.runtime.runtimes.crius]\nruntime_path = \"crius-runtime-absent\"\n")
-        .start()
-        .await
-        .unwrap();
-    let mut client = missing.runtime_client().await.unwrap();
-    let st = status(&mut client, true).await;
-    assert!(condition(&st, "RuntimeReady").status);
-    let handlers = parse_info(&st.info, "runtimeHandlers").unwrap();
-    let reason = handlers["crius"]["reason"].as_str().unwrap_or_default();
-    assert_eq!(handlers["crius"]["ready"], false, "{handlers}");
-    assert!(
-        reason.contains("crius-runtime-absent") && reason.contains("not found"),
-        "{reason}"
-    );
+    // The runtime found nowhere: not ready, named. As the default handler it makes the
+    // runtime not ready; with runc as the default the runtime as a whole stays ready.
+    let absent = "[crius.runtime.runtimes.crius]\nruntime_path = \"crius-runtime-absent\"\n";
+    for (default, runtime_ready) in [("crius", false), ("runc", true)] {
+        let missing = CriusDaemon::builder()
+            .config(absent)
+            .config(&format!(
+                "[crius.runtime]\ndefault_runtime = \"{default}\"\n"
+            ))
+            .start()
+            .await
+            .unwrap();
+        let mut client = missing.runtime_client().await.unwrap();
+        let st = status(&mut client, true).await;
+        let ready = condition(&st, "RuntimeReady");
+        assert_eq!(ready.status, runtime_ready, "default {default}: {ready:?}");
+        if !runtime_ready {
+            assert!(
+                ready.message.contains("crius-runtime-absent"),
+                "default {default}: {ready:?}"
+            );
+        }
+        let handlers = parse_info(&st.info, "runtimeHandlers").unwrap();
+        let reason = handlers["crius"]["reason"].as_str().unwrap_or_default();
+        assert_eq!(handlers["crius"]["ready"], false, "{handlers}");
+        assert!(
+            reason.contains("crius-runtime-absent") && reason.contains("not found"),
+            "{reason}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -102,14 +102,18 @@ async fn status_reports_user_namespaces_per_handler_and_bad_requests_are_refused
     assert!(userns(UPSTREAM), "runc 1.5 can: {status:?}");
     assert!(userns(BUILTIN), "crius-runtime can: {status:?}");
     assert!(!userns("runc"), "runc 1.1 cannot: {status:?}");
-    assert!(!userns(""), "the default (runc 1.1) cannot: {status:?}");
+    assert!(userns(""), "the default (crius-runtime) can: {status:?}");
 
     use cri::NamespaceMode::{Container, Node, Pod, Target};
     let good = [(0, 65536, 65536)];
     // Debian's runc: a clear FailedPrecondition that names the handler.
-    let err = try_run(&mut rt, &userns_pod(&daemon, "old-runc", Pod, &good), "")
-        .await
-        .expect_err("a user namespace on runc 1.1");
+    let err = try_run(
+        &mut rt,
+        &userns_pod(&daemon, "old-runc", Pod, &good),
+        "runc",
+    )
+    .await
+    .expect_err("a user namespace on runc 1.1");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("\"runc\""), "{err:?}");
 

@@ -207,7 +207,7 @@ impl Default for RuntimeConfig {
         // The built-in runtime, found next to crius or in PATH (see `resolved`).
         runtimes.insert("crius".to_string(), RuntimeHandler::oci(BUILTIN_RUNTIME));
         RuntimeConfig {
-            default_runtime: "runc".to_string(),
+            default_runtime: "crius".to_string(),
             cgroup_manager: CgroupManager::Cgroupfs,
             cgroup_root: "/".to_string(),
             log_size_max: -1,

@@ -95,7 +95,7 @@ mod tests {
         assert_eq!(core.root_dir, Path::new("/var/lib/crius"));
         assert_eq!(core.run_dir, Path::new("/run/crius"));
         assert_eq!(core.cgroup_driver, CgroupDriver::Cgroupfs);
-        assert_eq!(core.default_runtime, "runc");
+        assert_eq!(core.default_runtime, "crius");
         let runc = &core.runtimes["runc"];
         assert_eq!(runc.runtime_type, "oci");
         assert_eq!(runc.runtime_root, None);
