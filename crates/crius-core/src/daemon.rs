@@ -70,6 +70,8 @@ pub(crate) struct HandlerFeatures {
     pub rro: bool,
     /// User namespaces with id-mapped mounts.
     pub user_namespaces: bool,
+    /// The runtime said it cannot use the systemd cgroup driver.
+    pub no_systemd_cgroup: bool,
     /// What `RUNTIME features` said and what crius makes of it, for Status's verbose
     /// info (`runtimeHandlers.NAME.features`); null for a handler without the command.
     pub info: serde_json::Value,
@@ -426,7 +428,11 @@ impl Daemon {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(name.to_string(), probe);
         }
-        ready
+        ready?;
+        match cgroup_driver_refusal(config.cgroup_driver, &self.features_of(name)) {
+            Some(reason) => Err(reason.to_string()),
+            None => Ok(()),
+        }
     }
 
     /// Fails with FailedPrecondition, naming the handler and the reason, when handler
@@ -503,6 +509,15 @@ async fn handler_features(config: &CoreConfig) -> HashMap<String, HandlerFeature
     out
 }
 
+/// Why a handler cannot run pods under crius's cgroup driver, when its runtime said so.
+fn cgroup_driver_refusal(driver: CgroupDriver, f: &HandlerFeatures) -> Option<&'static str> {
+    (driver == CgroupDriver::Systemd && f.no_systemd_cgroup).then_some(
+        "cgroup_manager is \"systemd\", and the runtime cannot use the systemd cgroup \
+         driver (its features say linux.cgroup.systemd false); set cgroup_manager = \
+         \"cgroupfs\" or pick another runtime",
+    )
+}
+
 /// What crius makes of one handler's `features` on a kernel with or without
 /// mount_setattr (`rro_kernel`) and id-mapped tmpfs (`userns_kernel`); the reasons a
 /// feature is off are spelled out for Status's verbose info.
@@ -513,10 +528,12 @@ fn features_of_handler(
 ) -> HandlerFeatures {
     let rro = rro_kernel && f.mount_options.iter().any(|o| o == "rro");
     let user_namespaces = userns_kernel && f.user_namespaces();
+    let no_systemd_cgroup = f.systemd_cgroup == Some(false);
     if !f.answered {
         return HandlerFeatures {
             rro,
             user_namespaces,
+            no_systemd_cgroup,
             info: serde_json::Value::Null,
         };
     }
@@ -532,8 +549,10 @@ fn features_of_handler(
     HandlerFeatures {
         rro,
         user_namespaces,
+        no_systemd_cgroup,
         info: serde_json::json!({
             "namespaces": f.namespaces,
+            "systemdCgroup": f.systemd_cgroup,
             "mountOptions": f.mount_options,
             "idmapMounts": f.idmap_mounts,
             "recursiveReadOnlyMounts": rro,
@@ -725,5 +744,34 @@ pub(crate) fn remove_dir_all(path: &Path) -> Result<(), String> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(format!("remove {}: {e}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crius_oci::runtime::RuntimeFeatures;
+
+    #[test]
+    fn a_runtime_without_the_systemd_driver_is_refused_only_under_that_driver() {
+        let features = |json: &[u8]| features_of_handler(&RuntimeFeatures::parse(json), true, true);
+        let without = features(br#"{"linux":{"cgroup":{"v1":true,"systemd":false}}}"#);
+        let with = features(br#"{"linux":{"cgroup":{"v1":true,"systemd":true}}}"#);
+        let unsaid = features(br#"{"linux":{"namespaces":["mount"]}}"#);
+        let reason = cgroup_driver_refusal(CgroupDriver::Systemd, &without)
+            .expect("refused under the systemd driver");
+        assert!(
+            reason.contains("cgroup_manager") && reason.contains("systemd"),
+            "{reason}"
+        );
+        assert_eq!(without.info["systemdCgroup"], false);
+        assert_eq!(
+            cgroup_driver_refusal(CgroupDriver::Cgroupfs, &without),
+            None
+        );
+        // A runtime that can, or does not say (runc 1.0, crun without features), is taken
+        // at its word or given the benefit of the doubt.
+        assert_eq!(cgroup_driver_refusal(CgroupDriver::Systemd, &with), None);
+        assert_eq!(cgroup_driver_refusal(CgroupDriver::Systemd, &unsaid), None);
     }
 }

@@ -46,6 +46,9 @@ pub struct RuntimeFeatures {
     pub namespaces: Vec<String>,
     /// It makes id-mapped mounts from a mount's `uidMappings`/`gidMappings` (runc 1.2+).
     pub idmap_mounts: bool,
+    /// What it says of the systemd cgroup driver (`linux.cgroup.systemd`); None when it
+    /// says nothing.
+    pub systemd_cgroup: Option<bool>,
     /// It printed a features document at all (runc 1.1+; Debian's crun 1.8 has none).
     pub answered: bool,
 }
@@ -64,10 +67,16 @@ impl RuntimeFeatures {
             idmap: Option<Enabled>,
         }
         #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Cgroup {
+            systemd: Option<bool>,
+        }
+        #[derive(Deserialize, Default)]
         #[serde(default, rename_all = "camelCase")]
         struct Linux {
             namespaces: Vec<String>,
             mount_extensions: Option<MountExtensions>,
+            cgroup: Option<Cgroup>,
         }
         #[derive(Deserialize, Default)]
         #[serde(default, rename_all = "camelCase")]
@@ -84,6 +93,7 @@ impl RuntimeFeatures {
             answered,
             mount_options: f.mount_options,
             namespaces: linux.namespaces,
+            systemd_cgroup: linux.cgroup.and_then(|c| c.systemd),
             idmap_mounts: linux
                 .mount_extensions
                 .and_then(|m| m.idmap)
@@ -459,6 +469,18 @@ mod tests {
         let off =
             br#"{"linux":{"namespaces":["user"],"mountExtensions":{"idmap":{"enabled":false}}}}"#;
         assert!(!RuntimeFeatures::parse(off).user_namespaces());
+        // The systemd cgroup driver: said yes, said no, or not said at all.
+        let systemd = |json: &[u8]| RuntimeFeatures::parse(json).systemd_cgroup;
+        assert_eq!(
+            systemd(br#"{"linux":{"cgroup":{"systemd":true}}}"#),
+            Some(true)
+        );
+        assert_eq!(
+            systemd(br#"{"linux":{"cgroup":{"systemd":false}}}"#),
+            Some(false)
+        );
+        assert_eq!(systemd(br#"{"linux":{"cgroup":{"v2":true}}}"#), None);
+        assert_eq!(systemd(old), None);
         assert_eq!(
             RuntimeFeatures::parse(b"not json"),
             RuntimeFeatures::default()
