@@ -1,5 +1,5 @@
-//! Load and isolation: one pod's slow CNI plugin or runtime call must not hold up calls
-//! about other pods, and (ignored, a measurement) a soak of many pods and a churn of
+//! Load and isolation: one pod's slow CNI plugin (ADD, DEL), runtime command (create,
+//! kill, delete) or ExecSync must not hold up calls about other pods, and (ignored, a measurement) a soak of many pods and a churn of
 //! containers beside pulls and stats, with the daemon's RSS and fd count sampled between
 //! rounds.
 //!
@@ -17,19 +17,23 @@ use std::time::{Duration, Instant};
 use common::*;
 use crius_e2e::{cri, CriusDaemon};
 
-/// How long the slow CNI plugin and the slow runtime sleep for the pod they slow down.
-const SLOW_CALL: Duration = Duration::from_secs(15);
+/// How long a slow call (CNI plugin, runtime command or exec) sleeps for the pod it slows.
+const SLOW_CALL: Duration = Duration::from_secs(10);
 /// What the calls about other pods may take together while the slow call sleeps: calls that
-/// waited on it would take all of `SLOW_CALL`; the margin absorbs a loaded CI machine.
-const OTHERS_BUDGET: Duration = Duration::from_secs(12);
+/// waited on it would take nearly all of `SLOW_CALL` (they start as soon as its mark
+/// appears); the margin absorbs a loaded CI machine (they take ~0.3 s here).
+const OTHERS_BUDGET: Duration = Duration::from_secs(7);
 
-/// A chained CNI plugin that passes the previous result on, and on ADD for a pod whose
-/// `CNI_ARGS` name `slow-pod` first leaves a mark and sleeps.
-fn slow_plugin(dir: &Path, mark: &Path) {
+/// A chained CNI plugin that passes the previous result on and, the first time it runs
+/// `command` (ADD or DEL) for a pod whose `CNI_ARGS` name `slow-pod`, leaves `mark` and
+/// sleeps.
+fn slow_plugin(dir: &Path, mark: &Path, command: &str) {
     let script = format!(
-        "#!/bin/sh\nconf=$(cat)\ncase \"$CNI_COMMAND\" in\n\
-         ADD)\n  case \"$CNI_ARGS\" in *K8S_POD_NAME=slow-pod\\;*) touch {mark}; sleep {secs};; esac\n\
-         \x20 printf '%s' \"$conf\" | jq -c .prevResult;;\n\
+        "#!/bin/sh\nconf=$(cat)\n\
+         case \"$CNI_COMMAND:$CNI_ARGS\" in {command}:*K8S_POD_NAME=slow-pod\\;*)\n\
+         \x20 [ -e {mark} ] || {{ touch {mark}; sleep {secs}; }};; esac\n\
+         case \"$CNI_COMMAND\" in\n\
+         ADD) printf '%s' \"$conf\" | jq -c .prevResult;;\n\
          VERSION) echo '{{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[\"0.4.0\",\"1.0.0\"]}}';;\n\
          esac\n",
         mark = mark.display(),
@@ -38,6 +42,34 @@ fn slow_plugin(dir: &Path, mark: &Path) {
     let path = dir.join("slow-cni");
     std::fs::write(&path, script).unwrap();
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+/// A runc wrapper: it notes the id of the container it creates from a spec that carries
+/// `SLOW_RUNTIME=1`, and the first time it runs `command` (create, kill, delete) on that
+/// container it leaves `mark` and sleeps; everything else goes straight to runc.
+fn slow_runtime(dir: &Path, mark: &Path, command: &str) -> std::path::PathBuf {
+    let id_file = dir.join("slow-id");
+    let script = format!(
+        "#!/bin/sh\ncmd=\nprev=\nbundle=\n\
+         for a; do\n\
+         \x20 case \"$prev\" in --bundle|-b) bundle=$a;; esac\n\
+         \x20 case \"$a\" in create|start|kill|delete|state|exec|update|features)\n\
+         \x20   [ -n \"$cmd\" ] || cmd=$a;; esac\n\
+         \x20 prev=$a\ndone\n\
+         if [ \"$cmd\" = create ] && grep -q SLOW_RUNTIME=1 \"$bundle/config.json\" 2>/dev/null; then\n\
+         \x20 echo \"$prev\" > {id_file}\nfi\n\
+         if [ \"$cmd\" = {command} ] && [ -s {id_file} ] && [ ! -e {mark} ]; then\n\
+         \x20 id=$(cat {id_file})\n\
+         \x20 for a; do [ \"$a\" = \"$id\" ] && {{ touch {mark}; sleep {secs}; break; }}; done\nfi\n\
+         exec /usr/sbin/runc \"$@\"\n",
+        id_file = id_file.display(),
+        mark = mark.display(),
+        secs = SLOW_CALL.as_secs()
+    );
+    let path = dir.join("slow-runc");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path
 }
 
 /// ListPodSandbox, ListContainers, ListPodSandboxStats and ListContainerStats (what the
@@ -57,108 +89,171 @@ async fn list_everything(rt: &mut Runtime) -> Duration {
     t.elapsed()
 }
 
+/// A pod with a running container, made before the slow call: the other pod whose status
+/// and exec are timed while the slow call sleeps.
+struct BusyPod {
+    pod: String,
+    ctr: String,
+}
+
+/// Pulls the test images and runs `busy-pod` with a container.
+async fn busy_pod(daemon: &CriusDaemon, rt: &mut Runtime, images: &mut Images) -> BusyPod {
+    pull(images, &busybox()).await;
+    pull(images, &pause_image()).await;
+    let cfg = pod_config(daemon, "busy-pod");
+    let t = Instant::now();
+    let pod = run_pod(rt, &cfg).await;
+    let run_pod_took = t.elapsed();
+    let t = Instant::now();
+    let ctr = run_container(rt, &pod, &cfg, shell("app", "exec sleep 600")).await;
+    println!(
+        "with no slow call: RunPodSandbox {run_pod_took:.1?}, Create+StartContainer {:.1?}",
+        t.elapsed()
+    );
+    BusyPod { pod, ctr }
+}
+
+/// Waits for `mark` (the slow call, `what`, is sleeping), then times calls about other
+/// pods: RunPodSandbox of `fast-pod` with a container created and started in it, the busy
+/// pod's and container's status, ExecSync in the busy and the fast container, and the four
+/// lists. Fails if they took `OTHERS_BUDGET` or more together, or if `slow` finished before
+/// they did (then nothing was shown). Returns the fast pod, for the caller to remove.
+async fn time_other_pods<T>(
+    daemon: &CriusDaemon,
+    rt: &mut Runtime,
+    busy: &BusyPod,
+    mark: &Path,
+    slow: &tokio::task::JoinHandle<T>,
+    what: &str,
+) -> String {
+    eventually(&format!("{what} begins"), Duration::from_secs(30), || {
+        let mark = mark.to_path_buf();
+        async move { mark.exists().then_some(()) }
+    })
+    .await;
+    let began = Instant::now();
+
+    let fast_cfg = pod_config(daemon, "fast-pod");
+    let t = Instant::now();
+    let fast = run_pod(rt, &fast_cfg).await;
+    let run_pod_took = t.elapsed();
+    let t = Instant::now();
+    let fast_ctr = run_container(rt, &fast, &fast_cfg, shell("app", "exec sleep 600")).await;
+    let run_ctr = t.elapsed();
+    let t = Instant::now();
+    pod_status(rt, &busy.pod).await;
+    container_status(rt, &busy.ctr).await;
+    let status = t.elapsed();
+    let t = Instant::now();
+    for ctr in [&busy.ctr, &fast_ctr] {
+        assert_eq!(exec_ok(rt, ctr, &["echo", "hi"]).await.trim(), "hi");
+    }
+    let exec = t.elapsed();
+    let lists = list_everything(rt).await;
+    let all = began.elapsed();
+    let timings = format!(
+        "RunPodSandbox {run_pod_took:.1?}, Create+StartContainer {run_ctr:.1?}, \
+         PodSandboxStatus+ContainerStatus {status:.1?}, 2 ExecSync {exec:.1?}, \
+         the four lists {lists:.1?}; all {all:.1?}"
+    );
+    println!("while {what} sleeps {SLOW_CALL:?}: {timings}");
+    assert!(
+        !slow.is_finished(),
+        "{what} finished before the calls about other pods did; the test shows nothing"
+    );
+    assert!(
+        all < OTHERS_BUDGET,
+        "calls about other pods waited on {what}: {timings}"
+    );
+    fast
+}
+
+/// Awaits the slow call; fails unless it took at least `SLOW_CALL` (it really slept).
+async fn slow_call_done<T>(slow: tokio::task::JoinHandle<(T, Duration)>, what: &str) -> T {
+    let (out, took) = slow.await.expect("the slow call's task");
+    println!("{what} took {took:.1?}");
+    assert!(
+        took >= SLOW_CALL,
+        "{what} slept {SLOW_CALL:?}, took {took:?}"
+    );
+    out
+}
+
+/// A daemon whose network chains [`slow_plugin`] slowing `command` after the bridge, its
+/// runtime client, and the busy pod.
+async fn slow_cni_daemon(
+    plugins: &Path,
+    mark: &Path,
+    command: &str,
+) -> (CriusDaemon, Runtime, BusyPod) {
+    slow_plugin(plugins, mark, command);
+    let daemon = daemon_with_chain(plugins, serde_json::json!([{ "type": "slow-cni" }])).await;
+    let (mut rt, mut images) = clients(&daemon).await;
+    let busy = busy_pod(&daemon, &mut rt, &mut images).await;
+    (daemon, rt, busy)
+}
+
 #[tokio::test]
-async fn a_slow_cni_plugin_for_one_pod_does_not_hold_up_other_pods() {
+async fn a_slow_cni_add_for_one_pod_does_not_hold_up_other_pods() {
     let plugins = tempfile::tempdir_in(crius_e2e::TEST_BASE_DIR).unwrap();
     let mark = plugins.path().join("slow-started");
-    slow_plugin(plugins.path(), &mark);
-    let daemon =
-        daemon_with_chain(plugins.path(), serde_json::json!([{ "type": "slow-cni" }])).await;
-    let (mut rt, mut images) = clients(&daemon).await;
-    pull(&mut images, &busybox()).await;
-    pull(&mut images, &pause_image()).await;
-
-    // A pod with a running container, made before the slow pod starts.
-    let busy_cfg = pod_config(&daemon, "busy-pod");
-    let busy = run_pod(&mut rt, &busy_cfg).await;
-    let ctr = run_container(&mut rt, &busy, &busy_cfg, shell("app", "exec sleep 600")).await;
-    let started = Instant::now();
-    let baseline_pod = {
-        let cfg = pod_config(&daemon, "baseline-pod");
-        let t = Instant::now();
-        let id = run_pod(&mut rt, &cfg).await;
-        let took = t.elapsed();
-        remove_pod(&mut rt, &id).await;
-        took
-    };
-    println!(
-        "RunPodSandbox without a slow pod: {baseline_pod:?} ({:?})",
-        started.elapsed()
-    );
+    let (daemon, mut rt, busy) = slow_cni_daemon(plugins.path(), &mark, "ADD").await;
 
     let slow_cfg = pod_config(&daemon, "slow-pod");
     let mut slow_rt = daemon.runtime_client().await.unwrap();
     let slow = tokio::spawn(async move {
         let t = Instant::now();
-        let id = run_pod(&mut slow_rt, &slow_cfg).await;
-        (id, t.elapsed())
+        (run_pod(&mut slow_rt, &slow_cfg).await, t.elapsed())
     });
-    eventually("the slow plugin runs", Duration::from_secs(30), || {
-        let mark = mark.clone();
-        async move { mark.exists().then_some(()) }
-    })
-    .await;
-    let slow_began = Instant::now();
-
-    // While the slow pod's ADD sleeps: another pod is made, statuses and exec answer.
-    let fast_cfg = pod_config(&daemon, "fast-pod");
-    let t = Instant::now();
-    let fast = run_pod(&mut rt, &fast_cfg).await;
-    let run_fast = t.elapsed();
-    let t = Instant::now();
-    pod_status(&mut rt, &busy).await;
-    let status = t.elapsed();
-    let t = Instant::now();
-    let out = exec_ok(&mut rt, &ctr, &["echo", "hi"]).await;
-    let exec = t.elapsed();
-    assert_eq!(out.trim(), "hi");
-    let list = list_everything(&mut rt).await;
-    let all_done = slow_began.elapsed();
-    println!(
-        "while the slow pod's CNI ADD sleeps {SLOW_CALL:?}: RunPodSandbox {run_fast:?}, \
-         PodSandboxStatus {status:?}, ExecSync {exec:?}, the four lists {list:?}"
-    );
-    assert!(
-        !slow.is_finished(),
-        "the slow pod finished before the other calls were made; the test shows nothing"
-    );
-    assert!(
-        all_done < OTHERS_BUDGET,
-        "calls about other pods waited on the slow pod's plugin: all took {all_done:?} \
-         (RunPodSandbox {run_fast:?}, status {status:?}, exec {exec:?}, list {list:?})"
-    );
-
-    let (slow_id, slow_took) = slow.await.unwrap();
-    println!("the slow pod's RunPodSandbox took {slow_took:?}");
-    assert!(slow_took >= SLOW_CALL, "the plugin slept {SLOW_CALL:?}");
+    let what = "the slow pod's RunPodSandbox (in CNI ADD)";
+    let fast = time_other_pods(&daemon, &mut rt, &busy, &mark, &slow, what).await;
+    let slow_id = slow_call_done(slow, what).await;
     assert!(pod_status(&mut rt, &slow_id).await.state == cri::PodSandboxState::SandboxReady as i32);
-    for id in [&slow_id, &fast, &busy] {
+    for id in [&slow_id, &fast, &busy.pod] {
         remove_pod(&mut rt, id).await;
     }
     assert_nothing_left(&daemon, &mut rt).await;
 }
 
-/// A runc wrapper that, when it creates a container whose spec carries
-/// `SLOW_RUNTIME=1`, first leaves a mark and sleeps; every other call goes straight to runc.
-fn slow_runtime(dir: &Path, mark: &Path) -> std::path::PathBuf {
-    let script = format!(
-        "#!/bin/sh\nprev=\nfor a; do\n  case \"$prev\" in --bundle|-b) bundle=$a;; esac\n  prev=$a\ndone\n\
-         if [ -n \"$bundle\" ] && grep -q SLOW_RUNTIME=1 \"$bundle/config.json\" 2>/dev/null; then\n\
-         \x20 touch {mark}; sleep {secs}\nfi\nexec /usr/sbin/runc \"$@\"\n",
-        mark = mark.display(),
-        secs = SLOW_CALL.as_secs()
+#[tokio::test]
+async fn a_slow_cni_del_for_one_pod_does_not_hold_up_other_pods() {
+    let plugins = tempfile::tempdir_in(crius_e2e::TEST_BASE_DIR).unwrap();
+    let mark = plugins.path().join("slow-started");
+    let (daemon, mut rt, busy) = slow_cni_daemon(plugins.path(), &mark, "DEL").await;
+    let slow_id = run_pod(&mut rt, &pod_config(&daemon, "slow-pod")).await;
+
+    let mut slow_rt = daemon.runtime_client().await.unwrap();
+    let slow = {
+        let id = slow_id.clone();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            slow_rt
+                .stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id })
+                .await
+                .expect("StopPodSandbox of the slow pod");
+            ((), t.elapsed())
+        })
+    };
+    let what = "the slow pod's StopPodSandbox (in CNI DEL)";
+    let fast = time_other_pods(&daemon, &mut rt, &busy, &mark, &slow, what).await;
+    slow_call_done(slow, what).await;
+    assert!(
+        pod_status(&mut rt, &slow_id).await.state == cri::PodSandboxState::SandboxNotready as i32
     );
-    let path = dir.join("slow-runc");
-    std::fs::write(&path, script).unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    path
+    for id in [&slow_id, &fast, &busy.pod] {
+        remove_pod(&mut rt, id).await;
+    }
+    assert_nothing_left(&daemon, &mut rt).await;
 }
 
-#[tokio::test]
-async fn a_slow_runtime_call_for_one_container_does_not_hold_up_other_pods() {
-    let dir = tempfile::tempdir_in(crius_e2e::TEST_BASE_DIR).unwrap();
-    let mark = dir.path().join("slow-started");
-    let runtime = slow_runtime(dir.path(), &mark);
+/// A daemon whose default runtime is [`slow_runtime`] slowing `command`, its clients, and
+/// the busy pod.
+async fn slow_runtime_daemon(
+    dir: &Path,
+    mark: &Path,
+    command: &str,
+) -> (CriusDaemon, Runtime, BusyPod) {
+    let runtime = slow_runtime(dir, mark, command);
     let daemon = builder()
         .bridge_network()
         .runtime_handler("slow-runc", &runtime, true)
@@ -166,12 +261,25 @@ async fn a_slow_runtime_call_for_one_container_does_not_hold_up_other_pods() {
         .await
         .expect("daemon");
     let (mut rt, mut images) = clients(&daemon).await;
-    pull(&mut images, &busybox()).await;
-    pull(&mut images, &pause_image()).await;
+    let busy = busy_pod(&daemon, &mut rt, &mut images).await;
+    (daemon, rt, busy)
+}
 
-    let busy_cfg = pod_config(&daemon, "busy-pod");
-    let busy = run_pod(&mut rt, &busy_cfg).await;
-    let ctr = run_container(&mut rt, &busy, &busy_cfg, shell("app", "exec sleep 600")).await;
+/// The config of the container the runtime wrapper slows down.
+fn slow_container() -> cri::ContainerConfig {
+    let mut cfg = shell("slow", "exec sleep 600");
+    cfg.envs.push(cri::KeyValue {
+        key: "SLOW_RUNTIME".into(),
+        value: "1".into(),
+    });
+    cfg
+}
+
+#[tokio::test]
+async fn a_slow_runtime_create_for_one_container_does_not_hold_up_other_pods() {
+    let dir = tempfile::tempdir_in(crius_e2e::TEST_BASE_DIR).unwrap();
+    let mark = dir.path().join("slow-started");
+    let (daemon, mut rt, busy) = slow_runtime_daemon(dir.path(), &mark, "create").await;
 
     // The slow container lives in a pod of its own.
     let slow_cfg = pod_config(&daemon, "slow-pod");
@@ -180,66 +288,126 @@ async fn a_slow_runtime_call_for_one_container_does_not_hold_up_other_pods() {
     let slow = {
         let slow_pod = slow_pod.clone();
         tokio::spawn(async move {
-            let mut cfg = shell("slow", "exec sleep 600");
-            cfg.envs.push(cri::KeyValue {
-                key: "SLOW_RUNTIME".into(),
-                value: "1".into(),
-            });
             let t = Instant::now();
-            let id = run_container(&mut slow_rt, &slow_pod, &slow_cfg, cfg).await;
+            let id = run_container(&mut slow_rt, &slow_pod, &slow_cfg, slow_container()).await;
             (id, t.elapsed())
         })
     };
-    eventually(
-        "the slow runtime call runs",
-        Duration::from_secs(30),
-        || {
-            let mark = mark.clone();
-            async move { mark.exists().then_some(()) }
-        },
-    )
-    .await;
-    let slow_began = Instant::now();
-
-    let fast_cfg = pod_config(&daemon, "fast-pod");
-    let t = Instant::now();
-    let fast = run_pod(&mut rt, &fast_cfg).await;
-    let fast_ctr = run_container(&mut rt, &fast, &fast_cfg, shell("app", "exec sleep 600")).await;
-    let run_fast = t.elapsed();
-    let t = Instant::now();
-    pod_status(&mut rt, &busy).await;
-    container_status(&mut rt, &ctr).await;
-    let status = t.elapsed();
-    let t = Instant::now();
-    let out = exec_ok(&mut rt, &fast_ctr, &["echo", "hi"]).await;
-    let exec = t.elapsed();
-    assert_eq!(out.trim(), "hi");
-    let list = list_everything(&mut rt).await;
-    let all_done = slow_began.elapsed();
-    println!(
-        "while one container's runtime create sleeps {SLOW_CALL:?}: RunPodSandbox and a \
-         container {run_fast:?}, statuses {status:?}, ExecSync {exec:?}, the four lists {list:?}"
-    );
-    assert!(
-        !slow.is_finished(),
-        "the slow container started before the other calls were made; the test shows nothing"
-    );
-    assert!(
-        all_done < OTHERS_BUDGET,
-        "calls about other pods waited on the slow runtime call: all took {all_done:?} \
-         (pod and container {run_fast:?}, statuses {status:?}, exec {exec:?}, lists {list:?})"
-    );
-    let (slow_id, slow_took) = slow.await.unwrap();
-    println!("the slow container's create and start took {slow_took:?}");
-    assert!(slow_took >= SLOW_CALL, "the runtime slept {SLOW_CALL:?}");
+    let what = "one container's CreateContainer (in runtime create)";
+    let fast = time_other_pods(&daemon, &mut rt, &busy, &mark, &slow, what).await;
+    let slow_id = slow_call_done(slow, what).await;
     assert_eq!(
         container_status(&mut rt, &slow_id).await.state,
         cri::ContainerState::ContainerRunning as i32
     );
-    for id in [&slow_pod, &fast, &busy] {
+    for id in [&slow_pod, &fast, &busy.pod] {
         remove_pod(&mut rt, id).await;
     }
     assert_nothing_left(&daemon, &mut rt).await;
+}
+
+/// One pod's container is stopped and removed while the runtime's `command` (kill or
+/// delete) sleeps for it; calls about other pods are timed meanwhile.
+async fn slow_runtime_teardown(command: &str) {
+    let dir = tempfile::tempdir_in(crius_e2e::TEST_BASE_DIR).unwrap();
+    let mark = dir.path().join("slow-started");
+    let (daemon, mut rt, busy) = slow_runtime_daemon(dir.path(), &mark, command).await;
+    let slow_cfg = pod_config(&daemon, "slow-pod");
+    let slow_pod = run_pod(&mut rt, &slow_cfg).await;
+    let slow_ctr = run_container(&mut rt, &slow_pod, &slow_cfg, slow_container()).await;
+
+    let mut slow_rt = daemon.runtime_client().await.unwrap();
+    let slow = {
+        let id = slow_ctr.clone();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            slow_rt
+                .stop_container(cri::StopContainerRequest {
+                    container_id: id.clone(),
+                    timeout: 0,
+                })
+                .await
+                .expect("StopContainer of the slow container");
+            slow_rt
+                .remove_container(cri::RemoveContainerRequest { container_id: id })
+                .await
+                .expect("RemoveContainer of the slow container");
+            ((), t.elapsed())
+        })
+    };
+    let what = format!("one container's StopContainer+RemoveContainer (in runtime {command})");
+    let fast = time_other_pods(&daemon, &mut rt, &busy, &mark, &slow, &what).await;
+    slow_call_done(slow, &what).await;
+    assert_container_gone(&mut rt, &slow_ctr).await;
+    for id in [&slow_pod, &fast, &busy.pod] {
+        remove_pod(&mut rt, id).await;
+    }
+    assert_nothing_left(&daemon, &mut rt).await;
+}
+
+#[tokio::test]
+async fn a_slow_runtime_kill_for_one_container_does_not_hold_up_other_pods() {
+    slow_runtime_teardown("kill").await;
+}
+
+#[tokio::test]
+async fn a_slow_runtime_delete_for_one_container_does_not_hold_up_other_pods() {
+    slow_runtime_teardown("delete").await;
+}
+
+#[tokio::test]
+async fn a_slow_exec_in_one_pod_does_not_hold_up_other_pods() {
+    let dir = tempfile::tempdir_in(crius_e2e::TEST_BASE_DIR).unwrap();
+    let mark = dir.path().join("slow-started");
+    let daemon = bridge_daemon().await;
+    let (mut rt, mut images) = clients(&daemon).await;
+    let busy = busy_pod(&daemon, &mut rt, &mut images).await;
+    let slow_cfg = pod_config(&daemon, "slow-pod");
+    let slow_pod = run_pod(&mut rt, &slow_cfg).await;
+    // The host dir is mounted so that the exec's mark is seen from here.
+    let mut cfg = shell("slow", "exec sleep 600");
+    cfg.mounts.push(cri::Mount {
+        container_path: "/mark".into(),
+        host_path: dir.path().display().to_string(),
+        ..Default::default()
+    });
+    let slow_ctr = run_container(&mut rt, &slow_pod, &slow_cfg, cfg).await;
+
+    let mut slow_rt = daemon.runtime_client().await.unwrap();
+    let slow = {
+        let id = slow_ctr.clone();
+        let script = format!("touch /mark/slow-started; sleep {}", SLOW_CALL.as_secs());
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let out = try_exec(&mut slow_rt, &id, &["sh", "-c", &script], 60)
+                .await
+                .expect("the slow ExecSync");
+            (out.exit_code, t.elapsed())
+        })
+    };
+    let what = "one container's ExecSync (sleep in the container)";
+    let fast = time_other_pods(&daemon, &mut rt, &busy, &mark, &slow, what).await;
+    assert_eq!(
+        slow_call_done(slow, what).await,
+        0,
+        "the slow exec's exit code"
+    );
+    for id in [&slow_pod, &fast, &busy.pod] {
+        remove_pod(&mut rt, id).await;
+    }
+    assert_nothing_left(&daemon, &mut rt).await;
+}
+
+/// ContainerStatus of the removed container `id` fails with NotFound.
+async fn assert_container_gone(rt: &mut Runtime, id: &str) {
+    let gone = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.to_string(),
+            verbose: false,
+        })
+        .await
+        .expect_err("a removed container has no status");
+    assert_eq!(gone.code(), tonic::Code::NotFound, "{id}: {gone:?}");
 }
 
 /// An environment number, else `default`.
@@ -463,14 +631,7 @@ async fn soak_pods_and_container_churn_beside_pulls_and_stats() {
                     .await
                     .expect("RemoveContainer");
                     // The one failure the churn provokes: the removed container is gone.
-                    let gone = rt
-                        .container_status(cri::ContainerStatusRequest {
-                            container_id: id.clone(),
-                            verbose: false,
-                        })
-                        .await
-                        .expect_err("a removed container has no status");
-                    assert_eq!(gone.code(), tonic::Code::NotFound, "{gone:?}");
+                    assert_container_gone(&mut rt, &id).await;
                 }
             }));
         }
