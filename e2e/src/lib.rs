@@ -2,9 +2,10 @@
 //! run dir, socket, CNI dir and cgroup parent under a temp dir (so tests run in parallel),
 //! hands out CRI gRPC clients over its socket, and on drop stops it and removes everything
 //! it made, also when the test fails: containers, monitors, mounts, cgroups, bridges,
-//! firewall rules and the temp dir. A failing test gets the tail of the daemon's log.
+//! firewall rules, what the shims of `vm` handlers left under /run/containerd ([`shims`])
+//! and the temp dir. A failing test gets the tail of the daemon's log.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
@@ -28,6 +29,7 @@ pub use crius_cri_api::v1 as cri;
 pub mod kubelet;
 pub mod otlp;
 pub mod peers;
+pub mod shims;
 
 pub mod critest;
 
@@ -292,6 +294,8 @@ impl CriusDaemonBuilder {
             runtimes: default_runtimes(),
             dir,
             exit: None,
+            seen_ids: BTreeSet::new(),
+            cleaned: false,
         };
         // From here on, Drop cleans up whatever happens.
         self.prepare(&mut daemon)?;
@@ -463,7 +467,7 @@ impl Bridge {
     }
 }
 
-fn run_quiet(program: &str, args: &[&str]) -> anyhow::Result<String> {
+pub(crate) fn run_quiet(program: &str, args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -510,6 +514,23 @@ pub struct CriusDaemon {
     pub bridge: Option<Bridge>,
     /// The runtime binary of each handler (by its name), for the cleanup.
     runtimes: HashMap<String, PathBuf>,
+    /// Ids of pods and containers that earlier runs of the daemon named (their logs are
+    /// replaced at each start), for the cleanup of what their shims left.
+    seen_ids: BTreeSet<String>,
+    /// Whether [`Self::teardown`] already cleaned up.
+    cleaned: bool,
+}
+
+/// What [`CriusDaemon::teardown`] did and found.
+#[derive(Debug)]
+pub struct Teardown {
+    /// The ids of every pod and container the daemon was found to have made.
+    pub ids: BTreeSet<String>,
+    /// What the cleanup removed, and what it could not.
+    pub notes: Vec<String>,
+    /// What shims still hold of those pods and containers after the cleanup (runc state
+    /// dirs, sockets, processes): empty when the cleanup works.
+    pub shim_leftovers: Vec<String>,
 }
 
 /// The handlers every daemon has (crius's defaults) and their binaries, found as the
@@ -554,6 +575,8 @@ impl CriusDaemon {
     }
 
     fn launch(&mut self) -> anyhow::Result<()> {
+        // The log of the run before is replaced: keep the ids it names.
+        self.seen_ids = self.object_ids();
         let log = fs::File::create(&self.log_path)?;
         let child = self
             .command()
@@ -760,19 +783,17 @@ impl CriusDaemon {
             else {
                 continue;
             };
-            let binary = binary.to_string_lossy();
             let root = entry.path();
-            let root = root.to_string_lossy();
-            let Ok(list) = run_quiet(&binary, &["--root", &root, "list", "-q"]) else {
+            let root_arg = root.to_string_lossy();
+            let list = run_quiet(
+                &binary.to_string_lossy(),
+                &["--root", &root_arg, "list", "-q"],
+            );
+            let Ok(list) = list else {
                 continue;
             };
             for id in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
-                match run_quiet(&binary, &["--root", &root, "delete", "--force", id]) {
-                    Ok(_) => notes.push(format!("deleted leftover container {id}")),
-                    Err(err) => {
-                        notes.push(format!("cannot delete leftover container {id}: {err:#}"))
-                    }
-                }
+                notes.push(shims::delete_runc_container(binary, &root, id));
             }
         }
         notes
@@ -861,8 +882,53 @@ impl CriusDaemon {
         Ok(())
     }
 
-    fn cleanup(&mut self) -> Vec<String> {
-        let mut notes = self.delete_runtime_containers();
+    /// The socket the daemon's shims publish their events to (their `-address`).
+    pub fn shim_events_socket(&self) -> PathBuf {
+        self.runroot.join("shim-events.sock")
+    }
+
+    /// The ids of the pods and containers this daemon made, as far as they can be known:
+    /// its records and dirs, and the ids its logs (this run's and those before) name.
+    pub fn object_ids(&self) -> BTreeSet<String> {
+        let mut ids = shims::daemon_ids(&self.root, &self.runroot, &self.log());
+        ids.extend(self.seen_ids.iter().cloned());
+        ids
+    }
+
+    /// Stops the daemon and cleans up as dropping it does, then says what shims still
+    /// hold of its pods and containers: for tests that the cleanup leaves nothing.
+    pub fn teardown(mut self) -> Teardown {
+        self.stop_blocking();
+        let (ids, notes) = self.cleanup();
+        let shim_leftovers = shims::leftovers(&self.shim_events_socket(), &self.dir, &ids);
+        Teardown {
+            ids,
+            notes,
+            shim_leftovers,
+        }
+    }
+
+    /// Removes what the daemon's shims left outside its dirs (see [`shims::clean`]), for
+    /// the pods and containers `ids`.
+    fn clean_shims(&self, ids: &BTreeSet<String>) -> Vec<String> {
+        let path = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var("PATH").ok())
+            .unwrap_or_default();
+        shims::clean(&self.shim_events_socket(), &path, ids)
+    }
+
+    /// Everything the daemon made goes; returns the ids of its pods and containers (taken
+    /// before their records and bundles go) and notes of what was done.
+    fn cleanup(&mut self) -> (BTreeSet<String>, Vec<String>) {
+        let mut ids = self.object_ids();
+        ids.extend(shims::tasks_with_bundle_under(&self.dir));
+        self.cleaned = true;
+        let mut notes = self.clean_shims(&ids);
+        notes.extend(self.delete_runtime_containers());
         notes.extend(self.kill_leftover_processes());
         match crius::mounts::detach_all_under(&self.dir) {
             Ok(0) => {}
@@ -884,7 +950,7 @@ impl CriusDaemon {
                 notes.push(format!("cannot remove {}: {err}", self.dir.display()));
             }
         }
-        notes
+        (ids, notes)
     }
 }
 
@@ -950,6 +1016,9 @@ fn remove_cgroup_tree(dir: &Path) -> std::io::Result<()> {
 
 impl Drop for CriusDaemon {
     fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
         let started = Instant::now();
         self.stop_blocking();
         let stopped_in = started.elapsed();
@@ -964,7 +1033,7 @@ impl Drop for CriusDaemon {
             );
             eprintln!("{out}");
         }
-        let notes = self.cleanup();
+        let (_, notes) = self.cleanup();
         if !notes.is_empty() {
             eprintln!("crius-e2e cleanup of {}:", self.dir.display());
             for note in notes {

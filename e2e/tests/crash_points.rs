@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
+use crius_e2e::shims::{shim_socket, SHIM_RUNC_ROOT};
 use crius_e2e::{cri, fault_binary, processes_in, CriusDaemon};
 use crius_fault::{Call, Point, ENV, POINTS};
-use sha2::{Digest, Sha256};
 
 /// A kind of pod the crash points run in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,9 +36,6 @@ enum PodKind {
     /// Of a `vm` handler: the pause and every container tasks of the pod's shim.
     Vm,
 }
-
-/// Where the runc shim keeps the runc state of crius's tasks (its namespace `crius`).
-const SHIM_RUNC_STATE: &str = "/run/containerd/runc/crius";
 
 impl PodKind {
     /// The daemon's drop-in for this kind (`shim` for [`PodKind::Vm`]).
@@ -667,7 +664,7 @@ async fn leaks(daemon: &CriusDaemon, ids: &BTreeSet<String>) -> BTreeSet<String>
         found.insert(format!("IPAM address {ip}"));
     }
     let me = [std::process::id(), daemon.pid().unwrap_or(0)];
-    let events = daemon.runroot.join("shim-events.sock");
+    let events = daemon.shim_events_socket();
     for (pid, cmdline) in processes_in(&daemon.dir, &me) {
         let what = match cmdline.contains(&*events.to_string_lossy()) {
             true => "shim process",
@@ -676,15 +673,15 @@ async fn leaks(daemon: &CriusDaemon, ids: &BTreeSet<String>) -> BTreeSet<String>
         found.insert(format!("{what} {pid}: {}", cmdline.trim()));
     }
     for id in ids {
-        let socket = shim_socket(daemon, id);
+        let socket = shim_socket(&daemon.shim_events_socket(), id);
         if socket.exists() {
             found.insert(format!("shim socket {} of {id}", socket.display()));
         }
     }
     // The runc shim's state of tasks whose bundle is under the daemon's dirs.
     let bundle_label = format!("bundle={}", daemon.dir.display());
-    for id in dir_entries(Path::new(SHIM_RUNC_STATE)) {
-        let state = Path::new(SHIM_RUNC_STATE).join(&id);
+    for id in dir_entries(Path::new(SHIM_RUNC_ROOT)) {
+        let state = Path::new(SHIM_RUNC_ROOT).join(&id);
         let text = std::fs::read_to_string(state.join("state.json")).unwrap_or_default();
         if ids.contains(&id) || text.contains(&bundle_label) {
             found.insert(format!("shim's runc state {}", state.display()));
@@ -704,15 +701,6 @@ async fn leaks(daemon: &CriusDaemon, ids: &BTreeSet<String>) -> BTreeSet<String>
     }
     found.extend(unrecorded_layers(&daemon.root));
     found
-}
-
-/// The socket a containerd shim v2 serves pod `id` on: `/run/containerd/s/` and the
-/// SHA-256 of the event address, namespace and id, as the shims compute it.
-fn shim_socket(daemon: &CriusDaemon, id: &str) -> PathBuf {
-    let events = daemon.runroot.join("shim-events.sock");
-    let key = events.join("crius").join(id);
-    let hash = Sha256::digest(key.as_os_str().as_encoded_bytes());
-    Path::new("/run/containerd/s").join(hex::encode(hash))
 }
 
 /// Layer dirs of the image store under `root` that no image record names.
@@ -895,6 +883,18 @@ async fn run_points(mut daemon: CriusDaemon, kind: PodKind) {
         problems.extend(new.iter().map(|l| format!("{name}: leak: {l}")));
         leaked = now;
     }
+    // The harness's teardown knows every pod and container and leaves nothing of their
+    // shims in /run/containerd.
+    let teardown = daemon.teardown();
+    for note in &teardown.notes {
+        eprintln!("{kind:?} pods: teardown: {note}");
+    }
+    for id in ids.difference(&teardown.ids).filter(|id| id.len() == 64) {
+        problems.push(format!("teardown: did not know {id}"));
+    }
+    for left in teardown.shim_leftovers {
+        problems.push(format!("teardown: leak: {left}"));
+    }
     let leak_count = problems.iter().filter(|p| p.contains(": leak: ")).count();
     eprintln!(
         "{kind:?} pods: crash points tried: {} of {} in {:?}; leaks: {leak_count}; other problems: {}",
@@ -917,7 +917,10 @@ fn check_shim_socket(daemon: &CriusDaemon, pod: &str) {
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("pod record {}: {e}", path.display()));
     let rec: serde_json::Value = serde_json::from_str(&text).expect("pod record");
-    let expected = format!("unix://{}", shim_socket(daemon, pod).display());
+    let expected = format!(
+        "unix://{}",
+        shim_socket(&daemon.shim_events_socket(), pod).display()
+    );
     assert_eq!(
         rec["shim_address"].as_str(),
         Some(expected.as_str()),

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
+use crius_e2e::shims::SHIM_RUNC_ROOT;
 use crius_e2e::{cri, CriusDaemon};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -59,6 +60,27 @@ fn shim_sockets_of(addresses: &[String]) -> Vec<String> {
         .filter(|a| Path::new(a.trim_start_matches("unix://")).exists())
         .cloned()
         .collect()
+}
+
+/// Tears `daemon` down and asserts that its cleanup knew the pods and containers `ids`
+/// and left nothing of their shims in /run/containerd: runc state, sockets, processes.
+fn assert_teardown_leaves_no_shim_state(daemon: CriusDaemon, ids: &[&str]) {
+    let teardown = daemon.teardown();
+    for note in &teardown.notes {
+        println!("teardown: {note}");
+    }
+    for id in ids {
+        assert!(
+            teardown.ids.contains(*id),
+            "the teardown did not know {id}: {:?}",
+            teardown.ids
+        );
+    }
+    assert_eq!(
+        teardown.shim_leftovers,
+        Vec::<String>::new(),
+        "left in /run/containerd after the teardown"
+    );
 }
 
 /// The shim address a pod's record holds.
@@ -190,6 +212,7 @@ async fn pod_and_container_lifecycle(binary: &Path) {
         Vec::<String>::new(),
         "shim socket left"
     );
+    assert_teardown_leaves_no_shim_state(daemon, &[&pod, &ctr, &long]);
 }
 
 /// ContainerStats, ListContainerStats and PodSandboxStats of a running vm container come
@@ -417,8 +440,8 @@ async fn a_pod_whose_shim_died_is_stopped_and_removed() {
     )
     .await;
     assert!(!st.message.is_empty() || st.exit_code != 0, "{st:?}");
-    // The orphaned processes are the pod's cgroup's to end; kill the container's so the
-    // test leaves nothing (runc's state of it stays, as containerd's would).
+    // The orphaned processes are the pod's cgroup's to end; kill the container's. runc's
+    // state of it stays, as containerd's would: the teardown removes it.
     let _ = kill(Pid::from_raw(ctr_pid as i32), Signal::SIGKILL);
     rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
         pod_sandbox_id: pod.clone(),
@@ -432,6 +455,12 @@ async fn a_pod_whose_shim_died_is_stopped_and_removed() {
         Vec::<String>::new(),
         "shim socket left"
     );
+    let ctr_state = Path::new(SHIM_RUNC_ROOT).join(&ctr);
+    println!(
+        "runc state of the container after its pod was removed: {}",
+        ctr_state.exists()
+    );
+    assert_teardown_leaves_no_shim_state(daemon, &[&pod, &ctr]);
 }
 
 /// A config table making `binary` the vm handler `name`.
