@@ -71,19 +71,7 @@ mod tests {
             runtime_handler: "runc".into(),
             created_at: 1,
             state,
-            netns: None,
-            ips: vec![],
-            cgroup_parent: String::new(),
-            owns_cgroup: false,
-            pause_pid: None,
-            shm: None,
-            pause_image: String::new(),
-            pause_deleted: false,
-            shim_address: None,
-            shim_pid: None,
-            infra_dropped: false,
-            ipc_ns: None,
-            uts_ns: None,
+            ..Default::default()
         }
     }
 
@@ -121,22 +109,8 @@ mod tests {
         let c = ContainerRecord {
             id: "c1".into(),
             pod_id: "p1".into(),
-            config: cri::ContainerConfig::default(),
-            image_id: String::new(),
-            image_name: String::new(),
-            image_ref: String::new(),
-            stop_signal: 15,
-            log_path: None,
             state: ContainerState::Running,
-            created_at: 0,
-            started_at: 0,
-            finished_at: 0,
-            exit_code: 0,
-            reason: String::new(),
-            message: String::new(),
-            pid: None,
-            user: None,
-            image_volumes: Vec::new(),
+            ..Default::default()
         };
         let f = cri::ContainerFilter {
             pod_sandbox_id: "p1".into(),

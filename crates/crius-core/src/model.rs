@@ -20,16 +20,18 @@ pub fn new_id() -> String {
 }
 
 /// Whether a pod's infra container runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PodState {
     /// The pause container runs and the network is set up.
     Ready,
     /// Stopped, or found dead after a restart.
+    #[default]
     NotReady,
 }
 
-/// A pod sandbox as the daemon keeps it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A pod sandbox as the daemon keeps it. `Default` is an empty NotReady record, for
+/// building one field by field (tests name only the fields they look at).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PodRecord {
     /// 64 hex digits.
     pub id: String,
@@ -81,9 +83,10 @@ pub struct PodRecord {
 }
 
 /// A container's lifecycle state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ContainerState {
     /// Created by the runtime, not started.
+    #[default]
     Created,
     /// Started and not yet exited.
     Running,
@@ -91,8 +94,9 @@ pub enum ContainerState {
     Exited,
 }
 
-/// A container as the daemon keeps it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A container as the daemon keeps it. `Default` is an empty Created record, for
+/// building one field by field (tests name only the fields they look at).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ContainerRecord {
     /// 64 hex digits.
     pub id: String,

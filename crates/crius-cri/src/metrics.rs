@@ -501,22 +501,8 @@ mod tests {
                 }),
                 ..Default::default()
             },
-            runtime_handler: String::new(),
-            created_at: 0,
             state: crius_core::PodState::Ready,
-            netns: None,
-            ips: Vec::new(),
-            cgroup_parent: String::new(),
-            owns_cgroup: false,
-            pause_pid: None,
-            shm: None,
-            pause_image: String::new(),
-            pause_deleted: false,
-            shim_address: None,
-            shim_pid: None,
-            infra_dropped: false,
-            ipc_ns: None,
-            uts_ns: None,
+            ..Default::default()
         }
     }
 
@@ -531,21 +517,11 @@ mod tests {
                 }),
                 ..Default::default()
             },
-            image_id: String::new(),
             image_name: "busybox:1".into(),
-            image_ref: String::new(),
             stop_signal: 15,
-            log_path: None,
             state: crius_core::ContainerState::Running,
-            created_at: 0,
             started_at: 5_000_000_000,
-            finished_at: 0,
-            exit_code: 0,
-            reason: String::new(),
-            message: String::new(),
-            pid: None,
-            user: None,
-            image_volumes: Vec::new(),
+            ..Default::default()
         }
     }
 
