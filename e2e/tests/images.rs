@@ -724,3 +724,48 @@ async fn a_malformed_pinned_images_pattern_stops_start_up_naming_the_key() {
         "state made before the config was read"
     );
 }
+
+/// A client's deadline that passes during a pull is answered DEADLINE_EXCEEDED, as gRPC
+/// defines it (critest's "public image should timeout if requested"), not CANCELLED; the
+/// same pull without a deadline then succeeds. The client here is tonic's generated one
+/// over a bare HTTP/2 connection: it sends the deadline but, unlike a tonic `Channel`,
+/// does not enforce it itself, so the code seen is the server's.
+#[tokio::test]
+async fn a_pull_past_the_clients_deadline_is_deadline_exceeded() {
+    let daemon = builder().start().await.unwrap();
+    let stream = tokio::net::UnixStream::connect(&daemon.socket)
+        .await
+        .unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let transport = tower::service_fn(
+        move |req: tonic::codegen::http::Request<tonic::body::Body>| {
+            let mut send = send.clone();
+            async move { send.send_request(req).await }
+        },
+    );
+    let mut bare = cri::image_service_client::ImageServiceClient::with_origin(
+        transport,
+        "http://localhost".parse().unwrap(),
+    );
+    let name = busybox();
+    let mut request = tonic::Request::new(cri::PullImageRequest {
+        image: spec(&name),
+        auth: None,
+        sandbox_config: None,
+    });
+    request.set_timeout(std::time::Duration::from_millis(1));
+    let err = bare
+        .pull_image(request)
+        .await
+        .expect_err("a pull within 1 ms");
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    let (_, mut images) = clients(&daemon).await;
+    pull(&mut images, &name).await;
+    assert!(status(&mut images, &name).await.is_some());
+}

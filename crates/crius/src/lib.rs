@@ -5,6 +5,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod core_config;
+pub mod deadline;
 pub mod h2_authority;
 pub mod logging;
 pub mod metrics;

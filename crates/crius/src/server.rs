@@ -113,6 +113,7 @@ pub async fn serve(opts: ConfigOpts, config: Config, log: LogHandle) -> anyhow::
         .layer(otlp::CallerContext {
             enabled: config.crius.tracing.enable_tracing,
         })
+        .layer(crate::deadline::Deadline)
         .add_routes(crius_cri::routes_with_streaming(daemon.clone(), streaming))
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
