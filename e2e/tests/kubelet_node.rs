@@ -503,13 +503,22 @@ async fn the_kubelet_collects_unused_images_and_dead_containers_through_crius_an
         used > 1_000_000 && inodes > 10,
         "{used} bytes, {inodes} inodes"
     );
-    let summary = kubelet.stats_summary().await.unwrap();
-    let image_fs = &summary["node"]["runtime"]["imageFs"];
-    let reported = image_fs["usedBytes"].as_u64().expect("imageFs.usedBytes");
-    assert!(
-        reported.abs_diff(used) < 5_000_000,
-        "/stats/summary imageFs.usedBytes {reported} is not crius's {used}: {image_fs}"
-    );
+    // The kubelet's summary may still hold a figure it read before the removal: polled.
+    eventually_or(
+        "/stats/summary imageFs.usedBytes is crius's",
+        Duration::from_secs(20),
+        || {
+            let kubelet = &kubelet;
+            async move {
+                let summary = kubelet.stats_summary().await.unwrap();
+                let image_fs = &summary["node"]["runtime"]["imageFs"];
+                let reported = image_fs["usedBytes"].as_u64().expect("imageFs.usedBytes");
+                let seen = format!("imageFs.usedBytes {reported}, crius's {used}: {image_fs}");
+                ((reported.abs_diff(used) < 5_000_000).then_some(()), seen)
+            }
+        },
+    )
+    .await;
 
     // Dead containers: the crash-looping one has restarted several times, and the
     // kubelet removed its older dead instances through crius (it keeps one).
