@@ -246,7 +246,10 @@ impl Daemon {
         Ok((pid, address, shim_pid))
     }
 
-    /// Shuts a pod's shim down once its tasks are deleted, and removes its socket.
+    /// Shuts a pod's shim down once its tasks are deleted, and removes its socket. A shim
+    /// that had to be killed (it refuses to exit while a task remains, or did not answer)
+    /// may leave the pause task running: the shim's own `delete` action then cleans what
+    /// its runtime holds of it (process, state, cgroup), as containerd does for a dead shim.
     pub(crate) async fn vm_stop_shim(&self, pod: &PodRecord) {
         let s = match self.shim_of(pod).await {
             Ok(s) => Some(s),
@@ -255,7 +258,7 @@ impl Daemon {
                 None
             }
         };
-        match s {
+        let exited_cleanly = match s {
             Some(s) => stop_shim(&s, &pod.id, pod.shim_pid).await,
             None => {
                 if let Some(pid) = pod.shim_pid {
@@ -263,6 +266,21 @@ impl Daemon {
                 }
                 if let Some(p) = pod.shim_address.as_deref().and_then(shim::socket_path) {
                     let _ = std::fs::remove_file(p);
+                }
+                false
+            }
+        };
+        if !exited_cleanly {
+            if let Some(vm) = self.vm_of(&pod.runtime_handler) {
+                let start = ShimStart {
+                    handler: vm.name.clone(),
+                    binary: vm.binary.clone(),
+                    id: pod.id.clone(),
+                    bundle: self.pod_dir(&pod.id),
+                    events_socket: self.shim_events_socket(),
+                };
+                if let Err(e) = shim::delete_dead_shim(&start).await {
+                    warn!(pod_id = %pod.id, error = %e, "shim delete after a killed shim");
                 }
             }
         }
@@ -294,13 +312,7 @@ impl Daemon {
             match Shim::connect("(a half-made pod's)", address, id).await {
                 Ok(s) => {
                     info!(pod_id = %id, "shutting down the shim of a half-made pod");
-                    let _ = s.kill(id, "", libc::SIGKILL as u32, true).await;
-                    let _ = tokio::time::timeout(PAUSE_EXIT_TIMEOUT, s.wait(id, "")).await;
-                    if let Err(e) = s.delete(id, "").await {
-                        if !shim::is_not_found(&e) {
-                            warn!(pod_id = %id, error = %e, "pause task of a half-made pod not deleted");
-                        }
-                    }
+                    kill_and_delete_pause(&s, id).await;
                     let pid = s.shim_pid(id).await.ok();
                     stop_shim(&s, id, pid).await;
                 }
@@ -528,12 +540,14 @@ impl Daemon {
         }
     }
 
-    /// Deletes a vm pod's pause task and stops its shim; what is gone already is fine.
+    /// Deletes a vm pod's pause task and stops its shim; what is gone already is fine. A
+    /// task still running (its stop was cut short) is killed first.
     pub(crate) async fn vm_remove_pause(&self, pod: &PodRecord) {
         if let Ok(s) = self.shim_of(pod).await {
             if let Err(e) = s.delete(&pod.id, "").await {
                 if !shim::is_not_found(&e) {
-                    warn!(pod_id = %pod.id, error = %e, "delete pause task");
+                    debug!(pod_id = %pod.id, error = %e, "pause task not deleted; killing it first");
+                    kill_and_delete_pause(&s, &pod.id).await;
                 }
             }
         }
@@ -849,31 +863,49 @@ fn exit_status(st: shim::TaskExitStatus, oom_killed: bool) -> ExitStatus {
     }
 }
 
-/// Shutdown, then make sure the shim process is gone and its socket removed.
-async fn stop_shim(s: &Shim, id: &str, pid: Option<u32>) {
-    if let Err(e) = s.shutdown(id).await {
-        warn!(pod_id = %id, error = %e, "shim shutdown");
-    }
-    if let Some(pid) = pid {
-        kill_shim(pid, id).await;
-    }
-    if let Some(p) = shim::socket_path(s.address()) {
-        let _ = std::fs::remove_file(p);
+/// Kills pod `id`'s pause task, waits (bounded) for its exit and deletes it; what is gone
+/// already is fine.
+async fn kill_and_delete_pause(s: &Shim, id: &str) {
+    let _ = s.kill(id, "", libc::SIGKILL as u32, true).await;
+    let _ = tokio::time::timeout(PAUSE_EXIT_TIMEOUT, s.wait(id, "")).await;
+    if let Err(e) = s.delete(id, "").await {
+        if !shim::is_not_found(&e) {
+            warn!(pod_id = %id, error = %e, "pause task not deleted");
+        }
     }
 }
 
-/// Waits up to [`SHIM_EXIT_TIMEOUT`] for the shim `pid` to exit, then kills it.
-async fn kill_shim(pid: u32, id: &str) {
+/// Shutdown, then make sure the shim process is gone and its socket removed. False when
+/// the shim had to be killed.
+async fn stop_shim(s: &Shim, id: &str, pid: Option<u32>) -> bool {
+    if let Err(e) = s.shutdown(id).await {
+        warn!(pod_id = %id, error = %e, "shim shutdown");
+    }
+    let exited = match pid {
+        Some(pid) => kill_shim(pid, id).await,
+        None => true,
+    };
+    if let Some(p) = shim::socket_path(s.address()) {
+        let _ = std::fs::remove_file(p);
+    }
+    exited
+}
+
+/// Waits up to [`SHIM_EXIT_TIMEOUT`] for the shim `pid` to exit, then kills it; true when
+/// it exited by itself.
+async fn kill_shim(pid: u32, id: &str) -> bool {
     let alive = || std::path::Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid);
     let deadline = tokio::time::Instant::now() + SHIM_EXIT_TIMEOUT;
     while alive() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    if alive() {
-        warn!(pod_id = %id, pid, "shim did not exit after shutdown; killing it");
-        // SAFETY: kill(2) with a pid read from the shim itself; no memory is passed.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    if !alive() {
+        return true;
     }
+    warn!(pod_id = %id, pid, "shim did not exit after shutdown; killing it");
+    // SAFETY: kill(2) with a pid read from the shim itself; no memory is passed.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    false
 }
 
 fn is_zombie(pid: u32) -> bool {
