@@ -1,7 +1,8 @@
 //! The IPC and UTS namespaces of a pod without a pause container (`drop_infra_ctr`), made
 //! and pinned by crius as CRI-O's pinns does: each is a bind mount of the namespace file
 //! onto a file under the pod's run dir, so it lives with no process in it until unpinned.
-//! The network namespace is pinned the same way by crius-net.
+//! The network namespace is pinned the same way, by the same call of crius-net
+//! (`pin_thread_namespace`).
 //!
 //! `unshare` of these namespaces changes only the calling thread, so it happens on a
 //! short-lived thread of its own that exits once the pins are made: no other code ever
@@ -14,7 +15,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use tracing::{debug, warn};
 
@@ -121,17 +121,9 @@ fn make_pins(
                 for (name, value) in sysctls {
                     write_sysctl(name, value)?;
                 }
-                let tid = nix::unistd::gettid();
                 for (path, name, _) in pins {
-                    let source = format!("/proc/self/task/{tid}/ns/{name}");
-                    mount(
-                        Some(source.as_str()),
-                        path,
-                        None::<&str>,
-                        MsFlags::MS_BIND,
-                        None::<&str>,
-                    )
-                    .map_err(|e| Error::io("pin namespace (bind mount)", path, e.into()))?;
+                    crius_net::pin_thread_namespace(name, path)
+                        .map_err(|e| Error::io("pin namespace (bind mount)", path, e.into()))?;
                 }
                 Ok(())
             })

@@ -14,7 +14,7 @@ pub use cni::{
     POD_IFNAME,
 };
 pub use error::{Error, Result};
-pub use netns::{in_netns, NetNs};
+pub use netns::{in_netns, pin_thread_namespace, NetNs};
 
 /// Entry points for the fuzz targets in `fuzz/` and their replay test. None may panic,
 /// whatever the input.

@@ -196,6 +196,21 @@ pub(crate) fn is_nsfs(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Pins the calling thread's namespace `kind` (`net`, `ipc`, `uts`, ...) by bind-mounting
+/// its namespace file onto the existing file `path`: the namespace then lives with no
+/// process in it until `path` is unmounted. The thread's own file, not the process's: an
+/// `unshare` changes only the thread that made it.
+pub fn pin_thread_namespace(kind: &str, path: &Path) -> nix::Result<()> {
+    let source = format!("/proc/self/task/{}/ns/{kind}", nix::unistd::gettid());
+    mount(
+        Some(source.as_str()),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+}
+
 /// Body of the short-lived thread that makes the namespace: it leaves the host namespace
 /// and dies with the new one, so no other code ever runs there by accident.
 fn create_in_thread(path: &Path) -> Result<()> {
@@ -208,15 +223,7 @@ fn create_in_thread(path: &Path) -> Result<()> {
         path: path.to_path_buf(),
         reason,
     })?;
-    let source = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
-    mount(
-        Some(source.as_str()),
-        path,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|e| Error::NetNsCreate {
+    pin_thread_namespace("net", path).map_err(|e| Error::NetNsCreate {
         path: path.to_path_buf(),
         op: "bind mount",
         source: e.into(),
