@@ -187,7 +187,7 @@ async fn a_long_line_is_logged_in_partial_chunks_that_reassemble() {
 async fn stop_container_honours_the_timeout_then_sigkills_and_returns_once_gone() {
     let mut f = pod_fixture("stop").await;
     // sleep as PID 1 has no SIGTERM handler, so SIGTERM does nothing: only SIGKILL ends it.
-    let id = f.run(container_config("sleeper", &["sleep", "3600"])).await;
+    let id = f.run(sleeper()).await;
     let pid = f.pid(&id).await;
     assert!(Path::new(&format!("/proc/{pid}")).exists());
     let started = Instant::now();

@@ -104,10 +104,6 @@ fn crash_pod_config(daemon: &CriusDaemon, name: &str) -> cri::PodSandboxConfig {
 
 /// A container that ignores SIGTERM (sleep as its pid 1 has no handler), so StopContainer
 /// with a grace period reaches both the stop signal and the SIGKILL.
-fn sleeper() -> cri::ContainerConfig {
-    container_config("sleeper", &["sleep", "3600"])
-}
-
 async fn remove_image(images: &mut Images, name: &str) -> Result<(), tonic::Status> {
     images
         .remove_image(cri::RemoveImageRequest {

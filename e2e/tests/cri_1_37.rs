@@ -562,17 +562,7 @@ async fn container_and_pod_stats_carry_the_cgroup_pressure_figures() {
     assert!(io.timestamp > 0);
     assert!(io.psi.and_then(|p| p.some).is_some());
 
-    let pod =
-        f.rt.pod_sandbox_stats(cri::PodSandboxStatsRequest {
-            pod_sandbox_id: f.pod.clone(),
-        })
-        .await
-        .expect("PodSandboxStats")
-        .into_inner()
-        .stats
-        .unwrap()
-        .linux
-        .unwrap();
+    let pod = pod_linux_stats(&mut f.rt, &f.pod).await;
     assert!(pod.cpu.unwrap().psi.is_some(), "no pod cpu psi");
     assert!(pod.io.is_some(), "no pod io usage");
     f.finish().await;

@@ -24,13 +24,7 @@ async fn a_dropped_daemon_takes_its_pods_mounts_cgroups_and_bridge_along() {
     pull(&mut images, &busybox()).await;
     let cfg = pod_config(&daemon, "left-behind");
     let pod = run_pod(&mut rt, &cfg).await;
-    run_container(
-        &mut rt,
-        &pod,
-        &cfg,
-        container_config("sleeper", &["sleep", "3600"]),
-    )
-    .await;
+    run_container(&mut rt, &pod, &cfg, sleeper()).await;
 
     let dir = daemon.dir.clone();
     let cgroups = cgroup_dirs(&daemon.cgroup_parent);

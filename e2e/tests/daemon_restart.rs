@@ -16,13 +16,7 @@ async fn sigterm_lets_a_call_in_flight_finish_before_exiting() {
     pull(&mut images, &busybox()).await;
     let cfg = host_network(pod_config(&daemon, "inflight"));
     let pod = run_pod(&mut rt, &cfg).await;
-    let ctr = run_container(
-        &mut rt,
-        &pod,
-        &cfg,
-        container_config("sleeper", &["sleep", "3600"]),
-    )
-    .await;
+    let ctr = run_container(&mut rt, &pod, &cfg, sleeper()).await;
 
     // An ExecSync that takes 2 s is in flight when SIGTERM arrives.
     let mut exec_rt = rt.clone();

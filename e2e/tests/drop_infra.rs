@@ -114,13 +114,7 @@ async fn a_pod_without_infra_container_pins_its_namespaces_and_serves_on_its_ip(
         web_server("web", 8080, "served without a pause"),
     )
     .await;
-    let sleeper = run_container(
-        &mut rt,
-        &pod,
-        &config,
-        container_config("sleeper", &["sleep", "3600"]),
-    )
-    .await;
+    let sleeper = run_container(&mut rt, &pod, &config, sleeper()).await;
     let (web_pid, sleeper_pid) = (
         container_pid(&mut rt, &web).await,
         container_pid(&mut rt, &sleeper).await,
@@ -157,16 +151,7 @@ async fn a_pod_without_infra_container_pins_its_namespaces_and_serves_on_its_ip(
     assert!(body.contains("served without a pause"), "{body}");
 
     // Pod stats read the pinned netns's interfaces.
-    let stats = rt
-        .pod_sandbox_stats(cri::PodSandboxStatsRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .expect("PodSandboxStats")
-        .into_inner()
-        .stats
-        .and_then(|s| s.linux)
-        .expect("linux stats");
+    let stats = pod_linux_stats(&mut rt, &pod).await;
     let net = stats.network.expect("network stats");
     let eth0 = net
         .interfaces
@@ -228,7 +213,7 @@ async fn a_pod_sharing_its_pid_namespace_keeps_its_infra_container() {
     assert!(info["ipcNs"].is_null() && info["utsNs"].is_null(), "{info}");
 
     // The container follows the pod's PID mode (POD), as the kubelet asks.
-    let ctr_config = container_config("sleeper", &["sleep", "3600"]);
+    let ctr_config = sleeper();
     let ctr = run_container(&mut rt, &pod, &config, ctr_config).await;
     let pid = container_pid(&mut rt, &ctr).await;
     for ns in ["pid", "net", "ipc", "uts"] {
@@ -301,13 +286,7 @@ async fn a_pod_without_infra_container_is_not_ready_after_a_reboot_and_cleans_up
     pull(&mut images, &busybox()).await;
     let config = pod_config(&daemon, "rebooted");
     let pod = run_pod(&mut rt, &config).await;
-    run_container(
-        &mut rt,
-        &pod,
-        &config,
-        container_config("sleeper", &["sleep", "3600"]),
-    )
-    .await;
+    run_container(&mut rt, &pod, &config, sleeper()).await;
     drop((rt, images));
     daemon.stop().await.expect("stop daemon");
     // The run dir stays (as on these machines): the pin files are there, unmounted.

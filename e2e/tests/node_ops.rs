@@ -115,13 +115,7 @@ async fn the_metrics_endpoint_shows_calls_pulls_pods_oom_kills_and_the_process()
 
     let config = pod_config(&daemon, "metrics");
     let pod = run_pod(&mut rt, &config).await;
-    run_container(
-        &mut rt,
-        &pod,
-        &config,
-        container_config("sleeper", &["sleep", "3600"]),
-    )
-    .await;
+    run_container(&mut rt, &pod, &config, sleeper()).await;
     // tail keeps the endless "line" of /dev/zero in memory until the limit kills it.
     let hog = run_container(
         &mut rt,

@@ -218,13 +218,7 @@ async fn pod_ip_netns_mounts_and_cgroup_are_released_after_remove() {
 
     // A container too, so its rootfs and cgroup must go as well.
     pull(&mut images, &busybox()).await;
-    let ctr = run_container(
-        &mut rt,
-        &id,
-        &config,
-        container_config("sleeper", &["sleep", "3600"]),
-    )
-    .await;
+    let ctr = run_container(&mut rt, &id, &config, sleeper()).await;
     let memory_cgroup = format!("/sys/fs/cgroup/memory{pod_cgroup}");
     assert!(
         Path::new(&memory_cgroup).is_dir(),

@@ -252,16 +252,7 @@ async fn stats_and_update_through_the_shim(rt: &mut Runtime, pod: &str, ctr: &st
             .any(|s| s.attributes.as_ref().is_some_and(|a| a.id == ctr)),
         "ListContainerStats lists the vm container: {listed:?}"
     );
-    let p = rt
-        .pod_sandbox_stats(cri::PodSandboxStatsRequest {
-            pod_sandbox_id: pod.to_string(),
-        })
-        .await
-        .expect("PodSandboxStats")
-        .into_inner()
-        .stats
-        .unwrap();
-    let linux = p.linux.unwrap();
+    let linux = pod_linux_stats(rt, pod).await;
     assert!(
         linux
             .containers

@@ -73,17 +73,7 @@ async fn a_pod_under_a_slice_parent_has_real_stats_and_swap_is_reported_where_ac
     .await;
     wait_ready_file(&rt, &ctr).await;
 
-    let stats = rt
-        .pod_sandbox_stats(cri::PodSandboxStatsRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .expect("PodSandboxStats")
-        .into_inner()
-        .stats
-        .unwrap()
-        .linux
-        .unwrap();
+    let stats = pod_linux_stats(&mut rt, &pod).await;
     let memory_dir = v1_dir("memory", &parent);
     let kernel_usage = read_u64(&memory_dir.join("memory.usage_in_bytes"));
     let usage = stats.memory.unwrap().usage_bytes.unwrap().value;

@@ -193,13 +193,7 @@ async fn pod_with_sleeper(
     pull(images, &busybox()).await;
     let config = pod_config(daemon, name);
     let pod = run_pod(rt, &config).await;
-    let ctr = run_container(
-        rt,
-        &pod,
-        &config,
-        container_config("sleeper", &["sleep", "3600"]),
-    )
-    .await;
+    let ctr = run_container(rt, &pod, &config, sleeper()).await;
     (pod, ctr)
 }
 

@@ -35,13 +35,7 @@ async fn every_cri_call_is_exported_with_its_cni_runtime_and_pull_steps() {
     pull(&mut images, &busybox()).await;
     let config = pod_config(&daemon, "traced");
     let pod = run_pod(&mut rt, &config).await;
-    let ctr = create(
-        &mut rt,
-        &pod,
-        &config,
-        container_config("sleeper", &["sleep", "3600"]),
-    )
-    .await;
+    let ctr = create(&mut rt, &pod, &config, sleeper()).await;
     start(&mut rt, &ctr).await;
     let missing = rt
         .pod_sandbox_status(cri::PodSandboxStatusRequest {

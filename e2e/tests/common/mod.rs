@@ -287,6 +287,24 @@ pub async fn run_container(
     id
 }
 
+/// A container that only sleeps (an hour), for tests that need one running.
+pub fn sleeper() -> cri::ContainerConfig {
+    container_config("sleeper", &["sleep", "3600"])
+}
+
+/// PodSandboxStats' Linux part for pod `id`.
+pub async fn pod_linux_stats(rt: &mut Runtime, id: &str) -> cri::LinuxPodSandboxStats {
+    rt.pod_sandbox_stats(cri::PodSandboxStatsRequest {
+        pod_sandbox_id: id.to_string(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("PodSandboxStats {id}: {e:?}"))
+    .into_inner()
+    .stats
+    .and_then(|s| s.linux)
+    .expect("PodSandboxStats has no linux stats")
+}
+
 /// ContainerStatus, non-verbose.
 pub async fn container_status(rt: &mut Runtime, id: &str) -> cri::ContainerStatus {
     rt.container_status(cri::ContainerStatusRequest {
