@@ -165,13 +165,7 @@ impl Daemon {
         dir: &Path,
         undo: &mut Undo,
     ) -> Result<(u32, String, u32)> {
-        let start = ShimStart {
-            handler: vm.name.clone(),
-            binary: vm.binary.clone(),
-            id: pod.id.clone(),
-            bundle: dir.to_path_buf(),
-            events_socket: self.shim_events_socket(),
-        };
+        let start = self.shim_start(&vm.name, &vm.binary, &pod.id, dir);
         let shim_log = shim::ShimLog::open(dir, &pod.id)?;
         let address = shim::start_shim(&start)
             .await
@@ -246,6 +240,18 @@ impl Daemon {
         Ok((pid, address, shim_pid))
     }
 
+    /// How a shim of pod `id` is run (its `start`, or its `delete` of a dead shim's task):
+    /// in the pod's dir `bundle`, publishing to crius's event socket.
+    fn shim_start(&self, handler: &str, binary: &Path, id: &str, bundle: &Path) -> ShimStart {
+        ShimStart {
+            handler: handler.to_string(),
+            binary: binary.to_path_buf(),
+            id: id.to_string(),
+            bundle: bundle.to_path_buf(),
+            events_socket: self.shim_events_socket(),
+        }
+    }
+
     /// Shuts a pod's shim down once its tasks are deleted, and removes its socket. A shim
     /// that had to be killed (it refuses to exit while a task remains, or did not answer)
     /// may leave the pause task running: the shim's own `delete` action then cleans what
@@ -272,13 +278,7 @@ impl Daemon {
         };
         if !exited_cleanly {
             if let Some(vm) = self.vm_of(&pod.runtime_handler) {
-                let start = ShimStart {
-                    handler: vm.name.clone(),
-                    binary: vm.binary.clone(),
-                    id: pod.id.clone(),
-                    bundle: self.pod_dir(&pod.id),
-                    events_socket: self.shim_events_socket(),
-                };
+                let start = self.shim_start(&vm.name, &vm.binary, &pod.id, &self.pod_dir(&pod.id));
                 if let Err(e) = shim::delete_dead_shim(&start).await {
                     warn!(pod_id = %pod.id, error = %e, "shim delete after a killed shim");
                 }
@@ -357,13 +357,7 @@ impl Daemon {
         binaries.sort();
         binaries.dedup();
         for binary in binaries {
-            let start = ShimStart {
-                handler: "(a half-made pod's)".to_string(),
-                binary,
-                id: id.to_string(),
-                bundle: dir.to_path_buf(),
-                events_socket: events.clone(),
-            };
+            let start = self.shim_start("(a half-made pod's)", &binary, id, dir);
             if let Err(e) = shim::delete_dead_shim(&start).await {
                 debug!(pod_id = %id, error = %e, "shim delete of a half-made pod");
             }
