@@ -304,9 +304,6 @@ fn create_inner(g: &Globals, o: &CreateOpts, keep_subreaper: bool) -> Result<Rec
     // mountinfo shows the host's hierarchies rooted outside it.
     let hierarchies = cgroup::hierarchies();
     let dirs = cgroup::dirs_for(&hierarchies, &inner);
-    undo.cgroups = dirs.clone();
-    cgroup::create(&dirs)?;
-    cgroup::apply(&dirs, &with_default_device_rules(&linux), false)?;
 
     set_subreaper();
     let (parent, child) = sync::pair()?;
@@ -315,8 +312,9 @@ fn create_inner(g: &Globals, o: &CreateOpts, keep_subreaper: bool) -> Result<Rec
             .join
             .iter()
             .any(|(f, _, _)| *f == CloneFlags::CLONE_NEWUSER);
+    // Stage 1 makes the namespaces while the cgroups are made here; the init
+    // it forks makes its mounts while it is moved into them (cgroup::Gate).
     let stage1 = fork_child(&child, || {
-        child.expect("go")?;
         crate::process::set_oom_score_adj(&process)?;
         join_namespaces(&ns.join)?;
         if ns.new.contains(CloneFlags::CLONE_NEWUSER) {
@@ -326,16 +324,19 @@ fn create_inner(g: &Globals, o: &CreateOpts, keep_subreaper: bool) -> Result<Rec
             child.expect("mapped")?;
             become_root()?;
         }
-        let rest = ns.new & !CloneFlags::CLONE_NEWUSER;
+        // The cgroup namespace is the init's to make, once it is in its cgroups.
+        let rest = ns.new & !(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWCGROUP);
         nix::sched::unshare(rest).map_err(|e| Error::sys(format!("unshare {rest:?}"), e))?;
+        // Not before the cgroups exist: a failed create kills this stage, and
+        // must find no init behind it.
+        child.expect("go")?;
         let init = fork_child(&child, || {
-            let host_pid: i32 = child.expect("go:")?.parse().unwrap_or(0);
             init_main(InitCtx {
                 spec: &spec,
                 bundle: &bundle,
                 rootfs: &rootfs,
                 id: &o.id,
-                host_pid,
+                gate: &cgroup::Gate::new(&child, ns.new.contains(CloneFlags::CLONE_NEWCGROUP)),
                 sync: &child,
                 fifo: &fifo_fd,
                 console: console.as_ref(),
@@ -353,17 +354,24 @@ fn create_inner(g: &Globals, o: &CreateOpts, keep_subreaper: bool) -> Result<Rec
     })?;
     drop(child);
     undo.children.push(stage1);
-    cgroup::join(&dirs, stage1.as_raw())?;
-    parent.send("go")?;
+    undo.cgroups = dirs.clone();
+    cgroup::create(&dirs)?;
+    cgroup::apply(&dirs, &with_default_device_rules(&linux), false)?;
     if ns.new.contains(CloneFlags::CLONE_NEWUSER) {
         parent.expect("userns")?;
         write_id_maps(stage1, &spec)?;
         parent.send("mapped")?;
     }
+    parent
+        .send("go")
+        .map_err(|e| parent.pending_error().unwrap_or(e))?;
     let init = take_pid(&parent, stage1, &mut undo)?;
     let start_time = state::process_start_time(init)
         .ok_or_else(|| Error::Init("the container's init exited during setup".into()))?;
-    parent.send(&format!("go:{init}"))?;
+    // An init that failed meanwhile has said why: that is the error to report.
+    cgroup::join(&dirs, init).map_err(|e| parent.pending_error().unwrap_or(e))?;
+    // Fails only when the init has exited; the loop below reports its error.
+    let _ = parent.send(&format!("go:{init}"));
     loop {
         match parent.recv()? {
             Some(m) if m == "hooks" => {
@@ -511,7 +519,8 @@ struct InitCtx<'a> {
     bundle: &'a Path,
     rootfs: &'a Path,
     id: &'a str,
-    host_pid: i32,
+    /// Passed once the runtime has moved the init into its cgroups.
+    gate: &'a cgroup::Gate<'a>,
     sync: &'a Sync,
     /// The exec fifo, an O_PATH descriptor.
     fifo: &'a OwnedFd,
@@ -536,8 +545,10 @@ fn init_main(c: InitCtx) -> Result<()> {
         hierarchies: c.hierarchies,
         in_userns: c.in_userns,
         idmapped: c.idmapped,
+        cgroup_gate: c.gate,
     }
     .prepare()?;
+    let host_pid = c.gate.pass()?;
     #[allow(deprecated)]
     let runtime_hooks = c.spec.hooks().as_ref().is_some_and(|h| {
         h.prestart().as_ref().is_some_and(|v| !v.is_empty())
@@ -553,10 +564,7 @@ fn init_main(c: InitCtx) -> Result<()> {
         .as_ref()
         .and_then(|h| h.create_container().clone())
     {
-        crate::hooks::run(
-            &h,
-            &hook_state(c.spec, c.id, "created", c.host_pid, c.bundle),
-        )?;
+        crate::hooks::run(&h, &hook_state(c.spec, c.id, "created", host_pid, c.bundle))?;
     }
     let fifo = c.fifo;
     let host_proc = open_path(Path::new("/proc/self/fd"))?;
@@ -602,10 +610,7 @@ fn init_main(c: InitCtx) -> Result<()> {
         .as_ref()
         .and_then(|h| h.start_container().clone())
     {
-        crate::hooks::run(
-            &h,
-            &hook_state(c.spec, c.id, "running", c.host_pid, c.bundle),
-        )?;
+        crate::hooks::run(&h, &hook_state(c.spec, c.id, "running", host_pid, c.bundle))?;
     }
     crate::process::finish(prepared)?;
     Ok(())

@@ -43,11 +43,30 @@ impl Sync {
 
     /// The next message; `None` when the other side closed (exited or exec'd).
     pub fn recv(&self) -> Result<Option<String>> {
+        self.recv_with(0)
+    }
+
+    /// The error a child already reported, if one is waiting: a failed
+    /// step of the parent may only be the echo of the child's exit.
+    pub fn pending_error(&self) -> Option<Error> {
+        match self.recv_with(libc::MSG_DONTWAIT) {
+            Ok(Some(m)) => m.strip_prefix("err:").map(|m| Error::Init(m.to_string())),
+            _ => None,
+        }
+    }
+
+    fn recv_with(&self, flags: i32) -> Result<Option<String>> {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             // SAFETY: `buf` is writable for its length.
-            let n =
-                unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let n = unsafe {
+                libc::recv(
+                    self.0.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    flags,
+                )
+            };
             if n < 0 {
                 let e = nix::errno::Errno::last();
                 if e == nix::errno::Errno::EINTR {

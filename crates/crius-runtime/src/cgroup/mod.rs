@@ -212,6 +212,50 @@ pub fn apply(dirs: &[PathBuf], res: &LinuxResources, update: bool) -> Result<()>
     Ok(())
 }
 
+/// The point in the container init's setup past which it must be in the
+/// container's cgroups. The runtime moves the init there while the init
+/// makes its mounts: on v1 hierarchies the first move waits out an RCU grace
+/// period (up to several ms), which then overlaps the mounts instead of
+/// preceding them. The runtime says it is done with `go:<init's host pid>`;
+/// the init waits for that before it reads or mounts its cgroups, makes its
+/// cgroup namespace (rooted at the cgroup it is in), and before anything of
+/// the container runs.
+#[derive(Debug)]
+pub struct Gate<'a> {
+    sync: &'a crate::sync::Sync,
+    new_cgroup_ns: bool,
+    host_pid: std::cell::Cell<Option<i32>>,
+}
+
+impl<'a> Gate<'a> {
+    pub fn new(sync: &'a crate::sync::Sync, new_cgroup_ns: bool) -> Self {
+        Gate {
+            sync,
+            new_cgroup_ns,
+            host_pid: std::cell::Cell::new(None),
+        }
+    }
+
+    /// Waits (the first time) until the runtime has moved this process into
+    /// the container's cgroups; returns its pid in the runtime's namespace.
+    pub fn pass(&self) -> Result<i32> {
+        if let Some(pid) = self.host_pid.get() {
+            return Ok(pid);
+        }
+        let pid = self
+            .sync
+            .expect("go:")?
+            .parse()
+            .map_err(|_| Error::Init("bad host pid from the runtime".into()))?;
+        if self.new_cgroup_ns {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+                .map_err(|e| Error::sys("unshare cgroup namespace", e))?;
+        }
+        self.host_pid.set(Some(pid));
+        Ok(pid)
+    }
+}
+
 /// Moves `pid` into every directory.
 pub fn join(dirs: &[PathBuf], pid: i32) -> Result<()> {
     for d in dirs {

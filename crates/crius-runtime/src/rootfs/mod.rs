@@ -135,6 +135,8 @@ pub struct RootfsSetup<'a> {
     pub in_userns: bool,
     /// The spec's id-mapped mounts, made by the runtime before the fork.
     pub idmapped: &'a idmap::IdmappedMounts,
+    /// Passed before a `cgroup` mount: the cgroups exist and hold us then.
+    pub cgroup_gate: &'a crate::cgroup::Gate<'a>,
 }
 
 impl RootfsSetup<'_> {
@@ -197,6 +199,9 @@ impl RootfsSetup<'_> {
     ) -> Result<()> {
         let o = parse_options(m.options().as_deref().unwrap_or(&[]))?;
         let typ = m.typ().as_deref().unwrap_or("");
+        if typ == "cgroup" || typ == "cgroup2" {
+            self.cgroup_gate.pass()?;
+        }
         if (typ == "cgroup" || typ == "cgroup2") && crate::cgroup::unified(self.cgroup_dirs) {
             return self.mount_cgroup2(root, dest, &o);
         }
