@@ -346,16 +346,19 @@ impl RootfsSetup<'_> {
     fn mount_cgroups(&self, root: &OwnedFd, dest: &str, o: &Options) -> Result<()> {
         let target = resolve(root, dest, Create::Dir)?;
         let ro = o.flags.contains(MsFlags::MS_RDONLY);
-        let base = o.flags & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
+        let base_flags = o.flags & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
         mnt(
             Some("tmpfs"),
             &fd_path(&target),
             Some("tmpfs"),
-            base,
+            base_flags,
             Some("mode=755"),
         )
         .map_err(|e| merr(dest, "mount cgroup tmpfs", e))?;
         drop(target);
+        // The tmpfs just mounted, ours alone: each hierarchy's dir is
+        // resolved from it rather than from the rootfs again.
+        let base = resolve(root, dest, Create::No)?;
         for h in self.hierarchies {
             let Some(name) = h.mount.file_name().and_then(|n| n.to_str()) else {
                 continue;
@@ -364,15 +367,15 @@ impl RootfsSetup<'_> {
                 continue;
             };
             let sub = format!("{}/{name}", dest.trim_end_matches('/'));
-            let t = resolve(root, &sub, Create::Dir)?;
+            let t = resolve(&base, name, Create::Dir)?;
             let dir_s = dir.to_string_lossy();
             mnt(Some(&dir_s), &fd_path(&t), None, MsFlags::MS_BIND, None)
                 .map_err(|e| merr(&sub, "bind cgroup", e))?;
             drop(t);
-            let on = resolve(root, &sub, Create::No)?;
+            let on = resolve(&base, name, Create::No)?;
             let flags = MsFlags::MS_BIND
                 | MsFlags::MS_REMOUNT
-                | base
+                | base_flags
                 | if ro {
                     MsFlags::MS_RDONLY
                 } else {
@@ -382,19 +385,19 @@ impl RootfsSetup<'_> {
                 .map_err(|e| merr(&sub, "remount cgroup", e))?;
             // "cpu,cpuacct" is also reachable as "cpu" and "cpuacct".
             if name.contains(',') {
-                let dfd = resolve(root, dest, Create::No)?;
                 for part in name.split(',') {
-                    let _ = nix::unistd::symlinkat(name, &dfd, part);
+                    let _ = nix::unistd::symlinkat(name, &base, part);
                 }
             }
         }
+        drop(base);
         if ro {
             let on = resolve(root, dest, Create::No)?;
             mnt(
                 None,
                 &fd_path(&on),
                 None,
-                MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | base,
+                MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | base_flags,
                 Some("mode=755"),
             )
             .map_err(|e| merr(dest, "remount cgroup tmpfs read-only", e))?;
