@@ -175,11 +175,52 @@ fn set_subreaper() {
 
 /// Forks; the child runs `f` and exits, reporting its error on `child_end`.
 fn fork_child(child_end: &Sync, f: impl FnOnce() -> Result<()>) -> Result<Pid> {
-    // SAFETY: the runtime is single-threaded, so the child may run any code.
-    match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork", e))? {
+    fork_child_into(child_end, None, |_| f())
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// [`fork_child`], the child started in the cgroup2 directory `cgroup` when
+/// one is given (clone3 with CLONE_INTO_CGROUP, Linux 5.7: unlike a move by
+/// pid, no global lock). `f` learns whether that worked; where the kernel
+/// refuses, it is a plain fork.
+fn fork_child_into(
+    child_end: &Sync,
+    cgroup: Option<&OwnedFd>,
+    f: impl FnOnce(bool) -> Result<()>,
+) -> Result<Pid> {
+    let into = cgroup.and_then(|fd| {
+        // SAFETY: clone_args is plain integers; zero is "not used" for each.
+        let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+        args.flags = CLONE_INTO_CGROUP;
+        args.exit_signal = libc::SIGCHLD as u64;
+        args.cgroup = fd.as_raw_fd() as u64;
+        // SAFETY: without CLONE_VM or a stack, clone3 is fork: the child
+        // goes on with a copy of this (single-threaded) process.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &mut args as *mut libc::clone_args,
+                std::mem::size_of::<libc::clone_args>(),
+            )
+        };
+        match r {
+            -1 => None,
+            0 => Some(ForkResult::Child),
+            pid => Some(ForkResult::Parent {
+                child: Pid::from_raw(pid as i32),
+            }),
+        }
+    });
+    let forked = match into {
+        Some(r) => r,
+        // SAFETY: the runtime is single-threaded, so the child may run any code.
+        None => unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork", e))?,
+    };
+    match forked {
         ForkResult::Parent { child } => Ok(child),
         ForkResult::Child => {
-            let code = match f() {
+            let code = match f(into.is_some()) {
                 Ok(()) => 0,
                 Err(e) => {
                     // After `create` returned nobody reads the socket: the
@@ -195,6 +236,17 @@ fn fork_child(child_end: &Sync, f: impl FnOnce() -> Result<()>) -> Result<Pid> {
             unsafe { libc::_exit(code) }
         }
     }
+}
+
+/// The container's cgroup2 directory, opened for CLONE_INTO_CGROUP.
+fn open_v2_dir(dirs: &[PathBuf]) -> Option<OwnedFd> {
+    let d = cgroup::v2_dir(dirs)?;
+    nix::fcntl::open(
+        d,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()
 }
 
 fn write_id_maps(pid: Pid, spec: &Spec) -> Result<()> {
@@ -330,13 +382,19 @@ fn create_inner(g: &Globals, o: &CreateOpts, keep_subreaper: bool) -> Result<Rec
         // Not before the cgroups exist: a failed create kills this stage, and
         // must find no init behind it.
         child.expect("go")?;
-        let init = fork_child(&child, || {
+        // Root of the host's user namespace, the init moves itself (cgroup::join_self).
+        let v2 = if in_userns { None } else { open_v2_dir(&dirs) };
+        let init = fork_child_into(&child, v2.as_ref(), |in_v2| {
             init_main(InitCtx {
                 spec: &spec,
                 bundle: &bundle,
                 rootfs: &rootfs,
                 id: &o.id,
-                gate: &cgroup::Gate::new(&child, ns.new.contains(CloneFlags::CLONE_NEWCGROUP)),
+                gate: &cgroup::Gate::new(
+                    &child,
+                    ns.new.contains(CloneFlags::CLONE_NEWCGROUP),
+                    (!in_userns).then_some((dirs.as_slice(), in_v2)),
+                ),
                 sync: &child,
                 fifo: &fifo_fd,
                 console: console.as_ref(),
@@ -368,8 +426,10 @@ fn create_inner(g: &Globals, o: &CreateOpts, keep_subreaper: bool) -> Result<Rec
     let init = take_pid(&parent, stage1, &mut undo)?;
     let start_time = state::process_start_time(init)
         .ok_or_else(|| Error::Init("the container's init exited during setup".into()))?;
-    // An init that failed meanwhile has said why: that is the error to report.
-    cgroup::join(&dirs, init).map_err(|e| parent.pending_error().unwrap_or(e))?;
+    if in_userns {
+        // An init that failed meanwhile has said why: that is the error to report.
+        cgroup::join(&dirs, init).map_err(|e| parent.pending_error().unwrap_or(e))?;
+    }
     // Fails only when the init has exited; the loop below reports its error.
     let _ = parent.send(&format!("go:{init}"));
     loop {
@@ -996,8 +1056,11 @@ pub fn exec(g: &Globals, o: &ExecOpts) -> Result<i32> {
         set_subreaper();
     }
     let (parent, child) = sync::pair()?;
-    let stage1 = fork_child(&child, || {
+    let v2 = open_v2_dir(&rec.cgroup_dirs);
+    let stage1 = fork_child_into(&child, v2.as_ref(), |in_v2| {
         child.expect("go")?;
+        // Still root of the host's user namespace: see cgroup::join_self.
+        cgroup::join_self(&rec.cgroup_dirs, in_v2)?;
         crate::process::set_oom_score_adj(&process)?;
         join_namespaces(&join)?;
         let proc_pid = fork_child(&child, || {
@@ -1020,7 +1083,6 @@ pub fn exec(g: &Globals, o: &ExecOpts) -> Result<i32> {
         children: vec![stage1],
         init: None,
     };
-    cgroup::join(&rec.cgroup_dirs, stage1.as_raw())?;
     parent.send("go")?;
     let pid = take_pid(&parent, stage1, &mut undo)?;
     parent.send("go")?;

@@ -500,3 +500,49 @@ fn runtime_binary_is_not_writable_through_proc_exe() {
 }
 
 use std::os::unix::fs::OpenOptionsExt;
+
+/// The init moves itself into its cgroups (v1: by thread; cgroup2: forked
+/// there) and so does an exec'd process: each must end up in every one.
+#[test]
+fn init_and_exec_processes_are_in_every_cgroup() {
+    let b = Bundle::new("cgjoin", &["sleep", "100"]);
+    let pid = b.create();
+    let in_every_cgroup = |pid: i32| {
+        let lines = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        assert!(lines.lines().count() > 0);
+        for line in lines.lines() {
+            assert!(
+                line.ends_with(b.cgroup.as_str()),
+                "process {pid} is outside {} in {line:?}",
+                b.cgroup
+            );
+        }
+    };
+    in_every_cgroup(pid);
+    for d in b.cgroup_dirs() {
+        let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap();
+        assert!(
+            procs.lines().any(|l| l.trim() == pid.to_string()),
+            "{} lacks the init {pid}: {procs:?}",
+            d.display()
+        );
+    }
+    b.ok(&["start", &b.id]);
+    let pid_file = b.root.join("exec.pid");
+    b.ok(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &b.id,
+        "sleep",
+        "100",
+    ]);
+    let exec_pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    in_every_cgroup(exec_pid);
+    b.ok(&["delete", "--force", &b.id]);
+}

@@ -213,31 +213,40 @@ pub fn apply(dirs: &[PathBuf], res: &LinuxResources, update: bool) -> Result<()>
 }
 
 /// The point in the container init's setup past which it must be in the
-/// container's cgroups. The runtime moves the init there while the init
-/// makes its mounts: on v1 hierarchies the first move waits out an RCU grace
-/// period (up to several ms), which then overlaps the mounts instead of
-/// preceding them. The runtime says it is done with `go:<init's host pid>`;
-/// the init waits for that before it reads or mounts its cgroups, makes its
-/// cgroup namespace (rooted at the cgroup it is in), and before anything of
-/// the container runs.
+/// container's cgroups. The runtime says it has made them, and the init's
+/// host pid, with `go:<pid>`; the init waits for that before it reads or
+/// mounts its cgroups, makes its cgroup namespace (rooted at the cgroup it
+/// is in), and before anything of the container runs.
+///
+/// Who moves the init there: the init itself where it can ([`join_self`]:
+/// root of the host's user namespace), else the runtime by pid, while the
+/// init makes its mounts.
 #[derive(Debug)]
 pub struct Gate<'a> {
     sync: &'a crate::sync::Sync,
     new_cgroup_ns: bool,
+    /// The directories to join here, and whether the fork already put us
+    /// in the cgroup2 one; `None` when the runtime moves us.
+    join_self: Option<(&'a [PathBuf], bool)>,
     host_pid: std::cell::Cell<Option<i32>>,
 }
 
 impl<'a> Gate<'a> {
-    pub fn new(sync: &'a crate::sync::Sync, new_cgroup_ns: bool) -> Self {
+    pub fn new(
+        sync: &'a crate::sync::Sync,
+        new_cgroup_ns: bool,
+        join_self: Option<(&'a [PathBuf], bool)>,
+    ) -> Self {
         Gate {
             sync,
             new_cgroup_ns,
+            join_self,
             host_pid: std::cell::Cell::new(None),
         }
     }
 
-    /// Waits (the first time) until the runtime has moved this process into
-    /// the container's cgroups; returns its pid in the runtime's namespace.
+    /// Waits (the first time) until the cgroups are ready, and is in them
+    /// on return; returns this process's pid in the runtime's namespace.
     pub fn pass(&self) -> Result<i32> {
         if let Some(pid) = self.host_pid.get() {
             return Ok(pid);
@@ -247,6 +256,9 @@ impl<'a> Gate<'a> {
             .expect("go:")?
             .parse()
             .map_err(|_| Error::Init("bad host pid from the runtime".into()))?;
+        if let Some((dirs, in_v2)) = self.join_self {
+            join_self(dirs, in_v2)?;
+        }
         if self.new_cgroup_ns {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
                 .map_err(|e| Error::sys("unshare cgroup namespace", e))?;
@@ -254,6 +266,31 @@ impl<'a> Gate<'a> {
         self.host_pid.set(Some(pid));
         Ok(pid)
     }
+}
+
+/// The container's cgroup2 directory: the only one on a v2 host, the
+/// unified hierarchy's on a hybrid one.
+pub fn v2_dir(dirs: &[PathBuf]) -> Option<&PathBuf> {
+    dirs.iter().find(|d| is_v2_dir(d))
+}
+
+/// Moves the calling process into every directory without the global lock
+/// that moving a process by pid takes: on first use after a quiet spell that
+/// lock waits out an RCU grace period, 10 ms and more here, on every create
+/// and exec. On v1 this moves the calling thread alone ("0" to `tasks`),
+/// which is the whole process: the runtime's processes have one thread.
+/// cgroup2 has no such move across domains; `in_v2` says the process was
+/// forked there (CLONE_INTO_CGROUP, no lock either), else it is moved by
+/// `cgroup.procs` (locked). Needs root of the host's user namespace.
+pub fn join_self(dirs: &[PathBuf], in_v2: bool) -> Result<()> {
+    for d in dirs {
+        if !is_v2_dir(d) {
+            write(d, "tasks", "0")?;
+        } else if !in_v2 {
+            write(d, "cgroup.procs", "0")?;
+        }
+    }
+    Ok(())
 }
 
 /// Moves `pid` into every directory.
