@@ -4,7 +4,13 @@ for each runtime given, side by side in one run, plus the peak RSS (VmHWM)
 of the runtime process that holds a created container (the init waiting
 for `start`: crius-runtime's forked init, `runc init`).
 
-    e2e/bench/runtime/ccd.py [-n 50] NAME=PATH ...
+    e2e/bench/runtime/ccd.py [-n 50] [--pause-ms 100] NAME=PATH ...
+
+Back to back (the default), a kernel cost that only the first of a burst
+pays stays hidden: moving a process into a v1 cgroup by pid waits out an
+RCU grace period after a quiet spell (10 ms and more on these machines).
+--pause-ms waits that long between containers (not timed), as a node
+between pod starts does.
 
 Builds the bundle (busybox and its libraries, runc's default spec) in a
 temporary directory; each runtime gets its own --root. Root only.
@@ -43,7 +49,7 @@ def alive(pid):
     except FileNotFoundError:
         return False
 
-def measure(name, rt, bundle, n, tmp):
+def measure(name, rt, bundle, n, tmp, pause):
     root = os.path.join(tmp, "root-" + name)
     ts = []
     hwm = 0
@@ -68,12 +74,14 @@ def measure(name, rt, bundle, n, tmp):
         subprocess.run([rt, "--root", root, "delete", cid], check=True)
         ts.append(time.monotonic() - t)
         os.unlink(pf)
+        time.sleep(pause)
     ts.sort()
     return statistics.median(ts) * 1000, ts[int(len(ts) * 0.9)] * 1000, hwm
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=50)
+    ap.add_argument("--pause-ms", type=float, default=0, help="quiet time between containers")
     ap.add_argument("runtimes", nargs="+", help="NAME=PATH")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="crius-bench-runtime-", dir="/var/tmp")
@@ -84,7 +92,7 @@ def main():
         rows = []
         for spec in a.runtimes:
             name, path = spec.split("=", 1)
-            med, p90, rss = measure(name, path, bundle, a.n, tmp)
+            med, p90, rss = measure(name, path, bundle, a.n, tmp, a.pause_ms / 1000)
             rows.append((name, med, p90, rss))
         base = rows[0][1]
         print(f"{'runtime':<16} {'median ms':>10} {'p90 ms':>8} {'peak RSS KiB':>13} {'vs first':>9}")
