@@ -1,10 +1,13 @@
 //! The runc commands on containers: create, start, state, kill, delete,
 //! pause, resume, ps, update, exec and run.
 //!
-//! No re-execution of the runtime per container: `create` forks a child
-//! that joins and unshares the namespaces and forks the container's init
-//! (so a new pid namespace takes effect); the init sets up the rootfs and
-//! blocks on the exec fifo until `start` opens it, then becomes the program.
+//! No runtime binary per container stage (runc execs `runc init`): `create`
+//! forks stage 1, which joins and unshares the namespaces while the parent
+//! makes the cgroups, and forks the container's init (so a new pid namespace
+//! takes effect); the init sets up the rootfs, moves itself into its cgroups
+//! (`cgroup::Gate`), and blocks on the exec fifo until `start` opens it,
+//! then becomes the program. The only exec before it is the one through
+//! the read-only view of the binary (`sealed`).
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
