@@ -9,8 +9,8 @@
 #   crius-shim      crius, default handler a vm handler on containerd 2.4's shim (runc 1.5),
 #                   against crius-runc15 and containerd-2.4 (the same shim)
 # and the kubelet's view (the peer kubelet, standalone, one config): static pods written
-# until the kubelet reports them running, kubelet-crius (crius, runc 1.5) against
-# kubelet-containerd-2.4. Each daemon has private state under a temp dir, its own bridge and
+# until the kubelet reports them running, kubelet-crius (crius, runc 1.5) and
+# kubelet-crius-builtin (crius, crius-runtime) against kubelet-containerd-2.4. Each daemon has private state under a temp dir, its own bridge and
 # a FORWARD drop rule so no pod traffic leaves the host. Prints the tables (metric, each run,
 # ratios) and writes NAME.json per run, floor.json, summary.json, table.txt (and bench.png
 # when python3-matplotlib is installed) into the results dir. Everything it made is removed
@@ -28,7 +28,7 @@
 #     --keep         keep the temp dir (daemon logs, state) for a look afterwards
 #     --only NAMES   measure these runs only: crius containerd-1.6 crius-runc15
 #                    containerd-2.4 crius-builtin crius-shim kubelet-crius
-#                    kubelet-containerd-2.4 (comma-separated)
+#                    kubelet-containerd-2.4 kubelet-crius-builtin (comma-separated)
 # Environment: CRITEST (default the peer's), CRITEST_PARAMS (default
 # e2e/bench/critest-params.yaml), CONTAINERD (default
 # /usr/bin/containerd, 1.6), RUNC (default /usr/sbin/runc, 1.1.5), CARGO_TARGET_DIR,
@@ -48,7 +48,7 @@ RUNC=${RUNC:-/usr/sbin/runc}
 CNI_BIN=/usr/lib/cni
 REGISTRY=127.0.0.1:5000
 PAUSE_IMAGE=registry.k8s.io/pause:3.10
-ALL_RUNS="crius containerd-1.6 crius-runc15 containerd-2.4 crius-builtin crius-shim kubelet-crius kubelet-containerd-2.4"
+ALL_RUNS="crius containerd-1.6 crius-runc15 containerd-2.4 crius-builtin crius-shim kubelet-crius kubelet-containerd-2.4 kubelet-crius-builtin"
 
 RESULTS=/var/tmp/crius-bench-results/$(date +%Y%m%d-%H%M%S)
 BUILD=1
@@ -141,11 +141,12 @@ declare -A SUBNET=(
     [crius]=10.99.0.0/16 [containerd-1.6]=10.98.0.0/16
     [crius-runc15]=10.97.0.0/16 [containerd-2.4]=10.96.0.0/16
     [kubelet-crius]=10.95.0.0/16 [kubelet-containerd-2.4]=10.94.0.0/16
-    [crius-builtin]=10.93.0.0/16 [crius-shim]=10.92.0.0/16
+    [crius-builtin]=10.93.0.0/16 [crius-shim]=10.92.0.0/16 [kubelet-crius-builtin]=10.91.0.0/16
 )
 declare -A LETTER=(
     [crius]=a [containerd-1.6]=b [crius-runc15]=c [containerd-2.4]=d
     [kubelet-crius]=e [kubelet-containerd-2.4]=f [crius-builtin]=g [crius-shim]=h
+    [kubelet-crius-builtin]=i
 )
 for name in $ALL_RUNS; do
     subnet=${SUBNET[$name]}
@@ -339,7 +340,7 @@ start_crius() {
             echo "[crius.runtime.runtimes.runc15]"
             echo "runtime_path = \"$RUNC15\""
         fi
-        if [ "$name" = crius-builtin ]; then
+        if [ "$handler" = crius ]; then
             echo "[crius.runtime.runtimes.crius]"
             echo "runtime_path = \"$RELEASE/crius-runtime\""
         fi
@@ -699,13 +700,19 @@ if wanted kubelet-containerd-2.4 &&
     kubelet kubelet-containerd-2.4
     finish kubelet-containerd-2.4
 fi
+# The same kubelet over crius with its default handler, crius-runtime.
+if wanted kubelet-crius-builtin && peer_ok kubelet-crius-builtin "$KUBELET"; then
+    start_crius kubelet-crius-builtin crius
+    kubelet kubelet-crius-builtin
+    finish kubelet-crius-builtin
+fi
 
 # --- the comparison --------------------------------------------------------------------
 echo
 "$BENCH" report --results "$RESULTS" \
     --table crius:containerd-1.6,crius-runc15:containerd-2.4,crius-builtin:containerd-2.4 \
     --table crius-shim:crius-runc15,crius-shim:containerd-2.4 \
-    --table kubelet-crius:kubelet-containerd-2.4 ||
+    --table kubelet-crius:kubelet-containerd-2.4,kubelet-crius-builtin:kubelet-containerd-2.4 ||
     log "nothing to compare (a side of every pair is missing); see $RESULTS/*.json"
 if /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then
     if [ -f "$RESULTS/summary.json" ]; then
