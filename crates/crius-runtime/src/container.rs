@@ -582,7 +582,7 @@ struct InitCtx<'a> {
     bundle: &'a Path,
     rootfs: &'a Path,
     id: &'a str,
-    /// Passed once the runtime has moved the init into its cgroups.
+    /// Passed once the cgroups are made; the init is in them from then on.
     gate: &'a cgroup::Gate<'a>,
     sync: &'a Sync,
     /// The exec fifo, an O_PATH descriptor.
