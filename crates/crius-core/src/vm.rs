@@ -312,7 +312,7 @@ impl Daemon {
             match Shim::connect("(a half-made pod's)", address, id).await {
                 Ok(s) => {
                     info!(pod_id = %id, "shutting down the shim of a half-made pod");
-                    kill_and_delete_pause(&s, id).await;
+                    kill_and_delete_task(&s, id, PAUSE_EXIT_TIMEOUT).await;
                     let pid = s.shim_pid(id).await.ok();
                     stop_shim(&s, id, pid).await;
                 }
@@ -394,11 +394,7 @@ impl Daemon {
             return;
         }
         info!(container_id = %id, pod_id = %pod_id, "deleting a task no container record owns");
-        let _ = s.kill(id, "", libc::SIGKILL as u32, true).await;
-        let _ = tokio::time::timeout(KILL_TIMEOUT, s.wait(id, "")).await;
-        if let Err(e) = s.delete(id, "").await {
-            warn!(container_id = %id, error = %e, "task no container record owns not deleted");
-        }
+        kill_and_delete_task(&s, id, KILL_TIMEOUT).await;
     }
 
     /// Makes the fifos of a vm container in `run_dir` and starts copying them into its
@@ -541,7 +537,7 @@ impl Daemon {
             if let Err(e) = s.delete(&pod.id, "").await {
                 if !shim::is_not_found(&e) {
                     debug!(pod_id = %pod.id, error = %e, "pause task not deleted; killing it first");
-                    kill_and_delete_pause(&s, &pod.id).await;
+                    kill_and_delete_task(&s, &pod.id, PAUSE_EXIT_TIMEOUT).await;
                 }
             }
         }
@@ -857,14 +853,14 @@ fn exit_status(st: shim::TaskExitStatus, oom_killed: bool) -> ExitStatus {
     }
 }
 
-/// Kills pod `id`'s pause task, waits (bounded) for its exit and deletes it; what is gone
-/// already is fine.
-async fn kill_and_delete_pause(s: &Shim, id: &str) {
+/// Kills the shim's task `id` (a pod's pause, or a container), waits up to `exit` for it
+/// to end and deletes it; what is gone already is fine.
+async fn kill_and_delete_task(s: &Shim, id: &str, exit: Duration) {
     let _ = s.kill(id, "", libc::SIGKILL as u32, true).await;
-    let _ = tokio::time::timeout(PAUSE_EXIT_TIMEOUT, s.wait(id, "")).await;
+    let _ = tokio::time::timeout(exit, s.wait(id, "")).await;
     if let Err(e) = s.delete(id, "").await {
         if !shim::is_not_found(&e) {
-            warn!(pod_id = %id, error = %e, "pause task not deleted");
+            warn!(task_id = %id, error = %e, "task not deleted");
         }
     }
 }
