@@ -99,7 +99,7 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tower::{Layer, Service, ServiceExt};
+    use tower::{Layer, ServiceExt};
 
     #[test]
     fn grpc_timeout_values_parse_as_the_spec_writes_them() {
@@ -123,38 +123,20 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(200)).await;
             Ok::<_, std::convert::Infallible>(http::Response::new(String::from("done")))
         });
-        let mut svc = Deadline.layer(slow);
-        let request = |timeout: Option<&str>| {
+        let svc = Deadline.layer(slow);
+        let call = |timeout: Option<&str>| {
             let mut req = http::Request::new(());
             if let Some(t) = timeout {
                 req.headers_mut().insert(GRPC_TIMEOUT, t.parse().unwrap());
             }
-            req
+            svc.clone().oneshot(req)
         };
-        let late = svc
-            .ready()
-            .await
-            .unwrap()
-            .call(request(Some("20m")))
-            .await
-            .unwrap();
+        let late = call(Some("20m")).await.unwrap();
         let status = tonic::Status::from_header_map(late.headers()).expect("a grpc-status");
         assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
-        let in_time = svc
-            .ready()
-            .await
-            .unwrap()
-            .call(request(Some("5S")))
-            .await
-            .unwrap();
+        let in_time = call(Some("5S")).await.unwrap();
         assert_eq!(in_time.body(), "done");
-        let unbounded = svc
-            .ready()
-            .await
-            .unwrap()
-            .call(request(None))
-            .await
-            .unwrap();
+        let unbounded = call(None).await.unwrap();
         assert_eq!(unbounded.body(), "done");
     }
 }
